@@ -1,0 +1,291 @@
+//! The Backend trait: everything the product needs from storage, shaped after librbd so the embedded engine and a
+//! Ceph backend are interchangeable; plus the image I/O handle, progress reporting and the injected clock.
+//!
+//! Every call is synchronous and may block on disk or network: async callers run it on a blocking pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{ConfigEntry, ConfigLevel};
+use crate::error::Result;
+use crate::image::{
+    BlockExtent, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DuEntry, Features, ImageInfo,
+    ImageListEntry, NamespaceInfo, OpenTarget, PoolInfo, PurgeReport, ResizePolicy, SnapInfo, Timestamp, TrashEntry,
+};
+use crate::names::{ImageName, ImageSpec, Namespace, PoolName, PoolNs, SnapName, SnapSpec};
+
+/// The source of the current time; injected so tests can drive trash expiration.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Returns the current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    }
+}
+
+/// A clock that only moves when told to, for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(AtomicU64::new(start.0))
+    }
+
+    /// Moves the clock forward by `secs` seconds.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Progress of a long operation, and the way to cancel it at its next safe point.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    /// A fresh progress record.
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress::default())
+    }
+
+    /// Records that `done` of `total` units are finished.
+    pub fn set(&self, done: u64, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(done, Ordering::Relaxed);
+    }
+
+    /// Returns `(done, total)`.
+    pub fn get(&self) -> (u64, u64) {
+        (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed))
+    }
+
+    /// Returns the fraction done, from 0.0 to 1.0.
+    pub fn fraction(&self) -> f64 {
+        let (done, total) = self.get();
+        if total == 0 { 0.0 } else { (done as f64 / total as f64).min(1.0) }
+    }
+
+    /// Asks the operation to stop at its next safe point; it then fails with ECANCELED.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns true once [`Progress::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// How a write or zeroing is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Durable after the next flush.
+    Buffered,
+    /// Durable when the call returns (NBD FUA).
+    ForceUnitAccess,
+}
+
+/// How `write_zeroes` may satisfy the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroMode {
+    /// May deallocate: the range becomes a hole.
+    MayUnmap,
+    /// Must stay allocated (NBD NO_HOLE); reads still return zeros.
+    KeepAllocated,
+}
+
+/// An open image or snapshot: the data path. Dropping it closes the image and releases its lock.
+pub trait ImageIo: Send + Sync + std::fmt::Debug {
+    /// Returns the current size in bytes.
+    fn size_bytes(&self) -> u64;
+    /// Returns true when writes are refused (snapshots, read-only opens).
+    fn is_read_only(&self) -> bool;
+    /// Reads `buf.len()` bytes at `offset`; the range must lie inside the image.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes `data` at `offset`.
+    fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()>;
+    /// Deallocates a range; it then reads as zeros.
+    fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()>;
+    /// Makes a range read as zeros.
+    fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()>;
+    /// Makes every acknowledged write durable.
+    fn flush(&self) -> Result<()>;
+    /// Reports which parts of a range hold data and which are holes, without reading data.
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>>;
+}
+
+/// Everything the product needs from storage.
+///
+/// Refusals carry the reference system's error kinds (see `ceph-rbd-semantics` in the docs) and messages that say
+/// what to do.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    // --- pools ---
+    /// Creates an empty pool with no application tag.
+    fn pool_create(&self, pool: &PoolName) -> Result<()>;
+    /// Lists pools with their usage.
+    fn pool_list(&self) -> Result<Vec<PoolInfo>>;
+    /// Removes a pool; refused while it holds images, trash entries or namespaces (ENOTEMPTY/EBUSY).
+    fn pool_remove(&self, pool: &PoolName) -> Result<()>;
+    /// Tags a pool with an application (`rbd`).
+    fn pool_application_enable(&self, pool: &PoolName, app: &str) -> Result<()>;
+    /// Removes an application tag.
+    fn pool_application_disable(&self, pool: &PoolName, app: &str) -> Result<()>;
+
+    // --- namespaces ---
+    /// Creates a namespace in a pool.
+    fn namespace_create(&self, location: &PoolNs) -> Result<()>;
+    /// Lists a pool's named namespaces with their image counts.
+    fn namespace_list(&self, pool: &PoolName) -> Result<Vec<NamespaceInfo>>;
+    /// Removes an empty namespace; refused while images or trash entries remain.
+    fn namespace_remove(&self, location: &PoolNs) -> Result<()>;
+
+    // --- images ---
+    /// Creates an image.
+    fn image_create(&self, spec: &ImageSpec, options: &CreateOptions) -> Result<()>;
+    /// Lists the images of a pool and namespace (trash excluded), sorted by name.
+    fn image_list(&self, location: &PoolNs) -> Result<Vec<ImageListEntry>>;
+    /// Returns everything about an image.
+    fn image_info(&self, spec: &ImageSpec) -> Result<ImageInfo>;
+    /// Returns an image's info as of a snapshot (size and parent overlap of that snapshot).
+    fn image_info_at_snap(&self, spec: &SnapSpec) -> Result<ImageInfo>;
+    /// Changes the size.
+    fn image_resize(&self, spec: &ImageSpec, size_bytes: u64, policy: ResizePolicy) -> Result<()>;
+    /// Renames within the same pool and namespace.
+    fn image_rename(&self, spec: &ImageSpec, new_name: &ImageName) -> Result<()>;
+    /// Removes an image; refused with snapshots (ENOTEMPTY), watchers (EBUSY).
+    fn image_remove(&self, spec: &ImageSpec, progress: &Progress) -> Result<()>;
+    /// Copies the head or a snapshot into a new standalone image (no snapshots, no parent).
+    fn image_copy(&self, src: &ImageSpec, request: &CopyRequest, progress: &Progress) -> Result<()>;
+    /// Copies an image with all its snapshots; a clone stays a clone of the same parent.
+    fn image_deep_copy(&self, src: &ImageSpec, dest: &ImageSpec, progress: &Progress) -> Result<()>;
+    /// Enables mutable features.
+    fn image_features_enable(&self, spec: &ImageSpec, features: Features) -> Result<()>;
+    /// Disables mutable or disable-only features.
+    fn image_features_disable(&self, spec: &ImageSpec, features: Features) -> Result<()>;
+    /// Lists an image's user metadata.
+    fn image_metadata_list(&self, spec: &ImageSpec) -> Result<Vec<(String, String)>>;
+    /// Sets one metadata key.
+    fn image_metadata_set(&self, spec: &ImageSpec, key: &str, value: &str) -> Result<()>;
+    /// Removes one metadata key (ENOENT if absent).
+    fn image_metadata_remove(&self, spec: &ImageSpec, key: &str) -> Result<()>;
+    /// Clients that have the image open.
+    fn image_watchers(&self, spec: &ImageSpec) -> Result<Vec<crate::image::Watcher>>;
+
+    // --- configuration ---
+    /// Lists every option's effective value at a level, with its source.
+    fn config_list(&self, level: &ConfigLevel) -> Result<Vec<ConfigEntry>>;
+    /// Sets an override at a level.
+    fn config_set(&self, level: &ConfigLevel, name: &str, value: &str) -> Result<()>;
+    /// Removes an override at a level (ENOENT if there is none).
+    fn config_remove(&self, level: &ConfigLevel, name: &str) -> Result<()>;
+
+    // --- snapshots ---
+    /// Creates a snapshot (O(1) in image size).
+    fn snap_create(&self, spec: &SnapSpec) -> Result<()>;
+    /// Lists an image's snapshots in id order.
+    fn snap_list(&self, spec: &ImageSpec) -> Result<Vec<SnapInfo>>;
+    /// Renames a snapshot.
+    fn snap_rename(&self, spec: &SnapSpec, new_name: &SnapName) -> Result<()>;
+    /// Protects a snapshot so it can be cloned and not removed.
+    fn snap_protect(&self, spec: &SnapSpec) -> Result<()>;
+    /// Unprotects a snapshot; refused while clones exist (EBUSY).
+    fn snap_unprotect(&self, spec: &SnapSpec) -> Result<()>;
+    /// Restores the head's data and size to the snapshot's.
+    fn snap_rollback(&self, spec: &SnapSpec, progress: &Progress) -> Result<()>;
+    /// Removes a snapshot; refused while protected (EBUSY).
+    fn snap_remove(&self, spec: &SnapSpec) -> Result<()>;
+    /// Removes every unprotected snapshot; refused if any is protected.
+    fn snap_purge(&self, spec: &ImageSpec, progress: &Progress) -> Result<()>;
+    /// Sets or clears the snapshot limit.
+    fn snap_limit_set(&self, spec: &ImageSpec, limit: Option<u64>) -> Result<()>;
+    /// Lists the clones of a snapshot.
+    fn snap_children(&self, spec: &SnapSpec) -> Result<Vec<ChildInfo>>;
+
+    // --- clones ---
+    /// Clones a protected snapshot into a new image.
+    fn clone_image(&self, parent: &SnapSpec, child: &ImageSpec, request: &CloneRequest) -> Result<()>;
+    /// Copies the parent's data into a clone and removes the parent link.
+    fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()>;
+
+    // --- trash ---
+    /// Moves an image to the trash; it cannot be removed before `deferment_end`. Returns its id.
+    fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String>;
+    /// Lists the trash of a pool and namespace.
+    fn trash_list(&self, location: &PoolNs) -> Result<Vec<TrashEntry>>;
+    /// Restores a trash entry, under its old name or a new one.
+    fn trash_restore(&self, location: &PoolNs, id: &str, new_name: Option<&ImageName>) -> Result<()>;
+    /// Removes a trash entry; before its deferment end only with `force` (EPERM otherwise).
+    fn trash_remove(&self, location: &PoolNs, id: &str, force: TrashForce, progress: &Progress) -> Result<()>;
+    /// Removes every entry of a pool (all namespaces) whose deferment ended before `expired_before`; entries that
+    /// cannot be removed (clones depend on them) are skipped and reported.
+    fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport>;
+
+    // --- usage and diffs ---
+    /// Space use per snapshot (in id order) and of the head, last.
+    fn du(&self, spec: &ImageSpec) -> Result<Vec<DuEntry>>;
+    /// Extents that differ between `from` (or the beginning of time) and `to` (a snapshot, or the head), read from
+    /// the object map only. With `whole_object`, extents are widened to whole objects.
+    fn diff(
+        &self,
+        spec: &ImageSpec,
+        from: Option<&SnapName>,
+        to: Option<&SnapName>,
+        granularity: DiffGranularity,
+    ) -> Result<Vec<DiffExtent>>;
+
+    // --- I/O ---
+    /// Opens an image or a snapshot for I/O, registering `client` as a watcher.
+    fn open(&self, spec: &ImageSpec, target: &OpenTarget, client: &str) -> Result<Box<dyn ImageIo>>;
+}
+
+/// Whether an unexpired trash entry may be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrashForce {
+    /// Refuse entries whose deferment has not ended.
+    RespectDeferment,
+    /// Remove regardless of the deferment.
+    Force,
+}
+
+/// Precision of a diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffGranularity {
+    /// As fine as the backend tracks changes.
+    Fine,
+    /// Whole objects, as `diff_iterate(whole_object=true)`.
+    WholeObject,
+}
+
+/// Helper for backends: the namespace of a spec as a `PoolNs`.
+pub fn location_of(spec: &ImageSpec) -> PoolNs {
+    PoolNs::new(spec.pool().clone(), spec.namespace().clone())
+}
+
+/// Helper for backends: a spec in the same location with another name.
+pub fn sibling(spec: &ImageSpec, name: ImageName) -> ImageSpec {
+    ImageSpec::new(spec.pool().clone(), spec.namespace().clone(), name)
+}
+
+/// Helper: the default namespace of a pool.
+pub fn default_location(pool: &PoolName) -> PoolNs {
+    PoolNs::new(pool.clone(), Namespace::default_ns())
+}

@@ -1,0 +1,1949 @@
+//! The embedded engine: opening a store, and every control operation of the Backend trait.
+//!
+//! Metadata changes are single redb transactions; data reaches layer files before the bitmaps that point at it
+//! (see `ImageState::persist`). Control operations on one image are serialised by its `op` lock, taken before the
+//! head lock and before any write transaction, so lock order is: op -> head -> stripe locks -> layer map.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use basalt_core::config::{self, ConfigEntry, ConfigLevel};
+use basalt_core::{
+    Backend, BlockState, ChildInfo, Clock, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity,
+    DuEntry, Error, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, ImageStatus, Namespace,
+    NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs, Progress, PurgeReport,
+    ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry, TrashForce,
+    TrashSource, TrashStatus, Watcher, bail,
+};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::layer::{BlockSt, View, ViewLayer, mutex_lock};
+use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout};
+use crate::records::{
+    self, CHILDREN, CONFIG, IMAGE_NAMES, IMAGES, ImageRec, LayerRec, NAMESPACES, POOLS, ParentRec, PoolRec, SnapRec,
+    TRASH, TrashRec, db_err, decode, encode,
+};
+use crate::state::{Handle, ImageState, Store, describe_watchers, layout_of};
+use crate::vfs::{OsVfs, RedbFile, Vfs};
+
+/// The most objects an image with an object map may have, as in the reference.
+const OBJECT_MAP_OBJECTS_MAX: u64 = 256_000_000;
+/// Copy and flatten move data in pieces of this size.
+const COPY_CHUNK_BYTES: u64 = 1 << 20;
+
+/// The embedded storage engine over a data directory.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
+}
+
+/// The metadata file's name inside the data directory.
+pub const DB_FILE: &str = "basalt.redb";
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// The directory of layer files inside the data directory.
+pub const LAYERS_DIR: &str = "layers";
+
+impl Engine {
+    /// Opens (or creates) a store in `root` on the real file system.
+    pub fn open(root: &Path, clock: Arc<dyn Clock>) -> Result<Engine> {
+        Engine::open_with_vfs(Arc::new(OsVfs), root, clock)
+    }
+
+    /// Opens (or creates) a store in `root` on the given disk.
+    pub fn open_with_vfs(vfs: Arc<dyn Vfs>, root: &Path, clock: Arc<dyn Clock>) -> Result<Engine> {
+        vfs.create_dir_all(root)?;
+        let lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
+        let layers_dir = root.join(LAYERS_DIR);
+        vfs.create_dir_all(&layers_dir)?;
+        let db_path = root.join(DB_FILE);
+        let db_file = vfs.open(&db_path, true)?;
+        vfs.sync_dir(root)?;
+        let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
+        records::init(&db, clock.now().secs())?;
+        let store = Arc::new(Store {
+            vfs,
+            db,
+            layers_dir,
+            images: std::sync::Mutex::new(Default::default()),
+            next_handle: AtomicU64::new(1),
+        });
+        let engine = Engine { store, clock, _lock: lock };
+        engine.remove_orphan_layer_files()?;
+        Ok(engine)
+    }
+
+    /// Removes layer files that no record refers to: left by an operation a crash interrupted.
+    fn remove_orphan_layer_files(&self) -> Result<()> {
+        let referenced = self.referenced_layers()?;
+        let mut removed = Vec::new();
+        for name in self.store.vfs.list(&self.store.layers_dir)? {
+            let id = name.strip_suffix(".layer").and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            match id {
+                Some(id) if !referenced.contains(&id) => removed.push(id),
+                _ => {}
+            }
+        }
+        self.store.remove_layer_files(&removed);
+        Ok(())
+    }
+
+    fn referenced_layers(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let txn = self.store.db.begin_read().map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in images.iter().map_err(db_err)? {
+            let (_, value) = entry.map_err(db_err)?;
+            let rec: ImageRec = decode(value.value())?;
+            ids.extend(rec.layers.iter().map(|l| l.id));
+        }
+        Ok(ids)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    // --- lookups -------------------------------------------------------------------------------------------------
+
+    fn write_txn(&self) -> Result<WriteTransaction> {
+        self.store.db.begin_write().map_err(db_err)
+    }
+
+    fn read_txn(&self) -> Result<redb::ReadTransaction> {
+        self.store.db.begin_read().map_err(db_err)
+    }
+
+    /// Returns the id of a live image by name.
+    fn image_id(&self, spec: &ImageSpec) -> Result<String> {
+        let txn = self.read_txn()?;
+        let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+        let key = (spec.pool().as_str(), spec.namespace().as_str(), spec.image.as_str());
+        match names.get(key).map_err(db_err)? {
+            Some(id) => Ok(id.value().to_owned()),
+            None => {
+                self.check_location(&txn, &basalt_core::location_of(spec))?;
+                Err(Error::not_found(format!("image '{spec}' does not exist")))
+            }
+        }
+    }
+
+    /// Checks that a pool and namespace exist (ENOENT otherwise).
+    fn check_location(&self, txn: &redb::ReadTransaction, location: &PoolNs) -> Result<()> {
+        let pools = txn.open_table(POOLS).map_err(db_err)?;
+        if pools.get(location.pool.as_str()).map_err(db_err)?.is_none() {
+            bail!(NotFound, "pool '{}' does not exist", location.pool);
+        }
+        if !location.namespace.is_default() {
+            let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+            let key = (location.pool.as_str(), location.namespace.as_str());
+            if namespaces.get(key).map_err(db_err)?.is_none() {
+                bail!(NotFound, "namespace '{location}' does not exist: create it first");
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `check_location`, inside a write transaction, and also checks the pool is tagged for rbd.
+    fn check_image_location(txn: &WriteTransaction, location: &PoolNs) -> Result<()> {
+        let pools = txn.open_table(POOLS).map_err(db_err)?;
+        let Some(pool) = pools.get(location.pool.as_str()).map_err(db_err)? else {
+            bail!(NotFound, "pool '{}' does not exist", location.pool);
+        };
+        let pool: PoolRec = decode(pool.value())?;
+        if !pool.applications.iter().any(|a| a == "rbd") {
+            bail!(
+                InvalidArgument,
+                "pool '{}' is not tagged for rbd: enable the rbd application on it first (pool application enable {} rbd)",
+                location.pool,
+                location.pool
+            );
+        }
+        if !location.namespace.is_default() {
+            let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+            let key = (location.pool.as_str(), location.namespace.as_str());
+            if namespaces.get(key).map_err(db_err)?.is_none() {
+                bail!(NotFound, "namespace '{location}' does not exist: create it first");
+            }
+        }
+        Ok(())
+    }
+
+    fn name_taken(txn: &WriteTransaction, spec: &ImageSpec) -> Result<bool> {
+        let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+        let key = (spec.pool().as_str(), spec.namespace().as_str(), spec.image.as_str());
+        Ok(names.get(key).map_err(db_err)?.is_some())
+    }
+
+    fn get_rec(txn: &WriteTransaction, id: &str) -> Result<ImageRec> {
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        records::get_image(&images, id)?.ok_or_else(|| Error::not_found(format!("image id {id} does not exist")))
+    }
+
+    fn put_rec(txn: &WriteTransaction, rec: &ImageRec) -> Result<()> {
+        let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+        images.insert(rec.id.as_str(), encode(rec)?.as_slice()).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Runs `change` on an image's record under its op lock and commits it with the image's dirty bitmaps; then
+    /// rebuilds the in-memory head. `change` returns layers to delete after the commit.
+    fn update_image<R>(
+        &self,
+        state: &ImageState,
+        change: impl FnOnce(&WriteTransaction, &mut ImageRec) -> Result<(R, Vec<u64>)>,
+    ) -> Result<R> {
+        let mut head = state.head_write();
+        let mut outcome = None;
+        let mut new_rec = None;
+        state.persist(|txn| {
+            let mut rec = Self::get_rec(txn, &state.id)?;
+            let (result, dead_layers) = change(txn, &mut rec)?;
+            Self::delete_layer_bits(txn, &dead_layers)?;
+            rec.layers.retain(|l| !dead_layers.contains(&l.id));
+            Self::put_rec(txn, &rec)?;
+            outcome = Some((result, dead_layers));
+            new_rec = Some(rec);
+            Ok(())
+        })?;
+        let (Some((result, dead_layers)), Some(rec)) = (outcome, new_rec) else {
+            return Err(Error::io("an image update committed without a result"));
+        };
+        state.drop_layers(&dead_layers);
+        self.store.remove_layer_files(&dead_layers);
+        state.refresh(&mut head, &rec)?;
+        Ok(result)
+    }
+
+    fn delete_layer_bits(txn: &WriteTransaction, layers: &[u64]) -> Result<()> {
+        let mut blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+        for id in layers {
+            blocks.retain_in((*id, 0u64)..=(*id, u64::MAX), |_, _| false).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Looks up a live image by name and returns its in-memory state and id.
+    fn image_state(&self, spec: &ImageSpec) -> Result<(Arc<ImageState>, String)> {
+        let id = self.image_id(spec)?;
+        let state = self.store.state(&id)?;
+        Ok((state, id))
+    }
+
+    fn new_layer(&self, txn: &WriteTransaction, below: Option<u64>, min_size: u64) -> Result<LayerRec> {
+        let id = records::next_id(txn)?;
+        self.store.create_layer_file(id)?;
+        Ok(LayerRec { id, below, min_size })
+    }
+
+    fn resolve_features(requested: Option<Features>, layout_striped: bool, data_pool: bool) -> Result<Features> {
+        let mut features = requested.unwrap_or(Features::DEFAULT);
+        Features::from_bits(features.bits())?;
+        if features.contains(Features::OPERATIONS) || features.contains(Features::MIGRATING) {
+            bail!(InvalidArgument, "the operations and migrating features are set by the system, not by users");
+        }
+        if features.contains(Features::OBJECT_MAP) {
+            features = features.union(Features::FAST_DIFF);
+        }
+        features.check_dependencies()?;
+        if features.contains(Features::JOURNALING) {
+            bail!(NotSupported, "the journaling feature is not supported by the embedded engine: leave it off");
+        }
+        features = features.difference(Features::STRIPING.union(Features::DATA_POOL));
+        if layout_striped {
+            features = features.union(Features::STRIPING);
+        }
+        if data_pool {
+            features = features.union(Features::DATA_POOL);
+        }
+        Ok(features)
+    }
+
+    fn resolve_layout(order: Option<ObjectOrder>, striping: Option<(u64, u64)>) -> Result<Layout> {
+        let order = order.unwrap_or_default();
+        let striping = match striping {
+            Some((unit, count)) => Striping::new(unit, count, order)?,
+            None => Striping::none(order),
+        };
+        Ok(Layout { order, striping })
+    }
+
+    /// Builds the record of a new image with one empty layer.
+    #[allow(clippy::too_many_arguments)]
+    fn new_image_rec(
+        &self,
+        txn: &WriteTransaction,
+        spec: &ImageSpec,
+        size: u64,
+        layout: Layout,
+        features: Features,
+        data_pool: Option<String>,
+        parent: Option<ParentRec>,
+    ) -> Result<ImageRec> {
+        basalt_core::check_size(size)?;
+        if features.contains(Features::OBJECT_MAP) && layout.num_objects(size) > OBJECT_MAP_OBJECTS_MAX {
+            bail!(
+                InvalidArgument,
+                "image size {size} needs {} objects, more than the object map supports ({OBJECT_MAP_OBJECTS_MAX}): use a larger object size",
+                layout.num_objects(size)
+            );
+        }
+        Self::check_image_location(txn, &basalt_core::location_of(spec))?;
+        if Self::name_taken(txn, spec)? {
+            bail!(AlreadyExists, "image '{spec}' already exists");
+        }
+        let id = format!("{:012x}", records::next_id(txn)?);
+        let layer = self.new_layer(txn, None, size)?;
+        let now = self.now().secs();
+        Ok(ImageRec {
+            id,
+            name: spec.image.as_str().to_owned(),
+            pool: spec.pool().as_str().to_owned(),
+            namespace: spec.namespace().as_str().to_owned(),
+            size,
+            order: layout.order.get(),
+            features: features.bits(),
+            stripe_unit: layout.striping.unit_bytes,
+            stripe_count: layout.striping.count,
+            data_pool,
+            created: now,
+            modified: now,
+            head_layer: layer.id,
+            layers: vec![layer],
+            snaps: Vec::new(),
+            next_snap_id: 1,
+            snap_limit: None,
+            parent,
+            metadata: BTreeMap::new(),
+            config: BTreeMap::new(),
+            trash: None,
+        })
+    }
+
+    fn insert_new_image(txn: &WriteTransaction, rec: &ImageRec) -> Result<()> {
+        Self::put_rec(txn, rec)?;
+        let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+        names
+            .insert((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str()), rec.id.as_str())
+            .map_err(db_err)?;
+        if let Some(parent) = &rec.parent {
+            let mut children = txn.open_table(CHILDREN).map_err(db_err)?;
+            children.insert((parent.image_id.as_str(), parent.snap_id, rec.id.as_str()), ()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn spec_of(rec: &ImageRec) -> Result<ImageSpec> {
+        Ok(ImageSpec::new(PoolName::new(&rec.pool)?, Namespace::parse(&rec.namespace)?, ImageName::new(&rec.name)?))
+    }
+
+    fn children_of(&self, image_id: &str, snap_id: Option<u64>) -> Result<Vec<ChildInfo>> {
+        let txn = self.read_txn()?;
+        let children = txn.open_table(CHILDREN).map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        let (lo, hi) = match snap_id {
+            Some(s) => (s, s),
+            None => (0, u64::MAX),
+        };
+        let mut out = Vec::new();
+        for entry in children.range((image_id, lo, "")..).map_err(db_err)? {
+            let (key, _) = entry.map_err(db_err)?;
+            let (parent, snap, child) = key.value();
+            if parent != image_id || snap > hi {
+                break;
+            }
+            if let Some(rec) = records::get_image(&images, child)? {
+                out.push(ChildInfo {
+                    pool: PoolName::new(&rec.pool)?,
+                    namespace: Namespace::parse(&rec.namespace)?,
+                    image: ImageName::new(&rec.name)?,
+                    image_id: rec.id.clone(),
+                    in_trash: rec.trash.is_some(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn snap_view(&self, state: &ImageState, rec: &ImageRec, snap: &SnapRec) -> Result<View> {
+        state.build_view(rec, snap.layer, snap.size)
+    }
+
+    fn effective_overlap(rec: &ImageRec, top: u64) -> Result<Option<u64>> {
+        let Some(parent) = &rec.parent else { return Ok(None) };
+        let mut overlap = parent.overlap;
+        for id in rec.chain(top)? {
+            overlap = overlap.min(rec.layer(id)?.min_size);
+        }
+        Ok(Some(overlap))
+    }
+
+    fn image_info_of(&self, rec: &ImageRec, snap: Option<&SnapRec>) -> Result<ImageInfo> {
+        let layout = layout_of(rec)?;
+        let (size, top) = match snap {
+            Some(s) => (s.size, s.layer),
+            None => (rec.size, rec.head_layer),
+        };
+        let parent = match &rec.parent {
+            Some(p) => {
+                let prec = self.store.read_image(&p.image_id)?;
+                let psnap = prec
+                    .snap_by_id(p.snap_id)
+                    .ok_or_else(|| Error::io(format!("parent snapshot of image {} is missing: run fsck", rec.id)))?;
+                Some(ParentInfo {
+                    pool: PoolName::new(&prec.pool)?,
+                    namespace: Namespace::parse(&prec.namespace)?,
+                    image: ImageName::new(&prec.name)?,
+                    image_id: prec.id.clone(),
+                    snap: SnapName::new(&psnap.name)?,
+                    snap_id: SnapId(psnap.id),
+                    overlap_bytes: Self::effective_overlap(rec, top)?.unwrap_or(0).min(size),
+                    in_trash: prec.trash.is_some(),
+                })
+            }
+            None => None,
+        };
+        let watchers = self.store.loaded_state(&rec.id).map(|s| s.watchers()).unwrap_or_default();
+        Ok(ImageInfo {
+            id: rec.id.clone(),
+            name: ImageName::new(&rec.name)?,
+            pool: PoolName::new(&rec.pool)?,
+            namespace: Namespace::parse(&rec.namespace)?,
+            size_bytes: size,
+            order: layout.order,
+            num_objs: layout.num_objects(size),
+            block_name_prefix: format!("rbd_data.{}", rec.id),
+            features: Features::from_bits(rec.features)?,
+            striping: layout.striping,
+            data_pool: rec.data_pool.as_deref().map(PoolName::new).transpose()?,
+            parent,
+            created: Timestamp(rec.created),
+            modified: Timestamp(rec.modified),
+            snapshot_count: rec.snaps.len() as u64,
+            snap_limit: rec.snap_limit,
+            status: ImageStatus::Ok,
+            watchers,
+        })
+    }
+
+    fn refuse_if_attached(state: &ImageState, what: &str) -> Result<()> {
+        let watchers = state.watchers();
+        if !watchers.is_empty() {
+            bail!(
+                Busy,
+                "image is in use by {} client(s) ({}): detach it before {what}",
+                watchers.len(),
+                describe_watchers(&watchers)
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses removal of an image whose snapshots have clones, or (unless `with_snapshots`) that has snapshots.
+    fn check_removable(&self, rec: &ImageRec, snapshots: SnapshotPolicy) -> Result<()> {
+        let children = self.children_of(&rec.id, None)?;
+        if !children.is_empty() {
+            let names: Vec<String> = children.iter().map(|c| format!("{}/{}", c.pool, c.image)).collect();
+            bail!(
+                NotEmpty,
+                "image has snapshots with linked clones ({}): flatten or remove the clones first",
+                names.join(", ")
+            );
+        }
+        if snapshots == SnapshotPolicy::Refuse && !rec.snaps.is_empty() {
+            bail!(
+                NotEmpty,
+                "image has snapshots - remove them first (snap purge; unprotect protected ones) before removing the image"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes an image's records and data; the caller checked it may go.
+    fn delete_image(&self, state: &ImageState, rec: &ImageRec) -> Result<()> {
+        let layers: Vec<u64> = rec.layers.iter().map(|l| l.id).collect();
+        let _head = state.head_write();
+        let txn = self.write_txn()?;
+        {
+            let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+            images.remove(rec.id.as_str()).map_err(db_err)?;
+            let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+            names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+            let mut trash = txn.open_table(TRASH).map_err(db_err)?;
+            trash.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.id.as_str())).map_err(db_err)?;
+            if let Some(parent) = &rec.parent {
+                let mut children = txn.open_table(CHILDREN).map_err(db_err)?;
+                children.remove((parent.image_id.as_str(), parent.snap_id, rec.id.as_str())).map_err(db_err)?;
+            }
+        }
+        Self::delete_layer_bits(&txn, &layers)?;
+        txn.commit().map_err(db_err)?;
+        state.drop_layers(&layers);
+        self.store.forget(&rec.id);
+        self.store.remove_layer_files(&layers);
+        Ok(())
+    }
+
+    /// Copies every data extent of `src` into the top layer of `dest`, reporting progress.
+    fn copy_data(&self, src: &View, dest: &View, dest_state: &ImageState, progress: &Progress) -> Result<()> {
+        let ranges = allocated_ranges(src);
+        let total: u64 = ranges.iter().map(|(_, len)| len).sum();
+        let mut done = 0u64;
+        progress.set(0, total);
+        let mut buf = vec![0u8; COPY_CHUNK_BYTES as usize];
+        for (start, len) in ranges {
+            let end = (start + len).min(src.size).min(dest.size);
+            let mut at = start;
+            while at < end {
+                if progress.is_cancelled() {
+                    bail!(Cancelled, "the operation was cancelled");
+                }
+                let n = (end - at).min(COPY_CHUNK_BYTES);
+                for extent in src.block_status(at, n) {
+                    if extent.state == BlockState::Data {
+                        let chunk = &mut buf[..extent.length as usize];
+                        src.read(extent.offset, chunk)?;
+                        dest.write(&dest_state.locks, extent.offset, chunk)?;
+                    }
+                }
+                at += n;
+                done += n;
+                progress.set(done.min(total), total);
+            }
+        }
+        progress.set(total, total);
+        Ok(())
+    }
+
+    fn pool_exists(&self, pool: &PoolName) -> Result<PoolRec> {
+        let txn = self.read_txn()?;
+        let pools = txn.open_table(POOLS).map_err(db_err)?;
+        match pools.get(pool.as_str()).map_err(db_err)? {
+            Some(v) => decode(v.value()),
+            None => Err(Error::not_found(format!("pool '{pool}' does not exist"))),
+        }
+    }
+
+    fn trash_rec_in(&self, location: &PoolNs, id: &str) -> Result<ImageRec> {
+        let rec = self
+            .store
+            .read_image(id)
+            .map_err(|_| Error::not_found(format!("trash entry '{id}' does not exist in '{location}'")))?;
+        if rec.trash.is_none() || rec.pool != location.pool.as_str() || rec.namespace != location.namespace.as_str() {
+            bail!(NotFound, "trash entry '{id}' does not exist in '{location}'");
+        }
+        Ok(rec)
+    }
+
+    fn config_scope(level: &ConfigLevel) -> String {
+        match level {
+            ConfigLevel::Global => String::new(),
+            ConfigLevel::Pool(pool) => format!("pool:{pool}"),
+            ConfigLevel::Image(_) => String::from("image"),
+        }
+    }
+
+    fn config_overrides(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(CONFIG).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.range((scope, "")..).map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let (s, name) = key.value();
+            if s != scope {
+                break;
+            }
+            out.push((name.to_owned(), value.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn diff_views(&self, from: Option<&View>, to: &View, granularity: DiffGranularity) -> Vec<DiffExtent> {
+        diff_views(from, to, granularity)
+    }
+
+    /// Removes a trash entry (with its snapshots) if nothing depends on it.
+    fn remove_trashed(&self, rec: &ImageRec) -> Result<()> {
+        let state = self.store.state(&rec.id)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&rec.id)?;
+        Self::refuse_if_attached(&state, "removing it")?;
+        self.check_removable(&rec, SnapshotPolicy::RemoveAlong)?;
+        self.delete_image(&state, &rec)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotPolicy {
+    Refuse,
+    RemoveAlong,
+}
+
+/// Image ranges that may hold data in a view: every object any layer has state for, plus the parent's ranges
+/// within the overlap. A superset; sorted and merged.
+pub(crate) fn allocated_ranges(view: &View) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let layout = view.layout;
+    let unit = layout.striping.unit_bytes;
+    let units_per_object = layout.object_size() / unit;
+    let mut objects = std::collections::BTreeSet::new();
+    for vl in &view.chain {
+        objects.extend(vl.layer.objects());
+    }
+    for object_no in objects {
+        for u in 0..units_per_object {
+            let start = layout.unmap(object_no, u * unit);
+            if start < view.size {
+                ranges.push((start, unit.min(view.size - start)));
+            }
+        }
+    }
+    if let Some(base) = &view.base {
+        let limit = view.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min).min(view.size);
+        for (start, len) in allocated_ranges(&base.view) {
+            if start < limit {
+                ranges.push((start, len.min(limit - start)));
+            }
+        }
+    }
+    merge_ranges(ranges)
+}
+
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, len) in ranges {
+        match merged.last_mut() {
+            Some((s, l)) if *s + *l >= start => *l = (*l).max(start + len - *s),
+            _ => merged.push((start, len)),
+        }
+    }
+    merged
+}
+
+/// Extents whose content differs between two views of the same image (or from nothing), without reading data.
+fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> Vec<DiffExtent> {
+    use crate::layer::Source;
+    let layout = to.layout;
+    let layer_id = |view: &View, src: Source| match src {
+        Source::Layer(i) => Some(view.chain[i].layer.id),
+        _ => None,
+    };
+    // Candidate ranges: what either view may hold.
+    let mut candidates = allocated_ranges(to);
+    if let Some(from) = from {
+        candidates.extend(allocated_ranges(from));
+    }
+    let candidates = merge_ranges(candidates);
+    let mut extents: Vec<DiffExtent> = Vec::new();
+    for (start, len) in candidates {
+        let end = (start + len).min(to.size);
+        if start >= end {
+            continue;
+        }
+        for piece in layout.pieces(start, end - start) {
+            let to_src = to.resolve(0, &piece);
+            let to_data = match to_src {
+                Source::Layer(_) => true,
+                Source::Zero => false,
+                Source::Base => to.base.as_ref().is_some_and(|b| b.state_at(piece.image_offset) == BlockState::Data),
+            };
+            let changed = match from {
+                None => to_data,
+                Some(from) if piece.image_offset >= from.size => to_data,
+                Some(from) => {
+                    let from_src = from.resolve(0, &piece);
+                    match (from_src, to_src) {
+                        (Source::Layer(_), Source::Layer(_)) => layer_id(from, from_src) != layer_id(to, to_src),
+                        (Source::Base, Source::Base) | (Source::Zero, Source::Zero) => false,
+                        (Source::Zero, Source::Base) => to_data,
+                        (Source::Base, Source::Zero) => {
+                            from.base.as_ref().is_some_and(|b| b.state_at(piece.image_offset) == BlockState::Data)
+                        }
+                        _ => true,
+                    }
+                }
+            };
+            if !changed {
+                continue;
+            }
+            match extents.last_mut() {
+                Some(last) if last.exists == to_data && last.offset + last.length == piece.image_offset => {
+                    last.length += piece.length;
+                }
+                _ => extents.push(DiffExtent { offset: piece.image_offset, length: piece.length, exists: to_data }),
+            }
+        }
+    }
+    if granularity == DiffGranularity::WholeObject {
+        let object_size = layout.object_size();
+        let unstriped = layout.striping.count == 1;
+        let mut widened: Vec<DiffExtent> = Vec::new();
+        for e in extents {
+            let (start, end) = if unstriped {
+                (e.offset / object_size * object_size, (e.offset + e.length).div_ceil(object_size) * object_size)
+            } else {
+                let unit = layout.striping.unit_bytes;
+                (e.offset / unit * unit, (e.offset + e.length).div_ceil(unit) * unit)
+            };
+            let end = end.min(to.size);
+            match widened.last_mut() {
+                Some(last) if last.offset + last.length >= start => {
+                    last.length = end.max(last.offset + last.length) - last.offset;
+                    last.exists |= e.exists;
+                }
+                _ => widened.push(DiffExtent { offset: start, length: end - start, exists: e.exists }),
+            }
+        }
+        return widened;
+    }
+    extents
+}
+
+fn bytes_of(extents: &[DiffExtent]) -> u64 {
+    extents.iter().filter(|e| e.exists).map(|e| e.length).sum()
+}
+
+impl Backend for Engine {
+    // --- pools ---------------------------------------------------------------------------------------------------
+
+    fn pool_create(&self, pool: &PoolName) -> Result<()> {
+        let txn = self.write_txn()?;
+        {
+            let mut pools = txn.open_table(POOLS).map_err(db_err)?;
+            if pools.get(pool.as_str()).map_err(db_err)?.is_some() {
+                bail!(AlreadyExists, "pool '{pool}' already exists");
+            }
+            let id = records::next_id(&txn)?;
+            let rec = PoolRec { id, applications: Vec::new(), created: self.now().secs() };
+            pools.insert(pool.as_str(), encode(&rec)?.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+        let txn = self.read_txn()?;
+        let pools = txn.open_table(POOLS).map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        let blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+        let mut stats: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for entry in images.iter().map_err(db_err)? {
+            let (_, value) = entry.map_err(db_err)?;
+            let rec: ImageRec = decode(value.value())?;
+            let stat = stats.entry(rec.pool.clone()).or_default();
+            if rec.trash.is_none() {
+                stat.0 += 1;
+                stat.1 += rec.size;
+            }
+            for layer in &rec.layers {
+                for bits in blocks.range((layer.id, 0u64)..=(layer.id, u64::MAX)).map_err(db_err)? {
+                    let (_, value) = bits.map_err(db_err)?;
+                    let half = value.value().len() / 2;
+                    let data_blocks: u64 = value.value()[..half].iter().map(|b| u64::from(b.count_ones())).sum();
+                    stat.2 += data_blocks * BLOCK_SIZE;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for entry in pools.iter().map_err(db_err)? {
+            let (name, value) = entry.map_err(db_err)?;
+            let rec: PoolRec = decode(value.value())?;
+            let (image_count, provisioned_bytes, used_bytes) = stats.get(name.value()).copied().unwrap_or_default();
+            out.push(PoolInfo {
+                name: PoolName::new(name.value())?,
+                id: rec.id,
+                applications: rec.applications,
+                image_count,
+                provisioned_bytes,
+                used_bytes,
+                healthy: true,
+            });
+        }
+        Ok(out)
+    }
+
+    fn pool_remove(&self, pool: &PoolName) -> Result<()> {
+        let txn = self.write_txn()?;
+        {
+            let mut pools = txn.open_table(POOLS).map_err(db_err)?;
+            if pools.get(pool.as_str()).map_err(db_err)?.is_none() {
+                bail!(NotFound, "pool '{pool}' does not exist");
+            }
+            let images = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut count = 0u64;
+            for entry in images.iter().map_err(db_err)? {
+                let (_, value) = entry.map_err(db_err)?;
+                let rec: ImageRec = decode(value.value())?;
+                if rec.pool == pool.as_str() || rec.data_pool.as_deref() == Some(pool.as_str()) {
+                    count += 1;
+                }
+            }
+            if count > 0 {
+                bail!(Busy, "pool '{pool}' still holds {count} image(s) (trash included): remove them first");
+            }
+            pools.remove(pool.as_str()).map_err(db_err)?;
+            let mut namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+            namespaces.retain(|(p, _), ()| p != pool.as_str()).map_err(db_err)?;
+            let scope = format!("pool:{pool}");
+            let mut config = txn.open_table(CONFIG).map_err(db_err)?;
+            config.retain(|(s, _), _| s != scope).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn pool_application_enable(&self, pool: &PoolName, app: &str) -> Result<()> {
+        if app.is_empty() || app.len() > 128 || app.contains(char::is_whitespace) {
+            bail!(InvalidArgument, "invalid application name '{app}'");
+        }
+        self.update_pool(pool, |rec| {
+            if !rec.applications.iter().any(|a| a == app) {
+                rec.applications.push(app.to_owned());
+                rec.applications.sort();
+            }
+            Ok(())
+        })
+    }
+
+    fn pool_application_disable(&self, pool: &PoolName, app: &str) -> Result<()> {
+        self.update_pool(pool, |rec| {
+            if !rec.applications.iter().any(|a| a == app) {
+                bail!(NotFound, "application '{app}' is not enabled on pool '{pool}'");
+            }
+            rec.applications.retain(|a| a != app);
+            Ok(())
+        })
+    }
+
+    // --- namespaces ----------------------------------------------------------------------------------------------
+
+    fn namespace_create(&self, location: &PoolNs) -> Result<()> {
+        if location.namespace.is_default() {
+            bail!(InvalidArgument, "namespace name must not be empty");
+        }
+        let txn = self.write_txn()?;
+        {
+            let pools = txn.open_table(POOLS).map_err(db_err)?;
+            if pools.get(location.pool.as_str()).map_err(db_err)?.is_none() {
+                bail!(NotFound, "pool '{}' does not exist", location.pool);
+            }
+            let mut namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+            let key = (location.pool.as_str(), location.namespace.as_str());
+            if namespaces.get(key).map_err(db_err)?.is_some() {
+                bail!(AlreadyExists, "namespace '{location}' already exists");
+            }
+            namespaces.insert(key, ()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn namespace_list(&self, pool: &PoolName) -> Result<Vec<NamespaceInfo>> {
+        self.pool_exists(pool)?;
+        let txn = self.read_txn()?;
+        let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+        let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in namespaces.range((pool.as_str(), "")..).map_err(db_err)? {
+            let (key, _) = entry.map_err(db_err)?;
+            let (p, ns) = key.value();
+            if p != pool.as_str() {
+                break;
+            }
+            let mut image_count = 0;
+            for name in names.range((p, ns, "")..).map_err(db_err)? {
+                let (k, _) = name.map_err(db_err)?;
+                let (kp, kns, _) = k.value();
+                if kp != p || kns != ns {
+                    break;
+                }
+                image_count += 1;
+            }
+            out.push(NamespaceInfo { name: Namespace::new(ns)?, image_count });
+        }
+        Ok(out)
+    }
+
+    fn namespace_remove(&self, location: &PoolNs) -> Result<()> {
+        if location.namespace.is_default() {
+            bail!(InvalidArgument, "the default namespace cannot be removed");
+        }
+        let txn = self.write_txn()?;
+        {
+            let mut namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+            let key = (location.pool.as_str(), location.namespace.as_str());
+            if namespaces.get(key).map_err(db_err)?.is_none() {
+                bail!(NotFound, "namespace '{location}' does not exist");
+            }
+            let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+            let mut images = 0;
+            for name in names.range((key.0, key.1, "")..).map_err(db_err)? {
+                let (k, _) = name.map_err(db_err)?;
+                let (kp, kns, _) = k.value();
+                if kp != key.0 || kns != key.1 {
+                    break;
+                }
+                images += 1;
+            }
+            if images > 0 {
+                bail!(Busy, "namespace '{location}' still has {images} image(s): delete or move them first");
+            }
+            let trash = txn.open_table(TRASH).map_err(db_err)?;
+            let mut trashed = 0;
+            for entry in trash.range((key.0, key.1, "")..).map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let (kp, kns, _) = k.value();
+                if kp != key.0 || kns != key.1 {
+                    break;
+                }
+                trashed += 1;
+            }
+            if trashed > 0 {
+                bail!(
+                    Busy,
+                    "namespace '{location}' still has {trashed} image(s) in the trash: restore or purge them first"
+                );
+            }
+            namespaces.remove(key).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    // --- images --------------------------------------------------------------------------------------------------
+
+    fn image_create(&self, spec: &ImageSpec, options: &CreateOptions) -> Result<()> {
+        let layout = Self::resolve_layout(options.order, options.striping)?;
+        let data_pool = options.data_pool.as_ref().filter(|p| *p != spec.pool());
+        if let Some(pool) = data_pool {
+            self.pool_exists(pool)?;
+        }
+        let features =
+            Self::resolve_features(options.features, !layout.striping.is_trivial(layout.order), data_pool.is_some())?;
+        let txn = self.write_txn()?;
+        let rec = self.new_image_rec(
+            &txn,
+            spec,
+            options.size_bytes,
+            layout,
+            features,
+            data_pool.map(|p| p.as_str().to_owned()),
+            None,
+        )?;
+        Self::insert_new_image(&txn, &rec)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn image_list(&self, location: &PoolNs) -> Result<Vec<ImageListEntry>> {
+        let txn = self.read_txn()?;
+        self.check_location(&txn, location)?;
+        let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+        let (pool, ns) = (location.pool.as_str(), location.namespace.as_str());
+        let mut out = Vec::new();
+        for entry in names.range((pool, ns, "")..).map_err(db_err)? {
+            let (key, id) = entry.map_err(db_err)?;
+            let (p, n, name) = key.value();
+            if p != pool || n != ns {
+                break;
+            }
+            out.push(ImageListEntry { name: ImageName::new(name)?, id: id.value().to_owned() });
+        }
+        Ok(out)
+    }
+
+    fn image_info(&self, spec: &ImageSpec) -> Result<ImageInfo> {
+        let id = self.image_id(spec)?;
+        let rec = self.store.read_image(&id)?;
+        self.image_info_of(&rec, None)
+    }
+
+    fn image_info_at_snap(&self, spec: &SnapSpec) -> Result<ImageInfo> {
+        let id = self.image_id(&spec.image)?;
+        let rec = self.store.read_image(&id)?;
+        let snap = rec
+            .snap_by_name(spec.snap.as_str())
+            .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+        self.image_info_of(&rec, Some(snap))
+    }
+
+    fn image_resize(&self, spec: &ImageSpec, size_bytes: u64, policy: ResizePolicy) -> Result<()> {
+        basalt_core::check_size(size_bytes)?;
+        let (state, _) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&state.id)?;
+        let features = Features::from_bits(rec.features)?;
+        let layout = layout_of(&rec)?;
+        if features.contains(Features::OBJECT_MAP) && layout.num_objects(size_bytes) > OBJECT_MAP_OBJECTS_MAX {
+            bail!(InvalidArgument, "size {size_bytes} needs more objects than the object map supports");
+        }
+        if size_bytes == rec.size {
+            return Ok(());
+        }
+        if size_bytes < rec.size {
+            if policy != ResizePolicy::AllowShrink {
+                bail!(
+                    InvalidArgument,
+                    "shrinking image '{spec}' from {} to {size_bytes} bytes discards data: it is only allowed with allow-shrink (--allow-shrink)",
+                    rec.size
+                );
+            }
+            // Zero the partial tail block and forget the head's own blocks past the new size; lower layers are
+            // hidden by the head's size floor.
+            let head = state.head_read();
+            let tail_end = size_bytes.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+            if tail_end > size_bytes {
+                head.view.zero(&state.locks, size_bytes, tail_end.min(rec.size) - size_bytes)?;
+            }
+            let top = head.view.chain[0].layer.clone();
+            let mut punch = Vec::new();
+            for object_no in top.objects() {
+                for (blk, _) in top.present_blocks(object_no) {
+                    let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
+                    if image_off >= tail_end {
+                        top.set_range(object_no, blk, blk, BlockSt::Absent);
+                        punch.push(layout.file_offset(object_no, blk << BLOCK_SHIFT));
+                    }
+                }
+            }
+            drop(head);
+            let now = self.now().secs();
+            self.update_image(&state, |_, rec| {
+                rec.size = size_bytes;
+                let head_layer = rec.head_layer;
+                if let Some(l) = rec.layers.iter_mut().find(|l| l.id == head_layer) {
+                    l.min_size = l.min_size.min(size_bytes);
+                }
+                rec.modified = now;
+                Ok(((), Vec::new()))
+            })?;
+            // Space goes back only after the bitmaps no longer point at it.
+            for off in punch {
+                let _ = top.file.punch_hole(off, BLOCK_SIZE);
+            }
+            return Ok(());
+        }
+        let now = self.now().secs();
+        self.update_image(&state, |_, rec| {
+            rec.size = size_bytes;
+            rec.modified = now;
+            Ok(((), Vec::new()))
+        })
+    }
+
+    fn image_rename(&self, spec: &ImageSpec, new_name: &ImageName) -> Result<()> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let dest = basalt_core::sibling(spec, new_name.clone());
+        let txn = self.write_txn()?;
+        if Self::name_taken(&txn, &dest)? {
+            bail!(AlreadyExists, "image '{dest}' already exists");
+        }
+        let mut rec = Self::get_rec(&txn, &id)?;
+        {
+            let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+            names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+            names
+                .insert((rec.pool.as_str(), rec.namespace.as_str(), new_name.as_str()), id.as_str())
+                .map_err(db_err)?;
+        }
+        rec.name = new_name.as_str().to_owned();
+        rec.modified = self.now().secs();
+        Self::put_rec(&txn, &rec)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn image_remove(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&id)?;
+        Self::refuse_if_attached(&state, "removing it")?;
+        self.check_removable(&rec, SnapshotPolicy::Refuse)?;
+        progress.set(0, 1);
+        self.delete_image(&state, &rec)?;
+        progress.set(1, 1);
+        Ok(())
+    }
+
+    fn image_copy(&self, src: &ImageSpec, request: &CopyRequest, progress: &Progress) -> Result<()> {
+        let (state, _) = self.image_state(src)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&state.id)?;
+        let src_view = match &request.snap {
+            Some(name) => {
+                let snap = rec
+                    .snap_by_name(name.as_str())
+                    .ok_or_else(|| Error::not_found(format!("snapshot '{src}@{name}' does not exist")))?;
+                self.snap_view(&state, &rec, snap)?
+            }
+            None => state.head_read().view.clone(),
+        };
+        let src_layout = layout_of(&rec)?;
+        let order = request.order.unwrap_or(src_layout.order);
+        let striping = request.striping.or_else(|| {
+            let s = src_layout.striping;
+            (request.order.is_none() && !s.is_trivial(src_layout.order)).then_some((s.unit_bytes, s.count))
+        });
+        let layout = Self::resolve_layout(Some(order), striping)?;
+        let src_features = Features::from_bits(rec.features)?;
+        let features = Self::resolve_features(
+            Some(
+                request.features.unwrap_or(src_features.difference(Features::IMPLICIT.difference(Features::FAST_DIFF))),
+            ),
+            !layout.striping.is_trivial(layout.order),
+            false,
+        )?;
+        // Build the destination's record and layer first, fill it, then publish it in one transaction.
+        let dest_rec = {
+            let txn = self.write_txn()?;
+            let dest_rec = self.new_image_rec(&txn, &request.dest, src_view.size, layout, features, None, None)?;
+            txn.commit().map_err(db_err)?;
+            dest_rec
+        };
+        let result = self.fill_and_publish(&src_view, dest_rec.clone(), progress);
+        if result.is_err() {
+            self.store.remove_layer_files(&[dest_rec.head_layer]);
+        }
+        result
+    }
+
+    fn image_deep_copy(&self, src: &ImageSpec, dest: &ImageSpec, progress: &Progress) -> Result<()> {
+        let (state, _) = self.image_state(src)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&state.id)?;
+        let layout = layout_of(&rec)?;
+        let features = Features::from_bits(rec.features)?;
+        let parent = rec.parent.clone().map(|p| ParentRec {
+            overlap: Self::effective_overlap(&rec, rec.head_layer).ok().flatten().unwrap_or(p.overlap),
+            ..p
+        });
+        let mut dest_rec = {
+            let txn = self.write_txn()?;
+            let r = self.new_image_rec(&txn, dest, rec.size, layout, features, rec.data_pool.clone(), parent)?;
+            txn.commit().map_err(db_err)?;
+            r
+        };
+        dest_rec.metadata = rec.metadata.clone();
+        dest_rec.config = rec.config.clone();
+        dest_rec.snap_limit = rec.snap_limit;
+        let created_layers = std::cell::RefCell::new(vec![dest_rec.head_layer]);
+        let result = (|| -> Result<()> {
+            let dest_state = ImageState::detached(&self.store, &dest_rec.id);
+            let mut previous: Option<View> = None;
+            let total = rec.snaps.len() as u64 + 1;
+            let mut tops: Vec<(Option<&SnapRec>, View)> = Vec::new();
+            for snap in &rec.snaps {
+                tops.push((Some(snap), self.snap_view(&state, &rec, snap)?));
+            }
+            tops.push((None, state.head_read().view.clone()));
+            for (idx, (snap, view)) in tops.into_iter().enumerate() {
+                if progress.is_cancelled() {
+                    bail!(Cancelled, "the operation was cancelled");
+                }
+                if view.size < dest_rec.size {
+                    // What lies past a shrink must stay hidden if a later snapshot grows the image again.
+                    let head_layer = dest_rec.head_layer;
+                    if let Some(l) = dest_rec.layers.iter_mut().find(|l| l.id == head_layer) {
+                        l.min_size = l.min_size.min(view.size);
+                    }
+                }
+                dest_rec.size = view.size;
+                let dest_view = dest_state.build_view(&dest_rec, dest_rec.head_layer, view.size)?;
+                let from = previous.as_ref();
+                // A clone's own data only: the destination reads the same parent.
+                let own = View { base: None, ..view.clone() };
+                let own_from = from.map(|f| View { base: None, ..f.clone() });
+                let extents = diff_views(own_from.as_ref(), &own, DiffGranularity::Fine);
+                for extent in extents {
+                    if extent.exists {
+                        let mut at = extent.offset;
+                        let end = extent.offset + extent.length;
+                        let mut buf = vec![0u8; COPY_CHUNK_BYTES as usize];
+                        while at < end {
+                            let n = (end - at).min(COPY_CHUNK_BYTES) as usize;
+                            view.read(at, &mut buf[..n])?;
+                            dest_view.write(&dest_state.locks, at, &buf[..n])?;
+                            at += n as u64;
+                        }
+                    } else {
+                        dest_view.zero(&dest_state.locks, extent.offset, extent.length)?;
+                    }
+                }
+                if let Some(snap) = snap {
+                    let txn = self.write_txn()?;
+                    let layer = self.new_layer(&txn, Some(dest_rec.head_layer), view.size)?;
+                    txn.commit().map_err(db_err)?;
+                    created_layers.borrow_mut().push(layer.id);
+                    dest_rec.snaps.push(SnapRec {
+                        id: dest_rec.next_snap_id,
+                        name: snap.name.clone(),
+                        size: snap.size,
+                        timestamp: snap.timestamp,
+                        protected: snap.protected,
+                        layer: dest_rec.head_layer,
+                    });
+                    dest_rec.next_snap_id += 1;
+                    dest_rec.head_layer = layer.id;
+                    dest_rec.layers.push(layer);
+                }
+                previous = Some(view);
+                progress.set(idx as u64 + 1, total);
+            }
+            dest_state.persist(|txn| Self::insert_new_image(txn, &dest_rec))
+        })();
+        if result.is_err() {
+            self.store.remove_layer_files(&created_layers.borrow());
+        }
+        result
+    }
+
+    fn image_features_enable(&self, spec: &ImageSpec, features: Features) -> Result<()> {
+        self.change_features(spec, features, true)
+    }
+
+    fn image_features_disable(&self, spec: &ImageSpec, features: Features) -> Result<()> {
+        self.change_features(spec, features, false)
+    }
+
+    fn image_metadata_list(&self, spec: &ImageSpec) -> Result<Vec<(String, String)>> {
+        let rec = self.store.read_image(&self.image_id(spec)?)?;
+        Ok(rec.metadata.into_iter().collect())
+    }
+
+    fn image_metadata_set(&self, spec: &ImageSpec, key: &str, value: &str) -> Result<()> {
+        if key.is_empty() || key.len() > 250 {
+            bail!(InvalidArgument, "metadata key must be 1 to 250 bytes long");
+        }
+        if value.len() > 64 * 1024 {
+            bail!(InvalidArgument, "metadata value is longer than 64 KiB");
+        }
+        self.update_rec(spec, |rec| {
+            rec.metadata.insert(key.to_owned(), value.to_owned());
+            Ok(())
+        })
+    }
+
+    fn image_metadata_remove(&self, spec: &ImageSpec, key: &str) -> Result<()> {
+        self.update_rec(spec, |rec| match rec.metadata.remove(key) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(format!("metadata key '{key}' does not exist on image '{spec}'"))),
+        })
+    }
+
+    fn image_watchers(&self, spec: &ImageSpec) -> Result<Vec<Watcher>> {
+        let id = self.image_id(spec)?;
+        Ok(self.store.loaded_state(&id).map(|s| s.watchers()).unwrap_or_default())
+    }
+
+    // --- configuration -------------------------------------------------------------------------------------------
+
+    fn config_list(&self, level: &ConfigLevel) -> Result<Vec<ConfigEntry>> {
+        let global = self.config_overrides("")?;
+        match level {
+            ConfigLevel::Global => Ok(config::resolve(&global, &[], &[])),
+            ConfigLevel::Pool(pool) => {
+                self.pool_exists(pool)?;
+                let pool_overrides = self.config_overrides(&format!("pool:{pool}"))?;
+                Ok(config::resolve(&global, &pool_overrides, &[]))
+            }
+            ConfigLevel::Image(spec) => {
+                let rec = self.store.read_image(&self.image_id(spec)?)?;
+                let pool_overrides = self.config_overrides(&format!("pool:{}", spec.pool()))?;
+                let image: Vec<(String, String)> = rec.config.into_iter().collect();
+                Ok(config::resolve(&global, &pool_overrides, &image))
+            }
+        }
+    }
+
+    fn config_set(&self, level: &ConfigLevel, name: &str, value: &str) -> Result<()> {
+        let option = config::option(name)?;
+        let value = config::normalize_value(option, value)?;
+        match level {
+            ConfigLevel::Image(spec) => self.update_rec(spec, |rec| {
+                rec.config.insert(name.to_owned(), value.clone());
+                Ok(())
+            }),
+            _ => {
+                if let ConfigLevel::Pool(pool) = level {
+                    self.pool_exists(pool)?;
+                }
+                let scope = Self::config_scope(level);
+                let txn = self.write_txn()?;
+                {
+                    let mut table = txn.open_table(CONFIG).map_err(db_err)?;
+                    table.insert((scope.as_str(), name), value.as_str()).map_err(db_err)?;
+                }
+                txn.commit().map_err(db_err)
+            }
+        }
+    }
+
+    fn config_remove(&self, level: &ConfigLevel, name: &str) -> Result<()> {
+        config::option(name)?;
+        match level {
+            ConfigLevel::Image(spec) => self.update_rec(spec, |rec| match rec.config.remove(name) {
+                Some(_) => Ok(()),
+                None => Err(Error::not_found(format!("image '{spec}' has no override of {name}"))),
+            }),
+            _ => {
+                if let ConfigLevel::Pool(pool) = level {
+                    self.pool_exists(pool)?;
+                }
+                let scope = Self::config_scope(level);
+                let txn = self.write_txn()?;
+                {
+                    let mut table = txn.open_table(CONFIG).map_err(db_err)?;
+                    if table.remove((scope.as_str(), name)).map_err(db_err)?.is_none() {
+                        bail!(NotFound, "there is no override of {name} at this level");
+                    }
+                }
+                txn.commit().map_err(db_err)
+            }
+        }
+    }
+
+    // --- snapshots -----------------------------------------------------------------------------------------------
+
+    fn snap_create(&self, spec: &SnapSpec) -> Result<()> {
+        let (state, _) = self.image_state(&spec.image)?;
+        let _op = mutex_lock(&state.op);
+        let now = self.now().secs();
+        self.update_image(&state, |txn, rec| {
+            if rec.snap_by_name(spec.snap.as_str()).is_some() {
+                bail!(AlreadyExists, "snapshot '{spec}' already exists");
+            }
+            if let Some(limit) = rec.snap_limit
+                && rec.snaps.len() as u64 >= limit
+            {
+                bail!(
+                    QuotaExceeded,
+                    "image '{}' reached its snapshot limit of {limit}: remove a snapshot or raise the limit",
+                    spec.image
+                );
+            }
+            let layer = self.new_layer(txn, Some(rec.head_layer), rec.size)?;
+            rec.snaps.push(SnapRec {
+                id: rec.next_snap_id,
+                name: spec.snap.as_str().to_owned(),
+                size: rec.size,
+                timestamp: now,
+                protected: false,
+                layer: rec.head_layer,
+            });
+            rec.next_snap_id += 1;
+            rec.head_layer = layer.id;
+            rec.layers.push(layer);
+            rec.modified = now;
+            Ok(((), Vec::new()))
+        })
+    }
+
+    fn snap_list(&self, spec: &ImageSpec) -> Result<Vec<SnapInfo>> {
+        let rec = self.store.read_image(&self.image_id(spec)?)?;
+        let mut out = Vec::new();
+        for snap in &rec.snaps {
+            out.push(SnapInfo {
+                id: SnapId(snap.id),
+                name: SnapName::new(&snap.name)?,
+                size_bytes: snap.size,
+                timestamp: Timestamp(snap.timestamp),
+                protected: snap.protected,
+                children: self.children_of(&rec.id, Some(snap.id))?.len() as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn snap_rename(&self, spec: &SnapSpec, new_name: &SnapName) -> Result<()> {
+        self.update_rec(&spec.image, |rec| {
+            if rec.snap_by_name(new_name.as_str()).is_some() {
+                bail!(AlreadyExists, "snapshot '{}@{new_name}' already exists", spec.image);
+            }
+            let snap = rec
+                .snaps
+                .iter_mut()
+                .find(|s| s.name == spec.snap.as_str())
+                .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+            snap.name = new_name.as_str().to_owned();
+            Ok(())
+        })
+    }
+
+    fn snap_protect(&self, spec: &SnapSpec) -> Result<()> {
+        self.update_rec(&spec.image, |rec| {
+            let features = Features::from_bits(rec.features)?;
+            let snap = rec
+                .snaps
+                .iter_mut()
+                .find(|s| s.name == spec.snap.as_str())
+                .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+            if !features.contains(Features::LAYERING) {
+                bail!(
+                    NotImplemented,
+                    "image '{}' does not have the layering feature: its snapshots cannot be protected or cloned",
+                    spec.image
+                );
+            }
+            if snap.protected {
+                bail!(Busy, "snapshot '{spec}' is already protected");
+            }
+            snap.protected = true;
+            Ok(())
+        })
+    }
+
+    fn snap_unprotect(&self, spec: &SnapSpec) -> Result<()> {
+        let id = self.image_id(&spec.image)?;
+        let rec = self.store.read_image(&id)?;
+        let snap_id = rec
+            .snap_by_name(spec.snap.as_str())
+            .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?
+            .id;
+        self.update_rec(&spec.image, |rec| {
+            let snap = rec
+                .snaps
+                .iter_mut()
+                .find(|s| s.id == snap_id)
+                .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+            if !snap.protected {
+                bail!(InvalidArgument, "snapshot '{spec}' is not protected");
+            }
+            let children = self.children_of(&id, Some(snap_id))?;
+            if !children.is_empty() {
+                let names: Vec<String> = children.iter().map(|c| format!("{}/{}", c.pool, c.image)).collect();
+                bail!(
+                    Busy,
+                    "cannot unprotect: at least {} child(ren) [{}] depend on snapshot '{spec}': flatten or remove them first",
+                    children.len(),
+                    names.join(", ")
+                );
+            }
+            snap.protected = false;
+            Ok(())
+        })
+    }
+
+    fn snap_rollback(&self, spec: &SnapSpec, progress: &Progress) -> Result<()> {
+        let (state, _) = self.image_state(&spec.image)?;
+        let _op = mutex_lock(&state.op);
+        let writers: Vec<Watcher> = state.watchers().into_iter().filter(|w| w.writable).collect();
+        if !writers.is_empty() {
+            bail!(
+                Busy,
+                "image is attached read-write by {}: stop writes and detach it before rollback",
+                describe_watchers(&writers)
+            );
+        }
+        progress.set(0, 1);
+        let now = self.now().secs();
+        self.update_image(&state, |txn, rec| {
+            let snap = rec
+                .snap_by_name(spec.snap.as_str())
+                .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?
+                .clone();
+            let layer = self.new_layer(txn, Some(snap.layer), snap.size)?;
+            rec.head_layer = layer.id;
+            rec.layers.push(layer);
+            rec.size = snap.size;
+            rec.modified = now;
+            Ok(((), rec.unreachable_layers()))
+        })?;
+        progress.set(1, 1);
+        Ok(())
+    }
+
+    fn snap_remove(&self, spec: &SnapSpec) -> Result<()> {
+        let (state, _) = self.image_state(&spec.image)?;
+        let _op = mutex_lock(&state.op);
+        self.remove_snapshot_locked(&state, spec)
+    }
+
+    fn snap_purge(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&id)?;
+        let protected: Vec<&str> = rec.snaps.iter().filter(|s| s.protected).map(|s| s.name.as_str()).collect();
+        if !protected.is_empty() {
+            bail!(Busy, "snapshots {} are protected from removal: unprotect them first", protected.join(", "));
+        }
+        let total = rec.snaps.len() as u64;
+        for (idx, snap) in rec.snaps.iter().enumerate() {
+            let snap_spec = SnapSpec { image: spec.clone(), snap: SnapName::new(&snap.name)? };
+            self.remove_snapshot_locked(&state, &snap_spec)?;
+            progress.set(idx as u64 + 1, total);
+        }
+        Ok(())
+    }
+
+    fn snap_limit_set(&self, spec: &ImageSpec, limit: Option<u64>) -> Result<()> {
+        self.update_rec(spec, |rec| {
+            if let Some(limit) = limit
+                && (rec.snaps.len() as u64) > limit
+            {
+                bail!(
+                    InvalidArgument,
+                    "the image already has {} snapshots, more than the limit {limit}",
+                    rec.snaps.len()
+                );
+            }
+            rec.snap_limit = limit;
+            Ok(())
+        })
+    }
+
+    fn snap_children(&self, spec: &SnapSpec) -> Result<Vec<ChildInfo>> {
+        let rec = self.store.read_image(&self.image_id(&spec.image)?)?;
+        let snap = rec
+            .snap_by_name(spec.snap.as_str())
+            .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+        self.children_of(&rec.id, Some(snap.id))
+    }
+
+    // --- clones --------------------------------------------------------------------------------------------------
+
+    fn clone_image(&self, parent: &SnapSpec, child: &ImageSpec, request: &CloneRequest) -> Result<()> {
+        let (state, id) = self.image_state(&parent.image)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&id)?;
+        let snap = rec.snap_by_name(parent.snap.as_str()).ok_or_else(|| {
+            Error::not_found(format!("failed to open parent image: snapshot '{parent}' does not exist"))
+        })?;
+        let parent_features = Features::from_bits(rec.features)?;
+        if !parent_features.contains(Features::LAYERING) {
+            bail!(
+                NotImplemented,
+                "parent image '{}' does not have the layering feature: it cannot be cloned",
+                parent.image
+            );
+        }
+        if !snap.protected {
+            bail!(InvalidArgument, "snapshot '{parent}' is not protected: protect it before cloning");
+        }
+        let parent_layout = layout_of(&rec)?;
+        let order = request.order.unwrap_or(parent_layout.order);
+        let striping = request.striping.or_else(|| {
+            let s = parent_layout.striping;
+            (request.order.is_none() && !s.is_trivial(parent_layout.order)).then_some((s.unit_bytes, s.count))
+        });
+        let layout = Self::resolve_layout(Some(order), striping)?;
+        let requested =
+            request.features.unwrap_or(parent_features.difference(Features::IMPLICIT.difference(Features::FAST_DIFF)));
+        if !requested.contains(Features::LAYERING) {
+            bail!(NotImplemented, "a clone needs the layering feature: enable it on the clone");
+        }
+        let features = Self::resolve_features(Some(requested), !layout.striping.is_trivial(layout.order), false)?;
+        let parent_rec = ParentRec { image_id: id.clone(), snap_id: snap.id, overlap: snap.size };
+        let txn = self.write_txn()?;
+        let mut child_rec = self.new_image_rec(&txn, child, snap.size, layout, features, None, Some(parent_rec))?;
+        child_rec.metadata = rec.metadata.clone();
+        Self::insert_new_image(&txn, &child_rec)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let rec = self.store.read_image(&id)?;
+        let Some(parent) = rec.parent.clone() else {
+            bail!(InvalidArgument, "image '{spec}' has no parent: there is nothing to flatten");
+        };
+        // Fill the image's root layer, which every view of the image (head and snapshots) reads through.
+        let root = rec
+            .layers
+            .iter()
+            .find(|l| l.below.is_none())
+            .cloned()
+            .ok_or_else(|| Error::io(format!("image {id} has no root layer: run fsck")))?;
+        {
+            let head = state.head_read();
+            let Some(base) = head.view.base.clone() else {
+                bail!(InvalidArgument, "image '{spec}' has no parent: there is nothing to flatten");
+            };
+            let layout = head.view.layout;
+            let root_layer = state.layer(root.id, layout.blocks_per_object())?;
+            let root_view = View {
+                layout,
+                size: parent.overlap.max(head.view.size),
+                chain: vec![ViewLayer { layer: root_layer, min_size: root.min_size }],
+                base: Some(base.clone()),
+            };
+            let limit = parent.overlap.min(root.min_size);
+            let mut objects = std::collections::BTreeSet::new();
+            for (start, len) in allocated_ranges(&base.view) {
+                let end = (start + len).min(limit);
+                let mut at = start;
+                while at < end {
+                    objects.insert(layout.map(at).0);
+                    at = (at / layout.striping.unit_bytes + 1) * layout.striping.unit_bytes;
+                }
+            }
+            let total = objects.len() as u64;
+            progress.set(0, total);
+            for (idx, object_no) in objects.into_iter().enumerate() {
+                if progress.is_cancelled() {
+                    bail!(Cancelled, "flatten was cancelled; it can be started again");
+                }
+                root_view.copy_up_object(&state.locks, object_no)?;
+                progress.set(idx as u64 + 1, total);
+            }
+        }
+        let now = self.now().secs();
+        self.update_image(&state, |txn, rec| {
+            if let Some(p) = rec.parent.take() {
+                let mut children = txn.open_table(CHILDREN).map_err(db_err)?;
+                children.remove((p.image_id.as_str(), p.snap_id, rec.id.as_str())).map_err(db_err)?;
+            }
+            rec.modified = now;
+            Ok(((), Vec::new()))
+        })
+    }
+
+    // --- trash ---------------------------------------------------------------------------------------------------
+
+    fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        Self::refuse_if_attached(&state, "moving it to the trash")?;
+        let now = self.now();
+        let txn = self.write_txn()?;
+        let mut rec = Self::get_rec(&txn, &id)?;
+        {
+            let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+            names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+            let mut trash = txn.open_table(TRASH).map_err(db_err)?;
+            trash.insert((rec.pool.as_str(), rec.namespace.as_str(), id.as_str()), ()).map_err(db_err)?;
+        }
+        rec.trash = Some(TrashRec {
+            source: TrashSource::User.as_str().to_owned(),
+            deletion_time: now.secs(),
+            deferment_end: deferment_end.secs().max(now.secs()),
+        });
+        Self::put_rec(&txn, &rec)?;
+        txn.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    fn trash_list(&self, location: &PoolNs) -> Result<Vec<TrashEntry>> {
+        let txn = self.read_txn()?;
+        self.check_location(&txn, location)?;
+        let trash = txn.open_table(TRASH).map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        let (pool, ns) = (location.pool.as_str(), location.namespace.as_str());
+        let mut out = Vec::new();
+        for entry in trash.range((pool, ns, "")..).map_err(db_err)? {
+            let (key, _) = entry.map_err(db_err)?;
+            let (p, n, id) = key.value();
+            if p != pool || n != ns {
+                break;
+            }
+            let Some(rec) = records::get_image(&images, id)? else { continue };
+            let Some(t) = &rec.trash else { continue };
+            let source =
+                if t.source == TrashSource::Removing.as_str() { TrashSource::Removing } else { TrashSource::User };
+            out.push(TrashEntry {
+                id: rec.id.clone(),
+                name: ImageName::new(&rec.name)?,
+                pool: location.pool.clone(),
+                namespace: location.namespace.clone(),
+                source,
+                status: TrashStatus::Normal,
+                deletion_time: Timestamp(t.deletion_time),
+                deferment_end_time: Timestamp(t.deferment_end),
+            });
+        }
+        Ok(out)
+    }
+
+    fn trash_restore(&self, location: &PoolNs, id: &str, new_name: Option<&ImageName>) -> Result<()> {
+        let rec = self.trash_rec_in(location, id)?;
+        let state = self.store.state(id)?;
+        let _op = mutex_lock(&state.op);
+        let name = match new_name {
+            Some(n) => n.clone(),
+            None => ImageName::new(&rec.name)?,
+        };
+        let spec = ImageSpec::new(location.pool.clone(), location.namespace.clone(), name.clone());
+        let txn = self.write_txn()?;
+        let mut rec = Self::get_rec(&txn, id)?;
+        match &rec.trash {
+            Some(t) if t.source == TrashSource::User.as_str() => {}
+            Some(_) => bail!(InvalidArgument, "trash entry '{id}' is being removed and cannot be restored"),
+            None => bail!(NotFound, "trash entry '{id}' does not exist in '{location}'"),
+        }
+        if Self::name_taken(&txn, &spec)? {
+            bail!(AlreadyExists, "image '{spec}' already exists: restore under another name");
+        }
+        {
+            let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+            names.insert((rec.pool.as_str(), rec.namespace.as_str(), name.as_str()), id).map_err(db_err)?;
+            let mut trash = txn.open_table(TRASH).map_err(db_err)?;
+            trash.remove((rec.pool.as_str(), rec.namespace.as_str(), id)).map_err(db_err)?;
+        }
+        rec.name = name.as_str().to_owned();
+        rec.trash = None;
+        Self::put_rec(&txn, &rec)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn trash_remove(&self, location: &PoolNs, id: &str, force: TrashForce, progress: &Progress) -> Result<()> {
+        let rec = self.trash_rec_in(location, id)?;
+        let deferment_end = rec.trash.as_ref().map(|t| t.deferment_end).unwrap_or(0);
+        if force == TrashForce::RespectDeferment && self.now().secs() < deferment_end {
+            bail!(
+                NotPermitted,
+                "deferment time has not expired: '{}' is protected until {deferment_end} (unix time); remove it with force to override",
+                rec.name
+            );
+        }
+        progress.set(0, 1);
+        self.remove_trashed(&rec)?;
+        progress.set(1, 1);
+        Ok(())
+    }
+
+    fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport> {
+        self.pool_exists(pool)?;
+        let mut pending: Vec<ImageRec> = {
+            let txn = self.read_txn()?;
+            let trash = txn.open_table(TRASH).map_err(db_err)?;
+            let images = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for entry in trash.range((pool.as_str(), "", "")..).map_err(db_err)? {
+                let (key, _) = entry.map_err(db_err)?;
+                let (p, _, id) = key.value();
+                if p != pool.as_str() {
+                    break;
+                }
+                if let Some(rec) = records::get_image(&images, id)?
+                    && rec.trash.as_ref().is_some_and(|t| t.deferment_end <= expired_before.secs())
+                {
+                    out.push(rec);
+                }
+            }
+            out
+        };
+        let total = pending.len() as u64;
+        let mut report = PurgeReport::default();
+        progress.set(0, total);
+        // Clones before their parents: repeat while a round removes something.
+        loop {
+            let mut failures = Vec::new();
+            let before = pending.len();
+            for rec in std::mem::take(&mut pending) {
+                match self.remove_trashed(&rec) {
+                    Ok(()) => report.removed.push(rec.id.clone()),
+                    Err(err) => failures.push((rec, err)),
+                }
+                progress.set(report.removed.len() as u64, total);
+            }
+            if failures.is_empty() || failures.len() == before {
+                report.skipped = failures.into_iter().map(|(rec, err)| (rec.id, err)).collect();
+                break;
+            }
+            pending = failures.into_iter().map(|(rec, _)| rec).collect();
+        }
+        Ok(report)
+    }
+
+    // --- usage and diffs -----------------------------------------------------------------------------------------
+
+    fn du(&self, spec: &ImageSpec) -> Result<Vec<DuEntry>> {
+        let (state, id) = self.image_state(spec)?;
+        let rec = self.store.read_image(&id)?;
+        let mut out = Vec::new();
+        let mut previous: Option<View> = None;
+        for snap in &rec.snaps {
+            let view = self.snap_view(&state, &rec, snap)?;
+            let own = View { base: None, ..view.clone() };
+            let extents = self.diff_views(previous.as_ref(), &own, DiffGranularity::Fine);
+            out.push(DuEntry {
+                snap: Some(SnapName::new(&snap.name)?),
+                provisioned_bytes: snap.size,
+                used_bytes: bytes_of(&extents),
+            });
+            previous = Some(own);
+        }
+        let head = View { base: None, ..state.head_read().view.clone() };
+        let extents = self.diff_views(previous.as_ref(), &head, DiffGranularity::Fine);
+        out.push(DuEntry { snap: None, provisioned_bytes: rec.size, used_bytes: bytes_of(&extents) });
+        Ok(out)
+    }
+
+    fn diff(
+        &self,
+        spec: &ImageSpec,
+        from: Option<&SnapName>,
+        to: Option<&SnapName>,
+        granularity: DiffGranularity,
+    ) -> Result<Vec<DiffExtent>> {
+        let (state, id) = self.image_state(spec)?;
+        let rec = self.store.read_image(&id)?;
+        let view_of = |name: Option<&SnapName>| -> Result<View> {
+            match name {
+                Some(name) => {
+                    let snap = rec
+                        .snap_by_name(name.as_str())
+                        .ok_or_else(|| Error::not_found(format!("snapshot '{spec}@{name}' does not exist")))?;
+                    self.snap_view(&state, &rec, snap)
+                }
+                None => Ok(state.head_read().view.clone()),
+            }
+        };
+        let to_view = view_of(to)?;
+        let from_view = match from {
+            Some(name) => Some(view_of(Some(name))?),
+            None => None,
+        };
+        if let (Some(f), Some(t)) = (from, to) {
+            let (fs, ts) = (rec.snap_by_name(f.as_str()), rec.snap_by_name(t.as_str()));
+            if let (Some(fs), Some(ts)) = (fs, ts)
+                && fs.id > ts.id
+            {
+                bail!(InvalidArgument, "the from-snapshot '{f}' is newer than '{t}'");
+            }
+        }
+        Ok(self.diff_views(from_view.as_ref(), &to_view, granularity))
+    }
+
+    // --- I/O -----------------------------------------------------------------------------------------------------
+
+    fn open(&self, spec: &ImageSpec, target: &OpenTarget, client: &str) -> Result<Box<dyn ImageIo>> {
+        let (state, id) = self.image_state(spec)?;
+        let now = self.now();
+        match target {
+            OpenTarget::Head => Ok(Box::new(Handle::open_head(state, client, now, true)?)),
+            OpenTarget::HeadReadOnly => Ok(Box::new(Handle::open_head(state, client, now, false)?)),
+            OpenTarget::Snapshot(name) => {
+                let _op = mutex_lock(&state.op);
+                let rec = self.store.read_image(&id)?;
+                let snap = rec
+                    .snap_by_name(name.as_str())
+                    .ok_or_else(|| Error::not_found(format!("snapshot '{spec}@{name}' does not exist")))?;
+                let view = self.snap_view(&state, &rec, snap)?;
+                let snap_id = snap.id;
+                drop(_op);
+                Ok(Box::new(Handle::open_snapshot(state, view, snap_id, client, now)))
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn update_pool(&self, pool: &PoolName, change: impl FnOnce(&mut PoolRec) -> Result<()>) -> Result<()> {
+        let txn = self.write_txn()?;
+        {
+            let mut pools = txn.open_table(POOLS).map_err(db_err)?;
+            let mut rec: PoolRec = match pools.get(pool.as_str()).map_err(db_err)? {
+                Some(v) => decode(v.value())?,
+                None => bail!(NotFound, "pool '{pool}' does not exist"),
+            };
+            change(&mut rec)?;
+            pools.insert(pool.as_str(), encode(&rec)?.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Changes an image record that does not affect its data layout, under the image's op lock.
+    fn update_rec(&self, spec: &ImageSpec, change: impl FnOnce(&mut ImageRec) -> Result<()>) -> Result<()> {
+        let (state, id) = self.image_state(spec)?;
+        let _op = mutex_lock(&state.op);
+        let txn = self.write_txn()?;
+        let mut rec = Self::get_rec(&txn, &id)?;
+        change(&mut rec)?;
+        rec.modified = self.now().secs();
+        Self::put_rec(&txn, &rec)?;
+        txn.commit().map_err(db_err)?;
+        let mut head = state.head_write();
+        state.refresh(&mut head, &rec)
+    }
+
+    fn change_features(&self, spec: &ImageSpec, features: Features, enable: bool) -> Result<()> {
+        if features.is_empty() {
+            bail!(InvalidArgument, "no features given");
+        }
+        Features::from_bits(features.bits())?;
+        let allowed = if enable { Features::MUTABLE } else { Features::MUTABLE.union(Features::DISABLE_ONLY) };
+        let not_allowed = features.difference(allowed);
+        if !not_allowed.is_empty() {
+            bail!(
+                InvalidArgument,
+                "feature(s) {not_allowed} cannot be {} after the image is created",
+                if enable { "enabled" } else { "disabled" }
+            );
+        }
+        if enable && features.contains(Features::JOURNALING) {
+            bail!(NotSupported, "the journaling feature is not supported by the embedded engine");
+        }
+        self.update_rec(spec, |rec| {
+            let current = Features::from_bits(rec.features)?;
+            let mut next = if enable {
+                if current.contains(features) {
+                    bail!(InvalidArgument, "feature(s) {features} are already enabled");
+                }
+                current.union(features)
+            } else {
+                if !current.intersects(features) {
+                    bail!(InvalidArgument, "feature(s) {features} are already disabled");
+                }
+                current.difference(features)
+            };
+            // object-map and fast-diff always move together, as in the reference.
+            if enable && features.contains(Features::OBJECT_MAP) {
+                next = next.union(Features::FAST_DIFF);
+            }
+            if enable && features.contains(Features::FAST_DIFF) && !next.contains(Features::OBJECT_MAP) {
+                bail!(InvalidArgument, "fast-diff requires object-map: enable object-map too");
+            }
+            if !enable && features.intersects(Features::OBJECT_MAP.union(Features::FAST_DIFF)) {
+                next = next.difference(Features::OBJECT_MAP.union(Features::FAST_DIFF));
+            }
+            if !enable
+                && features.contains(Features::EXCLUSIVE_LOCK)
+                && next.intersects(Features::OBJECT_MAP.union(Features::JOURNALING))
+            {
+                bail!(
+                    InvalidArgument,
+                    "exclusive-lock cannot be disabled while object-map or journaling is enabled: disable them first"
+                );
+            }
+            next.check_dependencies()?;
+            rec.features = next.bits();
+            Ok(())
+        })
+    }
+
+    fn remove_snapshot_locked(&self, state: &ImageState, spec: &SnapSpec) -> Result<()> {
+        let rec = self.store.read_image(&state.id)?;
+        let snap = rec
+            .snap_by_name(spec.snap.as_str())
+            .ok_or_else(|| Error::not_found(format!("snapshot '{spec}' does not exist")))?;
+        if snap.protected {
+            bail!(Busy, "snapshot '{spec}' is protected from removal: unprotect it first");
+        }
+        let open = state.snapshot_watchers(snap.id);
+        if open > 0 {
+            bail!(Busy, "snapshot '{spec}' is open by {open} client(s): detach them first");
+        }
+        let snap_id = snap.id;
+        let now = self.now().secs();
+        self.update_image(state, |_, rec| {
+            rec.snaps.retain(|s| s.id != snap_id);
+            rec.modified = now;
+            Ok(((), rec.unreachable_layers()))
+        })
+    }
+
+    /// Writes the data of `src` into the single layer of a new image record, then publishes the record.
+    fn fill_and_publish(&self, src: &View, dest_rec: ImageRec, progress: &Progress) -> Result<()> {
+        let dest_state = ImageState::detached(&self.store, &dest_rec.id);
+        let dest_view = dest_state.build_view(&dest_rec, dest_rec.head_layer, dest_rec.size)?;
+        self.copy_data(src, &dest_view, &dest_state, progress)?;
+        dest_state.persist(|txn| {
+            let dest = Self::spec_of(&dest_rec)?;
+            if Self::name_taken(txn, &dest)? {
+                bail!(AlreadyExists, "image '{dest}' already exists");
+            }
+            Self::insert_new_image(txn, &dest_rec)
+        })
+    }
+}

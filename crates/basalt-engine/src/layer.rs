@@ -1,0 +1,552 @@
+//! Layers and views: how a block is found, read, written and zeroed.
+//!
+//! A layer is a sparse file plus a bitmap per object saying, for each 4 KiB block, whether the layer holds its
+//! data, holds a zero marker, or has nothing (the block reads through to the layer below). A view is a stack of
+//! layers, newest first, optionally over a parent snapshot's view: the head of an image, or one of its snapshots.
+//! Writes only ever touch the top layer of the head view, so a snapshot is O(1) and a small write after it copies
+//! at most one 4 KiB block.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use basalt_core::{BlockExtent, BlockState, Error, Result};
+
+use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
+use crate::vfs::VfsFile;
+
+/// The state of one block in one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockSt {
+    /// The layer has nothing: read the layer below.
+    Absent,
+    /// The layer holds the block's data in its file.
+    Data,
+    /// The block reads as zeros, whatever lower layers hold.
+    Zero,
+}
+
+/// Block states of one object in one layer: two bitsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjBits {
+    data: Vec<u64>,
+    zero: Vec<u64>,
+}
+
+impl ObjBits {
+    fn new(blocks: u64) -> ObjBits {
+        let words = blocks.div_ceil(64) as usize;
+        ObjBits { data: vec![0; words], zero: vec![0; words] }
+    }
+
+    fn get(&self, blk: u64) -> BlockSt {
+        let (w, b) = ((blk / 64) as usize, blk % 64);
+        if self.data[w] >> b & 1 == 1 {
+            BlockSt::Data
+        } else if self.zero[w] >> b & 1 == 1 {
+            BlockSt::Zero
+        } else {
+            BlockSt::Absent
+        }
+    }
+
+    fn set(&mut self, blk: u64, st: BlockSt) {
+        let (w, b) = ((blk / 64) as usize, blk % 64);
+        let mask = 1u64 << b;
+        self.data[w] &= !mask;
+        self.zero[w] &= !mask;
+        match st {
+            BlockSt::Data => self.data[w] |= mask,
+            BlockSt::Zero => self.zero[w] |= mask,
+            BlockSt::Absent => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.iter().chain(&self.zero).all(|w| *w == 0)
+    }
+
+    /// Encodes as little-endian words: data bitset then zero bitset.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity((self.data.len() + self.zero.len()) * 8);
+        for w in self.data.iter().chain(&self.zero) {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes what [`ObjBits::encode`] wrote for an object of `blocks` blocks.
+    pub fn decode(bytes: &[u8], blocks: u64) -> Result<ObjBits> {
+        let words = blocks.div_ceil(64) as usize;
+        if bytes.len() != words * 16 {
+            return Err(Error::io(format!(
+                "an allocation bitmap has {} bytes where {} were expected: run fsck",
+                bytes.len(),
+                words * 16
+            )));
+        }
+        let mut all = bytes.chunks_exact(8).map(|c| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            u64::from_le_bytes(word)
+        });
+        let data: Vec<u64> = all.by_ref().take(words).collect();
+        let zero: Vec<u64> = all.collect();
+        if data.iter().zip(&zero).any(|(d, z)| d & z != 0) {
+            return Err(Error::io("an allocation bitmap marks a block both data and zero: run fsck"));
+        }
+        Ok(ObjBits { data, zero })
+    }
+}
+
+#[derive(Debug, Default)]
+struct LayerMap {
+    objects: HashMap<u64, ObjBits>,
+    /// Objects changed since the bitmaps were last written to the store.
+    dirty: BTreeSet<u64>,
+}
+
+/// One layer: its file and its block states.
+#[derive(Debug)]
+pub struct Layer {
+    /// Layer id.
+    pub id: u64,
+    /// The sparse data file.
+    pub file: Arc<dyn VfsFile>,
+    blocks_per_object: u64,
+    map: RwLock<LayerMap>,
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn mutex_lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Layer {
+    /// A layer with the given bitmaps.
+    pub fn new(id: u64, file: Arc<dyn VfsFile>, blocks_per_object: u64, objects: HashMap<u64, ObjBits>) -> Layer {
+        Layer { id, file, blocks_per_object, map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }) }
+    }
+
+    /// Blocks per object of the image this layer belongs to.
+    pub fn blocks_per_object(&self) -> u64 {
+        self.blocks_per_object
+    }
+
+    /// Returns a block's state.
+    pub fn state(&self, object_no: u64, blk: u64) -> BlockSt {
+        read_lock(&self.map).objects.get(&object_no).map_or(BlockSt::Absent, |o| o.get(blk))
+    }
+
+    /// Sets the state of blocks `first..=last` of one object.
+    pub fn set_range(&self, object_no: u64, first: u64, last: u64, st: BlockSt) {
+        let mut map = write_lock(&self.map);
+        let bpo = self.blocks_per_object;
+        let obj = map.objects.entry(object_no).or_insert_with(|| ObjBits::new(bpo));
+        for blk in first..=last {
+            obj.set(blk, st);
+        }
+        if obj.is_empty() {
+            map.objects.remove(&object_no);
+        }
+        map.dirty.insert(object_no);
+    }
+
+    /// True when every block `first..=last` of the object holds data in this layer.
+    pub fn all_data(&self, object_no: u64, first: u64, last: u64) -> bool {
+        let map = read_lock(&self.map);
+        map.objects.get(&object_no).is_some_and(|o| (first..=last).all(|b| o.get(b) == BlockSt::Data))
+    }
+
+    /// Takes the changed bitmaps for writing to the store: `(object, Some(bits))` or `(object, None)` for removal.
+    pub fn take_dirty(&self) -> Vec<(u64, Option<Vec<u8>>)> {
+        let mut map = write_lock(&self.map);
+        let dirty = std::mem::take(&mut map.dirty);
+        dirty.into_iter().map(|o| (o, map.objects.get(&o).map(ObjBits::encode))).collect()
+    }
+
+    /// Marks objects dirty again after a failed write to the store.
+    pub fn restore_dirty(&self, objects: impl IntoIterator<Item = u64>) {
+        write_lock(&self.map).dirty.extend(objects);
+    }
+
+    /// True when some bitmaps were not yet written to the store.
+    pub fn has_dirty(&self) -> bool {
+        !read_lock(&self.map).dirty.is_empty()
+    }
+
+    /// Returns the objects this layer has any state for, sorted.
+    pub fn objects(&self) -> Vec<u64> {
+        let mut objects: Vec<u64> = read_lock(&self.map).objects.keys().copied().collect();
+        objects.sort_unstable();
+        objects
+    }
+
+    /// Returns `(block, state)` for every block of `object_no` that is not absent.
+    pub fn present_blocks(&self, object_no: u64) -> Vec<(u64, BlockSt)> {
+        let map = read_lock(&self.map);
+        let Some(obj) = map.objects.get(&object_no) else { return Vec::new() };
+        (0..self.blocks_per_object).map(|b| (b, obj.get(b))).filter(|(_, st)| *st != BlockSt::Absent).collect()
+    }
+}
+
+/// One layer of a view and the size below which lower layers stay visible.
+#[derive(Debug, Clone)]
+pub struct ViewLayer {
+    /// The layer.
+    pub layer: Arc<Layer>,
+    /// Lower layers' blocks at or past this image offset are hidden.
+    pub min_size: u64,
+}
+
+/// The parent snapshot under a clone, visible up to `overlap` bytes.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The parent snapshot's view.
+    pub view: Arc<View>,
+    /// Bytes of the clone that read through to the parent.
+    pub overlap: u64,
+    /// Keeps the parent's in-memory state alive while the clone uses it, so each image has one state.
+    pub _keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A stack of layers (newest first) over an optional parent: the head of an image or one of its snapshots.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The image layout.
+    pub layout: Layout,
+    /// The size of the image (or snapshot).
+    pub size: u64,
+    /// Layers, newest first.
+    pub chain: Vec<ViewLayer>,
+    /// The parent, for clones.
+    pub base: Option<Base>,
+}
+
+/// Where the bytes of a block come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The file of the layer at this chain index.
+    Layer(usize),
+    /// Zeros.
+    Zero,
+    /// The parent.
+    Base,
+}
+
+/// Serialises the read-modify-write of partially written blocks; keyed by 64 KiB granule.
+#[derive(Debug)]
+pub struct StripeLocks {
+    locks: Vec<Mutex<()>>,
+}
+
+const STRIPE_LOCKS: usize = 128;
+
+impl Default for StripeLocks {
+    fn default() -> StripeLocks {
+        StripeLocks { locks: (0..STRIPE_LOCKS).map(|_| Mutex::new(())).collect() }
+    }
+}
+
+impl StripeLocks {
+    fn lock_blocks(&self, bpo: u64, object_no: u64, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
+        let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
+        let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
+        indices.into_iter().map(|i| mutex_lock(&self.locks[i])).collect()
+    }
+}
+
+/// Contiguous pieces in one object, as one unit of I/O.
+fn object_runs(pieces: impl Iterator<Item = Piece>) -> Vec<Vec<Piece>> {
+    let mut runs: Vec<Vec<Piece>> = Vec::new();
+    for piece in pieces {
+        match runs.last_mut() {
+            Some(run)
+                if run.last().is_some_and(|p| {
+                    p.object_no == piece.object_no && p.object_offset + p.length == piece.object_offset
+                }) =>
+            {
+                run.push(piece);
+            }
+            _ => runs.push(vec![piece]),
+        }
+    }
+    runs
+}
+
+impl View {
+    /// Resolves where a piece's block is read from, starting at chain index `from`.
+    pub fn resolve(&self, from: usize, piece: &Piece) -> Source {
+        let blk = piece.block_in_object();
+        for (idx, vl) in self.chain.iter().enumerate().skip(from) {
+            match vl.layer.state(piece.object_no, blk) {
+                BlockSt::Data => return Source::Layer(idx),
+                BlockSt::Zero => return Source::Zero,
+                BlockSt::Absent => {
+                    if piece.image_offset >= vl.min_size {
+                        return Source::Zero;
+                    }
+                }
+            }
+        }
+        match &self.base {
+            Some(base) if piece.image_offset < base.overlap => Source::Base,
+            _ => Source::Zero,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset`, resolving through the chain from index `from`.
+    pub fn read_from(&self, from: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        // Collect runs of pieces with the same source and contiguous file offsets, then do one read per run.
+        let mut run: Option<(Source, u64, u64, usize, usize)> = None; // (source, image off, file off, buf start, len)
+        let flush = |run: (Source, u64, u64, usize, usize), buf: &mut [u8]| -> Result<()> {
+            let (source, image_off, file_off, start, len) = run;
+            let out = &mut buf[start..start + len];
+            match source {
+                Source::Zero => out.fill(0),
+                Source::Layer(idx) => self.chain[idx].layer.file.read_at(out, file_off)?,
+                Source::Base => match &self.base {
+                    Some(base) => base.read_clipped(image_off, out)?,
+                    None => out.fill(0),
+                },
+            }
+            Ok(())
+        };
+        let mut buf_pos = 0usize;
+        for piece in self.layout.pieces(offset, buf.len() as u64) {
+            let source = self.resolve(from, &piece);
+            let file_off = self.layout.file_offset(piece.object_no, piece.object_offset);
+            let len = piece.length as usize;
+            let extend = match (&run, source) {
+                (Some((s, img, f, _, l)), src) if *s == src => match src {
+                    Source::Layer(_) => *f + *l as u64 == file_off,
+                    Source::Base => *img + *l as u64 == piece.image_offset,
+                    Source::Zero => true,
+                },
+                _ => false,
+            };
+            if extend {
+                if let Some(r) = run.as_mut() {
+                    r.4 += len;
+                }
+            } else {
+                if let Some(r) = run.take() {
+                    flush(r, buf)?;
+                }
+                run = Some((source, piece.image_offset, file_off, buf_pos, len));
+            }
+            buf_pos += len;
+        }
+        if let Some(r) = run.take() {
+            flush(r, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Reads through the whole view.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_from(0, offset, buf)
+    }
+
+    /// Reports data and holes in a range without reading data.
+    pub fn block_status(&self, offset: u64, length: u64) -> Vec<BlockExtent> {
+        let mut extents: Vec<BlockExtent> = Vec::new();
+        for piece in self.layout.pieces(offset, length) {
+            let state = match self.resolve(0, &piece) {
+                Source::Layer(_) => BlockState::Data,
+                Source::Zero => BlockState::Hole,
+                Source::Base => match &self.base {
+                    Some(base) => base.state_at(piece.image_offset),
+                    None => BlockState::Hole,
+                },
+            };
+            match extents.last_mut() {
+                Some(last) if last.state == state && last.offset + last.length == piece.image_offset => {
+                    last.length += piece.length;
+                }
+                _ => extents.push(BlockExtent { offset: piece.image_offset, length: piece.length, state }),
+            }
+        }
+        extents
+    }
+
+    /// Writes `data` at `offset` into the top layer, copying up partial blocks from below.
+    pub fn write(&self, locks: &StripeLocks, offset: u64, data: &[u8]) -> Result<()> {
+        let mut consumed = 0usize;
+        for run in object_runs(self.layout.pieces(offset, data.len() as u64)) {
+            let run_len: u64 = run.iter().map(|p| p.length).sum();
+            let run_data = &data[consumed..consumed + run_len as usize];
+            consumed += run_len as usize;
+            self.write_run(locks, &run, run_data)?;
+        }
+        Ok(())
+    }
+
+    fn write_run(&self, locks: &StripeLocks, run: &[Piece], data: &[u8]) -> Result<()> {
+        let top = &self.chain[0].layer;
+        let (first, last) = (run[0], run[run.len() - 1]);
+        let object_no = first.object_no;
+        let (first_blk, last_blk) = (first.block_in_object(), last.block_in_object());
+        let file_off = self.layout.file_offset(object_no, first.object_offset);
+        if top.all_data(object_no, first_blk, last_blk) {
+            // Overwrite in place: the blocks are this layer's own.
+            return Ok(top.file.write_at(data, file_off)?);
+        }
+        let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
+        let mut at = 0usize;
+        let mut idx = 0;
+        while idx < run.len() {
+            let piece = run[idx];
+            if piece.is_whole_block() {
+                let mut end = idx;
+                while end + 1 < run.len() && run[end + 1].is_whole_block() {
+                    end += 1;
+                }
+                let len = ((end - idx + 1) as u64 * BLOCK_SIZE) as usize;
+                let off = self.layout.file_offset(object_no, piece.object_offset);
+                top.file.write_at(&data[at..at + len], off)?;
+                top.set_range(object_no, piece.block_in_object(), run[end].block_in_object(), BlockSt::Data);
+                at += len;
+                idx = end + 1;
+            } else {
+                let len = piece.length as usize;
+                self.write_partial(&piece, &data[at..at + len])?;
+                at += len;
+                idx += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes part of one block; the caller holds the block's stripe lock.
+    fn write_partial(&self, piece: &Piece, data: &[u8]) -> Result<()> {
+        let top = &self.chain[0].layer;
+        let blk = piece.block_in_object();
+        let file_off = self.layout.file_offset(piece.object_no, piece.object_offset);
+        if top.state(piece.object_no, blk) == BlockSt::Data {
+            return Ok(top.file.write_at(data, file_off)?);
+        }
+        let block_image_start = piece.image_offset - piece.offset_in_block();
+        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        if top.state(piece.object_no, blk) == BlockSt::Absent {
+            // Copy up what the block holds below, limited by the top layer's size floor.
+            self.read_below_top(block_image_start, &mut block)?;
+        }
+        let in_block = piece.offset_in_block() as usize;
+        block[in_block..in_block + data.len()].copy_from_slice(data);
+        let block_file_off = self.layout.file_offset(piece.object_no, piece.object_offset - piece.offset_in_block());
+        top.file.write_at(&block, block_file_off)?;
+        top.set_range(piece.object_no, blk, blk, BlockSt::Data);
+        Ok(())
+    }
+
+    /// Reads one block as the layers below the top show it.
+    fn read_below_top(&self, block_image_start: u64, block: &mut [u8]) -> Result<()> {
+        if block_image_start >= self.chain[0].min_size {
+            block.fill(0);
+            return Ok(());
+        }
+        self.read_from(1, block_image_start, block)
+    }
+
+    /// Makes a range read as zeros in the top layer, deallocating whole blocks.
+    pub fn zero(&self, locks: &StripeLocks, offset: u64, length: u64) -> Result<()> {
+        let top = &self.chain[0].layer;
+        let needs_marker = self.chain.len() > 1 || self.base.is_some();
+        let whole_state = if needs_marker { BlockSt::Zero } else { BlockSt::Absent };
+        for run in object_runs(self.layout.pieces(offset, length)) {
+            let object_no = run[0].object_no;
+            let _guards = locks.lock_blocks(
+                top.blocks_per_object(),
+                object_no,
+                run[0].block_in_object(),
+                run[run.len() - 1].block_in_object(),
+            );
+            let zeros = vec![0u8; BLOCK_SIZE as usize];
+            let mut idx = 0;
+            while idx < run.len() {
+                let piece = run[idx];
+                if piece.is_whole_block() {
+                    let mut end = idx;
+                    while end + 1 < run.len() && run[end + 1].is_whole_block() {
+                        end += 1;
+                    }
+                    let (b0, b1) = (piece.block_in_object(), run[end].block_in_object());
+                    top.set_range(object_no, b0, b1, whole_state);
+                    let off = self.layout.file_offset(object_no, piece.object_offset);
+                    top.file.punch_hole(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
+                    idx = end + 1;
+                } else {
+                    self.write_partial(&piece, &zeros[..piece.length as usize])?;
+                    idx += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the parent's data into the bottom layer for every block the bottom layer does not have, so the view
+    /// no longer needs the parent. Returns after `object_no` is done; the caller walks all objects.
+    pub fn copy_up_object(&self, locks: &StripeLocks, object_no: u64) -> Result<()> {
+        let Some(base) = &self.base else { return Ok(()) };
+        let bottom = match self.chain.last() {
+            Some(vl) => vl.layer.clone(),
+            None => return Ok(()),
+        };
+        let bpo = bottom.blocks_per_object();
+        let object_size = self.layout.object_size();
+        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        let limit = self.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min);
+        let _guards = locks.lock_blocks(bpo, object_no, 0, bpo - 1);
+        for blk in 0..bpo {
+            if bottom.state(object_no, blk) != BlockSt::Absent {
+                continue;
+            }
+            let image_off = self.layout.unmap(object_no, blk << BLOCK_SHIFT);
+            if image_off >= limit {
+                continue;
+            }
+            if base.state_at(image_off) == BlockState::Hole {
+                continue;
+            }
+            base.read_clipped(image_off, &mut block)?;
+            bottom.file.write_at(&block, object_no * object_size + (blk << BLOCK_SHIFT))?;
+            bottom.set_range(object_no, blk, blk, BlockSt::Data);
+        }
+        Ok(())
+    }
+}
+
+impl Base {
+    /// Reads from the parent, zero past the overlap or the parent's size.
+    pub fn read_clipped(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        let visible_end = self.overlap.min(self.view.size);
+        let end = offset + out.len() as u64;
+        if offset >= visible_end {
+            out.fill(0);
+            return Ok(());
+        }
+        let inside = (visible_end.min(end) - offset) as usize;
+        self.view.read(offset, &mut out[..inside])?;
+        out[inside..].fill(0);
+        Ok(())
+    }
+
+    /// Returns whether the parent holds data for the block at `offset`.
+    pub fn state_at(&self, offset: u64) -> BlockState {
+        if offset >= self.overlap.min(self.view.size) {
+            return BlockState::Hole;
+        }
+        let len = BLOCK_SIZE.min(self.view.size - offset);
+        match self.view.block_status(offset, len).first() {
+            Some(extent) => extent.state,
+            None => BlockState::Hole,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! basalt's embedded storage engine: block images with Ceph RBD semantics on a local disk.
+//!
+//! Images are striped into objects as in RBD; data lives in per-layer sparse files at 4 KiB block granularity and
+//! metadata (pools, images, snapshots, bitmaps) in a redb store. See `docs/FORMAT.md` for the layout and the crash
+//! analysis, and `docs/ARCHITECTURE.md` for where this sits.
+//!
+//! The engine is synchronous and knows nothing of HTTP, JSON, NBD or async runtimes.
+
+mod engine;
+pub mod fsck;
+mod layer;
+pub mod layout;
+mod records;
+pub mod sim;
+mod state;
+pub mod vfs;
+
+pub use engine::{DB_FILE, Engine, LAYERS_DIR, LOCK_FILE};
+pub use records::FORMAT_VERSION;

@@ -1,0 +1,364 @@
+//! A simulated disk for crash and fault tests: it keeps what is durable apart from what is only written, can cut
+//! the power at the N-th mutating operation, and can fail one operation with EIO or ENOSPC.
+//!
+//! The crash model is that of a real disk with a volatile cache: a write is durable once its file was synced; a
+//! creation or removal of a file once its directory was synced; anything else may or may not have reached the
+//! disk, in any combination.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::vfs::{Vfs, VfsFile};
+
+/// What happens at the chosen operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The power goes out: this and every later operation fails with EIO and nothing more reaches the disk.
+    PowerCut,
+    /// This one operation fails with EIO; later ones work.
+    Eio,
+    /// This one operation fails with ENOSPC; later ones work.
+    Enospc,
+}
+
+/// Which unsynced writes survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashSurvivors {
+    /// None of them.
+    None,
+    /// All of them (the cache was written back just before the cut).
+    All,
+    /// A pseudo-random subset chosen by the seed.
+    Random(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+struct SimFileData {
+    durable: Vec<u8>,
+    live: Vec<u8>,
+    /// Writes since the last sync, in order: `(offset, bytes)`; a `set_len` is `(len, empty)` with `u64::MAX` marker.
+    pending: Vec<PendingOp>,
+}
+
+#[derive(Debug, Clone)]
+enum PendingOp {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+fn apply(data: &mut Vec<u8>, op: &PendingOp) {
+    match op {
+        PendingOp::Write(offset, bytes) => {
+            let end = *offset as usize + bytes.len();
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[*offset as usize..end].copy_from_slice(bytes);
+        }
+        PendingOp::SetLen(len) => data.resize(*len as usize, 0),
+    }
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Files by path; each entry is shared with open handles.
+    live_files: BTreeMap<PathBuf, Arc<Mutex<SimFileData>>>,
+    /// The directory entries that are durable.
+    durable_files: BTreeMap<PathBuf, Arc<Mutex<SimFileData>>>,
+    /// Directories that exist.
+    dirs: Vec<PathBuf>,
+    powered_off: bool,
+}
+
+/// The simulated disk. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct SimVfs {
+    state: Arc<Mutex<SimState>>,
+    ops: Arc<AtomicU64>,
+    fault_at: Arc<Mutex<Option<(u64, Fault)>>>,
+}
+
+impl fmt::Debug for SimVfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimVfs").field("ops", &self.ops.load(Ordering::SeqCst)).finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Other, format!("simulated EIO ({what})"))
+}
+
+impl SimVfs {
+    /// An empty disk.
+    pub fn new() -> SimVfs {
+        SimVfs::default()
+    }
+
+    /// Returns how many mutating operations (writes, syncs, creations, removals, truncations) ran so far.
+    pub fn op_count(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    /// Arms a fault at the mutating operation with index `op_index` (counted from the start of this disk).
+    pub fn inject(&self, op_index: u64, fault: Fault) {
+        *lock(&self.fault_at) = Some((op_index, fault));
+    }
+
+    /// Removes an armed fault.
+    pub fn disarm(&self) {
+        *lock(&self.fault_at) = None;
+    }
+
+    /// Returns true once a power cut happened.
+    pub fn is_powered_off(&self) -> bool {
+        lock(&self.state).powered_off
+    }
+
+    /// Cuts the power now.
+    pub fn power_cut(&self) {
+        lock(&self.state).powered_off = true;
+    }
+
+    /// Returns the disk as it is after a power cut: durable state plus the chosen unsynced writes, as a fresh disk.
+    pub fn after_crash(&self, survivors: CrashSurvivors) -> SimVfs {
+        let state = lock(&self.state);
+        let mut rng = match survivors {
+            CrashSurvivors::Random(seed) => seed | 1,
+            _ => 1,
+        };
+        let mut next_bool = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng & 1 == 1
+        };
+        let mut files = BTreeMap::new();
+        for (path, file) in &state.durable_files {
+            let file = lock(file);
+            let mut data = file.durable.clone();
+            for op in &file.pending {
+                let keep = match survivors {
+                    CrashSurvivors::None => false,
+                    CrashSurvivors::All => true,
+                    CrashSurvivors::Random(_) => next_bool(),
+                };
+                if keep {
+                    apply(&mut data, op);
+                }
+            }
+            let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
+            files.insert(path.clone(), Arc::new(Mutex::new(fresh)));
+        }
+        let new_state =
+            SimState { durable_files: files.clone(), live_files: files, dirs: state.dirs.clone(), powered_off: false };
+        SimVfs {
+            state: Arc::new(Mutex::new(new_state)),
+            ops: Arc::new(AtomicU64::new(0)),
+            fault_at: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Counts one mutating operation and applies an armed fault.
+    fn tick(&self, what: &str) -> io::Result<()> {
+        if lock(&self.state).powered_off {
+            return Err(eio(what));
+        }
+        let index = self.ops.fetch_add(1, Ordering::SeqCst);
+        let fault = *lock(&self.fault_at);
+        match fault {
+            Some((at, Fault::PowerCut)) if index >= at => {
+                lock(&self.state).powered_off = true;
+                Err(eio(what))
+            }
+            Some((at, Fault::Eio)) if index == at => Err(eio(what)),
+            Some((at, Fault::Enospc)) if index == at => Err(io::Error::from_raw_os_error(28)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SimFile {
+    vfs: SimVfs,
+    path: PathBuf,
+    data: Arc<Mutex<SimFileData>>,
+}
+
+impl fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimFile({})", self.path.display())
+    }
+}
+
+impl VfsFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = lock(&self.data);
+        let start = (offset as usize).min(data.live.len());
+        let end = (offset as usize + buf.len()).min(data.live.len());
+        let n = end - start;
+        buf[..n].copy_from_slice(&data.live[start..end]);
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.vfs.tick("write")?;
+        let mut data = lock(&self.data);
+        let op = PendingOp::Write(offset, bytes.to_vec());
+        apply(&mut data.live, &op);
+        data.pending.push(op);
+        Ok(())
+    }
+
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        self.vfs.tick("punch")?;
+        let mut data = lock(&self.data);
+        let end = ((offset + length) as usize).min(data.live.len());
+        let start = (offset as usize).min(end);
+        let op = PendingOp::Write(start as u64, vec![0; end - start]);
+        apply(&mut data.live, &op);
+        data.pending.push(op);
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.data).live.len() as u64)
+    }
+
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        self.vfs.tick("set_len")?;
+        let mut data = lock(&self.data);
+        let op = PendingOp::SetLen(length);
+        apply(&mut data.live, &op);
+        data.pending.push(op);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.vfs.tick("sync")?;
+        let mut data = lock(&self.data);
+        data.durable = data.live.clone();
+        data.pending.clear();
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct NoLock;
+
+impl Vfs for SimVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
+        let existing = lock(&self.state).live_files.get(path).cloned();
+        let data = match existing {
+            Some(data) => data,
+            None if create => {
+                self.tick("create")?;
+                let data = Arc::new(Mutex::new(SimFileData::default()));
+                lock(&self.state).live_files.insert(path.to_owned(), data.clone());
+                data
+            }
+            None => return Err(io::Error::from_raw_os_error(2)),
+        };
+        Ok(Arc::new(SimFile { vfs: self.clone(), path: path.to_owned(), data }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.tick("remove")?;
+        match lock(&self.state).live_files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::from_raw_os_error(2)),
+        }
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.state);
+        Ok(state
+            .live_files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        if !state.dirs.iter().any(|d| d == dir) {
+            state.dirs.push(dir.to_owned());
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.tick("sync_dir")?;
+        let mut state = lock(&self.state);
+        let live: Vec<(PathBuf, Arc<Mutex<SimFileData>>)> = state
+            .live_files
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect();
+        state.durable_files.retain(|p, _| p.parent() != Some(dir));
+        state.durable_files.extend(live);
+        Ok(())
+    }
+
+    fn lock(&self, _path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
+        Ok(Box::new(NoLock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_writes_are_lost_and_synced_ones_kept() {
+        let vfs = SimVfs::new();
+        let dir = Path::new("/d");
+        vfs.create_dir_all(dir).expect("mkdir");
+        let file = vfs.open(&dir.join("f"), true).expect("create");
+        file.write_at(b"hello", 0).expect("write");
+        vfs.sync_dir(dir).expect("sync dir");
+        file.sync_data().expect("sync");
+        file.write_at(b"HE", 0).expect("write");
+        let crashed = vfs.after_crash(CrashSurvivors::None);
+        let reopened = crashed.open(&dir.join("f"), false).expect("file survives");
+        let mut buf = [0u8; 5];
+        reopened.read_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"hello");
+        let crashed = vfs.after_crash(CrashSurvivors::All);
+        let reopened = crashed.open(&dir.join("f"), false).expect("file survives");
+        reopened.read_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"HEllo");
+    }
+
+    #[test]
+    fn files_need_a_directory_sync_to_survive() {
+        let vfs = SimVfs::new();
+        let dir = Path::new("/d");
+        let file = vfs.open(&dir.join("new"), true).expect("create");
+        file.write_at(b"x", 0).expect("write");
+        file.sync_data().expect("sync");
+        let crashed = vfs.after_crash(CrashSurvivors::All);
+        assert!(crashed.open(&dir.join("new"), false).is_err());
+    }
+
+    #[test]
+    fn a_power_cut_stops_every_later_operation() {
+        let vfs = SimVfs::new();
+        let file = vfs.open(Path::new("/f"), true).expect("create");
+        vfs.inject(2, Fault::PowerCut);
+        file.write_at(b"a", 0).expect("op 1 works");
+        assert!(file.write_at(b"b", 0).is_err());
+        assert!(file.sync_data().is_err());
+        assert!(vfs.is_powered_off());
+    }
+}

@@ -1,0 +1,470 @@
+//! In-memory state of an image in use: its layers, its head view, its watchers; and the I/O handle.
+//!
+//! One `ImageState` exists per image while anything uses it (a handle, a control operation, a clone's view), so
+//! the data path and control operations see the same bitmaps.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, Result, Timestamp, Watcher, ZeroMode};
+use redb::ReadableDatabase;
+
+use crate::layer::{Base, Layer, ObjBits, StripeLocks, View, ViewLayer, mutex_lock};
+use crate::layout::Layout;
+use crate::records::{self, BLOCKS, ImageRec, db_err};
+use crate::vfs::Vfs;
+
+/// What every image state needs of the engine: the disk, the store, the layer directory.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub vfs: Arc<dyn Vfs>,
+    pub db: redb::Database,
+    pub layers_dir: PathBuf,
+    pub images: Mutex<HashMap<String, std::sync::Weak<ImageState>>>,
+    pub next_handle: AtomicU64,
+}
+
+impl Store {
+    /// Path of a layer's file.
+    pub fn layer_path(&self, id: u64) -> PathBuf {
+        self.layers_dir.join(format!("{id:016x}.layer"))
+    }
+
+    /// Creates an empty layer file and makes its directory entry durable, before any record refers to it.
+    pub fn create_layer_file(&self, id: u64) -> Result<()> {
+        self.vfs.open(&self.layer_path(id), true)?;
+        self.vfs.sync_dir(&self.layers_dir)?;
+        Ok(())
+    }
+
+    /// Removes layer files after the records that referred to them are gone; failures leave orphans for the next open.
+    pub fn remove_layer_files(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            let _ = self.vfs.remove(&self.layer_path(*id));
+        }
+        let _ = self.vfs.sync_dir(&self.layers_dir);
+    }
+
+    /// Returns the state of an image, loading it if nobody uses it now.
+    pub fn state(self: &Arc<Store>, id: &str) -> Result<Arc<ImageState>> {
+        if let Some(state) = self.loaded_state(id) {
+            return Ok(state);
+        }
+        // Build outside the registry lock (a clone's view loads its parent), then publish; if another thread
+        // published first, use theirs so there is only ever one state per image.
+        let rec = self.read_image(id)?;
+        let state = Arc::new(ImageState {
+            id: id.to_owned(),
+            store: self.clone(),
+            head: RwLock::new(Head::placeholder(&rec)?),
+            locks: StripeLocks::default(),
+            op: Mutex::new(()),
+            layers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Vec::new()),
+        });
+        let head = state.build_head(&rec)?;
+        *state.head_write() = head;
+        let mut images = mutex_lock(&self.images);
+        if let Some(existing) = images.get(id).and_then(std::sync::Weak::upgrade) {
+            return Ok(existing);
+        }
+        images.retain(|_, w| w.strong_count() > 0);
+        images.insert(id.to_owned(), Arc::downgrade(&state));
+        Ok(state)
+    }
+
+    /// Forgets an image that was removed.
+    pub fn forget(&self, id: &str) {
+        mutex_lock(&self.images).remove(id);
+    }
+
+    /// Returns the state of an image only if something uses it now.
+    pub fn loaded_state(&self, id: &str) -> Option<Arc<ImageState>> {
+        mutex_lock(&self.images).get(id).and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Reads an image record by id.
+    pub fn read_image(&self, id: &str) -> Result<ImageRec> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(records::IMAGES).map_err(db_err)?;
+        records::get_image(&table, id)?.ok_or_else(|| Error::not_found(format!("image id {id} does not exist")))
+    }
+}
+
+/// What the data path needs of the head: its view and the features that change behaviour.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub view: View,
+    pub features: Features,
+}
+
+impl Head {
+    fn placeholder(rec: &ImageRec) -> Result<Head> {
+        Ok(Head {
+            view: View { layout: layout_of(rec)?, size: 0, chain: Vec::new(), base: None },
+            features: Features::NONE,
+        })
+    }
+}
+
+/// Layout of an image record.
+pub(crate) fn layout_of(rec: &ImageRec) -> Result<Layout> {
+    let order = basalt_core::ObjectOrder::new(rec.order)?;
+    Ok(Layout { order, striping: basalt_core::Striping::new(rec.stripe_unit, rec.stripe_count, order)? })
+}
+
+#[derive(Debug, Clone)]
+struct WatcherEntry {
+    handle: u64,
+    watcher: Watcher,
+    snap_id: Option<u64>,
+}
+
+/// An image in use.
+#[derive(Debug)]
+pub(crate) struct ImageState {
+    pub id: String,
+    store: Arc<Store>,
+    head: RwLock<Head>,
+    pub locks: StripeLocks,
+    /// Serialises control operations on this image; taken before `head` and before any write transaction.
+    pub op: Mutex<()>,
+    layers: Mutex<HashMap<u64, Arc<Layer>>>,
+    watchers: Mutex<Vec<WatcherEntry>>,
+}
+
+impl ImageState {
+    /// A state for an image whose record is not published yet (copy destinations); not in the registry.
+    pub fn detached(store: &Arc<Store>, id: &str) -> ImageState {
+        ImageState {
+            id: id.to_owned(),
+            store: store.clone(),
+            head: RwLock::new(Head {
+                view: View {
+                    layout: Layout {
+                        order: basalt_core::ObjectOrder::default(),
+                        striping: basalt_core::Striping::none(basalt_core::ObjectOrder::default()),
+                    },
+                    size: 0,
+                    chain: Vec::new(),
+                    base: None,
+                },
+                features: Features::NONE,
+            }),
+            locks: StripeLocks::default(),
+            op: Mutex::new(()),
+            layers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn head_read(&self) -> RwLockReadGuard<'_, Head> {
+        self.head.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn head_write(&self) -> RwLockWriteGuard<'_, Head> {
+        self.head.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns a layer, loading its bitmaps from the store on first use.
+    pub fn layer(&self, id: u64, blocks_per_object: u64) -> Result<Arc<Layer>> {
+        let mut layers = mutex_lock(&self.layers);
+        if let Some(layer) = layers.get(&id) {
+            return Ok(layer.clone());
+        }
+        let file = self
+            .store
+            .vfs
+            .open(&self.store.layer_path(id), false)
+            .map_err(|e| Error::io(format!("layer file {id:016x} of image {} cannot be opened: {e}", self.id)))?;
+        let txn = self.store.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(BLOCKS).map_err(db_err)?;
+        let mut objects = HashMap::new();
+        for entry in table.range((id, 0u64)..=(id, u64::MAX)).map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            objects.insert(key.value().1, ObjBits::decode(value.value(), blocks_per_object)?);
+        }
+        let layer = Arc::new(Layer::new(id, file, blocks_per_object, objects));
+        layers.insert(id, layer.clone());
+        Ok(layer)
+    }
+
+    /// Forgets layers that no record refers to any more.
+    pub fn drop_layers(&self, ids: &[u64]) {
+        let mut layers = mutex_lock(&self.layers);
+        for id in ids {
+            layers.remove(id);
+        }
+    }
+
+    /// Returns every loaded layer.
+    pub fn loaded_layers(&self) -> Vec<Arc<Layer>> {
+        mutex_lock(&self.layers).values().cloned().collect()
+    }
+
+    /// Builds the view whose top layer is `top` and whose size is `size`.
+    pub fn build_view(&self, rec: &ImageRec, top: u64, size: u64) -> Result<View> {
+        let layout = layout_of(rec)?;
+        let bpo = layout.blocks_per_object();
+        let mut chain = Vec::new();
+        for id in rec.chain(top)? {
+            let min_size = rec.layer(id)?.min_size;
+            chain.push(ViewLayer { layer: self.layer(id, bpo)?, min_size });
+        }
+        let base = match &rec.parent {
+            Some(parent) => {
+                let parent_state = self.store.state(&parent.image_id)?;
+                let parent_rec = self.store.read_image(&parent.image_id)?;
+                let snap = parent_rec.snap_by_id(parent.snap_id).ok_or_else(|| {
+                    Error::io(format!("the parent snapshot of image {} is missing: run fsck", rec.id))
+                })?;
+                let view = parent_state.build_view(&parent_rec, snap.layer, snap.size)?;
+                Some(Base { view: Arc::new(view), overlap: parent.overlap, _keep_alive: Some(parent_state) })
+            }
+            None => None,
+        };
+        Ok(View { layout, size, chain, base })
+    }
+
+    /// Builds the head from a record.
+    pub fn build_head(&self, rec: &ImageRec) -> Result<Head> {
+        Ok(Head { view: self.build_view(rec, rec.head_layer, rec.size)?, features: Features::from_bits(rec.features)? })
+    }
+
+    /// Replaces the head after a control operation committed `rec`.
+    pub fn refresh(&self, head: &mut Head, rec: &ImageRec) -> Result<()> {
+        *head = self.build_head(rec)?;
+        Ok(())
+    }
+
+    /// Writes every changed bitmap to the store after syncing the layer files, together with `extra` writes in the
+    /// same transaction. This is the only way bitmaps reach the store: data first, then the map that points at it.
+    pub fn persist(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        let layers = self.loaded_layers();
+        let mut taken: Vec<(Arc<Layer>, Vec<(u64, Option<Vec<u8>>)>)> = Vec::new();
+        for layer in layers {
+            if layer.has_dirty() {
+                let dirty = layer.take_dirty();
+                taken.push((layer, dirty));
+            }
+        }
+        let result = (|| -> Result<()> {
+            for (layer, _) in &taken {
+                layer.file.sync_data()?;
+            }
+            let txn = self.store.db.begin_write().map_err(db_err)?;
+            {
+                let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+                for (layer, dirty) in &taken {
+                    for (object_no, bits) in dirty {
+                        match bits {
+                            Some(bytes) => blocks.insert((layer.id, *object_no), bytes.as_slice()).map_err(db_err)?,
+                            None => blocks.remove((layer.id, *object_no)).map_err(db_err)?,
+                        };
+                    }
+                }
+            }
+            extra(&txn)?;
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            for (layer, dirty) in taken {
+                layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
+            }
+        }
+        result
+    }
+
+    /// Makes every acknowledged write durable.
+    pub fn flush(&self) -> Result<()> {
+        let _head = self.head_read();
+        self.persist(|_| Ok(()))
+    }
+
+    fn add_watcher(&self, watcher: Watcher, snap_id: Option<u64>) -> u64 {
+        let handle = self.store.next_handle.fetch_add(1, Ordering::Relaxed);
+        mutex_lock(&self.watchers).push(WatcherEntry { handle, watcher, snap_id });
+        handle
+    }
+
+    fn remove_watcher(&self, handle: u64) {
+        mutex_lock(&self.watchers).retain(|w| w.handle != handle);
+    }
+
+    /// Clients with the image open.
+    pub fn watchers(&self) -> Vec<Watcher> {
+        mutex_lock(&self.watchers).iter().map(|w| w.watcher.clone()).collect()
+    }
+
+    /// Clients with a snapshot open.
+    pub fn snapshot_watchers(&self, snap_id: u64) -> usize {
+        mutex_lock(&self.watchers).iter().filter(|w| w.snap_id == Some(snap_id)).count()
+    }
+}
+
+/// Describes who holds an image, for error messages.
+pub(crate) fn describe_watchers(watchers: &[Watcher]) -> String {
+    watchers.iter().map(|w| w.client.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// What a handle reads and writes.
+#[derive(Debug)]
+enum Target {
+    Head { writable: bool },
+    Snapshot(Arc<View>),
+}
+
+/// An open image or snapshot.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    state: Arc<ImageState>,
+    handle: u64,
+    target: Target,
+}
+
+impl Handle {
+    /// Opens the head; `writable` handles take the exclusive lock where the feature is on.
+    pub fn open_head(state: Arc<ImageState>, client: &str, now: Timestamp, writable: bool) -> Result<Handle> {
+        let watchers = mutex_lock(&state.watchers);
+        if writable && state.head_read().features.contains(Features::EXCLUSIVE_LOCK) {
+            let holders: Vec<Watcher> =
+                watchers.iter().filter(|w| w.watcher.writable).map(|w| w.watcher.clone()).collect();
+            if !holders.is_empty() {
+                return Err(Error::busy(format!(
+                    "image is locked by another client ({}): the exclusive-lock feature allows one writer at a time",
+                    describe_watchers(&holders)
+                )));
+            }
+        }
+        drop(watchers);
+        let handle = state.add_watcher(Watcher { client: client.to_owned(), since: now, writable }, None);
+        Ok(Handle { state, handle, target: Target::Head { writable } })
+    }
+
+    /// Opens a snapshot, read-only.
+    pub fn open_snapshot(state: Arc<ImageState>, view: View, snap_id: u64, client: &str, now: Timestamp) -> Handle {
+        let handle =
+            state.add_watcher(Watcher { client: client.to_owned(), since: now, writable: false }, Some(snap_id));
+        Handle { state, handle, target: Target::Snapshot(Arc::new(view)) }
+    }
+
+    fn writable_head(&self) -> Result<RwLockReadGuard<'_, Head>> {
+        match self.target {
+            Target::Head { writable: true } => Ok(self.state.head_read()),
+            Target::Head { writable: false } => Err(Error::new(ErrorKind::ReadOnly, "image is open read-only")),
+            Target::Snapshot(_) => Err(Error::new(ErrorKind::ReadOnly, "snapshots are read-only")),
+        }
+    }
+
+    fn after_write(&self, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Buffered => Ok(()),
+            Durability::ForceUnitAccess => self.state.persist(|_| Ok(())),
+        }
+    }
+}
+
+fn check_range(offset: u64, length: u64, size: u64) -> Result<()> {
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::invalid(format!("i/o at offset {offset} length {length} is beyond the image size {size}"))),
+    }
+}
+
+impl ImageIo for Handle {
+    fn size_bytes(&self) -> u64 {
+        match &self.target {
+            Target::Head { .. } => self.state.head_read().view.size,
+            Target::Snapshot(view) => view.size,
+        }
+    }
+
+    fn is_read_only(&self) -> bool {
+        !matches!(self.target, Target::Head { writable: true })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.target {
+            Target::Head { .. } => {
+                let head = self.state.head_read();
+                check_range(offset, buf.len() as u64, head.view.size)?;
+                head.view.read(offset, buf)
+            }
+            Target::Snapshot(view) => {
+                check_range(offset, buf.len() as u64, view.size)?;
+                view.read(offset, buf)
+            }
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
+        {
+            let head = self.writable_head()?;
+            check_range(offset, data.len() as u64, head.view.size)?;
+            head.view.write(&self.state.locks, offset, data)?;
+        }
+        self.after_write(durability)
+    }
+
+    fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {
+        self.write_zeroes(offset, length, ZeroMode::MayUnmap, durability)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()> {
+        {
+            let head = self.writable_head()?;
+            check_range(offset, length, head.view.size)?;
+            match mode {
+                ZeroMode::MayUnmap => head.view.zero(&self.state.locks, offset, length)?,
+                ZeroMode::KeepAllocated => {
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut done = 0u64;
+                    while done < length {
+                        let n = (length - done).min(zeros.len() as u64);
+                        head.view.write(&self.state.locks, offset + done, &zeros[..n as usize])?;
+                        done += n;
+                    }
+                }
+            }
+        }
+        self.after_write(durability)
+    }
+
+    fn flush(&self) -> Result<()> {
+        match self.target {
+            Target::Head { writable: true } => self.state.flush(),
+            _ => Ok(()),
+        }
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
+        match &self.target {
+            Target::Head { .. } => {
+                let head = self.state.head_read();
+                check_range(offset, length, head.view.size)?;
+                Ok(head.view.block_status(offset, length))
+            }
+            Target::Snapshot(view) => {
+                check_range(offset, length, view.size)?;
+                Ok(view.block_status(offset, length))
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Closing flushes, as closing an RBD image does; an error here has no caller to go to, and the writes
+        // were never acknowledged as durable.
+        if matches!(self.target, Target::Head { writable: true }) {
+            let _ = self.state.flush();
+        }
+        self.state.remove_watcher(self.handle);
+    }
+}

@@ -1,0 +1,191 @@
+//! The engine's only door to the disk: a small file-system interface with the real implementation, and the
+//! adapter that puts redb's database file behind it.
+//!
+//! Everything the engine writes (layer files and the metadata store) goes through [`Vfs`], so the simulated disk in
+//! [`crate::sim`] can cut power or fail any write or sync and tests can check what survives.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An open file.
+pub trait VfsFile: Send + Sync + fmt::Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`; bytes past the end of the file read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `data` at `offset`, growing the file as needed.
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Deallocates a range; it then reads as zeros. The file length does not change.
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()>;
+    /// Returns the file length.
+    fn len(&self) -> io::Result<u64>;
+    /// Sets the file length; new bytes read as zeros.
+    fn set_len(&self, length: u64) -> io::Result<()>;
+    /// Makes every completed write to this file durable.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A directory tree of files.
+pub trait Vfs: Send + Sync + fmt::Debug {
+    /// Opens a file, creating it if `create` is true and it does not exist.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>>;
+    /// Removes a file; open handles keep working.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Lists the file names in a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Makes creations and removals of entries in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the store held until the returned guard drops; fails if another process has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsVfs;
+
+#[derive(Debug)]
+struct OsFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl VfsFile for OsFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(length)) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        // SAFETY: fallocate on a valid open descriptor with plain integer arguments; no memory is shared.
+        let rc = unsafe {
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            // The file system cannot punch holes: write zeros so reads stay correct, at the cost of space.
+            let zeros = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            while done < length {
+                let n = (length - done).min(zeros.len() as u64);
+                self.file.write_all_at(&zeros[..n as usize], offset + done)?;
+                done += n;
+            }
+            return Ok(());
+        }
+        Err(io::Error::new(err.kind(), format!("punch hole in {}: {err}", self.path.display())))
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        self.file.set_len(length)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[derive(Debug)]
+struct OsLock {
+    _file: File,
+}
+
+impl Vfs for OsVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        Ok(Arc::new(OsFile { file, path: path.to_owned() }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        // SAFETY: flock on a valid open descriptor; the lock lives as long as the descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("the data directory is in use by another basalt process (lock {})", path.display()),
+                ));
+            }
+            return Err(err);
+        }
+        Ok(Box::new(OsLock { _file: file }))
+    }
+}
+
+/// redb's storage backend over a [`VfsFile`], so the metadata store shares the engine's disk model.
+#[derive(Debug)]
+pub(crate) struct RedbFile(pub(crate) Arc<dyn VfsFile>);
+
+impl redb::StorageBackend for RedbFile {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let len = self.0.len()?;
+        if offset + out.len() as u64 > len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the metadata file"));
+        }
+        self.0.read_at(out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_at(data, offset)
+    }
+}

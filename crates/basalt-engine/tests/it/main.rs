@@ -1,0 +1,3 @@
+//! The engine's integration tests: the model-based property test, crash and fault injection, and the refusals.
+
+mod refusals;
