@@ -235,7 +235,7 @@ impl Striping {
         if unit_bytes == 0 || count == 0 {
             return Err(Error::invalid("stripe unit and stripe count must both be positive"));
         }
-        if !unit_bytes.is_power_of_two() || object_size % unit_bytes != 0 {
+        if !unit_bytes.is_power_of_two() || !object_size.is_multiple_of(unit_bytes) {
             return Err(Error::invalid(format!(
                 "stripe unit {unit_bytes} must be a power of two that divides the object size {object_size}"
             )));

@@ -40,10 +40,10 @@ pub fn fsck(root: &Path) -> Result<FsckReport> {
 
 /// Checks the store in `root` on the given disk.
 pub fn fsck_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<FsckReport> {
-    let _lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
     let db_file = vfs
         .open(&root.join(DB_FILE), false)
         .map_err(|e| Error::not_found(format!("no basalt store in {}: {e}", root.display())))?;
+    let _lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
     let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
     let mut report = FsckReport::default();
     check(&db, &*vfs, root, &mut report)?;

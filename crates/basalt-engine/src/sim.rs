@@ -93,7 +93,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("simulated EIO ({what})"))
+    io::Error::other(format!("simulated EIO ({what})"))
 }
 
 impl SimVfs {

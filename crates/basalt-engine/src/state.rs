@@ -96,6 +96,9 @@ impl Store {
     }
 }
 
+/// Changed bitmaps of one layer: `(object, Some(encoded bits))`, or `None` where the object became empty.
+type DirtyBits = Vec<(u64, Option<Vec<u8>>)>;
+
 /// What the data path needs of the head: its view and the features that change behaviour.
 #[derive(Debug)]
 pub(crate) struct Head {
@@ -246,7 +249,7 @@ impl ImageState {
     /// same transaction. This is the only way bitmaps reach the store: data first, then the map that points at it.
     pub fn persist(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
         let layers = self.loaded_layers();
-        let mut taken: Vec<(Arc<Layer>, Vec<(u64, Option<Vec<u8>>)>)> = Vec::new();
+        let mut taken: Vec<(Arc<Layer>, DirtyBits)> = Vec::new();
         for layer in layers {
             if layer.has_dirty() {
                 let dirty = layer.take_dirty();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)]
 pub trait VfsFile: Send + Sync + fmt::Debug {
     /// Reads exactly `buf.len()` bytes at `offset`; bytes past the end of the file read as zeros.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
