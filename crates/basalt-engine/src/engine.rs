@@ -12,8 +12,8 @@ use std::sync::atomic::AtomicU64;
 use basalt_core::config::{self, ConfigEntry, ConfigLevel};
 use basalt_core::{
     Backend, BlockState, ChildInfo, Clock, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity,
-    DuEntry, Error, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, ImageStatus, Namespace,
-    NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs, Progress, PurgeReport,
+    DuEntry, Error, ErrorKind, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, ImageStatus,
+    Namespace, NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs, Progress, PurgeReport,
     ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry, TrashForce,
     TrashSource, TrashStatus, Watcher, bail,
 };
@@ -71,6 +71,7 @@ impl Engine {
             layers_dir,
             images: std::sync::Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
+            failed: std::sync::Mutex::new(None),
         });
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
@@ -92,6 +93,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Cleans up the files of a copy that failed. After an i/o error the publishing commit may still have reached
+    /// the disk, so the files stay (the next open removes them if nothing refers to them); after any other failure
+    /// (cancellation, a name taken meanwhile) nothing was published and they go now.
+    fn discard_copy_files(&self, err: &Error, ids: &[u64]) {
+        if !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
+            self.store.remove_layer_files(ids);
+        }
+    }
+
     fn referenced_layers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let images = txn.open_table(IMAGES).map_err(db_err)?;
@@ -111,6 +121,7 @@ impl Engine {
     // --- lookups -------------------------------------------------------------------------------------------------
 
     fn write_txn(&self) -> Result<WriteTransaction> {
+        self.store.check_healthy()?;
         self.store.db.begin_write().map_err(db_err)
     }
 
@@ -1019,7 +1030,7 @@ impl Backend for Engine {
             })?;
             // Space goes back only after the bitmaps no longer point at it.
             for off in punch {
-                let _ = top.file.punch_hole(off, BLOCK_SIZE);
+                let _ = top.punch(off, BLOCK_SIZE);
             }
             return Ok(());
         }
@@ -1101,8 +1112,8 @@ impl Backend for Engine {
             dest_rec
         };
         let result = self.fill_and_publish(&src_view, dest_rec.clone(), progress);
-        if result.is_err() {
-            self.store.remove_layer_files(&[dest_rec.head_layer]);
+        if let Err(err) = &result {
+            self.discard_copy_files(err, &[dest_rec.head_layer]);
         }
         result
     }
@@ -1191,8 +1202,8 @@ impl Backend for Engine {
             }
             dest_state.persist(|txn| Self::insert_new_image(txn, &dest_rec))
         })();
-        if result.is_err() {
-            self.store.remove_layer_files(&created_layers.borrow());
+        if let Err(err) = &result {
+            self.discard_copy_files(err, &created_layers.borrow());
         }
         result
     }

@@ -7,6 +7,7 @@
 //! at most one 4 KiB block.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use basalt_core::{BlockExtent, BlockState, Error, Result};
@@ -114,6 +115,9 @@ pub struct Layer {
     pub file: Arc<dyn VfsFile>,
     blocks_per_object: u64,
     map: RwLock<LayerMap>,
+    /// Set by every change to the file since its last sync: an overwrite in place changes no bitmap but still
+    /// has to be synced by the next flush.
+    unsynced: AtomicBool,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -131,7 +135,42 @@ pub(crate) fn mutex_lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Layer {
     /// A layer with the given bitmaps.
     pub fn new(id: u64, file: Arc<dyn VfsFile>, blocks_per_object: u64, objects: HashMap<u64, ObjBits>) -> Layer {
-        Layer { id, file, blocks_per_object, map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }) }
+        Layer {
+            id,
+            file,
+            blocks_per_object,
+            map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }),
+            unsynced: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes block data into the layer file.
+    pub fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.unsynced.store(true, Ordering::SeqCst);
+        Ok(self.file.write_at(data, offset)?)
+    }
+
+    /// Deallocates a range of the layer file.
+    pub fn punch(&self, offset: u64, length: u64) -> Result<()> {
+        self.unsynced.store(true, Ordering::SeqCst);
+        Ok(self.file.punch_hole(offset, length)?)
+    }
+
+    /// Syncs the file if anything changed it since the last sync.
+    pub fn sync_if_needed(&self) -> Result<()> {
+        // Clear first: a write racing with the sync sets the flag again and is synced next time.
+        if self.unsynced.swap(false, Ordering::SeqCst)
+            && let Err(err) = self.file.sync_data()
+        {
+            self.unsynced.store(true, Ordering::SeqCst);
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// True when the file or the bitmaps changed since they were last made durable.
+    pub fn needs_persist(&self) -> bool {
+        self.unsynced.load(Ordering::SeqCst) || self.has_dirty()
     }
 
     /// Blocks per object of the image this layer belongs to.
@@ -396,7 +435,7 @@ impl View {
         let file_off = self.layout.file_offset(object_no, first.object_offset);
         if top.all_data(object_no, first_blk, last_blk) {
             // Overwrite in place: the blocks are this layer's own.
-            return Ok(top.file.write_at(data, file_off)?);
+            return top.write_data(data, file_off);
         }
         let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
         let mut at = 0usize;
@@ -410,7 +449,7 @@ impl View {
                 }
                 let len = ((end - idx + 1) as u64 * BLOCK_SIZE) as usize;
                 let off = self.layout.file_offset(object_no, piece.object_offset);
-                top.file.write_at(&data[at..at + len], off)?;
+                top.write_data(&data[at..at + len], off)?;
                 top.set_range(object_no, piece.block_in_object(), run[end].block_in_object(), BlockSt::Data);
                 at += len;
                 idx = end + 1;
@@ -430,7 +469,7 @@ impl View {
         let blk = piece.block_in_object();
         let file_off = self.layout.file_offset(piece.object_no, piece.object_offset);
         if top.state(piece.object_no, blk) == BlockSt::Data {
-            return Ok(top.file.write_at(data, file_off)?);
+            return top.write_data(data, file_off);
         }
         let block_image_start = piece.image_offset - piece.offset_in_block();
         let mut block = vec![0u8; BLOCK_SIZE as usize];
@@ -441,7 +480,7 @@ impl View {
         let in_block = piece.offset_in_block() as usize;
         block[in_block..in_block + data.len()].copy_from_slice(data);
         let block_file_off = self.layout.file_offset(piece.object_no, piece.object_offset - piece.offset_in_block());
-        top.file.write_at(&block, block_file_off)?;
+        top.write_data(&block, block_file_off)?;
         top.set_range(piece.object_no, blk, blk, BlockSt::Data);
         Ok(())
     }
@@ -480,7 +519,7 @@ impl View {
                     let (b0, b1) = (piece.block_in_object(), run[end].block_in_object());
                     top.set_range(object_no, b0, b1, whole_state);
                     let off = self.layout.file_offset(object_no, piece.object_offset);
-                    top.file.punch_hole(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
+                    top.punch(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
                     idx = end + 1;
                 } else {
                     self.write_partial(&piece, &zeros[..piece.length as usize])?;
@@ -516,7 +555,7 @@ impl View {
                 continue;
             }
             base.read_clipped(image_off, &mut block)?;
-            bottom.file.write_at(&block, object_no * object_size + (blk << BLOCK_SHIFT))?;
+            bottom.write_data(&block, object_no * object_size + (blk << BLOCK_SHIFT))?;
             bottom.set_range(object_no, blk, blk, BlockSt::Data);
         }
         Ok(())

@@ -200,7 +200,17 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 
 /// Maps any redb error to EIO with context.
 pub fn db_err(err: impl std::fmt::Display) -> Error {
-    Error::io(format!("metadata store: {err}"))
+    let text = err.to_string();
+    if text.contains("Previous I/O error") {
+        // redb stops after a failed write or sync, for the same reason the engine does.
+        return Error::io(
+            "the metadata store stopped after an earlier i/o error: restart basalt to reopen it consistently",
+        );
+    }
+    if text.contains("os error 28") || text.contains("No space left") {
+        return Error::new(basalt_core::ErrorKind::NoSpace, format!("metadata store: {text}"));
+    }
+    Error::io(format!("metadata store: {text}"))
 }
 
 /// Creates every table and records the format version in a new store, or checks the version of an existing one.

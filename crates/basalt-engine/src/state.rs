@@ -24,9 +24,26 @@ pub(crate) struct Store {
     pub layers_dir: PathBuf,
     pub images: Mutex<HashMap<String, std::sync::Weak<ImageState>>>,
     pub next_handle: AtomicU64,
+    /// Set after a failed sync: the store refuses further changes until it is reopened.
+    pub failed: Mutex<Option<String>>,
 }
 
 impl Store {
+    /// Refuses work after a failed sync.
+    pub fn check_healthy(&self) -> Result<()> {
+        match &*mutex_lock(&self.failed) {
+            Some(why) => Err(Error::io(format!(
+                "the store stopped after an i/o error ({why}): restart basalt to reopen it consistently"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the store after a failed sync.
+    pub fn fail(&self, err: &Error) {
+        mutex_lock(&self.failed).get_or_insert_with(|| err.message().to_owned());
+    }
+
     /// Path of a layer's file.
     pub fn layer_path(&self, id: u64) -> PathBuf {
         self.layers_dir.join(format!("{id:016x}.layer"))
@@ -64,6 +81,7 @@ impl Store {
             head: RwLock::new(Head::placeholder(&rec)?),
             locks: StripeLocks::default(),
             op: Mutex::new(()),
+            persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
         });
@@ -137,6 +155,8 @@ pub(crate) struct ImageState {
     pub locks: StripeLocks,
     /// Serialises control operations on this image; taken before `head` and before any write transaction.
     pub op: Mutex<()>,
+    /// Orders bitmap commits: a later snapshot of a bitmap must never be committed before an earlier one.
+    persist: Mutex<()>,
     layers: Mutex<HashMap<u64, Arc<Layer>>>,
     watchers: Mutex<Vec<WatcherEntry>>,
 }
@@ -161,6 +181,7 @@ impl ImageState {
             }),
             locks: StripeLocks::default(),
             op: Mutex::new(()),
+            persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
         }
@@ -248,17 +269,24 @@ impl ImageState {
     /// Writes every changed bitmap to the store after syncing the layer files, together with `extra` writes in the
     /// same transaction. This is the only way bitmaps reach the store: data first, then the map that points at it.
     pub fn persist(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        let _ordered = mutex_lock(&self.persist);
         let layers = self.loaded_layers();
         let mut taken: Vec<(Arc<Layer>, DirtyBits)> = Vec::new();
         for layer in layers {
-            if layer.has_dirty() {
+            if layer.needs_persist() {
                 let dirty = layer.take_dirty();
                 taken.push((layer, dirty));
             }
         }
         let result = (|| -> Result<()> {
+            self.store.check_healthy()?;
             for (layer, _) in &taken {
-                layer.file.sync_data()?;
+                if let Err(err) = layer.sync_if_needed() {
+                    // After a failed sync the kernel may have dropped the unsynced pages and a retry could
+                    // succeed without them: stop rather than acknowledge data that may be gone.
+                    self.store.fail(&err);
+                    return Err(err);
+                }
             }
             let txn = self.store.db.begin_write().map_err(db_err)?;
             {
