@@ -1,3 +1,4 @@
 //! The engine's integration tests: the model-based property test, crash and fault injection, and the refusals.
 
+mod crash;
 mod refusals;
