@@ -454,8 +454,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Refuses removal of an image whose snapshots have clones, or (unless `with_snapshots`) that has snapshots.
-    fn check_removable(&self, rec: &ImageRec, snapshots: SnapshotPolicy) -> Result<()> {
+    /// Refuses removal of an image whose snapshots have clones, or that has snapshots (as the reference does, in the
+    /// trash too: force only overrides the deferment).
+    fn check_removable(&self, rec: &ImageRec) -> Result<()> {
         let children = self.children_of(&rec.id, None)?;
         if !children.is_empty() {
             let names: Vec<String> = children.iter().map(|c| format!("{}/{}", c.pool, c.image)).collect();
@@ -465,7 +466,7 @@ impl Engine {
                 names.join(", ")
             );
         }
-        if snapshots == SnapshotPolicy::Refuse && !rec.snaps.is_empty() {
+        if !rec.snaps.is_empty() {
             bail!(
                 NotEmpty,
                 "image has snapshots - remove them first (snap purge; unprotect protected ones) before removing the image"
@@ -482,8 +483,11 @@ impl Engine {
         {
             let mut images = txn.open_table(IMAGES).map_err(db_err)?;
             images.remove(rec.id.as_str()).map_err(db_err)?;
-            let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
-            names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+            if rec.trash.is_none() {
+                // A trashed image has no name entry; another image may have taken its name since.
+                let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+                names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+            }
             let mut trash = txn.open_table(TRASH).map_err(db_err)?;
             trash.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.id.as_str())).map_err(db_err)?;
             if let Some(parent) = &rec.parent {
@@ -583,15 +587,9 @@ impl Engine {
         let _op = mutex_lock(&state.op);
         let rec = self.store.read_image(&rec.id)?;
         Self::refuse_if_attached(&state, "removing it")?;
-        self.check_removable(&rec, SnapshotPolicy::RemoveAlong)?;
+        self.check_removable(&rec)?;
         self.delete_image(&state, &rec)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SnapshotPolicy {
-    Refuse,
-    RemoveAlong,
 }
 
 /// Image ranges that may hold data in a view: every object any layer has state for, plus the parent's ranges
@@ -622,6 +620,24 @@ pub(crate) fn allocated_ranges(view: &View) -> Vec<(u64, u64)> {
         }
     }
     merge_ranges(ranges)
+}
+
+/// Counts the entries of a `(pool, namespace, ...)`-keyed table that lie in one pool and namespace.
+fn count_in_location<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), V>,
+    pool: &str,
+    namespace: &str,
+) -> Result<u64> {
+    let mut count = 0;
+    for entry in table.range((pool, namespace, "")..).map_err(db_err)? {
+        let (key, _) = entry.map_err(db_err)?;
+        let (p, ns, _) = key.value();
+        if p != pool || ns != namespace {
+            break;
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
@@ -863,15 +879,7 @@ impl Backend for Engine {
             if p != pool.as_str() {
                 break;
             }
-            let mut image_count = 0;
-            for name in names.range((p, ns, "")..).map_err(db_err)? {
-                let (k, _) = name.map_err(db_err)?;
-                let (kp, kns, _) = k.value();
-                if kp != p || kns != ns {
-                    break;
-                }
-                image_count += 1;
-            }
+            let image_count = count_in_location(&names, p, ns)?;
             out.push(NamespaceInfo { name: Namespace::new(ns)?, image_count });
         }
         Ok(out)
@@ -888,29 +896,11 @@ impl Backend for Engine {
             if namespaces.get(key).map_err(db_err)?.is_none() {
                 bail!(NotFound, "namespace '{location}' does not exist");
             }
-            let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
-            let mut images = 0;
-            for name in names.range((key.0, key.1, "")..).map_err(db_err)? {
-                let (k, _) = name.map_err(db_err)?;
-                let (kp, kns, _) = k.value();
-                if kp != key.0 || kns != key.1 {
-                    break;
-                }
-                images += 1;
-            }
+            let images = count_in_location(&txn.open_table(IMAGE_NAMES).map_err(db_err)?, key.0, key.1)?;
             if images > 0 {
                 bail!(Busy, "namespace '{location}' still has {images} image(s): delete or move them first");
             }
-            let trash = txn.open_table(TRASH).map_err(db_err)?;
-            let mut trashed = 0;
-            for entry in trash.range((key.0, key.1, "")..).map_err(db_err)? {
-                let (k, _) = entry.map_err(db_err)?;
-                let (kp, kns, _) = k.value();
-                if kp != key.0 || kns != key.1 {
-                    break;
-                }
-                trashed += 1;
-            }
+            let trashed = count_in_location(&txn.open_table(TRASH).map_err(db_err)?, key.0, key.1)?;
             if trashed > 0 {
                 bail!(
                     Busy,
@@ -1069,7 +1059,7 @@ impl Backend for Engine {
         let _op = mutex_lock(&state.op);
         let rec = self.store.read_image(&id)?;
         Self::refuse_if_attached(&state, "removing it")?;
-        self.check_removable(&rec, SnapshotPolicy::Refuse)?;
+        self.check_removable(&rec)?;
         progress.set(0, 1);
         self.delete_image(&state, &rec)?;
         progress.set(1, 1);

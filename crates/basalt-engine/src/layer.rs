@@ -319,6 +319,33 @@ fn object_runs(pieces: impl Iterator<Item = Piece>) -> Vec<Vec<Piece>> {
     runs
 }
 
+/// A run of one object split into what can be done block-wise and what needs a read-modify-write.
+enum Segment {
+    /// Whole blocks, from the first piece to the last (inclusive), contiguous in the object.
+    Whole(Piece, Piece),
+    /// Part of one block.
+    Partial(Piece),
+}
+
+fn segments(run: &[Piece]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut idx = 0;
+    while idx < run.len() {
+        if run[idx].is_whole_block() {
+            let mut end = idx;
+            while end + 1 < run.len() && run[end + 1].is_whole_block() {
+                end += 1;
+            }
+            out.push(Segment::Whole(run[idx], run[end]));
+            idx = end + 1;
+        } else {
+            out.push(Segment::Partial(run[idx]));
+            idx += 1;
+        }
+    }
+    out
+}
+
 impl View {
     /// Resolves where a piece's block is read from, starting at chain index `from`.
     pub fn resolve(&self, from: usize, piece: &Piece) -> Source {
@@ -439,25 +466,20 @@ impl View {
         }
         let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
         let mut at = 0usize;
-        let mut idx = 0;
-        while idx < run.len() {
-            let piece = run[idx];
-            if piece.is_whole_block() {
-                let mut end = idx;
-                while end + 1 < run.len() && run[end + 1].is_whole_block() {
-                    end += 1;
+        for segment in segments(run) {
+            match segment {
+                Segment::Whole(first, last) => {
+                    let len = ((last.block_in_object() - first.block_in_object() + 1) * BLOCK_SIZE) as usize;
+                    let off = self.layout.file_offset(object_no, first.object_offset);
+                    top.write_data(&data[at..at + len], off)?;
+                    top.set_range(object_no, first.block_in_object(), last.block_in_object(), BlockSt::Data);
+                    at += len;
                 }
-                let len = ((end - idx + 1) as u64 * BLOCK_SIZE) as usize;
-                let off = self.layout.file_offset(object_no, piece.object_offset);
-                top.write_data(&data[at..at + len], off)?;
-                top.set_range(object_no, piece.block_in_object(), run[end].block_in_object(), BlockSt::Data);
-                at += len;
-                idx = end + 1;
-            } else {
-                let len = piece.length as usize;
-                self.write_partial(&piece, &data[at..at + len])?;
-                at += len;
-                idx += 1;
+                Segment::Partial(piece) => {
+                    let len = piece.length as usize;
+                    self.write_partial(&piece, &data[at..at + len])?;
+                    at += len;
+                }
             }
         }
         Ok(())
@@ -508,22 +530,15 @@ impl View {
                 run[run.len() - 1].block_in_object(),
             );
             let zeros = vec![0u8; BLOCK_SIZE as usize];
-            let mut idx = 0;
-            while idx < run.len() {
-                let piece = run[idx];
-                if piece.is_whole_block() {
-                    let mut end = idx;
-                    while end + 1 < run.len() && run[end + 1].is_whole_block() {
-                        end += 1;
+            for segment in segments(&run) {
+                match segment {
+                    Segment::Whole(first, last) => {
+                        let (b0, b1) = (first.block_in_object(), last.block_in_object());
+                        top.set_range(object_no, b0, b1, whole_state);
+                        let off = self.layout.file_offset(object_no, first.object_offset);
+                        top.punch(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
                     }
-                    let (b0, b1) = (piece.block_in_object(), run[end].block_in_object());
-                    top.set_range(object_no, b0, b1, whole_state);
-                    let off = self.layout.file_offset(object_no, piece.object_offset);
-                    top.punch(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
-                    idx = end + 1;
-                } else {
-                    self.write_partial(&piece, &zeros[..piece.length as usize])?;
-                    idx += 1;
+                    Segment::Partial(piece) => self.write_partial(&piece, &zeros[..piece.length as usize])?,
                 }
             }
         }

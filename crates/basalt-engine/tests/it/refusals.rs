@@ -298,9 +298,16 @@ fn trash_lifecycle_with_deferment_and_purge() {
     // The clone still reads through its trashed parent; after flatten the parent purges.
     assert!(e.image_info(&spec("rbd/child")).expect("info").parent.expect("parent").in_trash);
     e.flatten(&spec("rbd/child"), &Progress::default()).expect("flatten");
-    let report = e
-        .trash_purge(&PoolName::new("rbd").expect("pool"), Timestamp(START + 60), &Progress::default())
-        .expect("purge");
+    // Without clones the template still has its snapshot, and the reference keeps snapshotted images.
+    let pool = PoolName::new("rbd").expect("pool");
+    let report = e.trash_purge(&pool, Timestamp(START + 60), &Progress::default()).expect("purge");
+    assert_eq!(report.skipped.len(), 1);
+    assert!(report.skipped[0].1.message().contains("image has snapshots"), "{:?}", report.skipped);
+    e.trash_restore(&loc, &tmpl_id, None).expect("restore the template");
+    e.snap_unprotect(&snap("rbd/tmpl@s")).expect("unprotect");
+    e.snap_remove(&snap("rbd/tmpl@s")).expect("remove snapshot");
+    e.trash_move(&spec("rbd/tmpl"), Timestamp(START)).expect("trash again");
+    let report = e.trash_purge(&pool, Timestamp(START + 60), &Progress::default()).expect("purge");
     assert_eq!(report.removed, vec![tmpl_id]);
     e.trash_remove(&loc, &recent, TrashForce::Force, &Progress::default()).expect("forced remove");
     assert!(e.trash_list(&loc).expect("list").is_empty());
