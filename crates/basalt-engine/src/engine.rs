@@ -209,6 +209,16 @@ impl Engine {
         change: impl FnOnce(&WriteTransaction, &mut ImageRec) -> Result<(R, Vec<u64>)>,
     ) -> Result<R> {
         let mut head = state.head_write();
+        self.update_image_locked(state, &mut head, change)
+    }
+
+    /// [`Engine::update_image`] for a caller that already holds the head lock (to change data under it first).
+    fn update_image_locked<R>(
+        &self,
+        state: &ImageState,
+        head: &mut crate::state::Head,
+        change: impl FnOnce(&WriteTransaction, &mut ImageRec) -> Result<(R, Vec<u64>)>,
+    ) -> Result<R> {
         let mut outcome = None;
         let mut new_rec = None;
         state.persist(|txn| {
@@ -226,7 +236,7 @@ impl Engine {
         };
         state.drop_layers(&dead_layers);
         self.store.remove_layer_files(&dead_layers);
-        state.refresh(&mut head, &rec)?;
+        state.refresh(head, &rec)?;
         Ok(result)
     }
 
@@ -638,6 +648,18 @@ fn count_in_location<V: redb::Value + 'static>(
         count += 1;
     }
     Ok(count)
+}
+
+/// A layer no snapshot owns (and not the head) with exactly one layer reading through it, and that layer.
+fn mergeable_pair(rec: &ImageRec) -> Option<(LayerRec, LayerRec)> {
+    rec.layers.iter().find_map(|lower| {
+        let owned = lower.id == rec.head_layer || rec.snaps.iter().any(|s| s.layer == lower.id);
+        let mut children = rec.layers.iter().filter(|l| l.below == Some(lower.id));
+        match (owned, children.next(), children.next()) {
+            (false, Some(upper), None) => Some((lower.clone(), upper.clone())),
+            _ => None,
+        }
+    })
 }
 
 fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
@@ -1931,7 +1953,97 @@ impl Engine {
             rec.snaps.retain(|s| s.id != snap_id);
             rec.modified = now;
             Ok(((), rec.unreachable_layers()))
-        })
+        })?;
+        self.merge_hidden_layers(state)
+    }
+
+    /// Folds layers that no snapshot owns and that only one layer reads through (left by snapshot removal) into that
+    /// layer, so chains stay short and overwritten data is given back.
+    fn merge_hidden_layers(&self, state: &ImageState) -> Result<()> {
+        loop {
+            let rec = self.store.read_image(&state.id)?;
+            let Some((lower, upper)) = mergeable_pair(&rec) else { return Ok(()) };
+            self.merge_pair(state, &rec, lower, upper)?;
+        }
+    }
+
+    /// Merges hidden layer `lower` with its only child `upper`, copying whichever holds fewer blocks into the other.
+    fn merge_pair(&self, state: &ImageState, rec: &ImageRec, lower: LayerRec, upper: LayerRec) -> Result<()> {
+        let layout = layout_of(rec)?;
+        let bpo = layout.blocks_per_object();
+        let mut head = state.head_write();
+        let low = state.layer(lower.id, bpo)?;
+        let up = state.layer(upper.id, bpo)?;
+        let count = |layer: &crate::layer::Layer| -> usize {
+            layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum()
+        };
+        let mut block = vec![0u8; BLOCK_SIZE as usize];
+        let mut copy_block = |from: &crate::layer::Layer, to: &crate::layer::Layer, object_no: u64, blk: u64, st| {
+            let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+            if st == BlockSt::Data {
+                from.file.read_at(&mut block, file_off)?;
+                to.write_data(&block, file_off)?;
+            }
+            to.set_range(object_no, blk, blk, st);
+            Ok::<(), Error>(())
+        };
+        let min_size = lower.min_size.min(upper.min_size);
+        if count(&low) <= count(&up) {
+            // The lower layer's blocks that the upper one lacks and still shows move up; the lower layer goes.
+            for object_no in low.objects() {
+                for (blk, st) in low.present_blocks(object_no) {
+                    let visible = layout.unmap(object_no, blk << BLOCK_SHIFT) < upper.min_size;
+                    if visible && up.state(object_no, blk) == BlockSt::Absent {
+                        copy_block(&low, &up, object_no, blk, st)?;
+                    }
+                }
+            }
+            return self.update_image_locked(state, &mut head, |_, rec| {
+                if let Some(l) = rec.layers.iter_mut().find(|l| l.id == upper.id) {
+                    l.below = lower.below;
+                    l.min_size = min_size;
+                }
+                Ok(((), vec![lower.id]))
+            });
+        }
+        // The upper layer's blocks overwrite the lower one's (invisible there: only the upper layer reads through
+        // it), blocks the upper layer hid by a shrink are dropped, and the lower layer takes the upper's place.
+        for object_no in up.objects() {
+            for (blk, st) in up.present_blocks(object_no) {
+                copy_block(&up, &low, object_no, blk, st)?;
+            }
+        }
+        let mut punch = Vec::new();
+        for object_no in low.objects() {
+            for (blk, _) in low.present_blocks(object_no) {
+                let hidden = layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size;
+                if hidden && up.state(object_no, blk) == BlockSt::Absent {
+                    low.set_range(object_no, blk, blk, BlockSt::Absent);
+                    punch.push(layout.file_offset(object_no, blk << BLOCK_SHIFT));
+                }
+            }
+        }
+        self.update_image_locked(state, &mut head, |_, rec| {
+            if rec.head_layer == upper.id {
+                rec.head_layer = lower.id;
+            }
+            for snap in rec.snaps.iter_mut().filter(|s| s.layer == upper.id) {
+                snap.layer = lower.id;
+            }
+            for l in rec.layers.iter_mut() {
+                if l.below == Some(upper.id) {
+                    l.below = Some(lower.id);
+                }
+                if l.id == lower.id {
+                    l.min_size = min_size;
+                }
+            }
+            Ok(((), vec![upper.id]))
+        })?;
+        for off in punch {
+            let _ = low.punch(off, BLOCK_SIZE);
+        }
+        Ok(())
     }
 
     /// Writes the data of `src` into the single layer of a new image record, then publishes the record.

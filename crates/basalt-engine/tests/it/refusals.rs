@@ -506,3 +506,44 @@ fn data_survives_reopen_and_the_store_checks_clean() {
     snap_io.read(12345, &mut buf).expect("read");
     assert_eq!(&buf, b"persistent");
 }
+
+#[test]
+fn removed_snapshots_fold_their_layers_away() {
+    let f = fixture();
+    let e = &f.engine;
+    create(&f, "rbd/vm", 8 * MIB);
+    write(&f, "rbd/vm", 0, &[1u8; 3 * 4096]);
+    e.snap_create(&snap("rbd/vm@s1")).expect("s1");
+    write(&f, "rbd/vm", 4096, &[2u8; 100]);
+    e.snap_create(&snap("rbd/vm@s2")).expect("s2");
+    write(&f, "rbd/vm", 2 * 4096, &[3u8; 4096]);
+    e.image_resize(&spec("rbd/vm"), 4096 + 50, ResizePolicy::AllowShrink).expect("shrink");
+    e.image_resize(&spec("rbd/vm"), 8 * MIB, ResizePolicy::GrowOnly).expect("grow");
+    let expected = read(&f, "rbd/vm", 0, 4 * 4096);
+    let s2_expected = {
+        let io = e.open(&spec("rbd/vm"), &OpenTarget::Snapshot(SnapName::new("s2").expect("n")), "t").expect("open");
+        let mut buf = vec![0u8; 4 * 4096];
+        io.read(0, &mut buf).expect("read");
+        buf
+    };
+    // Removing the older snapshot merges its layer into s2's; removing s2 then merges into the head.
+    e.snap_remove(&snap("rbd/vm@s1")).expect("remove s1");
+    let io = e.open(&spec("rbd/vm"), &OpenTarget::Snapshot(SnapName::new("s2").expect("n")), "t").expect("open");
+    let mut buf = vec![0u8; 4 * 4096];
+    io.read(0, &mut buf).expect("read");
+    assert!(buf == s2_expected, "s2 changed when s1 was removed");
+    drop(io);
+    e.snap_remove(&snap("rbd/vm@s2")).expect("remove s2");
+    assert!(read(&f, "rbd/vm", 0, 4 * 4096) == expected, "the head changed when s2 was removed");
+    let mut want = vec![1u8; 4096];
+    want.extend_from_slice(&[2u8; 50]);
+    want.resize(4 * 4096, 0);
+    assert!(expected == want, "the head does not show the writes cut by the shrink");
+    let Fixture { _dir, root, clock: _, engine } = f;
+    drop(engine);
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert_eq!(report.layers, 1, "every hidden layer was folded into the head");
+    let files = std::fs::read_dir(root.join(basalt_engine::LAYERS_DIR)).expect("layers dir").count();
+    assert_eq!(files, 1);
+}
