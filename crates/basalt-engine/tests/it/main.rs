@@ -1,4 +1,5 @@
 //! The engine's integration tests: the model-based property test, crash and fault injection, and the refusals.
 
 mod crash;
+mod model;
 mod refusals;
