@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 mod image;
 mod names;
+pub mod rbd_diff;
 pub mod units;
 
 pub use backend::{

@@ -1,0 +1,213 @@
+//! `/api/auth`, `/api/user`, `/api/role`: login, logout, users and roles.
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Body;
+use crate::auth::{Caller, Need, Role, UserChange, UserRec};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const USER_READ: Need = Need { scope: "user", permission: "read" };
+const USER_CREATE: Need = Need { scope: "user", permission: "create" };
+const USER_UPDATE: Need = Need { scope: "user", permission: "update" };
+const USER_DELETE: Need = Need { scope: "user", permission: "delete" };
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> basalt_core::Result<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(ApiError::from)
+}
+
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    connect: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    Body(body): Body<LoginBody>,
+) -> ApiResult<Response> {
+    let client = connect.map(|c| c.0.0.ip().to_string()).unwrap_or_else(|| "local".into());
+    let auth = state.auth.clone();
+    let result = tokio::task::spawn_blocking(move || auth.login(&body.username, &body.password, &client))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match result {
+        Ok(login) => Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "token": login.token,
+                "username": login.principal.username,
+                "permissions": login.principal.grants,
+            })),
+        )
+            .into_response()),
+        Err(e) if e.kind() == basalt_core::ErrorKind::TryAgain => Err(ApiError::too_many(e.message())),
+        Err(e) => Err(ApiError::unauthorized(e.message())),
+    }
+}
+
+pub(crate) async fn logout(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<serde_json::Value>> {
+    let auth = state.auth.clone();
+    blocking(move || auth.logout(&who)).await?;
+    Ok(Json(json!({"redirect_url": "/#/login"})))
+}
+
+pub(crate) async fn check(Caller(who): Caller) -> Json<serde_json::Value> {
+    Json(json!({"username": who.username, "permissions": who.grants}))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct UserView {
+    username: String,
+    roles: Vec<String>,
+    name: String,
+    email: String,
+    enabled: bool,
+    last_update: String,
+}
+
+impl From<UserRec> for UserView {
+    fn from(u: UserRec) -> UserView {
+        UserView {
+            username: u.username,
+            roles: u.roles,
+            name: u.name,
+            email: u.email,
+            enabled: u.enabled,
+            last_update: super::rfc3339(u.last_update),
+        }
+    }
+}
+
+pub(crate) async fn list_users(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<Vec<UserView>>> {
+    who.require(USER_READ)?;
+    let auth = state.auth.clone();
+    let users = blocking(move || auth.users()).await?;
+    Ok(Json(users.into_iter().map(UserView::from).collect()))
+}
+
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    if who.username != name {
+        who.require(USER_READ)?;
+    }
+    let auth = state.auth.clone();
+    Ok(Json(blocking(move || auth.user(&name)).await?.into()))
+}
+
+pub(crate) async fn create_user(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Body(change): Body<UserChange>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    who.require(USER_CREATE)?;
+    let auth = state.auth.clone();
+    Ok((StatusCode::CREATED, Json(blocking(move || auth.create_user(change)).await?.into())))
+}
+
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Body(change): Body<UserChange>,
+) -> ApiResult<Json<UserView>> {
+    who.require(USER_UPDATE)?;
+    let auth = state.auth.clone();
+    Ok(Json(blocking(move || auth.update_user(&name, change)).await?.into()))
+}
+
+pub(crate) async fn delete_user(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    who.require(USER_DELETE)?;
+    let auth = state.auth.clone();
+    blocking(move || auth.remove_user(&name, &who)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordBody {
+    old_password: String,
+    new_password: String,
+}
+
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Body(body): Body<PasswordBody>,
+) -> ApiResult<StatusCode> {
+    if who.username != name {
+        return Err(ApiError::forbidden("users change only their own password; administrators edit the user"));
+    }
+    let auth = state.auth.clone();
+    blocking(move || auth.change_password(&name, &body.old_password, &body.new_password)).await?;
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn list_roles(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<Vec<Role>>> {
+    who.require(USER_READ)?;
+    let auth = state.auth.clone();
+    Ok(Json(blocking(move || auth.roles()).await?))
+}
+
+pub(crate) async fn get_role(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Role>> {
+    who.require(USER_READ)?;
+    let auth = state.auth.clone();
+    let role = blocking(move || auth.role(&name)).await?;
+    role.map(Json).ok_or_else(|| ApiError::not_found("role does not exist"))
+}
+
+pub(crate) async fn create_role(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Body(role): Body<Role>,
+) -> ApiResult<StatusCode> {
+    who.require(USER_CREATE)?;
+    let auth = state.auth.clone();
+    blocking(move || auth.put_role(role, true)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+pub(crate) async fn update_role(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Body(role): Body<Role>,
+) -> ApiResult<StatusCode> {
+    who.require(USER_UPDATE)?;
+    if role.name != name {
+        return Err(ApiError::bad_request("the role name in the body must match the path"));
+    }
+    let auth = state.auth.clone();
+    blocking(move || auth.put_role(role, false)).await?;
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn delete_role(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    who.require(USER_DELETE)?;
+    let auth = state.auth.clone();
+    blocking(move || auth.remove_role(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,191 @@
+//! The REST API: routes, the JSON body extractor that refuses unknown fields, and shared helpers.
+//! The contract is `docs/API.md`.
+
+mod access;
+mod images;
+mod misc;
+mod snaps;
+mod trash;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+
+use crate::auth::Origin;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::tasks::Started;
+
+/// Builds the API for one listener.
+pub fn router(state: AppState, origin: Origin) -> Router {
+    let image = "/api/block/image/{image_spec}";
+    Router::new()
+        .route("/api/health", get(misc::health))
+        .route("/api/auth", post(access::login))
+        .route("/api/auth/logout", post(access::logout))
+        .route("/api/auth/check", get(access::check))
+        .route("/api/user", get(access::list_users).post(access::create_user))
+        .route("/api/user/{username}", get(access::get_user).put(access::update_user).delete(access::delete_user))
+        .route("/api/user/{username}/change_password", post(access::change_password))
+        .route("/api/role", get(access::list_roles).post(access::create_role))
+        .route("/api/role/{name}", get(access::get_role).put(access::update_role).delete(access::delete_role))
+        .route("/api/task", get(misc::tasks))
+        .route("/api/pool", get(misc::list_pools).post(misc::create_pool))
+        .route("/api/pool/{pool}", put(misc::update_pool).delete(misc::delete_pool))
+        .route("/api/block/pool/{pool}/namespace", get(misc::list_namespaces).post(misc::create_namespace))
+        .route("/api/block/pool/{pool}/namespace/{namespace}", axum::routing::delete(misc::delete_namespace))
+        .route("/api/block/config/global", get(misc::config_global).put(misc::set_config_global))
+        .route("/api/block/config/pool/{pool}", get(misc::config_pool).put(misc::set_config_pool))
+        .route("/api/block/config/image/{image_spec}", get(misc::config_image).put(misc::set_config_image))
+        .route("/api/block/image", get(images::list).post(images::create))
+        .route("/api/block/image/trash", get(trash::list))
+        .route("/api/block/image/trash/purge", post(trash::purge))
+        .route("/api/block/image/trash/{image_id_spec}/restore", post(trash::restore))
+        .route("/api/block/image/trash/{image_id_spec}", axum::routing::delete(trash::remove))
+        .route(image, get(images::get_one).put(images::edit).delete(images::remove))
+        .route(&format!("{image}/copy"), post(images::copy))
+        .route(&format!("{image}/deep_copy"), post(images::deep_copy))
+        .route(&format!("{image}/flatten"), post(images::flatten))
+        .route(&format!("{image}/move_trash"), post(images::move_trash))
+        .route(&format!("{image}/du"), get(images::du))
+        .route(&format!("{image}/diff"), get(images::diff))
+        .route(&format!("{image}/snap"), post(snaps::create))
+        .route(&format!("{image}/snap_purge"), post(snaps::purge))
+        .route(&format!("{image}/snap_limit"), put(snaps::limit))
+        .route(&format!("{image}/snap/{{snap}}"), put(snaps::edit).delete(snaps::remove))
+        .route(&format!("{image}/snap/{{snap}}/rollback"), post(snaps::rollback))
+        .route(&format!("{image}/snap/{{snap}}/clone"), post(snaps::clone))
+        .route(&format!("{image}/snap/{{snap}}/children"), get(snaps::children))
+        .fallback(|| async { ApiError::not_found("no such API route: see docs/API.md") })
+        .layer(axum::Extension(origin))
+        .with_state(state)
+}
+
+/// A JSON body; malformed JSON and unknown fields are a 400 in the API's error shape.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body<T>, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))),
+        }
+    }
+}
+
+/// A JSON body that may be absent (empty); present bodies are checked like [`Body`].
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<OptionalBody<T>, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalBody(Some(v)))
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
+/// Query strings parsed into `T`; unknown parameters are refused.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Params<T>, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))),
+        }
+    }
+}
+
+/// Turns a bad name or spec into a 400.
+pub(crate) fn parse<T>(result: basalt_core::Result<T>) -> ApiResult<T> {
+    result.map_err(ApiError::from)
+}
+
+/// Answers a task call: the synchronous answer if it finished in time, else 202 with the task.
+pub(crate) fn task_response(started: Started, success: StatusCode) -> Response {
+    match started {
+        Started::Done(Ok(_)) if success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
+        Started::Done(Ok(value)) => (success, axum::Json(value)).into_response(),
+        Started::Done(Err(err)) => err.into_response(),
+        Started::Running(info) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"name": info.name, "metadata": info.metadata, "id": info.id})),
+        )
+            .into_response(),
+    }
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`2026-11-25T14:20:17Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Parses RFC 3339 UTC (`2026-11-25T14:20:17Z`, also with a space instead of `T` and without `Z`).
+pub fn parse_rfc3339(text: &str) -> ApiResult<u64> {
+    let bad = || ApiError::bad_request(format!("invalid time '{text}': use YYYY-MM-DDTHH:MM:SSZ (UTC)"));
+    let t = text.trim().trim_end_matches('Z');
+    let (date, time) = t.split_once(['T', ' ']).ok_or_else(bad)?;
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let mut dp = date.split('-');
+    let (y, mo, d) =
+        (num(dp.next().ok_or_else(bad)?)?, num(dp.next().ok_or_else(bad)?)?, num(dp.next().ok_or_else(bad)?)?);
+    let mut tp = time.split(':');
+    let (h, mi, s) =
+        (num(tp.next().ok_or_else(bad)?)?, num(tp.next().ok_or_else(bad)?)?, num(tp.next().unwrap_or("0"))?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 || y < 1970 {
+        return Err(bad());
+    }
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy.rem_euclid(400);
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_616_417), "2026-11-25T14:20:17Z");
+        assert_eq!(parse_rfc3339("2026-11-25T14:20:17Z").expect("valid"), 1_795_616_417);
+        assert_eq!(parse_rfc3339("2026-11-25 14:20:17").expect("valid"), 1_795_616_417);
+        assert!(parse_rfc3339("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! `/api/block/image/{image_spec}/snap...`: snapshots, protection, rollback and clones.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use basalt_core::{CloneRequest, ImageName, ImageSpec, Progress, SnapName, SnapSpec};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
+use super::{Body, parse, task_response};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+fn snap_spec(image: &str, snap: String) -> ApiResult<SnapSpec> {
+    Ok(SnapSpec { image: parse(ImageSpec::parse(image))?, snap: parse(SnapName::new(snap))? })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    snapshot_name: String,
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(spec): Path<String>,
+    Body(body): Body<CreateBody>,
+) -> ApiResult<StatusCode> {
+    who.require(RBD_CREATE)?;
+    let spec = snap_spec(&spec, body.snapshot_name)?;
+    state.call(move |b| b.snap_create(&spec)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditBody {
+    new_snap_name: Option<String>,
+    is_protected: Option<bool>,
+}
+
+pub(crate) async fn edit(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((spec, snap)): Path<(String, String)>,
+    Body(body): Body<EditBody>,
+) -> ApiResult<StatusCode> {
+    who.require(RBD_UPDATE)?;
+    let mut spec = snap_spec(&spec, snap)?;
+    let new_name = body.new_snap_name.map(SnapName::new).transpose().map_err(ApiError::from)?;
+    state
+        .call(move |b| {
+            if let Some(name) = new_name.filter(|n| *n != spec.snap) {
+                b.snap_rename(&spec, &name)?;
+                spec.snap = name;
+            }
+            if let Some(protect) = body.is_protected {
+                let current = b.snap_list(&spec.image)?.into_iter().find(|s| s.name == spec.snap).map(|s| s.protected);
+                match (protect, current) {
+                    (true, Some(false)) => b.snap_protect(&spec)?,
+                    (false, Some(true)) => b.snap_unprotect(&spec)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((spec, snap)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    who.require(RBD_DELETE)?;
+    let spec = snap_spec(&spec, snap)?;
+    state.call(move |b| b.snap_remove(&spec)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((spec, snap)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    who.require(RBD_UPDATE)?;
+    let spec = snap_spec(&spec, snap)?;
+    let meta = json!({"image_spec": spec.image.to_string(), "snapshot_name": spec.snap.as_str()});
+    let started = state
+        .tasks
+        .start(state.backend.clone(), "rbd/snap/rollback", meta, move |b, progress: &Progress| {
+            b.snap_rollback(&spec, progress)?;
+            Ok(Value::Null)
+        })
+        .await;
+    Ok(task_response(started, StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CloneBody {
+    child_pool_name: String,
+    child_namespace: Option<String>,
+    child_image_name: String,
+    obj_size: Option<u64>,
+    features: Option<Vec<String>>,
+    stripe_unit: Option<u64>,
+    stripe_count: Option<u64>,
+}
+
+pub(crate) async fn clone(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((spec, snap)): Path<(String, String)>,
+    Body(body): Body<CloneBody>,
+) -> ApiResult<StatusCode> {
+    who.require(RBD_CREATE)?;
+    let parent = snap_spec(&spec, snap)?;
+    let child = ImageSpec::new(
+        parse(basalt_core::PoolName::new(body.child_pool_name))?,
+        parse(basalt_core::Namespace::parse(body.child_namespace.as_deref().unwrap_or("")))?,
+        parse(ImageName::new(body.child_image_name))?,
+    );
+    let request = CloneRequest {
+        order: body.obj_size.map(basalt_core::ObjectOrder::from_object_size).transpose().map_err(ApiError::from)?,
+        features: body.features.map(|f| basalt_core::Features::from_names(&f)).transpose().map_err(ApiError::from)?,
+        striping: match (body.stripe_unit, body.stripe_count) {
+            (Some(u), c) => Some((u, c.unwrap_or(1))),
+            (None, None) => None,
+            (None, Some(_)) => return Err(ApiError::bad_request("stripe_count needs stripe_unit too")),
+        },
+    };
+    state.call(move |b| b.clone_image(&parent, &child, &request)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+pub(crate) async fn children(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((spec, snap)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    who.require(RBD_READ)?;
+    let spec = snap_spec(&spec, snap)?;
+    let children = state.call(move |b| b.snap_children(&spec)).await?;
+    Ok(Json(json!(
+        children
+            .iter()
+            .map(|c| json!({
+                "pool_name": c.pool.as_str(),
+                "namespace": c.namespace.as_str(),
+                "image_name": c.image.as_str(),
+                "image_id": c.image_id,
+                "in_trash": c.in_trash,
+            }))
+            .collect::<Vec<_>>()
+    )))
+}
+
+pub(crate) async fn purge(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(spec): Path<String>,
+) -> ApiResult<Response> {
+    who.require(RBD_DELETE)?;
+    let spec = parse(ImageSpec::parse(&spec))?;
+    let meta = json!({"image_spec": spec.to_string()});
+    let started = state
+        .tasks
+        .start(state.backend.clone(), "rbd/snap/purge", meta, move |b, progress: &Progress| {
+            b.snap_purge(&spec, progress)?;
+            Ok(Value::Null)
+        })
+        .await;
+    Ok(task_response(started, StatusCode::NO_CONTENT))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitBody {
+    limit: Option<u64>,
+}
+
+pub(crate) async fn limit(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(spec): Path<String>,
+    Body(body): Body<LimitBody>,
+) -> ApiResult<StatusCode> {
+    who.require(RBD_UPDATE)?;
+    let spec = parse(ImageSpec::parse(&spec))?;
+    state.call(move |b| b.snap_limit_set(&spec, body.limit)).await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,14 @@
+//! basalt's server: the REST API over a storage backend, with users, roles and background tasks.
+//!
+//! Wire shapes (JSON) and HTTP status codes live here and nowhere else. Every backend call runs on tokio's
+//! blocking pool, so the async runtime never waits on the disk.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+mod serve;
+pub mod state;
+pub mod store;
+pub mod tasks;
+
+pub use serve::{ServeConfig, ServeError, serve};

@@ -1,0 +1,155 @@
+//! `basalt serve`: opens the store, prepares the first start, and serves the API on TCP and on `DATA_DIR/api.sock`
+//! until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use basalt_core::{Backend, PoolName, SystemClock};
+use basalt_engine::Engine;
+
+use crate::auth::{Auth, Origin};
+use crate::state::AppState;
+use crate::store::ServerStore;
+use crate::tasks::Tasks;
+
+/// Where the server keeps its data and where it listens.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory (store, sockets, initial password).
+    pub data_dir: PathBuf,
+    /// The HTTP address.
+    pub listen: SocketAddr,
+    /// The NBD address (served by the data path).
+    pub nbd_listen: SocketAddr,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened (for example another process holds it).
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// What went wrong.
+        source: basalt_core::Error,
+    },
+    /// A listener could not be bound, or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The name of the API socket inside the data directory.
+pub const API_SOCKET: &str = "api.sock";
+/// The file holding a generated admin password on first start.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let dir = config.data_dir.clone();
+    let engine = {
+        let engine_dir = dir.clone();
+        tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
+            .await
+            .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
+            .map_err(|source| ServeError::Store { dir: dir.clone(), source })?
+    };
+    let backend: Arc<dyn Backend> = Arc::new(engine);
+    first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let auth = Auth::new(store.clone());
+    let generated = auth
+        .ensure_admin(std::env::var("BASALT_ADMIN_PASSWORD").ok())
+        .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    if let Some(password) = generated {
+        let path = dir.join(INITIAL_PASSWORD_FILE);
+        write_private(&path, &format!("{password}\n")).map_err(io_err(format!("writing {}", path.display())))?;
+        tracing::warn!(user = "admin", password = %password, file = %path.display(), "created the admin user with a generated password (shown once)");
+    }
+    let tasks = Tasks::new(store).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let state = AppState::new(backend, Arc::new(auth), Arc::new(tasks));
+
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io_err(format!("cannot listen on {}", config.listen)))?;
+    let socket_path = dir.join(API_SOCKET);
+    let _ = std::fs::remove_file(&socket_path);
+    let unix = tokio::net::UnixListener::bind(&socket_path)
+        .map_err(io_err(format!("cannot listen on {}", socket_path.display())))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("cannot restrict {}", socket_path.display())))?;
+    tracing::info!(listen = %config.listen, socket = %socket_path.display(), data_dir = %dir.display(), "basalt is serving");
+
+    let shutdown = shutdown_signal();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tcp_app = crate::api::router(state.clone(), Origin::Network);
+    let unix_app = crate::api::router(state.clone(), Origin::LocalSocket);
+    let mut rx1 = stop_rx.clone();
+    let mut rx2 = stop_rx;
+    let tcp_server = axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = rx1.changed().await;
+        });
+    let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(async move {
+        let _ = rx2.changed().await;
+    });
+    let tcp_task = tokio::spawn(async move { tcp_server.await });
+    let unix_task = tokio::spawn(async move { unix_server.await });
+    shutdown.await;
+    tracing::info!("shutting down: stopping background tasks at their next safe point");
+    state.tasks.cancel_all();
+    let _ = stop_tx.send(true);
+    let _ = tcp_task.await;
+    let _ = unix_task.await;
+    state.tasks.wait_idle().await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On first start the store has no pool: create `rbd`, tagged for rbd, as the product promises.
+fn first_start_pool(backend: &Arc<dyn Backend>) -> basalt_core::Result<()> {
+    if backend.pool_list()?.is_empty() {
+        let pool = PoolName::new("rbd")?;
+        backend.pool_create(&pool)?;
+        backend.pool_application_enable(&pool, "rbd")?;
+        tracing::info!(pool = "rbd", "created the default pool");
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

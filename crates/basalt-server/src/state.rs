@@ -1,0 +1,39 @@
+//! What every handler shares: the backend, users and roles, background tasks.
+
+use std::sync::Arc;
+
+use basalt_core::Backend;
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::tasks::Tasks;
+
+/// The shared state of the API.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The storage backend.
+    pub backend: Arc<dyn Backend>,
+    /// Users, roles, tokens.
+    pub auth: Arc<Auth>,
+    /// Background tasks.
+    pub tasks: Arc<Tasks>,
+}
+
+impl AppState {
+    /// Bundles the parts.
+    pub fn new(backend: Arc<dyn Backend>, auth: Arc<Auth>, tasks: Arc<Tasks>) -> AppState {
+        AppState { backend, auth, tasks }
+    }
+
+    /// Runs a backend call on the blocking pool and maps its error to the API's.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> basalt_core::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("a backend call failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}

@@ -1,0 +1,218 @@
+//! Background tasks: long operations run on the blocking pool with progress; a call waits briefly, then answers 202
+//! and the client polls `/api/task`. Task records survive a restart: one that was running is shown as failed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use basalt_core::{Backend, Progress, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::store::{ServerStore, TASKS};
+
+/// How long a task call waits before answering 202.
+pub const WAIT_FOR: Duration = Duration::from_secs(2);
+/// Finished tasks kept for listing.
+pub const FINISHED_KEPT: usize = 200;
+
+/// A task as `/api/task` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Unique id.
+    pub id: String,
+    /// Kind (`rbd/flatten`).
+    pub name: String,
+    /// What it works on.
+    pub metadata: serde_json::Value,
+    /// Start time (seconds since the epoch).
+    pub begin_time: u64,
+    /// End time, once finished.
+    pub end_time: Option<u64>,
+    /// 0 to 100.
+    pub progress: u8,
+    /// Set when finished.
+    pub success: Option<bool>,
+    /// The error of a failed task.
+    pub exception: Option<TaskError>,
+    /// What a successful task returned.
+    pub ret_value: Option<serde_json::Value>,
+}
+
+/// The error of a failed task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Message.
+    pub detail: String,
+    /// Errno-style code.
+    pub code: String,
+}
+
+#[derive(Debug)]
+struct Running {
+    info: TaskInfo,
+    progress: Arc<Progress>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    running: Vec<Running>,
+    finished: VecDeque<TaskInfo>,
+}
+
+/// The task registry.
+#[derive(Debug)]
+pub struct Tasks {
+    store: ServerStore,
+    inner: Mutex<Inner>,
+    idle: tokio::sync::Notify,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What a finished task produced, as the call answers it.
+pub type TaskOutcome = std::result::Result<serde_json::Value, ApiError>;
+
+/// What a task call answers: finished in time, or still running.
+#[derive(Debug)]
+pub enum Started {
+    /// It finished within [`WAIT_FOR`].
+    Done(TaskOutcome),
+    /// It goes on in the background.
+    Running(TaskInfo),
+}
+
+impl Tasks {
+    /// Loads task records; tasks that were running when the server stopped are marked failed.
+    pub fn new(store: ServerStore) -> Result<Tasks> {
+        let mut finished: Vec<TaskInfo> = store.list::<TaskInfo>(TASKS)?.into_iter().map(|(_, t)| t).collect();
+        for task in finished.iter_mut().filter(|t| t.success.is_none()) {
+            task.success = Some(false);
+            task.end_time = Some(now());
+            task.exception = Some(TaskError {
+                detail:
+                    "the server stopped while this task ran: nothing past its last safe point was done; run it again"
+                        .into(),
+                code: "ECANCELED".into(),
+            });
+            store.put(TASKS, &task.id.clone(), task)?;
+        }
+        finished.sort_by_key(|t| t.begin_time);
+        let skip = finished.len().saturating_sub(FINISHED_KEPT);
+        let finished: VecDeque<TaskInfo> = finished.into_iter().skip(skip).collect();
+        Ok(Tasks {
+            store,
+            inner: Mutex::new(Inner { running: Vec::new(), finished }),
+            idle: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts `work` on the blocking pool and waits up to [`WAIT_FOR`] for it.
+    pub async fn start<F>(
+        self: &Arc<Self>,
+        backend: Arc<dyn Backend>,
+        name: &str,
+        metadata: serde_json::Value,
+        work: F,
+    ) -> Started
+    where
+        F: FnOnce(&dyn Backend, &Progress) -> basalt_core::Result<serde_json::Value> + Send + 'static,
+    {
+        let progress = Progress::new();
+        let info = TaskInfo {
+            id: format!("{}-{:08x}", now(), rand::random::<u32>()),
+            name: name.to_owned(),
+            metadata,
+            begin_time: now(),
+            end_time: None,
+            progress: 0,
+            success: None,
+            exception: None,
+            ret_value: None,
+        };
+        let _ = self.store.put(TASKS, &info.id, &info);
+        self.lock().running.push(Running { info: info.clone(), progress: progress.clone() });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tasks = self.clone();
+        let id = info.id.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = work(backend.as_ref(), &progress).map_err(ApiError::from);
+            tasks.finish(&id, &result);
+            let _ = tx.send(result);
+        });
+        match tokio::time::timeout(WAIT_FOR, rx).await {
+            Ok(Ok(result)) => Started::Done(result),
+            Ok(Err(_)) => Started::Done(Err(ApiError::internal("the task ended without a result"))),
+            Err(_) => Started::Running(info),
+        }
+    }
+
+    fn finish(&self, id: &str, result: &TaskOutcome) {
+        let mut inner = self.lock();
+        let Some(pos) = inner.running.iter().position(|r| r.info.id == id) else { return };
+        let mut info = inner.running.remove(pos).info;
+        info.end_time = Some(now());
+        info.progress = 100;
+        match result {
+            Ok(value) => {
+                info.success = Some(true);
+                info.ret_value = Some(value.clone());
+            }
+            Err(err) => {
+                info.success = Some(false);
+                info.exception = Some(TaskError { detail: err.detail.clone(), code: err.code.clone() });
+            }
+        }
+        let _ = self.store.put(TASKS, &info.id, &info);
+        inner.finished.push_back(info);
+        while inner.finished.len() > FINISHED_KEPT {
+            if let Some(old) = inner.finished.pop_front() {
+                let _ = self.store.remove(TASKS, &old.id);
+            }
+        }
+        if inner.running.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Running tasks (with current progress) and finished ones, oldest first.
+    pub fn list(&self) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
+        let inner = self.lock();
+        let running = inner
+            .running
+            .iter()
+            .map(|r| TaskInfo { progress: (r.progress.fraction() * 100.0) as u8, ..r.info.clone() })
+            .collect();
+        (running, inner.finished.iter().cloned().collect())
+    }
+
+    /// True while a task of this kind works on something with this metadata.
+    pub fn is_running(&self, name: &str, metadata: &serde_json::Value) -> bool {
+        self.lock().running.iter().any(|r| r.info.name == name && &r.info.metadata == metadata)
+    }
+
+    /// Asks every running task to stop at its next safe point.
+    pub fn cancel_all(&self) {
+        for running in &self.lock().running {
+            running.progress.cancel();
+        }
+    }
+
+    /// Waits until no task runs (bounded, for shutdown).
+    pub async fn wait_idle(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let notified = self.idle.notified();
+            if self.lock().running.is_empty() || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+}
