@@ -4,6 +4,7 @@
 mod access;
 mod images;
 mod misc;
+pub mod openapi;
 mod snaps;
 mod trash;
 
@@ -24,6 +25,8 @@ pub fn router(state: AppState, origin: Origin) -> Router {
     let image = "/api/block/image/{image_spec}";
     Router::new()
         .route("/api/health", get(misc::health))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(openapi::docs_page))
         .route("/api/auth", post(access::login))
         .route("/api/auth/logout", post(access::logout))
         .route("/api/auth/check", get(access::check))

@@ -1,0 +1,384 @@
+//! The API's description: one table of operations, rendered as an OpenAPI 3.1 document at `/api/openapi.json` and
+//! as a self-contained page at `/api/docs` (no CDN, works offline). A test checks every documented route exists.
+
+use axum::Json;
+use axum::response::Html;
+use serde_json::{Map, Value, json};
+
+/// One documented operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Op {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path with `{parameters}`.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// The scope and permission it needs; `None` for public routes, `Some(("", ""))` for any logged-in user.
+    pub need: Option<(&'static str, &'static str)>,
+    /// An example request body.
+    pub body: Option<&'static str>,
+    /// The success status.
+    pub ok: u16,
+    /// The task name when the operation runs as a background task (may answer 202).
+    pub task: Option<&'static str>,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    scope: &'static str,
+    perm: &'static str,
+    ok: u16,
+) -> Op {
+    Op { method, path, summary, need: Some((scope, perm)), body: None, ok, task: None }
+}
+
+const fn with_body(mut o: Op, body: &'static str) -> Op {
+    o.body = Some(body);
+    o
+}
+
+const fn as_task(mut o: Op, task: &'static str) -> Op {
+    o.task = Some(task);
+    o
+}
+
+const IMG: &str = "rbd-image";
+
+/// Every operation of the API.
+pub const OPS: &[Op] = &[
+    Op {
+        method: "GET",
+        path: "/api/health",
+        summary: "Health of the server",
+        need: None,
+        body: None,
+        ok: 200,
+        task: None,
+    },
+    Op {
+        method: "POST",
+        path: "/api/auth",
+        summary: "Log in; returns a bearer token",
+        need: None,
+        body: Some(r#"{"username":"admin","password":"..."}"#),
+        ok: 201,
+        task: None,
+    },
+    op("POST", "/api/auth/logout", "Invalidate the caller's token", "", "", 200),
+    op("GET", "/api/auth/check", "Who the token belongs to and what it may do", "", "", 200),
+    op("GET", "/api/user", "List users", "user", "read", 200),
+    with_body(
+        op("POST", "/api/user", "Create a user", "user", "create", 201),
+        r#"{"username":"alice","password":"long-password","roles":["block-manager"]}"#,
+    ),
+    op("GET", "/api/user/{username}", "Get a user", "user", "read", 200),
+    with_body(
+        op("PUT", "/api/user/{username}", "Change a user", "user", "update", 200),
+        r#"{"roles":["read-only"],"enabled":true}"#,
+    ),
+    op("DELETE", "/api/user/{username}", "Remove a user", "user", "delete", 204),
+    with_body(
+        op("POST", "/api/user/{username}/change_password", "Change one's own password", "", "", 200),
+        r#"{"old_password":"...","new_password":"..."}"#,
+    ),
+    op("GET", "/api/role", "List roles (system and custom)", "user", "read", 200),
+    with_body(
+        op("POST", "/api/role", "Create a custom role", "user", "create", 201),
+        r#"{"name":"viewer","scopes_permissions":{"rbd-image":["read"]}}"#,
+    ),
+    op("GET", "/api/role/{name}", "Get a role", "user", "read", 200),
+    with_body(
+        op("PUT", "/api/role/{name}", "Change a custom role", "user", "update", 200),
+        r#"{"name":"viewer","scopes_permissions":{"rbd-image":["read"],"pool":["read"]}}"#,
+    ),
+    op("DELETE", "/api/role/{name}", "Remove a custom role", "user", "delete", 204),
+    op("GET", "/api/task", "Running and finished background tasks", "", "", 200),
+    op("GET", "/api/pool", "List pools with health, application tags and usage", "pool", "read", 200),
+    with_body(
+        op("POST", "/api/pool", "Create a pool", "pool", "create", 201),
+        r#"{"pool":"fast","application_metadata":["rbd"]}"#,
+    ),
+    with_body(
+        op("PUT", "/api/pool/{pool}", "Set a pool's application tags", "pool", "update", 200),
+        r#"{"application_metadata":["rbd"]}"#,
+    ),
+    op("DELETE", "/api/pool/{pool}", "Remove an empty pool", "pool", "delete", 204),
+    op("GET", "/api/block/pool/{pool}/namespace", "List namespaces with image counts", IMG, "read", 200),
+    with_body(
+        op("POST", "/api/block/pool/{pool}/namespace", "Create a namespace", IMG, "create", 201),
+        r#"{"namespace":"tenant-a"}"#,
+    ),
+    op("DELETE", "/api/block/pool/{pool}/namespace/{namespace}", "Remove an empty namespace", IMG, "delete", 204),
+    op("GET", "/api/block/config/global", "Global configuration with sources", "config-opt", "read", 200),
+    with_body(
+        op("PUT", "/api/block/config/global", "Set (or with null reset) a global option", "config-opt", "update", 200),
+        r#"{"name":"rbd_qos_iops_limit","value":1000}"#,
+    ),
+    op("GET", "/api/block/config/pool/{pool}", "Pool configuration with sources", "config-opt", "read", 200),
+    with_body(
+        op("PUT", "/api/block/config/pool/{pool}", "Set (or reset) a pool option", "config-opt", "update", 200),
+        r#"{"name":"rbd_qos_bps_limit","value":null}"#,
+    ),
+    op("GET", "/api/block/config/image/{image_spec}", "Image configuration with sources", IMG, "read", 200),
+    with_body(
+        op("PUT", "/api/block/config/image/{image_spec}", "Set (or reset) an image option", IMG, "update", 200),
+        r#"{"name":"rbd_qos_iops_limit","value":500}"#,
+    ),
+    op("GET", "/api/block/image", "List images (paging, search, sort; X-Total-Count)", IMG, "read", 200),
+    with_body(
+        op("POST", "/api/block/image", "Create an image", IMG, "create", 201),
+        r#"{"name":"vm1","pool_name":"rbd","size":10737418240,"features":["layering","exclusive-lock","object-map","fast-diff"]}"#,
+    ),
+    op("GET", "/api/block/image/{image_spec}", "Everything about an image", IMG, "read", 200),
+    with_body(
+        op(
+            "PUT",
+            "/api/block/image/{image_spec}",
+            "Rename, resize, change features and configuration",
+            IMG,
+            "update",
+            200,
+        ),
+        r#"{"size":21474836480}"#,
+    ),
+    as_task(
+        op(
+            "DELETE",
+            "/api/block/image/{image_spec}",
+            "Remove an image (refused with snapshots, clones or watchers)",
+            IMG,
+            "delete",
+            204,
+        ),
+        "rbd/delete",
+    ),
+    as_task(
+        with_body(
+            op("POST", "/api/block/image/{image_spec}/copy", "Full copy into a new image", IMG, "create", 201),
+            r#"{"dest_pool_name":"rbd","dest_image_name":"vm1-copy"}"#,
+        ),
+        "rbd/copy",
+    ),
+    as_task(
+        with_body(
+            op("POST", "/api/block/image/{image_spec}/deep_copy", "Copy with snapshots", IMG, "create", 201),
+            r#"{"dest_pool_name":"rbd","dest_image_name":"vm1-deep"}"#,
+        ),
+        "rbd/deep_copy",
+    ),
+    as_task(
+        op(
+            "POST",
+            "/api/block/image/{image_spec}/flatten",
+            "Copy the parent's data into a clone and detach it",
+            IMG,
+            "update",
+            200,
+        ),
+        "rbd/flatten",
+    ),
+    with_body(
+        op(
+            "POST",
+            "/api/block/image/{image_spec}/move_trash",
+            "Move to the trash with a deferment",
+            IMG,
+            "create",
+            200,
+        ),
+        r#"{"delay":86400}"#,
+    ),
+    op("GET", "/api/block/image/{image_spec}/du", "Provisioned and used bytes per snapshot and head", IMG, "read", 200),
+    op("GET", "/api/block/image/{image_spec}/diff", "Changed extents between snapshots", IMG, "read", 200),
+    with_body(
+        op("POST", "/api/block/image/{image_spec}/snap", "Create a snapshot", IMG, "create", 201),
+        r#"{"snapshot_name":"before-upgrade"}"#,
+    ),
+    as_task(
+        op("POST", "/api/block/image/{image_spec}/snap_purge", "Remove every unprotected snapshot", IMG, "delete", 204),
+        "rbd/snap/purge",
+    ),
+    with_body(
+        op("PUT", "/api/block/image/{image_spec}/snap_limit", "Set or clear the snapshot limit", IMG, "update", 200),
+        r#"{"limit":10}"#,
+    ),
+    with_body(
+        op(
+            "PUT",
+            "/api/block/image/{image_spec}/snap/{snap}",
+            "Rename, protect or unprotect a snapshot",
+            IMG,
+            "update",
+            200,
+        ),
+        r#"{"is_protected":true}"#,
+    ),
+    op(
+        "DELETE",
+        "/api/block/image/{image_spec}/snap/{snap}",
+        "Remove a snapshot (refused while protected)",
+        IMG,
+        "delete",
+        204,
+    ),
+    as_task(
+        op(
+            "POST",
+            "/api/block/image/{image_spec}/snap/{snap}/rollback",
+            "Restore the image to the snapshot",
+            IMG,
+            "update",
+            200,
+        ),
+        "rbd/snap/rollback",
+    ),
+    with_body(
+        op("POST", "/api/block/image/{image_spec}/snap/{snap}/clone", "Clone a protected snapshot", IMG, "create", 201),
+        r#"{"child_pool_name":"rbd","child_image_name":"vm2"}"#,
+    ),
+    op("GET", "/api/block/image/{image_spec}/snap/{snap}/children", "Clones of a snapshot", IMG, "read", 200),
+    op("GET", "/api/block/image/trash", "Trash entries per pool", IMG, "read", 200),
+    as_task(
+        op(
+            "POST",
+            "/api/block/image/trash/purge",
+            "Remove expired trash entries (those clones keep are reported)",
+            IMG,
+            "delete",
+            200,
+        ),
+        "rbd/trash/purge",
+    ),
+    with_body(
+        op("POST", "/api/block/image/trash/{image_id_spec}/restore", "Restore a trash entry", IMG, "create", 200),
+        r#"{"new_image_name":"vm1"}"#,
+    ),
+    as_task(
+        op(
+            "DELETE",
+            "/api/block/image/trash/{image_id_spec}",
+            "Remove a trash entry (force before its deferment ends)",
+            IMG,
+            "delete",
+            204,
+        ),
+        "rbd/trash/remove",
+    ),
+];
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPS {
+        let mut operation = Map::new();
+        operation.insert("summary".into(), json!(o.summary));
+        operation.insert("operationId".into(), json!(format!("{} {}", o.method, o.path)));
+        let params: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                let description = match name {
+                    "image_spec" => "URL-encoded pool[/namespace]/image",
+                    "image_id_spec" => "URL-encoded pool[/namespace]/image_id",
+                    _ => "",
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": description})
+            })
+            .collect();
+        operation.insert("parameters".into(), json!(params));
+        if let Some(body) = o.body {
+            let example: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}),
+            );
+        }
+        let mut responses = Map::new();
+        responses.insert(o.ok.to_string(), json!({"description": "success"}));
+        if let Some(task) = o.task {
+            responses
+                .insert("202".into(), json!({"description": format!("still running as task {task}: poll /api/task")}));
+        }
+        for (code, what) in
+            [("400", "bad input"), ("404", "not found"), ("409", "refused in the object's current state")]
+        {
+            responses.insert(code.into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        match o.need {
+            Some((scope, perm)) => {
+                responses.insert("401".into(), json!({"description": "no or invalid token"}));
+                if !scope.is_empty() {
+                    responses.insert("403".into(), json!({"description": format!("the role lacks {perm} on {scope}")}));
+                    operation.insert("x-permission".into(), json!({"scope": scope, "permission": perm}));
+                }
+                operation.insert("security".into(), json!([{"bearer": []}]));
+            }
+            None => {
+                operation.insert("security".into(), json!([]));
+            }
+        }
+        operation.insert("responses".into(), Value::Object(responses));
+        let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
+        if let Some(map) = entry.as_object_mut() {
+            map.insert(o.method.to_ascii_lowercase(), Value::Object(operation));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "basalt", "version": env!("CARGO_PKG_VERSION"), "description": "Block images with Ceph RBD workflows"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["detail", "code", "component"], "properties": {
+                "detail": {"type": "string"}, "code": {"type": "string", "description": "errno name, e.g. ENOENT"},
+                "component": {"type": "string"}, "status": {"type": "integer"}
+            }}}
+        }
+    })
+}
+
+pub(crate) async fn openapi_json() -> Json<Value> {
+    Json(document())
+}
+
+pub(crate) async fn docs_page() -> Html<&'static str> {
+    Html(DOCS_HTML)
+}
+
+const DOCS_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>basalt API</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}
+h1{font-size:1.4rem} .op{border:1px solid #ddd;border-radius:6px;margin:.5rem 0;padding:.5rem .8rem}
+.m{display:inline-block;min-width:4.5rem;font-weight:700} .GET{color:#0a6} .POST{color:#06c} .PUT{color:#a60} .DELETE{color:#c22}
+code{background:#f4f4f4;padding:0 .2rem} pre{background:#f7f7f7;padding:.4rem;overflow:auto} .perm{color:#666;font-size:.9em}
+</style></head><body>
+<h1>basalt REST API</h1>
+<p>The machine-readable description is <a href="/api/openapi.json">/api/openapi.json</a>. Log in with
+<code>POST /api/auth</code> and send <code>Authorization: Bearer &lt;token&gt;</code>.</p>
+<div id="ops">loading…</div>
+<script>
+fetch('/api/openapi.json').then(r => r.json()).then(doc => {
+  const root = document.getElementById('ops'); root.textContent = '';
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const div = document.createElement('div'); div.className = 'op';
+      const m = document.createElement('span'); m.className = 'm ' + method.toUpperCase(); m.textContent = method.toUpperCase();
+      const p = document.createElement('code'); p.textContent = path;
+      const s = document.createElement('div'); s.textContent = op.summary;
+      div.append(m, p, s);
+      if (op['x-permission']) { const e = document.createElement('div'); e.className = 'perm';
+        e.textContent = 'needs ' + op['x-permission'].permission + ' on ' + op['x-permission'].scope; div.append(e); }
+      const body = op.requestBody && op.requestBody.content['application/json'].example;
+      if (body) { const pre = document.createElement('pre'); pre.textContent = JSON.stringify(body, null, 2); div.append(pre); }
+      const codes = document.createElement('div'); codes.className = 'perm';
+      codes.textContent = 'answers: ' + Object.keys(op.responses).join(', '); div.append(codes);
+      root.append(div);
+    }
+  }
+}).catch(e => { document.getElementById('ops').textContent = 'cannot load the API description: ' + e; });
+</script></body></html>"#;
