@@ -6,6 +6,7 @@ mod images;
 mod misc;
 pub mod openapi;
 mod snaps;
+mod transfer;
 mod trash;
 
 use axum::Router;
@@ -54,6 +55,8 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/flatten"), post(images::flatten))
         .route(&format!("{image}/move_trash"), post(images::move_trash))
         .route(&format!("{image}/du"), get(images::du))
+        .route(&format!("{image}/export"), get(transfer::export))
+        .route(&format!("{image}/import_diff"), post(transfer::import_diff))
         .route(&format!("{image}/diff"), get(images::diff))
         .route(&format!("{image}/snap"), post(snaps::create))
         .route(&format!("{image}/snap_purge"), post(snaps::purge))

@@ -193,6 +193,22 @@ pub const OPS: &[Op] = &[
     ),
     op("GET", "/api/block/image/{image_spec}/du", "Provisioned and used bytes per snapshot and head", IMG, "read", 200),
     op("GET", "/api/block/image/{image_spec}/diff", "Changed extents between snapshots", IMG, "read", 200),
+    op(
+        "GET",
+        "/api/block/image/{image_spec}/export",
+        "Stream the changes from_snap..snap (or all data) as an rbd diff v1 stream",
+        IMG,
+        "read",
+        200,
+    ),
+    op(
+        "POST",
+        "/api/block/image/{image_spec}/import_diff",
+        "Apply an rbd diff stream (v1 or v2) to the image",
+        IMG,
+        "update",
+        200,
+    ),
     with_body(
         op("POST", "/api/block/image/{image_spec}/snap", "Create a snapshot", IMG, "create", 201),
         r#"{"snapshot_name":"before-upgrade"}"#,
