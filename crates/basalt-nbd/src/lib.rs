@@ -1,0 +1,1 @@
+//! basalt's data path: an NBD server (fixed newstyle) that serves images and snapshots of any Backend.
