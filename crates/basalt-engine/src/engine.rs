@@ -1714,8 +1714,9 @@ impl Backend for Engine {
         if force == TrashForce::RespectDeferment && self.now().secs() < deferment_end {
             bail!(
                 NotPermitted,
-                "deferment time has not expired: '{}' is protected until {deferment_end} (unix time); remove it with force to override",
-                rec.name
+                "deferment time has not expired: '{}' is protected until {}; remove it with force to override",
+                rec.name,
+                Timestamp(deferment_end)
             );
         }
         progress.set(0, 1);

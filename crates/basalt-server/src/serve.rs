@@ -36,6 +36,9 @@ pub enum ServeError {
         /// What went wrong.
         source: basalt_core::Error,
     },
+    /// The configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// A listener could not be bound, or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -70,9 +73,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     let auth = Auth::new(store.clone());
-    let generated = auth
-        .ensure_admin(std::env::var("BASALT_ADMIN_PASSWORD").ok())
-        .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let generated = auth.ensure_admin(std::env::var("BASALT_ADMIN_PASSWORD").ok()).map_err(|source| {
+        ServeError::Config(format!("cannot create the admin user from BASALT_ADMIN_PASSWORD: {source}"))
+    })?;
     if let Some(password) = generated {
         let path = dir.join(INITIAL_PASSWORD_FILE);
         write_private(&path, &format!("{password}\n")).map_err(io_err(format!("writing {}", path.display())))?;

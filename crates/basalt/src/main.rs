@@ -1,77 +1,61 @@
-//! The `basalt` binary: one program for the server and the rbd-style CLI.
+//! The `basalt` binary: one program for the server (`serve`), the rbd-style CLI that talks to it, and `fsck`.
 //!
-//! For now it offers the commands that need only the embedded engine: `fsck` checks a stopped store. The server
-//! (`serve`) and the image commands arrive with the REST API.
+//! Failures print exactly one line, `basalt: <what went wrong>`, on stderr and exit with the errno of the cause
+//! (2 for ENOENT, 16 for EBUSY, 22 for EINVAL, ...) or 1; argument errors exit 2, as clap does.
 
-use std::path::PathBuf;
+mod cli;
+
+use std::io::Write;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: basalt <command> [options]
-
-commands:
-  fsck [--data-dir DIR]   check a stopped store (default DIR: $BASALT_DATA_DIR or ./basalt-data);
-                          exits 1 if anything is inconsistent
-  version                 print the version
-  help                    print this help
-";
+use clap::Parser;
+use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    if std::env::args_os().len() <= 1 {
+        // `basalt` alone: the overview of commands, as before the CLI grew, not an error.
+        let mut command = <cli::Cli as clap::CommandFactory>::command();
+        let _ = command.print_help();
+        return ExitCode::SUCCESS;
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return argument_error(&err),
+    };
+    match cli::run(cli) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("basalt: {message}");
-            ExitCode::from(2)
+        Err(err) => {
+            let (message, code) = match err.downcast_ref::<cli::Failure>() {
+                Some(failure) => (failure.message.clone(), failure.exit_code),
+                None => (format!("{err:#}"), 1),
+            };
+            eprintln!("basalt: {}", one_line(&message));
+            ExitCode::from(code.max(1))
         }
     }
 }
 
-fn run(args: &[String]) -> Result<ExitCode, String> {
-    match args.first().map(String::as_str) {
-        Some("fsck") => fsck(&args[1..]),
-        Some("version" | "--version" | "-V") => {
-            println!("basalt {} (store format {})", env!("CARGO_PKG_VERSION"), basalt_engine::FORMAT_VERSION);
-            Ok(ExitCode::SUCCESS)
-        }
-        Some("help" | "--help" | "-h") | None => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(other) => Err(format!("unknown command '{other}' (see 'basalt help')")),
+/// Help and version go to stdout in full; real argument errors become one line, keeping clap's exit code.
+fn argument_error(err: &clap::Error) -> ExitCode {
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
     }
+    // clap's message is the text before the first blank line or usage line; fold it onto one line.
+    let rendered = err.render().to_string();
+    let text: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    let text = text.join(" ");
+    let message = format!("{} (see 'basalt help')", text.strip_prefix("error: ").unwrap_or(&text));
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "basalt: {message}");
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
 }
 
-fn data_dir(args: &[String]) -> Result<PathBuf, String> {
-    let mut dir = std::env::var_os("BASALT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| "basalt-data".into());
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--data-dir" => dir = rest.next().ok_or("--data-dir needs a directory")?.into(),
-            other => match other.strip_prefix("--data-dir=") {
-                Some(value) => dir = value.into(),
-                None => return Err(format!("unexpected argument '{other}'")),
-            },
-        }
-    }
-    Ok(dir)
-}
-
-fn fsck(args: &[String]) -> Result<ExitCode, String> {
-    let dir = data_dir(args)?;
-    let report = basalt_engine::fsck::fsck(&dir).map_err(|e| e.to_string())?;
-    for note in &report.notes {
-        println!("note: {note}");
-    }
-    for error in &report.errors {
-        println!("error: {error}");
-    }
-    println!(
-        "checked {} image(s) and {} layer(s) in {}: {}",
-        report.images,
-        report.layers,
-        dir.display(),
-        if report.is_clean() { "clean".to_owned() } else { format!("{} error(s)", report.errors.len()) }
-    );
-    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+/// Folds a message onto one line, so every failure is exactly one line of stderr.
+fn one_line(message: &str) -> String {
+    message.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

@@ -1,5 +1,8 @@
 //! End-to-end tests of the `basalt` binary: it is started as a user would start it.
 
+mod api;
+mod cli;
+
 use std::process::Command;
 use std::sync::Arc;
 

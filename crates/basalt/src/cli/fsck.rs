@@ -1,0 +1,28 @@
+//! `basalt fsck`: checks a stopped store with the embedded engine directly (no server involved).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::error::Failure;
+
+/// Prints the notes and errors of the check and a summary line; exits 1 when the store is inconsistent.
+pub fn run(dir: &Path) -> Result<ExitCode> {
+    // Any failure to run the check at all exits 2, as before the CLI grew its other commands.
+    let report = basalt_engine::fsck::fsck(dir).map_err(|e| Failure::new(2, e.to_string()))?;
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    for error in &report.errors {
+        println!("error: {error}");
+    }
+    println!(
+        "checked {} image(s) and {} layer(s) in {}: {}",
+        report.images,
+        report.layers,
+        dir.display(),
+        if report.is_clean() { "clean".to_owned() } else { format!("{} error(s)", report.errors.len()) }
+    );
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,724 @@
+//! The `basalt` command line: rbd's command set over the REST API, plus `serve` and `fsck`.
+//!
+//! Argument parsing is clap's; each command resolves its specs with basalt-core's parser, makes the API calls of
+//! docs/API.md through [`api::Api`], and prints rbd's layout or, with `--format json`, the API's objects.
+
+mod admin;
+mod api;
+mod auth;
+mod error;
+mod fsck;
+mod http;
+mod image;
+mod output;
+mod serve;
+mod snap;
+mod spec;
+mod trash;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+pub use error::Failure;
+use output::Format;
+use spec::{DestArgs, ImageArgs, PoolNsArgs, SnapArgs};
+
+/// basalt: block images with Ceph RBD workflows. Commands follow the rbd CLI and talk to 'basalt serve' over
+/// DATA_DIR/api.sock, or over HTTP with --server.
+#[derive(Parser, Debug)]
+#[command(name = "basalt", version, about, max_term_width = 110)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// Data directory: the store of 'serve' and 'fsck', and where the CLI finds api.sock
+    #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR", default_value = "basalt-data")]
+    data_dir: PathBuf,
+    /// Talk to the server at this URL (http://host:port) with a token from BASALT_TOKEN or 'basalt login'
+    #[arg(long, global = true, env = "BASALT_URL", value_name = "URL")]
+    server: Option<String>,
+    /// Do not draw progress lines for long operations
+    #[arg(long, global = true)]
+    no_progress: bool,
+}
+
+/// Image features: --image-feature may be repeated or comma-separated.
+#[derive(Args, Debug, Clone, Default)]
+struct LayoutArgs {
+    /// Object size (4K to 32M, a power of two); a bare number is bytes
+    #[arg(long, value_name = "SIZE")]
+    object_size: Option<String>,
+    /// Image feature (layering, exclusive-lock, object-map, fast-diff, deep-flatten, journaling); repeatable
+    #[arg(long = "image-feature", value_name = "FEATURE")]
+    image_features: Vec<String>,
+    /// Stripe unit; a bare number is bytes (needs --stripe-count)
+    #[arg(long, value_name = "SIZE")]
+    stripe_unit: Option<String>,
+    /// Stripe count (needs --stripe-unit)
+    #[arg(long, value_name = "COUNT")]
+    stripe_count: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: REST API on --listen and DATA_DIR/api.sock, NBD on --nbd-listen
+    Serve(ServeArgs),
+    /// Check a stopped store; exits 1 if anything is inconsistent
+    Fsck,
+    /// Print the version
+    Version,
+    /// Create an image
+    #[command(visible_alias = "add")]
+    Create(CreateArgs),
+    /// List images of a pool[/namespace]
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show an image or snapshot
+    Info(InfoArgs),
+    /// Change an image's size
+    Resize(ResizeArgs),
+    /// Rename an image (within its pool and namespace)
+    #[command(visible_alias = "mv")]
+    Rename(RenameArgs),
+    /// Remove an image (refused while it has snapshots, clones or users)
+    #[command(visible_alias = "remove")]
+    Rm(ImageOnly),
+    /// Copy an image (or one snapshot) into a new standalone image
+    #[command(visible_alias = "copy")]
+    Cp(CopyArgs),
+    /// Deep copy: the image with all its snapshots
+    Deep {
+        #[command(subcommand)]
+        command: DeepCommand,
+    },
+    /// Copy the parent's data into a clone and detach it from its parent
+    Flatten(ImageOnly),
+    /// Show provisioned and used space of an image (and its snapshots) or of every image of a pool
+    #[command(visible_alias = "disk-usage")]
+    Du(DuArgs),
+    /// List the extents that changed since a snapshot (or since creation)
+    Diff(DiffArgs),
+    /// Snapshot commands
+    Snap {
+        #[command(subcommand)]
+        command: SnapCommand,
+    },
+    /// Clone a protected snapshot into a new image: clone parent@snap child
+    Clone(CloneArgs),
+    /// List the clones of a snapshot
+    Children(ChildrenArgs),
+    /// Trash commands
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
+    },
+    /// Namespace commands
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
+    /// Configuration overrides (global, pool, image)
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Enable or disable image features
+    Feature {
+        #[command(subcommand)]
+        command: FeatureCommand,
+    },
+    /// Pool commands
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Log in to a server and keep the token for later commands with --server
+    Login(LoginArgs),
+    /// Forget the saved token (and end the session on the server)
+    Logout,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// HTTP address of the REST API and dashboard
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// NBD address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10809")]
+    nbd_listen: String,
+}
+
+#[derive(Args, Debug)]
+struct ImageOnly {
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Size (10G, 512M, ...; a bare number is MiB)
+    #[arg(short = 's', long, value_name = "SIZE")]
+    size: String,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// Pool for the data objects
+    #[arg(long, value_name = "POOL")]
+    data_pool: Option<String>,
+    /// Image format; only 2 exists here
+    #[arg(long, value_name = "FORMAT")]
+    image_format: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    #[command(flatten)]
+    location: PoolNsArgs,
+    /// Long listing: size, parent, format, protection, lock, and snapshots
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    #[command(flatten)]
+    spec: SnapArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct ResizeArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// New size (10G, 512M, ...; a bare number is MiB)
+    #[arg(short = 's', long, value_name = "SIZE")]
+    size: String,
+    /// Allow making the image smaller (data past the new size is lost)
+    #[arg(long)]
+    allow_shrink: bool,
+}
+
+#[derive(Args, Debug)]
+struct RenameArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    #[command(flatten)]
+    dest: DestArgs,
+}
+
+#[derive(Args, Debug)]
+struct CopyArgs {
+    #[command(flatten)]
+    source: SnapArgs,
+    #[command(flatten)]
+    dest: DestArgs,
+    #[command(flatten)]
+    layout: LayoutArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeepCommand {
+    /// Copy an image with all its snapshots (clones keep their parent)
+    #[command(visible_alias = "copy")]
+    Cp(DeepCopyArgs),
+}
+
+#[derive(Args, Debug)]
+struct DeepCopyArgs {
+    #[command(flatten)]
+    source: ImageArgs,
+    #[command(flatten)]
+    dest: DestArgs,
+}
+
+#[derive(Args, Debug)]
+struct DuArgs {
+    /// The image or snapshot; every image of the pool when neither a spec nor --image is given
+    #[command(flatten)]
+    spec: SnapArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct DiffArgs {
+    #[command(flatten)]
+    spec: SnapArgs,
+    /// Only changes made after this snapshot
+    #[arg(long, value_name = "SNAP")]
+    from_snap: Option<String>,
+    /// Report whole objects instead of exact extents
+    #[arg(long)]
+    whole_object: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapCommand {
+    /// Create a snapshot: snap create image@snap
+    #[command(visible_alias = "add")]
+    Create(SnapOnly),
+    /// List an image's snapshots
+    #[command(visible_alias = "list")]
+    Ls(SnapLsArgs),
+    /// Rename a snapshot: snap rename image@old new
+    Rename(SnapRenameArgs),
+    /// Protect a snapshot so it can be cloned and not removed
+    Protect(SnapOnly),
+    /// Unprotect a snapshot (refused while clones exist)
+    Unprotect(SnapOnly),
+    /// Roll the image back to a snapshot
+    #[command(visible_alias = "revert")]
+    Rollback(SnapOnly),
+    /// Remove a snapshot (refused while protected)
+    #[command(visible_alias = "remove")]
+    Rm(SnapOnly),
+    /// Remove every unprotected snapshot of an image
+    Purge(ImageOnly),
+    /// Limit the number of snapshots of an image
+    Limit {
+        #[command(subcommand)]
+        command: SnapLimitCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SnapOnly {
+    #[command(flatten)]
+    spec: SnapArgs,
+}
+
+#[derive(Args, Debug)]
+struct SnapLsArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct SnapRenameArgs {
+    #[command(flatten)]
+    spec: SnapArgs,
+    /// The new name: a snapshot name, or image@snap of the same image
+    #[arg(value_name = "DEST_SNAP")]
+    dest: Option<String>,
+    /// The new name (instead of the positional one)
+    #[arg(long = "dest-snap", value_name = "SNAP")]
+    dest_snap: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapLimitCommand {
+    /// Set the limit
+    Set(SnapLimitSetArgs),
+    /// Remove the limit
+    Clear(ImageOnly),
+}
+
+#[derive(Args, Debug)]
+struct SnapLimitSetArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Maximum number of snapshots
+    #[arg(long, value_name = "N")]
+    limit: u64,
+}
+
+#[derive(Args, Debug)]
+struct CloneArgs {
+    #[command(flatten)]
+    parent: SnapArgs,
+    #[command(flatten)]
+    dest: DestArgs,
+    #[command(flatten)]
+    layout: LayoutArgs,
+}
+
+#[derive(Args, Debug)]
+struct ChildrenArgs {
+    #[command(flatten)]
+    spec: SnapArgs,
+    /// Also list clones that are in the trash
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrashCommand {
+    /// Move an image to the trash
+    #[command(visible_alias = "move")]
+    Mv(TrashMvArgs),
+    /// List the trash of a pool[/namespace]
+    #[command(visible_alias = "list")]
+    Ls(TrashLsArgs),
+    /// Restore an image from the trash: trash restore [pool[/ns]/]ID
+    Restore(TrashRestoreArgs),
+    /// Remove an image from the trash: trash rm [pool[/ns]/]ID
+    #[command(visible_alias = "remove")]
+    Rm(TrashRmArgs),
+    /// Remove the expired entries of a pool's trash
+    Purge(TrashPurgeArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrashMvArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Keep the image until this time: 'YYYY-MM-DD[ HH:MM:SS]' (UTC), RFC 3339, or 'now + 2 hours'
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<String>,
+}
+
+/// A trash entry by id: `[pool[/ns]/]ID` or `--image-id`.
+#[derive(Args, Debug, Clone)]
+struct TrashIdArgs {
+    /// The entry: [pool/[namespace/]]IMAGE_ID
+    #[arg(value_name = "IMAGE_ID_SPEC")]
+    spec: Option<String>,
+    /// Pool
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image id
+    #[arg(long, value_name = "ID")]
+    image_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TrashLsArgs {
+    #[command(flatten)]
+    location: PoolNsArgs,
+    /// Long listing: source, deletion time, expiration
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct TrashRestoreArgs {
+    #[command(flatten)]
+    id: TrashIdArgs,
+    /// Restore under this name instead of the original one
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TrashRmArgs {
+    #[command(flatten)]
+    id: TrashIdArgs,
+    /// Remove even before the expiration time
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct TrashPurgeArgs {
+    /// Pool (default rbd)
+    #[arg(value_name = "POOL")]
+    pool_spec: Option<String>,
+    /// Pool
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum NamespaceCommand {
+    /// Create a namespace: namespace create pool/ns
+    Create(PoolNsOnly),
+    /// List the namespaces of a pool
+    #[command(visible_alias = "list")]
+    Ls(NamespaceLsArgs),
+    /// Remove an empty namespace: namespace rm pool/ns
+    #[command(visible_alias = "remove")]
+    Rm(PoolNsOnly),
+}
+
+#[derive(Args, Debug)]
+struct PoolNsOnly {
+    #[command(flatten)]
+    location: PoolNsArgs,
+}
+
+#[derive(Args, Debug)]
+struct NamespaceLsArgs {
+    #[command(flatten)]
+    location: PoolNsArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Global overrides: config global get|set|rm|list [global] ...
+    Global {
+        #[command(subcommand)]
+        command: ConfigAction,
+    },
+    /// Pool overrides: config pool get|set|rm|list POOL ...
+    Pool {
+        #[command(subcommand)]
+        command: ConfigAction,
+    },
+    /// Image overrides: config image get|set|rm|list IMAGE_SPEC ...
+    Image {
+        #[command(subcommand)]
+        command: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print an override set at this level
+    Get(ConfigArgs),
+    /// Set an override: ... KEY VALUE
+    Set(ConfigArgs),
+    /// Remove an override
+    #[command(visible_alias = "remove")]
+    Rm(ConfigArgs),
+    /// List every option with its value and source
+    #[command(visible_alias = "ls")]
+    List(ConfigListArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// [ENTITY] KEY [VALUE]: the entity is the pool or image spec ('global' or nothing for global)
+    #[arg(value_name = "ARGS", num_args = 1..=3, required = true)]
+    args: Vec<String>,
+    /// Pool (for 'config pool' and 'config image')
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace (for 'config image')
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image (for 'config image')
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ConfigListArgs {
+    /// The entity: POOL or IMAGE_SPEC ('global' or nothing for global)
+    #[arg(value_name = "ENTITY")]
+    entity: Option<String>,
+    /// Pool (for 'config pool' and 'config image')
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace (for 'config image')
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image (for 'config image')
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum FeatureCommand {
+    /// Enable features: feature enable IMAGE_SPEC FEATURE...
+    Enable(FeatureArgs),
+    /// Disable features: feature disable IMAGE_SPEC FEATURE...
+    Disable(FeatureArgs),
+}
+
+#[derive(Args, Debug)]
+struct FeatureArgs {
+    /// IMAGE_SPEC FEATURE... (just FEATURE... with --image); features: exclusive-lock, object-map, fast-diff,
+    /// journaling; deep-flatten can only be disabled
+    #[arg(value_name = "ARGS", required = true)]
+    args: Vec<String>,
+    /// Pool of the image
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace of the image
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image name
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// Create a pool
+    Create(PoolCreateArgs),
+    /// List pools
+    #[command(visible_alias = "list")]
+    Ls(PoolLsArgs),
+    /// Remove an empty pool
+    #[command(visible_alias = "remove")]
+    Rm(PoolNameArgs),
+    /// Application tags of a pool (image commands need 'rbd')
+    Application {
+        #[command(subcommand)]
+        command: PoolApplicationCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PoolCreateArgs {
+    /// Pool name
+    #[arg(value_name = "POOL")]
+    pool: String,
+    /// Tag the pool with this application (e.g. rbd); repeatable
+    #[arg(long = "application", value_name = "APP")]
+    applications: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PoolLsArgs {
+    /// Long listing: id, applications, health, usage
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct PoolNameArgs {
+    /// Pool name
+    #[arg(value_name = "POOL")]
+    pool: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolApplicationCommand {
+    /// Tag a pool: pool application enable POOL APP
+    Enable(PoolApplicationArgs),
+    /// Remove a tag: pool application disable POOL APP
+    Disable(PoolApplicationArgs),
+}
+
+#[derive(Args, Debug)]
+struct PoolApplicationArgs {
+    /// Pool name
+    #[arg(value_name = "POOL")]
+    pool: String,
+    /// Application (rbd)
+    #[arg(value_name = "APP")]
+    app: String,
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// User name
+    #[arg(short = 'u', long, value_name = "USER", default_value = "admin")]
+    user: String,
+    /// Password (prompted for on stdin when not given)
+    #[arg(long, env = "BASALT_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    password: Option<String>,
+    /// Print the token instead of saving it
+    #[arg(long)]
+    print: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Serve(args) => serve::run(&global.data_dir, &args.listen, &args.nbd_listen),
+        Command::Fsck => fsck::run(&global.data_dir),
+        Command::Version => {
+            println!("basalt {} (store format {})", env!("CARGO_PKG_VERSION"), basalt_engine::FORMAT_VERSION);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(args) => auth::login(&global, &args),
+        Command::Logout => auth::logout(&global),
+        command => {
+            let api = auth::connect(&global)?;
+            dispatch(&api, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn dispatch(api: &api::Api, command: Command) -> Result<()> {
+    match command {
+        Command::Create(a) => image::create(api, &a),
+        Command::Ls(a) => image::ls(api, &a),
+        Command::Info(a) => image::info(api, &a),
+        Command::Resize(a) => image::resize(api, &a),
+        Command::Rename(a) => image::rename(api, &a),
+        Command::Rm(a) => image::rm(api, &a.image),
+        Command::Cp(a) => image::copy(api, &a),
+        Command::Deep { command: DeepCommand::Cp(a) } => image::deep_copy(api, &a),
+        Command::Flatten(a) => image::flatten(api, &a.image),
+        Command::Du(a) => image::du(api, &a),
+        Command::Diff(a) => image::diff(api, &a),
+        Command::Feature { command } => image::feature(api, &command),
+        Command::Snap { command } => snap::run(api, &command),
+        Command::Clone(a) => snap::clone(api, &a),
+        Command::Children(a) => snap::children(api, &a),
+        Command::Trash { command } => trash::run(api, &command),
+        Command::Namespace { command } => admin::namespace(api, &command),
+        Command::Config { command } => admin::config(api, &command),
+        Command::Pool { command } => admin::pool(api, &command),
+        Command::Serve(_) | Command::Fsck | Command::Version | Command::Login(_) | Command::Logout => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rbd_argument_forms_parse() {
+        for args in [
+            &["basalt", "create", "--size", "10G", "--object-size", "4M", "--image-feature", "layering", "p/ns/i"][..],
+            &["basalt", "cp", "src@s", "dest"],
+            &["basalt", "cp", "-p", "rbd", "--image", "a", "--snap", "s", "--dest", "b", "--dest-pool", "q"],
+            &["basalt", "deep", "copy", "a", "b"],
+            &["basalt", "rename", "a", "b"],
+            &["basalt", "snap", "rename", "a@s", "t"],
+            &["basalt", "trash", "restore", "--image-id", "abc", "--image", "new", "-p", "rbd"],
+            &["basalt", "config", "global", "set", "global", "rbd_cache", "false"],
+            &["basalt", "config", "image", "list", "rbd/vm", "--format", "json"],
+            &["basalt", "snap", "limit", "set", "--limit", "3", "vm"],
+            &["basalt", "pool", "application", "enable", "p", "rbd"],
+            &["basalt", "feature", "enable", "vm", "exclusive-lock", "object-map"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}

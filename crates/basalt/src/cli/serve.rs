@@ -1,0 +1,32 @@
+//! `basalt serve`: starts logging and a tokio runtime and runs the REST API server until a shutdown signal.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::error::Failure;
+
+fn address(text: &str, option: &str) -> Result<SocketAddr, Failure> {
+    // Accept names (`localhost:8080`) as well as literal addresses; the first resolution wins.
+    text.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).ok_or_else(|| {
+        Failure::invalid(format!("invalid {option} '{text}': expected HOST:PORT such as 127.0.0.1:8080"))
+    })
+}
+
+/// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
+pub fn run(data_dir: &Path, listen: &str, nbd_listen: &str) -> Result<ExitCode> {
+    let listen = address(listen, "--listen")?;
+    let nbd_listen = address(nbd_listen, "--nbd-listen")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BASALT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal, so log files and journald stay plain text.
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let config = basalt_server::ServeConfig { data_dir: data_dir.to_path_buf(), listen, nbd_listen };
+    runtime.block_on(basalt_server::serve(config)).map_err(|e| Failure::new(1, e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}

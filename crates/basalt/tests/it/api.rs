@@ -1,0 +1,527 @@
+//! The REST API end to end: the real `basalt serve` on a temp data dir, driven over TCP as a client would, covering
+//! first start, authentication, the role matrix, the seed's workflow and refusals, and bad input.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "admin-secret-1";
+
+/// A running server, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn start(admin_password: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
+    cmd.args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &addr, "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("BASALT_ADMIN_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(p) = admin_password {
+        cmd.env("BASALT_ADMIN_PASSWORD", p);
+    }
+    let child = cmd.spawn().expect("start basalt serve");
+    let server = Server { child, addr, dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = try_call(&server, "GET", "/api/health", None, None) {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("basalt serve did not answer on {} within 30 s", server.addr);
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (Null when empty).
+fn try_call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(&server.addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.addr);
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let payload = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let json = if payload.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&payload).unwrap_or(Value::String(payload))
+    };
+    Ok((status, json))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn call(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    try_call(server, method, path, token, body.as_deref()).expect("http call")
+}
+
+fn login(server: &Server, user: &str, password: &str) -> String {
+    let (status, body) = call(server, "POST", "/api/auth", None, Some(json!({"username": user, "password": password})));
+    assert_eq!(status, 201, "login of {user}: {body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Waits for a 202 task to finish and returns its record.
+fn wait_task(server: &Server, token: &str, started: &Value) -> Value {
+    let id = started["id"].as_str().expect("task id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, tasks) = call(server, "GET", "/api/task", Some(token), None);
+        if let Some(t) = tasks["finished_tasks"].as_array().and_then(|f| f.iter().find(|t| t["id"] == id.as_str())) {
+            return t.clone();
+        }
+        assert!(Instant::now() < deadline, "task {id} did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn first_start_creates_the_rbd_pool_and_an_admin_with_a_private_password_file() {
+    let server = start(None);
+    let file = server.dir.path().join("initial-admin-password");
+    let password = std::fs::read_to_string(&file).expect("initial password file").trim().to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let socket_mode =
+        std::fs::metadata(server.dir.path().join("api.sock")).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(socket_mode, 0o600);
+    let token = login(&server, "admin", &password);
+    let (status, pools) = call(&server, "GET", "/api/pool", Some(&token), None);
+    assert_eq!(status, 200);
+    assert_eq!(pools[0]["pool_name"], "rbd");
+    assert_eq!(pools[0]["application_metadata"], json!(["rbd"]));
+}
+
+#[test]
+fn authentication_401_and_logout() {
+    let server = start(Some(ADMIN_PASSWORD));
+    assert_eq!(call(&server, "GET", "/api/block/image", None, None).0, 401);
+    assert_eq!(call(&server, "GET", "/api/block/image", Some("forged"), None).0, 401);
+    let (status, body) =
+        call(&server, "POST", "/api/auth", None, Some(json!({"username": "admin", "password": "nope"})));
+    assert_eq!(status, 401, "{body}");
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let (status, body) = call(&server, "GET", "/api/auth/check", Some(&token), None);
+    assert_eq!((status, body["username"].as_str()), (200, Some("admin")));
+    assert_eq!(call(&server, "POST", "/api/auth/logout", Some(&token), None).0, 200);
+    assert_eq!(call(&server, "GET", "/api/auth/check", Some(&token), None).0, 401);
+    // Repeated failures are rate limited.
+    for _ in 0..5 {
+        call(&server, "POST", "/api/auth", None, Some(json!({"username": "admin", "password": "wrong"})));
+    }
+    let (status, _) =
+        call(&server, "POST", "/api/auth", None, Some(json!({"username": "admin", "password": ADMIN_PASSWORD})));
+    assert_eq!(status, 429);
+}
+
+#[test]
+fn role_matrix_gives_401_403_or_access() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let admin = login(&server, "admin", ADMIN_PASSWORD);
+    let custom = json!({"name": "image-viewer", "scopes_permissions": {"rbd-image": ["read"]}});
+    assert_eq!(call(&server, "POST", "/api/role", Some(&admin), Some(custom)).0, 201);
+    for (user, role) in [("bm", "block-manager"), ("ro", "read-only"), ("iv", "image-viewer")] {
+        let body = json!({"username": user, "password": "password-of-user", "roles": [role]});
+        assert_eq!(call(&server, "POST", "/api/user", Some(&admin), Some(body)).0, 201);
+    }
+    let tokens: Vec<(&str, String)> =
+        ["bm", "ro", "iv"].iter().map(|u| (*u, login(&server, u, "password-of-user"))).collect();
+    let create = call(
+        &server,
+        "POST",
+        "/api/block/image",
+        Some(&admin),
+        Some(json!({"name": "base", "pool_name": "rbd", "size": 1 << 20})),
+    );
+    assert_eq!(create.0, 201, "{}", create.1);
+
+    // (method, path, body, allowed for block-manager, read-only, image-viewer)
+    type Row = (&'static str, &'static str, Option<Value>, [bool; 3]);
+    let rows: Vec<Row> = vec![
+        ("GET", "/api/block/image", None, [true, true, true]),
+        ("GET", "/api/block/image/rbd%2Fbase", None, [true, true, true]),
+        (
+            "POST",
+            "/api/block/image",
+            Some(json!({"name": "n", "pool_name": "rbd", "size": 4096})),
+            [true, false, false],
+        ),
+        ("PUT", "/api/block/image/rbd%2Fbase", Some(json!({"size": 2 << 20})), [true, false, false]),
+        ("POST", "/api/block/image/rbd%2Fbase/snap", Some(json!({"snapshot_name": "s"})), [true, false, false]),
+        ("GET", "/api/block/image/trash", None, [true, true, true]),
+        ("POST", "/api/block/image/trash/purge", None, [true, false, false]),
+        ("GET", "/api/block/pool/rbd/namespace", None, [true, true, true]),
+        ("POST", "/api/block/pool/rbd/namespace", Some(json!({"namespace": "x"})), [true, false, false]),
+        ("GET", "/api/pool", None, [true, true, false]),
+        ("POST", "/api/pool", Some(json!({"pool": "p2"})), [false, false, false]),
+        ("GET", "/api/block/config/global", None, [false, true, false]),
+        (
+            "PUT",
+            "/api/block/config/global",
+            Some(json!({"name": "rbd_qos_iops_limit", "value": 10})),
+            [false, false, false],
+        ),
+        ("GET", "/api/user", None, [false, true, false]),
+        ("POST", "/api/user", Some(json!({"username": "z", "password": "password-z"})), [false, false, false]),
+        ("GET", "/api/role", None, [false, true, false]),
+        ("DELETE", "/api/block/image/rbd%2Fnothing", None, [true, false, false]),
+    ];
+    for (method, path, body, allowed) in &rows {
+        assert_eq!(call(&server, method, path, None, body.clone()).0, 401, "{method} {path} without a token");
+        for ((user, token), allow) in tokens.iter().zip(allowed) {
+            let (status, answer) = call(&server, method, path, Some(token), body.clone());
+            if *allow {
+                assert!(status != 401 && status != 403, "{user} {method} {path}: {status} {answer}");
+            } else {
+                assert_eq!(status, 403, "{user} {method} {path}: {answer}");
+                assert_eq!(answer["component"], "auth");
+            }
+        }
+    }
+    // The administrator may do what the others may not.
+    assert_eq!(call(&server, "POST", "/api/pool", Some(&admin), Some(json!({"pool": "p3"}))).0, 201);
+}
+
+#[test]
+fn the_seed_quick_flow_and_its_refusals() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let t = Some(token.as_str());
+    let body = json!({"name": "golden", "pool_name": "rbd", "size": 8u64 << 20, "features": ["layering", "exclusive-lock", "object-map", "fast-diff"], "configuration": {"rbd_qos_iops_limit": 500}});
+    assert_eq!(call(&server, "POST", "/api/block/image", t, Some(body)).0, 201);
+    let (status, list) = call(&server, "GET", "/api/block/image?pool_name=rbd&search=gol&sort=-name", t, None);
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let image = &list[0];
+    assert_eq!((image["name"].as_str(), image["size"].as_u64()), (Some("golden"), Some(8 << 20)));
+    assert_eq!(image["features_name"], json!(["exclusive-lock", "fast-diff", "layering", "object-map"]));
+    assert_eq!(image["parent"], Value::Null);
+    assert_eq!(image["disk_usage"], json!(0));
+    let qos =
+        image["configuration"].as_array().expect("config").iter().find(|c| c["name"] == "rbd_qos_iops_limit").cloned();
+    assert_eq!(qos, Some(json!({"name": "rbd_qos_iops_limit", "value": "500", "source": 2})));
+
+    assert_eq!(
+        call(&server, "POST", "/api/block/image/rbd%2Fgolden/snap", t, Some(json!({"snapshot_name": "base"}))).0,
+        201
+    );
+    let clone_body = json!({"child_pool_name": "rbd", "child_image_name": "vm1"});
+    let (status, err) =
+        call(&server, "POST", "/api/block/image/rbd%2Fgolden/snap/base/clone", t, Some(clone_body.clone()));
+    assert_eq!((status, err["code"].as_str()), (400, Some("EINVAL")), "{err}");
+    assert!(err["detail"].as_str().unwrap_or("").contains("not protected"), "{err}");
+    assert_eq!(
+        call(&server, "PUT", "/api/block/image/rbd%2Fgolden/snap/base", t, Some(json!({"is_protected": true}))).0,
+        200
+    );
+    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fgolden/snap/base/clone", t, Some(clone_body)).0, 201);
+    let (_, vm1) = call(&server, "GET", "/api/block/image/rbd%2Fvm1", t, None);
+    assert_eq!(vm1["parent"]["image_name"], "golden");
+    assert_eq!(vm1["parent"]["snap_name"], "base");
+
+    let (status, err) = call(&server, "DELETE", "/api/block/image/rbd%2Fgolden", t, None);
+    assert_eq!((status, err["code"].as_str()), (409, Some("ENOTEMPTY")), "{err}");
+    let (status, err) =
+        call(&server, "PUT", "/api/block/image/rbd%2Fgolden/snap/base", t, Some(json!({"is_protected": false})));
+    assert_eq!((status, err["code"].as_str()), (409, Some("EBUSY")), "{err}");
+
+    let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fvm1/flatten", t, None);
+    match status {
+        200 => {}
+        202 => assert_eq!(wait_task(&server, &token, &answer)["success"], true),
+        other => panic!("flatten answered {other}: {answer}"),
+    }
+    let (_, vm1) = call(&server, "GET", "/api/block/image/rbd%2Fvm1", t, None);
+    assert_eq!(vm1["parent"], Value::Null);
+
+    let (status, moved) =
+        call(&server, "POST", "/api/block/image/rbd%2Fvm1/move_trash", t, Some(json!({"delay": 3600})));
+    assert_eq!(status, 200, "{moved}");
+    let id = moved["id"].as_str().expect("trash id").to_owned();
+    let (_, trash) = call(&server, "GET", "/api/block/image/trash?pool_name=rbd", t, None);
+    assert_eq!(trash[0]["value"][0]["name"], "vm1");
+    let (status, err) = call(&server, "DELETE", &format!("/api/block/image/trash/rbd%2F{id}"), t, None);
+    assert_eq!((status, err["code"].as_str()), (409, Some("EPERM")), "{err}");
+    assert!(err["detail"].as_str().unwrap_or("").contains("deferment time has not expired"));
+    let restore = call(
+        &server,
+        "POST",
+        &format!("/api/block/image/trash/rbd%2F{id}/restore"),
+        t,
+        Some(json!({"new_image_name": "vm1-back"})),
+    );
+    assert_eq!(restore.0, 200, "{}", restore.1);
+    assert_eq!(call(&server, "GET", "/api/block/image/rbd%2Fvm1-back", t, None).0, 200);
+    let (status, moved) = call(&server, "POST", "/api/block/image/rbd%2Fvm1-back/move_trash", t, None);
+    assert_eq!(status, 200);
+    let id = moved["id"].as_str().expect("trash id").to_owned();
+    let (status, purged) = call(&server, "POST", "/api/block/image/trash/purge?pool_name=rbd", t, None);
+    assert_eq!(status, 200, "{purged}");
+    assert_eq!(purged["removed"], json!([id]));
+
+    // Namespaces: create, list with counts, refuse removal while images remain.
+    assert_eq!(call(&server, "POST", "/api/block/pool/rbd/namespace", t, Some(json!({"namespace": "tenant"}))).0, 201);
+    let body = json!({"name": "a", "pool_name": "rbd", "namespace": "tenant", "size": 4096});
+    assert_eq!(call(&server, "POST", "/api/block/image", t, Some(body)).0, 201);
+    let (_, namespaces) = call(&server, "GET", "/api/block/pool/rbd/namespace", t, None);
+    assert_eq!(namespaces, json!([{"namespace": "tenant", "num_images": 1}]));
+    let (status, err) = call(&server, "DELETE", "/api/block/pool/rbd/namespace/tenant", t, None);
+    assert_eq!((status, err["code"].as_str()), (409, Some("EBUSY")));
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let t = Some(token.as_str());
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("POST", "/api/block/image", "{not json"),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":1,"colour":"red"}"#),
+        ("POST", "/api/block/image", r#"{"name":"a@b","pool_name":"rbd","size":4096}"#),
+        ("POST", "/api/block/image", r#"{"name":"","pool_name":"rbd","size":4096}"#),
+        ("POST", "/api/block/image", r#"{"name":"a/b","pool_name":"rbd","size":4096}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":-1}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":18446744073709551616}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"obj_size":1000}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"obj_size":67108864}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"features":["fast-diff"]}"#),
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"features":["warp-drive"]}"#),
+        (
+            "POST",
+            "/api/block/image",
+            r#"{"name":"a","pool_name":"rbd","size":4096,"configuration":{"rbd_qos_iops_limit":-3}}"#,
+        ),
+        ("GET", "/api/block/image?sort=colour", ""),
+        ("GET", "/api/block/image?limit=-7", ""),
+    ];
+    let long = format!(r#"{{"name":"{}","pool_name":"rbd","size":4096}}"#, "x".repeat(300));
+    let mut all: Vec<(&str, &str, String)> = cases.into_iter().map(|(m, p, b)| (m, p, b.to_owned())).collect();
+    all.push(("POST", "/api/block/image", long));
+    for (method, path, body) in &all {
+        let (status, err) = try_call(&server, method, path, t, Some(body)).expect("call");
+        assert!((400..500).contains(&status), "{method} {path} {body}: {status} {err}");
+        assert!(err["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}: {err}");
+        assert!(err["code"].is_string(), "{err}");
+    }
+    let (_, list) = call(&server, "GET", "/api/block/image", t, None);
+    assert_eq!(list, json!([]), "refused requests created nothing");
+    let (status, err) = call(&server, "GET", "/api/block/image/rbd%2Fghost", t, None);
+    assert_eq!((status, err["code"].as_str()), (404, Some("ENOENT")));
+    let (status, _) = call(&server, "GET", "/api/no/such/route", t, None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn every_documented_route_exists_and_the_docs_work_offline() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let (status, doc) = call(&server, "GET", "/api/openapi.json", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() > 30, "{} paths", paths.len());
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{image_spec}", "rbd%2Fnothing")
+            .replace("{image_id_spec}", "rbd%2Fnothing")
+            .replace("{snap}", "s")
+            .replace("{pool}", "nopool")
+            .replace("{namespace}", "nons")
+            .replace("{username}", "nobody")
+            .replace("{name}", "norole");
+        for method in item.as_object().expect("operations").keys() {
+            let method = method.to_ascii_uppercase();
+            if method == "POST" && path == "/api/auth/logout" {
+                continue;
+            }
+            let (status, body) = call(&server, &method, &concrete, Some(&token), Some(json!({})));
+            let unrouted = status == 404 && body["detail"].as_str().is_some_and(|d| d.contains("no such API route"));
+            assert!(!unrouted && status != 405, "{method} {path} is documented but not routed ({status})");
+        }
+    }
+    let (status, page) = try_call(&server, "GET", "/api/docs", None, None).expect("docs");
+    assert_eq!(status, 200);
+    let html = page.as_str().unwrap_or_default();
+    assert!(
+        html.contains("/api/openapi.json") && !html.contains("https://"),
+        "the docs page loads nothing from outside"
+    );
+}
+
+/// A request with a binary body; returns the status and the raw (de-chunked) body.
+fn call_bytes(server: &Server, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rest = &raw[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, rest.to_vec());
+    }
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        rest = &rest[line_end + 2 + size + 2..];
+    }
+    (status, out)
+}
+
+fn diff_records(stream: &[u8]) -> Vec<basalt_core::rbd_diff::DiffRecord> {
+    let mut reader = basalt_core::rbd_diff::DiffReader::new(stream).expect("a diff stream");
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record().expect("valid record") {
+        records.push(r);
+    }
+    records
+}
+
+#[test]
+fn export_and_import_diff_round_trip_through_the_api() {
+    use basalt_core::rbd_diff::{DiffRecord, DiffVersion, DiffWriter};
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let t = Some(token.as_str());
+    for name in ["a", "b"] {
+        let body = json!({"name": name, "pool_name": "rbd", "size": 1u64 << 20});
+        assert_eq!(call(&server, "POST", "/api/block/image", t, Some(body)).0, 201);
+    }
+    // A stream as `rbd export-diff` writes it: grow to 2 MiB, two data extents, end at snapshot s1.
+    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("writer");
+    for record in [
+        DiffRecord::ToSnap("s1".into()),
+        DiffRecord::Size(2 << 20),
+        DiffRecord::Data { offset: 4096, data: vec![7u8; 8192] },
+        DiffRecord::Data { offset: (1 << 20) + 100, data: b"hello".to_vec() },
+    ] {
+        writer.write_record(&record).expect("record");
+    }
+    let stream = writer.finish().expect("finish");
+    let (status, answer) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fa/import_diff", &token, &stream);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let (_, image) = call(&server, "GET", "/api/block/image/rbd%2Fa", t, None);
+    assert_eq!(image["size"], 2u64 << 20);
+    assert_eq!(image["snapshots"][0]["name"], "s1");
+    // Importing the same stream again is refused: the snapshot exists.
+    let (status, _) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fa/import_diff", &token, &stream);
+    assert_eq!(status, 409);
+
+    // A full export from s1 carries exactly the written data; importing it into b makes b equal.
+    let (status, full) = call_bytes(&server, "GET", "/api/block/image/rbd%2Fa/export?snap=s1", &token, b"");
+    assert_eq!(status, 200);
+    let records = diff_records(&full);
+    assert!(records.contains(&DiffRecord::Size(2 << 20)), "{records:?}");
+    let data: Vec<(u64, usize)> = records
+        .iter()
+        .filter_map(|r| match r {
+            DiffRecord::Data { offset, data } => Some((*offset, data.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data, vec![(4096, 8192), ((1 << 20), 4096)], "block-granular extents");
+    let (status, _) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fb/import_diff", &token, &full);
+    assert_eq!(status, 200);
+    let (_, again) = call_bytes(&server, "GET", "/api/block/image/rbd%2Fb/export?snap=s1", &token, b"");
+    assert_eq!(diff_records(&again), records, "the copy exports the same stream");
+
+    // A diff from s1 to the head after another import is only the change.
+    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("writer");
+    writer.write_record(&DiffRecord::FromSnap("s1".into())).expect("from");
+    writer.write_record(&DiffRecord::Size(2 << 20)).expect("size");
+    writer.write_record(&DiffRecord::Zero { offset: 4096, length: 4096 }).expect("zero");
+    let stream = writer.finish().expect("finish");
+    assert_eq!(call_bytes(&server, "POST", "/api/block/image/rbd%2Fa/import_diff", &token, &stream).0, 200);
+    let (_, delta) = call_bytes(&server, "GET", "/api/block/image/rbd%2Fa/export?from_snap=s1", &token, b"");
+    let delta = diff_records(&delta);
+    assert!(delta.contains(&DiffRecord::Zero { offset: 4096, length: 4096 }), "{delta:?}");
+    assert!(!delta.iter().any(|r| matches!(r, DiffRecord::Data { .. })), "{delta:?}");
+    // A stream that does not parse is refused.
+    let (status, _) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fb/import_diff", &token, b"rbd diff v9\n");
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_with_a_clear_message() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let out = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["serve", "--data-dir"])
+        .arg(server.dir.path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--nbd-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .expect("run a second server");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another basalt process"), "{stderr}");
+    // The first server still serves.
+    assert_eq!(call(&server, "GET", "/api/health", None, None).0, 200);
+}
