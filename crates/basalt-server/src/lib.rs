@@ -10,5 +10,6 @@ mod serve;
 pub mod state;
 pub mod store;
 pub mod tasks;
+mod ui;
 
 pub use serve::{ServeConfig, ServeError, serve};

@@ -65,7 +65,7 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/snap/{{snap}}/rollback"), post(snaps::rollback))
         .route(&format!("{image}/snap/{{snap}}/clone"), post(snaps::clone))
         .route(&format!("{image}/snap/{{snap}}/children"), get(snaps::children))
-        .fallback(|| async { ApiError::not_found("no such API route: see docs/API.md") })
+        .fallback(crate::ui::fallback)
         .layer(axum::Extension(origin))
         .with_state(state)
 }
