@@ -39,11 +39,18 @@ pub(crate) async fn fallback(uri: Uri) -> Response {
         Some(file) => (path.to_owned(), file),
         None => match Assets::get("index.html") {
             Some(file) => ("index.html".to_owned(), file),
-            None => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], NOT_BUILT).into_response(),
+            None => {
+                return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], NOT_BUILT)
+                    .into_response();
+            }
         },
     };
     // Hashed assets never change; the page itself must be revalidated so new builds are picked up.
     let cache = if name == "index.html" { "no-cache" } else { "public, max-age=31536000, immutable" };
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type(&name)), (header::CACHE_CONTROL, cache)], file.data.into_owned())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type(&name)), (header::CACHE_CONTROL, cache)],
+        file.data.into_owned(),
+    )
         .into_response()
 }

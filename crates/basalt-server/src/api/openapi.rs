@@ -357,7 +357,7 @@ pub fn document() -> Value {
     })
 }
 
-pub(crate) async fn openapi_json() -> Json<Value> {
+pub(crate) async fn openapi_json(_caller: crate::auth::Caller) -> Json<Value> {
     Json(document())
 }
 
@@ -374,11 +374,24 @@ h1{font-size:1.4rem} .op{border:1px solid #ddd;border-radius:6px;margin:.5rem 0;
 code{background:#f4f4f4;padding:0 .2rem} pre{background:#f7f7f7;padding:.4rem;overflow:auto} .perm{color:#666;font-size:.9em}
 </style></head><body>
 <h1>basalt REST API</h1>
-<p>The machine-readable description is <a href="/api/openapi.json">/api/openapi.json</a>. Log in with
-<code>POST /api/auth</code> and send <code>Authorization: Bearer &lt;token&gt;</code>.</p>
-<div id="ops">loading…</div>
+<p>The machine-readable description is <code>GET /api/openapi.json</code> (with a token). Log in with
+<code>POST /api/auth</code> and send <code>Authorization: Bearer &lt;token&gt;</code>; log in below to read it here.</p>
+<form id="login"><label>User <input name="u" autocomplete="username" value="admin"></label>
+<label>Password <input name="p" type="password" autocomplete="current-password"></label>
+<button>Show the API</button></form>
+<div id="ops"></div>
 <script>
-fetch('/api/openapi.json').then(r => r.json()).then(doc => {
+document.getElementById('login').addEventListener('submit', async ev => {
+  ev.preventDefault();
+  const f = ev.target;
+  const r = await fetch('/api/auth', {method: 'POST', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({username: f.u.value, password: f.p.value})});
+  const auth = await r.json();
+  if (!r.ok) { document.getElementById('ops').textContent = auth.detail; return; }
+  show(auth.token);
+});
+function show(token) {
+fetch('/api/openapi.json', {headers: {Authorization: 'Bearer ' + token}}).then(r => r.json()).then(doc => {
   const root = document.getElementById('ops'); root.textContent = '';
   for (const [path, item] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(item)) {
@@ -397,4 +410,5 @@ fetch('/api/openapi.json').then(r => r.json()).then(doc => {
     }
   }
 }).catch(e => { document.getElementById('ops').textContent = 'cannot load the API description: ' + e; });
+}
 </script></body></html>"#;
