@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod datapath;
 pub mod error;
+pub mod perf;
 mod serve;
 pub mod state;
 pub mod store;

@@ -10,6 +10,8 @@ use basalt_core::{Backend, PoolName, SystemClock};
 use basalt_engine::Engine;
 
 use crate::auth::{Auth, Origin};
+use crate::datapath::{MeteredBackend, Registry};
+use crate::perf::History;
 use crate::state::AppState;
 use crate::store::ServerStore;
 use crate::tasks::Tasks;
@@ -69,7 +71,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
             .map_err(|source| ServeError::Store { dir: dir.clone(), source })?
     };
-    let backend: Arc<dyn Backend> = Arc::new(engine);
+    let registry = Arc::new(Registry::default());
+    let history = Arc::new(History::default());
+    // Everything above the engine (API and data path) sees the metered backend, so all I/O is counted and limited.
+    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(Arc::new(engine), registry.clone()));
     first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     let auth = Auth::new(store.clone());
@@ -82,7 +87,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!(user = "admin", password = %password, file = %path.display(), "created the admin user with a generated password (shown once)");
     }
     let tasks = Tasks::new(store).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-    let state = AppState::new(backend, Arc::new(auth), Arc::new(tasks));
+    let state = AppState::new(backend, Arc::new(auth), Arc::new(tasks), registry.clone(), history.clone());
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -108,6 +113,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(async move {
         let _ = rx2.changed().await;
     });
+    let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, stop_rx.clone()));
     let purge_task = tokio::spawn(purge_expired_trash(state.backend.clone(), stop_rx.clone()));
     let tcp_task = tokio::spawn(async move { tcp_server.await });
     let unix_task = tokio::spawn(async move { unix_server.await });
@@ -116,6 +122,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     state.tasks.cancel_all();
     let _ = stop_tx.send(true);
     let _ = purge_task.await;
+    let _ = sampler_task.await;
     let _ = tcp_task.await;
     let _ = unix_task.await;
     state.tasks.wait_idle().await;

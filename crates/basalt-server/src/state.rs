@@ -5,7 +5,9 @@ use std::sync::Arc;
 use basalt_core::Backend;
 
 use crate::auth::Auth;
+use crate::datapath::Registry;
 use crate::error::{ApiError, ApiResult};
+use crate::perf::History;
 use crate::tasks::Tasks;
 
 /// The shared state of the API.
@@ -17,12 +19,22 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Background tasks.
     pub tasks: Arc<Tasks>,
+    /// Data-path statistics of every image in use.
+    pub registry: Arc<Registry>,
+    /// Performance history.
+    pub history: Arc<History>,
 }
 
 impl AppState {
     /// Bundles the parts.
-    pub fn new(backend: Arc<dyn Backend>, auth: Arc<Auth>, tasks: Arc<Tasks>) -> AppState {
-        AppState { backend, auth, tasks }
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        auth: Arc<Auth>,
+        tasks: Arc<Tasks>,
+        registry: Arc<Registry>,
+        history: Arc<History>,
+    ) -> AppState {
+        AppState { backend, auth, tasks, registry, history }
     }
 
     /// Runs a backend call on the blocking pool and maps its error to the API's.

@@ -96,6 +96,16 @@ pub const OPS: &[Op] = &[
     ),
     op("DELETE", "/api/role/{name}", "Remove a custom role", "user", "delete", 204),
     op("GET", "/api/task", "Running and finished background tasks", "", "", 200),
+    op(
+        "GET",
+        "/api/perf/image/{image_spec}",
+        "IOPS, throughput and latency of one image over ?range= seconds",
+        IMG,
+        "read",
+        200,
+    ),
+    op("GET", "/api/perf/overall", "IOPS, throughput and latency of all images over ?range= seconds", IMG, "read", 200),
+    op("GET", "/api/perf/top", "Busiest images by ?by=iops|throughput|latency over ?window= seconds", IMG, "read", 200),
     op("GET", "/api/pool", "List pools with health, application tags and usage", "pool", "read", 200),
     with_body(
         op("POST", "/api/pool", "Create a pool", "pool", "create", 201),

@@ -1,0 +1,573 @@
+//! What the data path adds around every open image: per-image counters (lock-free atomics), QoS token buckets from
+//! the `rbd_qos_*` options, and the backend wrapper that puts both around each handle it opens.
+//!
+//! The NBD server and the API both get a [`MeteredBackend`], so every byte that reaches an image is counted and
+//! limited in one place, whatever the front end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use basalt_core::config::{ConfigEntry, ConfigLevel};
+use basalt_core::{
+    Backend, BlockExtent, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity, DuEntry,
+    Durability, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, NamespaceInfo, OpenTarget,
+    PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, SnapInfo, SnapName, SnapSpec, Timestamp,
+    TrashEntry, TrashForce, Watcher, ZeroMode,
+};
+
+/// Cumulative counters of one image, updated on the data path without locks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Read operations.
+    pub read_ops: AtomicU64,
+    /// Write operations (writes, discards, zeroing).
+    pub write_ops: AtomicU64,
+    /// Bytes read.
+    pub read_bytes: AtomicU64,
+    /// Bytes written.
+    pub write_bytes: AtomicU64,
+    /// Sum of read latencies, nanoseconds.
+    pub read_latency_ns: AtomicU64,
+    /// Sum of write latencies, nanoseconds.
+    pub write_latency_ns: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Read operations.
+    pub read_ops: u64,
+    /// Write operations.
+    pub write_ops: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Sum of read latencies, nanoseconds.
+    pub read_latency_ns: u64,
+    /// Sum of write latencies, nanoseconds.
+    pub write_latency_ns: u64,
+}
+
+impl Counters {
+    /// Reads every counter.
+    pub fn sample(&self) -> Sample {
+        Sample {
+            read_ops: self.read_ops.load(Ordering::Relaxed),
+            write_ops: self.write_ops.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            write_bytes: self.write_bytes.load(Ordering::Relaxed),
+            read_latency_ns: self.read_latency_ns.load(Ordering::Relaxed),
+            write_latency_ns: self.write_latency_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Sample {
+    /// The difference `self - earlier`, saturating (counters are never reset, but images are re-created).
+    pub fn since(&self, earlier: &Sample) -> Sample {
+        Sample {
+            read_ops: self.read_ops.saturating_sub(earlier.read_ops),
+            write_ops: self.write_ops.saturating_sub(earlier.write_ops),
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+            read_latency_ns: self.read_latency_ns.saturating_sub(earlier.read_latency_ns),
+            write_latency_ns: self.write_latency_ns.saturating_sub(earlier.write_latency_ns),
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Sample) {
+        self.read_ops += other.read_ops;
+        self.write_ops += other.write_ops;
+        self.read_bytes += other.read_bytes;
+        self.write_bytes += other.write_bytes;
+        self.read_latency_ns += other.read_latency_ns;
+        self.write_latency_ns += other.write_latency_ns;
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(limit: u64, burst: u64) -> Bucket {
+        let rate = limit as f64;
+        let burst = if burst == 0 { rate } else { (burst as f64).max(rate) };
+        Bucket { rate, burst, tokens: burst, at: Instant::now() }
+    }
+
+    /// Takes `n` tokens and returns how long to wait before the operation may proceed.
+    fn take(&mut self, n: f64) -> Duration {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        self.tokens -= n;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+    }
+}
+
+/// The QoS limits of one image, from its effective `rbd_qos_*` configuration.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QosLimits {
+    /// Operations per second, all kinds (limit, burst).
+    pub iops: (u64, u64),
+    /// Bytes per second, all kinds.
+    pub bps: (u64, u64),
+    /// Read operations per second.
+    pub read_iops: (u64, u64),
+    /// Read bytes per second.
+    pub read_bps: (u64, u64),
+    /// Write operations per second.
+    pub write_iops: (u64, u64),
+    /// Write bytes per second.
+    pub write_bps: (u64, u64),
+}
+
+impl QosLimits {
+    /// Reads the limits from an image's effective configuration.
+    pub fn from_config(entries: &[ConfigEntry]) -> QosLimits {
+        let get =
+            |name: &str| entries.iter().find(|e| e.name == name).and_then(|e| e.value.parse::<u64>().ok()).unwrap_or(0);
+        let pair = |kind: &str| (get(&format!("rbd_qos_{kind}_limit")), get(&format!("rbd_qos_{kind}_burst")));
+        QosLimits {
+            iops: pair("iops"),
+            bps: pair("bps"),
+            read_iops: pair("read_iops"),
+            read_bps: pair("read_bps"),
+            write_iops: pair("write_iops"),
+            write_bps: pair("write_bps"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    limits: QosLimits,
+    iops: Option<Bucket>,
+    bps: Option<Bucket>,
+    read_iops: Option<Bucket>,
+    read_bps: Option<Bucket>,
+    write_iops: Option<Bucket>,
+    write_bps: Option<Bucket>,
+}
+
+fn bucket(pair: (u64, u64)) -> Option<Bucket> {
+    (pair.0 > 0).then(|| Bucket::new(pair.0, pair.1))
+}
+
+/// The QoS state of one image; limits change without reconnecting.
+#[derive(Debug, Default)]
+pub struct Qos {
+    buckets: Mutex<Buckets>,
+}
+
+/// The direction of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Reads.
+    Read,
+    /// Writes, discards, zeroing.
+    Write,
+}
+
+impl Qos {
+    /// Applies new limits; buckets of unchanged limits keep their state.
+    pub fn set_limits(&self, limits: QosLimits) {
+        let mut b = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if b.limits == limits {
+            return;
+        }
+        *b = Buckets {
+            limits,
+            iops: bucket(limits.iops),
+            bps: bucket(limits.bps),
+            read_iops: bucket(limits.read_iops),
+            read_bps: bucket(limits.read_bps),
+            write_iops: bucket(limits.write_iops),
+            write_bps: bucket(limits.write_bps),
+        };
+    }
+
+    /// Waits (blocking the calling thread, which is a data-path worker) until the operation is within the limits.
+    pub fn admit(&self, dir: Dir, bytes: u64) {
+        let wait = {
+            let mut b = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let bytes = bytes as f64;
+            let mut wait = Duration::ZERO;
+            let mut take = |bucket: &mut Option<Bucket>, n: f64| {
+                if let Some(bucket) = bucket {
+                    wait = wait.max(bucket.take(n));
+                }
+            };
+            take(&mut b.iops, 1.0);
+            take(&mut b.bps, bytes);
+            match dir {
+                Dir::Read => {
+                    take(&mut b.read_iops, 1.0);
+                    take(&mut b.read_bps, bytes);
+                }
+                Dir::Write => {
+                    take(&mut b.write_iops, 1.0);
+                    take(&mut b.write_bps, bytes);
+                }
+            }
+            wait
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Everything the data path keeps per image: counters and QoS.
+#[derive(Debug, Default)]
+pub struct ImageStats {
+    /// Counters.
+    pub counters: Counters,
+    /// QoS.
+    pub qos: Qos,
+}
+
+/// The registry of per-image statistics, keyed by `pool[/ns]/image`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    images: RwLock<HashMap<String, Arc<ImageStats>>>,
+}
+
+impl Registry {
+    /// Returns (creating on first use) the statistics of an image.
+    pub fn image(&self, spec: &ImageSpec) -> Arc<ImageStats> {
+        let key = spec.to_string();
+        if let Some(stats) = self.images.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return stats.clone();
+        }
+        let mut images = self.images.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        images.entry(key).or_default().clone()
+    }
+
+    /// Every image with statistics.
+    pub fn all(&self) -> Vec<(String, Arc<ImageStats>)> {
+        let images = self.images.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<(String, Arc<ImageStats>)> = images.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// An open image whose I/O is counted and limited.
+#[derive(Debug)]
+struct MeteredIo {
+    inner: Box<dyn ImageIo>,
+    stats: Arc<ImageStats>,
+}
+
+impl MeteredIo {
+    fn timed<T>(&self, dir: Dir, bytes: u64, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.stats.qos.admit(dir, bytes);
+        let start = Instant::now();
+        let result = op();
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let c = &self.stats.counters;
+        match dir {
+            Dir::Read => {
+                c.read_ops.fetch_add(1, Ordering::Relaxed);
+                c.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.read_latency_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+            Dir::Write => {
+                c.write_ops.fetch_add(1, Ordering::Relaxed);
+                c.write_bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.write_latency_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+impl ImageIo for MeteredIo {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        self.timed(Dir::Read, len, || self.inner.read(offset, buf))
+    }
+
+    fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
+        self.timed(Dir::Write, data.len() as u64, || self.inner.write(offset, data, durability))
+    }
+
+    fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {
+        // Deallocation moves no data: it counts as an operation, not as bytes.
+        self.timed(Dir::Write, 0, || self.inner.discard(offset, length, durability))
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()> {
+        self.timed(Dir::Write, 0, || self.inner.write_zeroes(offset, length, mode, durability))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
+        self.inner.block_status(offset, length)
+    }
+}
+
+/// A backend whose opened images are counted and limited; every other call goes straight through.
+#[derive(Debug)]
+pub struct MeteredBackend {
+    inner: Arc<dyn Backend>,
+    registry: Arc<Registry>,
+}
+
+impl MeteredBackend {
+    /// Wraps `inner`, recording into `registry`.
+    pub fn new(inner: Arc<dyn Backend>, registry: Arc<Registry>) -> MeteredBackend {
+        MeteredBackend { inner, registry }
+    }
+
+    /// Re-reads the QoS configuration of one image (called when its configuration may have changed).
+    pub fn refresh_qos(&self, spec: &ImageSpec) -> Result<()> {
+        let entries = self.inner.config_list(&ConfigLevel::Image(spec.clone()))?;
+        self.registry.image(spec).qos.set_limits(QosLimits::from_config(&entries));
+        Ok(())
+    }
+
+    /// Re-reads the QoS configuration of every image with statistics.
+    pub fn refresh_all_qos(&self) {
+        for (key, stats) in self.registry.all() {
+            if let Ok(spec) = ImageSpec::parse(&key)
+                && let Ok(entries) = self.inner.config_list(&ConfigLevel::Image(spec))
+            {
+                stats.qos.set_limits(QosLimits::from_config(&entries));
+            }
+        }
+    }
+}
+
+impl Backend for MeteredBackend {
+    fn pool_create(&self, pool: &PoolName) -> Result<()> {
+        self.inner.pool_create(pool)
+    }
+    fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+        self.inner.pool_list()
+    }
+    fn pool_remove(&self, pool: &PoolName) -> Result<()> {
+        self.inner.pool_remove(pool)
+    }
+    fn pool_application_enable(&self, pool: &PoolName, app: &str) -> Result<()> {
+        self.inner.pool_application_enable(pool, app)
+    }
+    fn pool_application_disable(&self, pool: &PoolName, app: &str) -> Result<()> {
+        self.inner.pool_application_disable(pool, app)
+    }
+    fn namespace_create(&self, location: &PoolNs) -> Result<()> {
+        self.inner.namespace_create(location)
+    }
+    fn namespace_list(&self, pool: &PoolName) -> Result<Vec<NamespaceInfo>> {
+        self.inner.namespace_list(pool)
+    }
+    fn namespace_remove(&self, location: &PoolNs) -> Result<()> {
+        self.inner.namespace_remove(location)
+    }
+    fn image_create(&self, spec: &ImageSpec, options: &CreateOptions) -> Result<()> {
+        self.inner.image_create(spec, options)
+    }
+    fn image_list(&self, location: &PoolNs) -> Result<Vec<ImageListEntry>> {
+        self.inner.image_list(location)
+    }
+    fn image_info(&self, spec: &ImageSpec) -> Result<ImageInfo> {
+        self.inner.image_info(spec)
+    }
+    fn image_info_at_snap(&self, spec: &SnapSpec) -> Result<ImageInfo> {
+        self.inner.image_info_at_snap(spec)
+    }
+    fn image_resize(&self, spec: &ImageSpec, size_bytes: u64, policy: ResizePolicy) -> Result<()> {
+        self.inner.image_resize(spec, size_bytes, policy)
+    }
+    fn image_rename(&self, spec: &ImageSpec, new_name: &ImageName) -> Result<()> {
+        self.inner.image_rename(spec, new_name)
+    }
+    fn image_remove(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        self.inner.image_remove(spec, progress)
+    }
+    fn image_copy(&self, src: &ImageSpec, request: &CopyRequest, progress: &Progress) -> Result<()> {
+        self.inner.image_copy(src, request, progress)
+    }
+    fn image_deep_copy(&self, src: &ImageSpec, dest: &ImageSpec, progress: &Progress) -> Result<()> {
+        self.inner.image_deep_copy(src, dest, progress)
+    }
+    fn image_features_enable(&self, spec: &ImageSpec, features: Features) -> Result<()> {
+        self.inner.image_features_enable(spec, features)
+    }
+    fn image_features_disable(&self, spec: &ImageSpec, features: Features) -> Result<()> {
+        self.inner.image_features_disable(spec, features)
+    }
+    fn image_metadata_list(&self, spec: &ImageSpec) -> Result<Vec<(String, String)>> {
+        self.inner.image_metadata_list(spec)
+    }
+    fn image_metadata_set(&self, spec: &ImageSpec, key: &str, value: &str) -> Result<()> {
+        self.inner.image_metadata_set(spec, key, value)
+    }
+    fn image_metadata_remove(&self, spec: &ImageSpec, key: &str) -> Result<()> {
+        self.inner.image_metadata_remove(spec, key)
+    }
+    fn image_watchers(&self, spec: &ImageSpec) -> Result<Vec<Watcher>> {
+        self.inner.image_watchers(spec)
+    }
+    fn config_list(&self, level: &ConfigLevel) -> Result<Vec<ConfigEntry>> {
+        self.inner.config_list(level)
+    }
+    fn config_set(&self, level: &ConfigLevel, name: &str, value: &str) -> Result<()> {
+        self.inner.config_set(level, name, value)?;
+        self.after_config_change(level);
+        Ok(())
+    }
+    fn config_remove(&self, level: &ConfigLevel, name: &str) -> Result<()> {
+        self.inner.config_remove(level, name)?;
+        self.after_config_change(level);
+        Ok(())
+    }
+    fn snap_create(&self, spec: &SnapSpec) -> Result<()> {
+        self.inner.snap_create(spec)
+    }
+    fn snap_list(&self, spec: &ImageSpec) -> Result<Vec<SnapInfo>> {
+        self.inner.snap_list(spec)
+    }
+    fn snap_rename(&self, spec: &SnapSpec, new_name: &SnapName) -> Result<()> {
+        self.inner.snap_rename(spec, new_name)
+    }
+    fn snap_protect(&self, spec: &SnapSpec) -> Result<()> {
+        self.inner.snap_protect(spec)
+    }
+    fn snap_unprotect(&self, spec: &SnapSpec) -> Result<()> {
+        self.inner.snap_unprotect(spec)
+    }
+    fn snap_rollback(&self, spec: &SnapSpec, progress: &Progress) -> Result<()> {
+        self.inner.snap_rollback(spec, progress)
+    }
+    fn snap_remove(&self, spec: &SnapSpec) -> Result<()> {
+        self.inner.snap_remove(spec)
+    }
+    fn snap_purge(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        self.inner.snap_purge(spec, progress)
+    }
+    fn snap_limit_set(&self, spec: &ImageSpec, limit: Option<u64>) -> Result<()> {
+        self.inner.snap_limit_set(spec, limit)
+    }
+    fn snap_children(&self, spec: &SnapSpec) -> Result<Vec<ChildInfo>> {
+        self.inner.snap_children(spec)
+    }
+    fn clone_image(&self, parent: &SnapSpec, child: &ImageSpec, request: &CloneRequest) -> Result<()> {
+        self.inner.clone_image(parent, child, request)
+    }
+    fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
+        self.inner.flatten(spec, progress)
+    }
+    fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String> {
+        self.inner.trash_move(spec, deferment_end)
+    }
+    fn trash_list(&self, location: &PoolNs) -> Result<Vec<TrashEntry>> {
+        self.inner.trash_list(location)
+    }
+    fn trash_restore(&self, location: &PoolNs, id: &str, new_name: Option<&ImageName>) -> Result<()> {
+        self.inner.trash_restore(location, id, new_name)
+    }
+    fn trash_remove(&self, location: &PoolNs, id: &str, force: TrashForce, progress: &Progress) -> Result<()> {
+        self.inner.trash_remove(location, id, force, progress)
+    }
+    fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport> {
+        self.inner.trash_purge(pool, expired_before, progress)
+    }
+    fn du(&self, spec: &ImageSpec) -> Result<Vec<DuEntry>> {
+        self.inner.du(spec)
+    }
+    fn diff(
+        &self,
+        spec: &ImageSpec,
+        from: Option<&SnapName>,
+        to: Option<&SnapName>,
+        granularity: DiffGranularity,
+    ) -> Result<Vec<DiffExtent>> {
+        self.inner.diff(spec, from, to, granularity)
+    }
+    fn open(&self, spec: &ImageSpec, target: &OpenTarget, client: &str) -> Result<Box<dyn ImageIo>> {
+        let inner = self.inner.open(spec, target, client)?;
+        let stats = self.registry.image(spec);
+        let entries = self.inner.config_list(&ConfigLevel::Image(spec.clone()))?;
+        stats.qos.set_limits(QosLimits::from_config(&entries));
+        Ok(Box::new(MeteredIo { inner, stats }))
+    }
+}
+
+impl MeteredBackend {
+    /// A changed image option applies at once; global and pool changes reach every image with statistics.
+    fn after_config_change(&self, level: &ConfigLevel) {
+        match level {
+            ConfigLevel::Image(spec) => {
+                let _ = self.refresh_qos(spec);
+            }
+            _ => self.refresh_all_qos(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_admits_its_burst_then_paces_to_the_rate() {
+        let mut bucket = Bucket::new(100, 0);
+        let mut waited = Duration::ZERO;
+        for _ in 0..100 {
+            waited += bucket.take(1.0);
+        }
+        assert_eq!(waited, Duration::ZERO, "the first second's worth passes at once");
+        let wait = bucket.take(1.0);
+        assert!(wait > Duration::from_millis(5) && wait <= Duration::from_millis(11), "{wait:?}");
+    }
+
+    #[test]
+    fn limits_come_from_the_effective_configuration() {
+        let entries = basalt_core::config::resolve(
+            &[("rbd_qos_iops_limit".into(), "500".into())],
+            &[],
+            &[
+                ("rbd_qos_write_bps_limit".into(), "1048576".into()),
+                ("rbd_qos_write_bps_burst".into(), "2097152".into()),
+            ],
+        );
+        let limits = QosLimits::from_config(&entries);
+        assert_eq!(limits.iops, (500, 0));
+        assert_eq!(limits.write_bps, (1 << 20, 2 << 20));
+        assert_eq!(limits.read_iops, (0, 0));
+    }
+
+    #[test]
+    fn samples_subtract_and_add() {
+        let a = Sample { read_ops: 5, write_bytes: 100, ..Sample::default() };
+        let b = Sample { read_ops: 8, write_bytes: 150, ..Sample::default() };
+        let d = b.since(&a);
+        assert_eq!((d.read_ops, d.write_bytes), (3, 50));
+        let mut total = d;
+        total.add(&d);
+        assert_eq!(total.read_ops, 6);
+    }
+}
