@@ -249,7 +249,8 @@ pub(crate) async fn top(
 /// Prometheus text with Ceph's per-image series (`ceph_rbd_*` with pool, namespace, image labels).
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
-    let families: [(&str, &str, fn(&Sample) -> f64); 6] = [
+    type Family = (&'static str, &'static str, fn(&Sample) -> f64);
+    let families: [Family; 6] = [
         ("ceph_rbd_write_ops", "RBD image writes count", |s| s.write_ops as f64),
         ("ceph_rbd_read_ops", "RBD image reads count", |s| s.read_ops as f64),
         ("ceph_rbd_write_bytes", "RBD image bytes written", |s| s.write_bytes as f64),
