@@ -1,1 +1,30 @@
 //! basalt's data path: an NBD server (fixed newstyle) that serves images and snapshots of any Backend.
+//!
+//! Export names are `pool[/namespace]/image` (the head, read-write, holding the exclusive lock where the image has
+//! that feature) and `pool[/namespace]/image@snapshot` (read-only). The server speaks structured replies (holes
+//! are sent as `OFFSET_HOLE` chunks), `base:allocation` block status, out-of-order replies, FUA/flush, trim,
+//! write-zeroes with fast zero, and cache. TLS, extended headers and QoS are not offered.
+//!
+//! Layout: [`proto`] is the pure wire codec; `handshake` negotiates options; `transmission` runs the
+//! reader → workers (blocking pool) → writer pipeline; `server` accepts clients and shuts down.
+//!
+//! ```no_run
+//! # async fn example(backend: std::sync::Arc<dyn basalt_core::Backend>) -> std::io::Result<()> {
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:10809").await?;
+//! let server = tokio::spawn(basalt_nbd::serve(listener.into(), backend, stopped));
+//! // ... later:
+//! let _ = stop.send(true);
+//! let _ = server.await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod export;
+mod handshake;
+pub mod proto;
+mod server;
+mod transmission;
+
+pub use server::{Limits, Listener, serve, serve_with_limits};

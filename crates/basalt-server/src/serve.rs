@@ -53,6 +53,8 @@ pub enum ServeError {
 
 /// The name of the API socket inside the data directory.
 pub const API_SOCKET: &str = "api.sock";
+/// The name of the NBD socket inside the data directory.
+pub const NBD_SOCKET: &str = "nbd.sock";
 /// The file holding a generated admin password on first start.
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 
@@ -98,7 +100,23 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .map_err(io_err(format!("cannot listen on {}", socket_path.display())))?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err(format!("cannot restrict {}", socket_path.display())))?;
-    tracing::info!(listen = %config.listen, socket = %socket_path.display(), data_dir = %dir.display(), "basalt is serving");
+    let nbd_tcp = tokio::net::TcpListener::bind(config.nbd_listen)
+        .await
+        .map_err(io_err(format!("cannot listen for NBD on {}", config.nbd_listen)))?;
+    let nbd_socket_path = dir.join(NBD_SOCKET);
+    let _ = std::fs::remove_file(&nbd_socket_path);
+    let nbd_unix = tokio::net::UnixListener::bind(&nbd_socket_path)
+        .map_err(io_err(format!("cannot listen for NBD on {}", nbd_socket_path.display())))?;
+    std::fs::set_permissions(&nbd_socket_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("cannot restrict {}", nbd_socket_path.display())))?;
+    tracing::info!(
+        listen = %config.listen,
+        nbd = %config.nbd_listen,
+        socket = %socket_path.display(),
+        nbd_socket = %nbd_socket_path.display(),
+        data_dir = %dir.display(),
+        "basalt is serving"
+    );
 
     let shutdown = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -113,6 +131,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(async move {
         let _ = rx2.changed().await;
     });
+    let nbd_tcp_task = tokio::spawn(basalt_nbd::serve(nbd_tcp.into(), state.backend.clone(), stop_rx.clone()));
+    let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, stop_rx.clone()));
     let purge_task = tokio::spawn(purge_expired_trash(state.backend.clone(), stop_rx.clone()));
     let tcp_task = tokio::spawn(async move { tcp_server.await });
@@ -123,6 +143,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let _ = stop_tx.send(true);
     let _ = purge_task.await;
     let _ = sampler_task.await;
+    let _ = nbd_tcp_task.await;
+    let _ = nbd_unix_task.await;
+    let _ = std::fs::remove_file(&nbd_socket_path);
     let _ = tcp_task.await;
     let _ = unix_task.await;
     state.tasks.wait_idle().await;

@@ -1,0 +1,166 @@
+//! The listener side: accepting TCP and Unix-socket clients, bounding their number, and shutting down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_core::Backend;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::conn::{self, Shared, shutdown_requested};
+
+/// Where the server accepts clients.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP socket (`nbd://host:port/export`); clients are named by their peer address.
+    Tcp(TcpListener),
+    /// A Unix socket (`nbd+unix:///export?socket=PATH`); clients are named `unix`.
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Listener {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(listener: UnixListener) -> Listener {
+        Listener::Unix(listener)
+    }
+}
+
+/// The bounds that keep a server's memory and task count finite whatever its clients send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight; the reader stops reading until one completes.
+    pub max_in_flight_per_connection: usize,
+    /// Payload bytes (write data, read replies) one connection may hold; raised to at least 32 MiB.
+    pub buffer_bytes_per_connection: usize,
+    /// Payload bytes all connections together may hold; raised to at least 32 MiB.
+    pub buffer_bytes_total: usize,
+    /// Time a client has to finish option haggling.
+    pub handshake_timeout: Duration,
+    /// Time connections get to finish in-flight requests after shutdown before they are cut.
+    pub drain_timeout: Duration,
+    /// Time an `NBD_OPT_GO` for a locked image head waits for the lock before it is refused: a client that has
+    /// just disconnected may not be closed yet when its successor connects.
+    pub lock_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 256,
+            max_in_flight_per_connection: 64,
+            buffer_bytes_per_connection: 128 << 20,
+            buffer_bytes_total: 1 << 30,
+            handshake_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Pause after a failed accept (for example EMFILE), so a persistent failure does not spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Serves NBD on `listener` with the default [`Limits`] until `shutdown` turns true (or its sender is dropped).
+///
+/// On shutdown the listener stops accepting, every connection stops reading new requests, answers those in flight,
+/// closes its image (which flushes), and this function returns; connections still busy after
+/// [`Limits::drain_timeout`] are cut.
+pub async fn serve(listener: Listener, backend: Arc<dyn Backend>, shutdown: watch::Receiver<bool>) {
+    serve_with_limits(listener, backend, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with_limits(
+    listener: Listener,
+    backend: Arc<dyn Backend>,
+    mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let connection_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let memory = Arc::new(Semaphore::new(limits.buffer_bytes_total.max(crate::proto::MAX_PAYLOAD_BYTES as usize)));
+    let drain_timeout = limits.drain_timeout;
+    let shared = Arc::new(Shared { backend, limits, memory });
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown_requested(&mut shutdown) => break,
+            // Reap finished connections so the set does not grow with the server's lifetime.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = accept(&listener) => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting an NBD client failed");
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+            tracing::warn!(client, limit = shared.limits.max_connections, "too many NBD connections: refusing one");
+            continue;
+        };
+        tracing::debug!(client, "NBD client connected");
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            match stream {
+                Stream::Tcp(stream) => {
+                    // Replies are already batched per flush; Nagle would only add latency to small ones.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(client, error = %err, "cannot set TCP_NODELAY");
+                    }
+                    // A client that vanished without a FIN would otherwise hold its image (and lock) forever.
+                    if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive()) {
+                        tracing::debug!(client, error = %err, "cannot enable TCP keepalive");
+                    }
+                    let (reader, writer) = stream.into_split();
+                    conn::run(reader, writer, client, shared, shutdown).await;
+                }
+                Stream::Unix(stream) => {
+                    let (reader, writer) = stream.into_split();
+                    conn::run(reader, writer, client, shared, shutdown).await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+        tracing::warn!(remaining = connections.len(), "NBD connections did not finish in time: cutting them");
+        connections.shutdown().await;
+    }
+}
+
+/// Keepalive probes after a minute of silence, every 10 s: a dead peer is noticed within a few minutes.
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10))
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Stream, String)> {
+    match listener {
+        Listener::Tcp(listener) => {
+            let (stream, peer) = listener.accept().await?;
+            Ok((Stream::Tcp(stream), peer.to_string()))
+        }
+        Listener::Unix(listener) => {
+            let (stream, _) = listener.accept().await?;
+            Ok((Stream::Unix(stream), "unix".to_owned()))
+        }
+    }
+}

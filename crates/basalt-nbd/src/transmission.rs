@@ -1,0 +1,550 @@
+//! The transmission phase: a reader task parses requests into a bounded in-flight window, workers on the
+//! blocking pool carry them out against the image, and a writer task sends replies in completion order.
+//!
+//! Memory is bounded three ways: at most `max_in_flight_per_connection` requests per connection, at most
+//! `buffer_bytes_per_connection` payload bytes per connection, and at most `buffer_bytes_total` for the server.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, ImageIo, ZeroMode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::conn::{ConnError, Shared, shutdown_requested};
+use crate::export::ImageHandle;
+use crate::proto::{self, Command, Decision, Descriptor, Negotiated, Request};
+
+/// Size of the write buffer in front of the socket: small replies are batched into one send.
+const WRITE_BUFFER_BYTES: usize = 128 << 10;
+/// Holes shorter than this are sent as zeros inside a data chunk: a chunk per 4 KiB hole costs more than it saves.
+const MIN_HOLE_CHUNK_BYTES: u64 = 64 << 10;
+/// Block status answers at most this much of a request (the spec allows a shorter answer); it bounds the work.
+const BLOCK_STATUS_MAX_BYTES: u64 = 1 << 30;
+/// ... and at most this many descriptors.
+const MAX_DESCRIPTORS: usize = 1 << 16;
+
+/// A reply ready to send, with the permits it holds until it is on the wire.
+struct Reply {
+    bytes: Vec<u8>,
+    _permits: Permits,
+}
+
+/// The in-flight slot and buffer budget of one request.
+struct Permits {
+    _slot: OwnedSemaphorePermit,
+    _connection_bytes: Option<OwnedSemaphorePermit>,
+    _total_bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// What workers share.
+struct Export {
+    io: Arc<dyn ImageIo>,
+    negotiated: Negotiated,
+}
+
+/// Serves requests until the client disconnects, breaks the protocol, or shutdown is requested; in-flight
+/// requests are always completed and answered before returning.
+///
+/// The image is closed (and so flushed and unlocked) before the socket is: a client that saw the connection end
+/// can reopen the image at once.
+pub(crate) async fn run<R, W>(
+    reader: BufReader<R>,
+    writer: W,
+    handle: ImageHandle,
+    negotiated: Negotiated,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    client: &str,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let max_in_flight = shared.limits.max_in_flight_per_connection.max(1);
+    let (tx, rx) = mpsc::channel::<Reply>(max_in_flight);
+    // Aborted if this future is dropped (the server cutting connections after its drain timeout), so a writer
+    // stuck on a client that stopped reading does not outlive its connection.
+    let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(writer, rx)));
+    let export = Arc::new(Export { io: handle.io(), negotiated });
+    let mut reader_task = Box::pin(read_requests(reader, tx, export, shared, shutdown, client));
+    let read_result = tokio::select! {
+        result = &mut reader_task => result,
+        written = &mut writer_task.0 => {
+            // The writer only stops early when the socket failed: stop reading too.
+            drop(reader_task);
+            handle.close().await;
+            return match written {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.into()),
+                Err(join) => Err(ConnError::Refused(format!("reply writer failed: {join}"))),
+            };
+        }
+    };
+    // Dropping the reader drops its sender; the writer ends once every worker has sent its reply.
+    drop(reader_task);
+    let written = (&mut writer_task.0).await;
+    handle.close().await;
+    let write_result = match written {
+        Ok(Ok(mut writer)) => writer.shutdown().await.map_err(ConnError::from),
+        Ok(Err(err)) => Err(err.into()),
+        Err(join) => Err(ConnError::Refused(format!("reply writer failed: {join}"))),
+    };
+    read_result.and(write_result)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends replies as workers finish them; returns the flushed writer once every sender is gone.
+async fn write_replies<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<Reply>,
+) -> std::io::Result<BufWriter<W>> {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    while let Some(reply) = rx.recv().await {
+        out.write_all(&reply.bytes).await?;
+        drop(reply);
+        // Batch whatever else is ready into the same flush.
+        while let Ok(reply) = rx.try_recv() {
+            out.write_all(&reply.bytes).await?;
+        }
+        out.flush().await?;
+    }
+    Ok(out)
+}
+
+async fn read_requests<R: AsyncRead + Unpin>(
+    mut reader: BufReader<R>,
+    tx: mpsc::Sender<Reply>,
+    export: Arc<Export>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    client: &str,
+) -> Result<(), ConnError> {
+    let limits = &shared.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_in_flight_per_connection.max(1)));
+    let connection_bytes =
+        Arc::new(Semaphore::new(limits.buffer_bytes_per_connection.max(proto::MAX_PAYLOAD_BYTES as usize)));
+    loop {
+        let mut header_bytes = [0u8; proto::REQUEST_HEADER_LEN];
+        tokio::select! {
+            biased;
+            () = shutdown_requested(&mut shutdown) => {
+                // Stop taking requests; those in flight complete and are answered before the socket closes.
+                tracing::info!(client, "shutting down: closing the connection after in-flight requests");
+                return Ok(());
+            }
+            read = reader.read_exact(&mut header_bytes) => match read {
+                Ok(_) => {}
+                // A client that closes without NBD_CMD_DISC has still ended the session.
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(err) => return Err(err.into()),
+            },
+        }
+        let header = proto::parse_request_header(&header_bytes)?;
+        let decision = proto::decode_request(&header, &export.negotiated)?;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Err(ConnError::Refused("in-flight window closed".into()));
+        };
+        match decision {
+            Decision::Disconnect => return Ok(()),
+            Decision::Reject { cookie, error, message } => {
+                skip_payload(&mut reader, proto::payload_len(&header)).await?;
+                tracing::debug!(client, command = header.command, error, message, "request refused");
+                let bytes = error_reply(export.negotiated.structured, cookie, error, &message);
+                let permits = Permits { _slot: slot, _connection_bytes: None, _total_bytes: None };
+                if tx.send(Reply { bytes, _permits: permits }).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Decision::Execute(request) => {
+                let buffered = match request.command {
+                    Command::Read | Command::Write => request.length,
+                    _ => 0,
+                };
+                let permits = Permits {
+                    _slot: slot,
+                    _connection_bytes: acquire_bytes(&connection_bytes, buffered).await?,
+                    _total_bytes: acquire_bytes(&shared.memory, buffered).await?,
+                };
+                let payload = if request.command == Command::Write {
+                    let mut payload = vec![0u8; request.length as usize];
+                    reader.read_exact(&mut payload).await?;
+                    payload
+                } else {
+                    Vec::new()
+                };
+                let export = export.clone();
+                let tx = tx.clone();
+                // The worker owns its reply channel; the join handle is not needed.
+                drop(tokio::task::spawn_blocking(move || {
+                    let bytes = match std::panic::catch_unwind(AssertUnwindSafe(|| execute(&export, &request, payload)))
+                    {
+                        Ok(bytes) => bytes,
+                        Err(_) => {
+                            tracing::error!(command = ?request.command, "a request panicked in the backend");
+                            error_reply(export.negotiated.structured, request.cookie, proto::EIO, "internal error")
+                        }
+                    };
+                    // An error means the writer is gone with the connection; nobody is left to answer.
+                    let _ = tx.blocking_send(Reply { bytes, _permits: permits });
+                }));
+            }
+        }
+    }
+}
+
+async fn acquire_bytes(budget: &Arc<Semaphore>, bytes: u32) -> Result<Option<OwnedSemaphorePermit>, ConnError> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    match budget.clone().acquire_many_owned(bytes).await {
+        Ok(permit) => Ok(Some(permit)),
+        Err(_) => Err(ConnError::Refused("buffer budget closed".into())),
+    }
+}
+
+/// Reads and discards a refused write's payload, so the next request header is found where it should be.
+async fn skip_payload<R: AsyncRead + Unpin>(reader: &mut R, length: u32) -> Result<(), ConnError> {
+    let mut remaining = u64::from(length);
+    let mut scratch = [0u8; 8192];
+    while remaining > 0 {
+        let n = remaining.min(scratch.len() as u64) as usize;
+        reader.read_exact(&mut scratch[..n]).await?;
+        remaining -= n as u64;
+    }
+    Ok(())
+}
+
+// --- workers (blocking) --------------------------------------------------------------------------------------------
+
+/// Maps a backend error kind to an NBD error value.
+pub(crate) fn nbd_error(kind: ErrorKind) -> u32 {
+    match kind {
+        ErrorKind::NotPermitted | ErrorKind::ReadOnly => proto::EPERM,
+        ErrorKind::NoSpace | ErrorKind::QuotaExceeded => proto::ENOSPC,
+        ErrorKind::InvalidArgument | ErrorKind::OutOfRange | ErrorKind::OutOfDomain => proto::EINVAL,
+        ErrorKind::NotSupported | ErrorKind::NotImplemented => proto::ENOTSUP,
+        _ => proto::EIO,
+    }
+}
+
+/// An error reply: a structured error chunk with a message when allowed, else a simple reply.
+fn error_reply(structured: bool, cookie: u64, error: u32, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(proto::CHUNK_HEADER_LEN + 6 + message.len());
+    if structured {
+        proto::error_chunk(&mut out, cookie, error, message);
+    } else {
+        proto::simple_reply(&mut out, cookie, error);
+    }
+    out
+}
+
+fn backend_error_reply(structured: bool, cookie: u64, err: &basalt_core::Error) -> Vec<u8> {
+    error_reply(structured, cookie, nbd_error(err.kind()), err.message())
+}
+
+/// Carries out one request and returns the encoded reply.
+fn execute(export: &Export, request: &Request, payload: Vec<u8>) -> Vec<u8> {
+    let io = &*export.io;
+    let structured = export.negotiated.structured;
+    let cookie = request.cookie;
+    let length = u64::from(request.length);
+    if request.command != Command::Flush {
+        let size = io.size_bytes();
+        if request.offset.checked_add(length).is_none_or(|end| end > size) {
+            // The spec asks for ENOSPC on writes past the end and EINVAL on other out-of-range requests.
+            let error = match request.command {
+                Command::Write | Command::Trim | Command::WriteZeroes => proto::ENOSPC,
+                _ => proto::EINVAL,
+            };
+            let message = format!(
+                "request at offset {} length {} is beyond the end of the export ({size} bytes)",
+                request.offset, request.length
+            );
+            return error_reply(structured, cookie, error, &message);
+        }
+    }
+    let durability = if request.has(proto::CMD_FLAG_FUA) { Durability::ForceUnitAccess } else { Durability::Buffered };
+    let result = match request.command {
+        Command::Read => return read_reply(io, request, structured),
+        Command::BlockStatus => return block_status_reply(io, request),
+        Command::Write if length == 0 => Ok(()),
+        Command::Write => io.write(request.offset, &payload, durability),
+        Command::Flush => io.flush(),
+        Command::Trim | Command::WriteZeroes if length == 0 => Ok(()),
+        Command::Trim => io.discard(request.offset, length, durability),
+        Command::WriteZeroes => {
+            let no_hole = request.has(proto::CMD_FLAG_NO_HOLE);
+            if no_hole && request.has(proto::CMD_FLAG_FAST_ZERO) {
+                // Keeping the range allocated means writing zeros block by block: not fast.
+                let message = "zeroing without punching holes writes every byte and is not fast";
+                return error_reply(structured, cookie, proto::ENOTSUP, message);
+            }
+            let mode = if no_hole { ZeroMode::KeepAllocated } else { ZeroMode::MayUnmap };
+            io.write_zeroes(request.offset, length, mode, durability)
+        }
+        // Reads are served from the engine's own cache and disk; there is nothing useful to prefetch.
+        Command::Cache => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            let mut out = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
+            proto::simple_reply(&mut out, cookie, 0);
+            out
+        }
+        Err(err) => backend_error_reply(structured, cookie, &err),
+    }
+}
+
+/// A piece of a structured read reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadChunk {
+    /// Image offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// True for an `OFFSET_HOLE` chunk, false for `OFFSET_DATA`.
+    pub hole: bool,
+}
+
+/// Splits the read of `[offset, offset + length)` into data and hole chunks from the block status `extents`.
+///
+/// Ranges the extents do not cover are read as data. Short holes are folded into data; with `dont_fragment`
+/// there is exactly one chunk, a hole only if the whole range is one.
+pub(crate) fn plan_read(offset: u64, length: u64, extents: &[BlockExtent], dont_fragment: bool) -> Vec<ReadChunk> {
+    let end = offset + length;
+    let mut spans: Vec<ReadChunk> = Vec::new();
+    let push = |spans: &mut Vec<ReadChunk>, chunk: ReadChunk| match spans.last_mut() {
+        Some(last) if last.hole == chunk.hole && last.offset + last.length == chunk.offset => {
+            last.length += chunk.length;
+        }
+        _ => spans.push(chunk),
+    };
+    let mut at = offset;
+    for extent in extents {
+        let start = extent.offset.max(at);
+        let stop = extent.offset.saturating_add(extent.length).min(end);
+        if stop <= start {
+            continue;
+        }
+        if start > at {
+            push(&mut spans, ReadChunk { offset: at, length: start - at, hole: false });
+        }
+        push(&mut spans, ReadChunk { offset: start, length: stop - start, hole: extent.state == BlockState::Hole });
+        at = stop;
+    }
+    if at < end {
+        push(&mut spans, ReadChunk { offset: at, length: end - at, hole: false });
+    }
+    if spans.len() == 1 || spans.iter().all(|s| s.hole) {
+        return vec![ReadChunk { offset, length, hole: spans.first().is_some_and(|s| s.hole) }];
+    }
+    if dont_fragment {
+        return vec![ReadChunk { offset, length, hole: false }];
+    }
+    let mut chunks = Vec::with_capacity(spans.len());
+    for span in spans {
+        let hole = span.hole && span.length >= MIN_HOLE_CHUNK_BYTES;
+        push(&mut chunks, ReadChunk { hole, ..span });
+    }
+    chunks
+}
+
+fn read_reply(io: &dyn ImageIo, request: &Request, structured: bool) -> Vec<u8> {
+    let cookie = request.cookie;
+    let length = request.length as usize;
+    if !structured {
+        // Built in place: header, then the data read straight into the reply buffer.
+        let mut out = vec![0u8; proto::SIMPLE_REPLY_LEN + length];
+        return match io.read(request.offset, &mut out[proto::SIMPLE_REPLY_LEN..]) {
+            Ok(()) => {
+                proto::put_simple_reply(&mut out, cookie, 0);
+                out
+            }
+            Err(err) => backend_error_reply(false, cookie, &err),
+        };
+    }
+    if length == 0 {
+        let mut out = Vec::with_capacity(proto::CHUNK_HEADER_LEN);
+        proto::none_chunk(&mut out, cookie);
+        return out;
+    }
+    // Without block status the whole range is read as data, which is always correct.
+    let extents = io.block_status(request.offset, u64::from(request.length)).unwrap_or_default();
+    let chunks = plan_read(request.offset, u64::from(request.length), &extents, request.has(proto::CMD_FLAG_DF));
+    let total: usize =
+        chunks.iter().map(|c| proto::CHUNK_HEADER_LEN + if c.hole { 12 } else { 8 + c.length as usize }).sum();
+    let mut out = vec![0u8; total];
+    let mut at = 0usize;
+    let last = chunks.len() - 1;
+    for (index, chunk) in chunks.iter().enumerate() {
+        let flags = if index == last { proto::REPLY_FLAG_DONE } else { 0 };
+        let body = at + proto::CHUNK_HEADER_LEN;
+        // Chunk lengths fit: a read is at most MAX_PAYLOAD_BYTES.
+        let chunk_len = chunk.length as u32;
+        if chunk.hole {
+            proto::put_chunk_header(&mut out[at..], flags, proto::REPLY_TYPE_OFFSET_HOLE, cookie, 12);
+            out[body..body + 8].copy_from_slice(&chunk.offset.to_be_bytes());
+            out[body + 8..body + 12].copy_from_slice(&chunk_len.to_be_bytes());
+            at = body + 12;
+        } else {
+            proto::put_chunk_header(&mut out[at..], flags, proto::REPLY_TYPE_OFFSET_DATA, cookie, 8 + chunk_len);
+            out[body..body + 8].copy_from_slice(&chunk.offset.to_be_bytes());
+            let data = body + 8..body + 8 + chunk.length as usize;
+            if let Err(err) = io.read(chunk.offset, &mut out[data.clone()]) {
+                // Nothing was sent yet, so the whole reply becomes one error chunk.
+                return backend_error_reply(true, cookie, &err);
+            }
+            at = data.end;
+        }
+    }
+    debug_assert_eq!(at, total);
+    out
+}
+
+/// Turns block status extents into `base:allocation` descriptors covering at most `[offset, offset + length)`.
+pub(crate) fn descriptors(offset: u64, length: u64, extents: &[BlockExtent], req_one: bool) -> Vec<Descriptor> {
+    let end = offset + length;
+    let mut out: Vec<Descriptor> = Vec::new();
+    let mut at = offset;
+    let push = |out: &mut Vec<Descriptor>, len: u64, flags: u32| {
+        // Lengths fit in u32: the range is at most a request's u32 length.
+        let len = len as u32;
+        match out.last_mut() {
+            Some(last) if last.flags == flags => last.length += len,
+            _ => out.push(Descriptor { length: len, flags }),
+        }
+    };
+    for extent in extents {
+        if out.len() >= MAX_DESCRIPTORS {
+            break;
+        }
+        let start = extent.offset.max(at);
+        let stop = extent.offset.saturating_add(extent.length).min(end);
+        if stop <= start {
+            continue;
+        }
+        if start > at {
+            // Status unknown: zero flags claim nothing.
+            push(&mut out, start - at, 0);
+        }
+        let flags = match extent.state {
+            BlockState::Hole => proto::STATE_HOLE | proto::STATE_ZERO,
+            BlockState::Data => 0,
+        };
+        push(&mut out, stop - start, flags);
+        at = stop;
+    }
+    if out.is_empty() {
+        out.push(Descriptor { length: length as u32, flags: 0 });
+    }
+    if req_one {
+        out.truncate(1);
+    }
+    out
+}
+
+fn block_status_reply(io: &dyn ImageIo, request: &Request) -> Vec<u8> {
+    let length = u64::from(request.length).min(BLOCK_STATUS_MAX_BYTES);
+    match io.block_status(request.offset, length) {
+        Ok(extents) => {
+            let descriptors = descriptors(request.offset, length, &extents, request.has(proto::CMD_FLAG_REQ_ONE));
+            let mut out = Vec::with_capacity(proto::CHUNK_HEADER_LEN + 4 + 8 * descriptors.len());
+            proto::block_status_chunk(&mut out, request.cookie, crate::handshake::BASE_ALLOCATION_ID, &descriptors);
+            out
+        }
+        Err(err) => backend_error_reply(true, request.cookie, &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(offset: u64, length: u64, hole: bool) -> BlockExtent {
+        BlockExtent { offset, length, state: if hole { BlockState::Hole } else { BlockState::Data } }
+    }
+
+    fn chunk(offset: u64, length: u64, hole: bool) -> ReadChunk {
+        ReadChunk { offset, length, hole }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn reads_of_holes_are_one_hole_chunk() {
+        assert_eq!(plan_read(4096, 4096, &[extent(4096, 4096, true)], false), [chunk(4096, 4096, true)]);
+        assert_eq!(plan_read(0, MIB, &[extent(0, MIB, true)], true), [chunk(0, MIB, true)]);
+    }
+
+    #[test]
+    fn large_holes_become_hole_chunks_and_small_ones_data() {
+        let extents = [
+            extent(0, 4096, false),
+            extent(4096, 4096, true),
+            extent(8192, MIB, true),
+            extent(8192 + MIB, 4096, false),
+        ];
+        // Both hole extents merge into one span longer than the minimum.
+        assert_eq!(
+            plan_read(0, 2 * 4096 + MIB + 4096, &extents, false),
+            [chunk(0, 4096, false), chunk(4096, 4096 + MIB, true), chunk(8192 + MIB, 4096, false)]
+        );
+        let extents = [extent(0, 4096, false), extent(4096, 4096, true), extent(8192, 4096, false)];
+        assert_eq!(plan_read(0, 3 * 4096, &extents, false), [chunk(0, 3 * 4096, false)]);
+    }
+
+    #[test]
+    fn dont_fragment_sends_one_data_chunk_for_mixed_ranges() {
+        let extents = [extent(0, MIB, true), extent(MIB, 4096, false)];
+        assert_eq!(plan_read(0, MIB + 4096, &extents, true), [chunk(0, MIB + 4096, false)]);
+    }
+
+    #[test]
+    fn uncovered_ranges_are_read_as_data_and_extents_are_clipped() {
+        // The extents start before and end after the request, and leave a gap.
+        let extents = [extent(0, 2 * MIB, true), extent(3 * MIB, 4 * MIB, true)];
+        assert_eq!(
+            plan_read(MIB, 3 * MIB, &extents, false),
+            [chunk(MIB, MIB, true), chunk(2 * MIB, MIB, false), chunk(3 * MIB, MIB, true)]
+        );
+        assert_eq!(plan_read(100, 50, &[], false), [chunk(100, 50, false)]);
+    }
+
+    #[test]
+    fn descriptors_mark_holes_as_zero_and_honour_req_one() {
+        let extents = [extent(0, 4096, false), extent(4096, 8192, true), extent(12288, 4096, true)];
+        let all = descriptors(0, 16384, &extents, false);
+        assert_eq!(
+            all,
+            [
+                Descriptor { length: 4096, flags: 0 },
+                Descriptor { length: 12288, flags: proto::STATE_HOLE | proto::STATE_ZERO }
+            ]
+        );
+        assert_eq!(descriptors(0, 16384, &extents, true), [Descriptor { length: 4096, flags: 0 }]);
+        assert_eq!(descriptors(0, 100, &[], false), [Descriptor { length: 100, flags: 0 }]);
+        // Clipped to the request.
+        assert_eq!(descriptors(4096, 100, &extents, false), [Descriptor { length: 100, flags: 3 }]);
+    }
+
+    #[test]
+    fn backend_errors_map_to_nbd_errors() {
+        assert_eq!(nbd_error(ErrorKind::ReadOnly), proto::EPERM);
+        assert_eq!(nbd_error(ErrorKind::NotPermitted), proto::EPERM);
+        assert_eq!(nbd_error(ErrorKind::NoSpace), proto::ENOSPC);
+        assert_eq!(nbd_error(ErrorKind::QuotaExceeded), proto::ENOSPC);
+        assert_eq!(nbd_error(ErrorKind::InvalidArgument), proto::EINVAL);
+        assert_eq!(nbd_error(ErrorKind::NotSupported), proto::ENOTSUP);
+        assert_eq!(nbd_error(ErrorKind::Io), proto::EIO);
+        assert_eq!(nbd_error(ErrorKind::Busy), proto::EIO);
+    }
+}
