@@ -35,10 +35,8 @@ struct Series {
 
 impl Series {
     fn push(&mut self, now: u64, current: Sample) {
-        let delta = match self.last {
-            Some(last) => current.since(&last),
-            None => Sample::default(),
-        };
+        // Counters start at zero when an image is first opened, so the first sample is all new activity.
+        let delta = current.since(&self.last.unwrap_or_default());
         self.last = Some(current);
         self.fine.push_back((now, delta));
         while self.fine.len() > FINE_POINTS {
@@ -311,10 +309,9 @@ mod tests {
         }
         let fine = series.points(0, 1);
         assert_eq!(fine.len(), 180);
-        assert_eq!(fine[0].1.write_ops, 0, "the first sample has no earlier one to compare with");
-        assert!(fine[1..].iter().all(|(_, s)| s.write_ops == 10));
+        assert!(fine.iter().all(|(_, s)| s.write_ops == 10), "counters start at zero, so every delta is 10");
         let coarse = series.points(0, 60);
-        assert_eq!(coarse.iter().map(|(_, s)| s.write_ops).sum::<u64>(), 1790);
+        assert_eq!(coarse.iter().map(|(_, s)| s.write_ops).sum::<u64>(), 1800);
         assert!(coarse.iter().all(|(t, _)| t % 60 == 0));
     }
 }

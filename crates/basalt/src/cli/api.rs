@@ -39,7 +39,7 @@ impl Api {
     /// the API's `detail` and an exit code from its `code`.
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
         let payload = body.map(serde_json::to_vec).transpose().context("encoding the request")?;
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = self.auth_header();
         let mut headers: Vec<(&str, &str)> = vec![("Accept", "application/json")];
         if payload.is_some() {
             headers.push(("Content-Type", "application/json"));
@@ -55,8 +55,10 @@ impl Api {
         let json = if response.body.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_slice(&response.body)
-                .map_err(|e| Failure::new(1, format!("the server's answer to {method} {path} is not JSON: {e}")))?
+            serde_json::from_slice(&response.body).map_err(|e| {
+                let kind = response.header("content-type").unwrap_or("no content type");
+                Failure::new(1, format!("the server's answer to {method} {path} is not JSON ({kind}): {e}"))
+            })?
         };
         Ok(Reply { status: response.status, json })
     }
@@ -70,6 +72,86 @@ impl Api {
     /// GET as raw JSON (for `--format json`, which prints the API's objects unchanged).
     pub fn get_value(&self, path: &str) -> Result<Value> {
         Ok(self.send("GET", path, None)?.json)
+    }
+
+    /// The Authorization header value, when there is a token.
+    fn auth_header(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    /// A progress line for a transfer, drawn only when progress is wanted and stderr is a terminal.
+    pub fn progress(&self, label: &str) -> Progress {
+        Progress::new(label, self.progress && std::io::stderr().is_terminal())
+    }
+
+    /// A GET whose body is read as it arrives (image exports). A non-2xx answer becomes a [`Failure`] as in
+    /// [`Api::send`], before any of the body is handed out.
+    pub fn download(&self, path: &str) -> Result<http::StreamingResponse> {
+        let auth = self.auth_header();
+        let mut headers: Vec<(&str, &str)> = vec![("Accept", "application/octet-stream, application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        let response =
+            http::open(&self.endpoint, "GET", path, &headers, None).map_err(|e| self.transport_failure(e))?;
+        if !(200..300).contains(&response.status) {
+            let status = response.status;
+            let body = response.into_body().map_err(|e| self.transport_failure(e))?;
+            return Err(self.status_failure(status, &body).into());
+        }
+        // A server without this call may answer with its web page instead (200, text/html).
+        let kind = response.header("content-type").unwrap_or_default();
+        if !kind.starts_with("application/octet-stream") {
+            let kind = if kind.is_empty() { "no content type" } else { kind };
+            return Err(
+                Failure::new(1, format!("the server's answer to GET {path} is not a data stream ({kind})")).into()
+            );
+        }
+        Ok(response)
+    }
+
+    /// A POST whose body `write_body` produces as it goes (image imports); `length` is the body's exact size when
+    /// known. Returns the JSON answer. When the server refuses part way, its answer is the failure, not the broken
+    /// write that followed; when `write_body` fails on its own side (a file that cannot be read), the request is
+    /// abandoned unfinished, so the server never takes the partial body for a complete one.
+    pub fn upload(
+        &self,
+        path: &str,
+        length: Option<u64>,
+        write_body: impl FnOnce(&mut http::Upload) -> Result<()>,
+    ) -> Result<Value> {
+        let auth = self.auth_header();
+        let mut headers: Vec<(&str, &str)> =
+            vec![("Accept", "application/json"), ("Content-Type", "application/octet-stream")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        let mut upload =
+            http::upload(&self.endpoint, "POST", path, &headers, length).map_err(|e| self.transport_failure(e))?;
+        let produced = write_body(&mut upload);
+        let broken = upload.broken();
+        let answer = upload.finish(produced.is_ok());
+        let response = match (produced, answer) {
+            (Ok(()), answer) => answer.map_err(|e| self.transport_failure(e))?,
+            // The server's refusal explains the broken connection.
+            (Err(_), Ok(response)) if broken && !(200..300).contains(&response.status) => response,
+            (Err(e), _) => {
+                // A write refused by the connection reads best as a transport failure; anything else is ours.
+                return Err(if broken && e.downcast_ref::<Failure>().is_none() {
+                    Failure::new(1, format!("talking to the basalt server at {}: {e:#}", self.endpoint)).into()
+                } else {
+                    e
+                });
+            }
+        };
+        if !(200..300).contains(&response.status) {
+            return Err(self.status_failure(response.status, &response.body).into());
+        }
+        if response.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&response.body)
+            .map_err(|e| Failure::new(1, format!("the server's answer to POST {path} is not JSON: {e}")).into())
     }
 
     /// A call without a progress line; should it answer 202 with a task, the task is still waited for.
@@ -226,15 +308,22 @@ pub fn decode<T: DeserializeOwned>(json: Value, what: &str) -> Result<T> {
 
 /// A `\r`-redrawn progress line on stderr, like rbd's; silent unless stderr is a terminal.
 #[derive(Debug)]
-struct Progress {
+pub struct Progress {
     label: String,
     enabled: bool,
     last: Option<u64>,
 }
 
 impl Progress {
-    fn new(label: &str, enabled: bool) -> Progress {
+    /// A progress line labelled `label`; silent when not `enabled`.
+    pub fn new(label: &str, enabled: bool) -> Progress {
         Progress { label: label.to_owned(), enabled, last: None }
+    }
+
+    /// Shows `done` of `total` as a percentage (nothing is known of an empty total: it shows 0%).
+    pub fn update_bytes(&mut self, done: u64, total: u64) {
+        let percent = if total == 0 { 0 } else { u128::from(done) * 100 / u128::from(total) };
+        self.update(u64::try_from(percent).unwrap_or(100));
     }
 
     fn update(&mut self, percent: u64) {
@@ -247,14 +336,15 @@ impl Progress {
         }
     }
 
-    fn done(&mut self) {
+    /// Ends the line with `done.`, as rbd does on success.
+    pub fn done(&mut self) {
         if self.enabled {
             eprintln!("\r{}: 100% complete...done.", self.label);
         }
     }
 
     /// Erases the line so a failure prints as the only line.
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         if self.enabled {
             let mut err = std::io::stderr();
             let _ = write!(err, "\r\x1b[K");

@@ -14,6 +14,7 @@ mod output;
 mod serve;
 mod snap;
 mod spec;
+mod transfer;
 mod trash;
 
 use std::path::PathBuf;
@@ -107,6 +108,14 @@ enum Command {
     Du(DuArgs),
     /// List the extents that changed since a snapshot (or since creation)
     Diff(DiffArgs),
+    /// Write an image (or a snapshot) to a raw file, sparse, or to stdout: export SPEC[@SNAP] FILE|-
+    Export(ExportArgs),
+    /// Create a thin image from a raw file or stdin: import FILE|- [DEST_SPEC]
+    Import(ImportArgs),
+    /// Write the changes between two snapshots as an rbd diff stream: export-diff [--from-snap S] SPEC[@SNAP] FILE|-
+    ExportDiff(ExportDiffArgs),
+    /// Apply an rbd diff stream to an image, then create its end snapshot: import-diff FILE|- SPEC
+    ImportDiff(ImportDiffArgs),
     /// Snapshot commands
     Snap {
         #[command(subcommand)]
@@ -269,6 +278,106 @@ struct DiffArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+}
+
+/// The source of `export` and `export-diff`: `SPEC FILE`, or just `FILE` with `--image`, or just `SPEC` with
+/// `--path`, as rbd takes them.
+#[derive(Args, Debug, Clone, Default)]
+struct ExportSource {
+    /// The image or snapshot: [pool/[namespace/]]image[@snap]
+    #[arg(value_name = "SPEC")]
+    first: Option<String>,
+    /// The file to write, or '-' for stdout
+    #[arg(value_name = "FILE")]
+    second: Option<String>,
+    /// Pool of the image
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace of the image
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image name
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Snapshot name
+    #[arg(long, value_name = "SNAP")]
+    snap: Option<String>,
+    /// The file to write, or '-' for stdout (instead of the positional one)
+    #[arg(long, value_name = "FILE")]
+    path: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    #[command(flatten)]
+    source: ExportSource,
+}
+
+#[derive(Args, Debug)]
+struct ExportDiffArgs {
+    #[command(flatten)]
+    source: ExportSource,
+    /// The snapshot the changes start from (from an empty image when absent)
+    #[arg(long, value_name = "SNAP")]
+    from_snap: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The file to read, or '-' for stdin
+    #[arg(value_name = "FILE")]
+    first: Option<String>,
+    /// The new image: [pool/[namespace/]]image (default: the file's name, in pool rbd)
+    #[arg(value_name = "DEST_SPEC")]
+    second: Option<String>,
+    /// The file to read, or '-' for stdin (instead of the positional one)
+    #[arg(long, value_name = "FILE")]
+    path: Option<String>,
+    /// Destination image name (or full spec)
+    #[arg(long = "dest", value_name = "DEST")]
+    dest: Option<String>,
+    /// Destination pool
+    #[arg(long, value_name = "POOL")]
+    dest_pool: Option<String>,
+    /// Destination namespace
+    #[arg(long, value_name = "NAMESPACE")]
+    dest_namespace: Option<String>,
+    /// Destination pool (rbd's older spelling of --dest-pool)
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// Pool for the data objects
+    #[arg(long, value_name = "POOL")]
+    data_pool: Option<String>,
+    /// Smallest run of zeros left out of the image, so it stays thin (a power of two, 4K to 4M; default 4K)
+    #[arg(long, value_name = "SIZE")]
+    sparse_size: Option<String>,
+    /// Expected size of the data on stdin, for the progress line and a first guess at the image size
+    #[arg(long, value_name = "SIZE")]
+    estimated_size: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImportDiffArgs {
+    /// The diff stream to read, or '-' for stdin
+    #[arg(value_name = "FILE")]
+    first: Option<String>,
+    /// The image to apply it to: [pool/[namespace/]]image
+    #[arg(value_name = "IMAGE_SPEC")]
+    second: Option<String>,
+    /// The diff stream to read, or '-' for stdin (instead of the positional one)
+    #[arg(long, value_name = "FILE")]
+    path: Option<String>,
+    /// Pool of the image
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace of the image
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Image name
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -677,6 +786,10 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Flatten(a) => image::flatten(api, &a.image),
         Command::Du(a) => image::du(api, &a),
         Command::Diff(a) => image::diff(api, &a),
+        Command::Export(a) => transfer::export(api, &a),
+        Command::Import(a) => transfer::import(api, &a),
+        Command::ExportDiff(a) => transfer::export_diff(api, &a),
+        Command::ImportDiff(a) => transfer::import_diff(api, &a),
         Command::Feature { command } => image::feature(api, &command),
         Command::Snap { command } => snap::run(api, &command),
         Command::Clone(a) => snap::clone(api, &a),
@@ -715,6 +828,12 @@ mod tests {
             &["basalt", "snap", "limit", "set", "--limit", "3", "vm"],
             &["basalt", "pool", "application", "enable", "p", "rbd"],
             &["basalt", "feature", "enable", "vm", "exclusive-lock", "object-map"],
+            &["basalt", "export", "--snap", "s", "rbd/vm", "-"],
+            &["basalt", "export", "--image", "vm", "out.img", "--no-progress"],
+            &["basalt", "export-diff", "--from-snap", "a", "vm@b", "d.diff"],
+            &["basalt", "import", "--object-size", "8M", "--image-feature", "layering", "disk.img", "rbd/ns/vm"],
+            &["basalt", "import", "-", "--dest", "vm", "--dest-pool", "p"],
+            &["basalt", "import-diff", "-", "vm", "-p", "rbd"],
         ] {
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{args:?}: {e}");

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const ADMIN_PASSWORD: &str = "admin-secret-1";
+pub(crate) const ADMIN_PASSWORD: &str = "admin-secret-1";
 
 /// A running server, killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
+    pub(crate) addr: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn start(admin_password: Option<&str>) -> Server {
+pub(crate) fn start(admin_password: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
@@ -54,7 +54,7 @@ fn start(admin_password: Option<&str>) -> Server {
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (Null when empty).
-fn try_call(
+pub(crate) fn try_call(
     server: &Server,
     method: &str,
     path: &str,
@@ -101,12 +101,18 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-fn call(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
     try_call(server, method, path, token, body.as_deref()).expect("http call")
 }
 
-fn login(server: &Server, user: &str, password: &str) -> String {
+pub(crate) fn login(server: &Server, user: &str, password: &str) -> String {
     let (status, body) = call(server, "POST", "/api/auth", None, Some(json!({"username": user, "password": password})));
     assert_eq!(status, 201, "login of {user}: {body}");
     body["token"].as_str().expect("token").to_owned()
@@ -402,7 +408,7 @@ fn every_documented_route_exists_and_the_docs_work_offline() {
 }
 
 /// A request with a binary body; returns the status and the raw (de-chunked) body.
-fn call_bytes(server: &Server, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) fn call_bytes(server: &Server, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(&server.addr).expect("connect");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
@@ -525,4 +531,45 @@ fn a_second_server_on_the_same_data_dir_is_refused_with_a_clear_message() {
     assert!(stderr.contains("in use by another basalt process"), "{stderr}");
     // The first server still serves.
     assert_eq!(call(&server, "GET", "/api/health", None, None).0, 200);
+}
+
+#[test]
+fn data_path_figures_reach_the_perf_api_and_metrics() {
+    use basalt_core::rbd_diff::{DiffRecord, DiffVersion, DiffWriter};
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let body = json!({"name": "busy", "pool_name": "rbd", "size": 1u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("writer");
+    writer.write_record(&DiffRecord::Size(1 << 20)).expect("size");
+    for i in 0..8u64 {
+        writer.write_record(&DiffRecord::Data { offset: i * 65536, data: vec![1u8; 4096] }).expect("data");
+    }
+    let stream = writer.finish().expect("finish");
+    assert_eq!(call_bytes(&server, "POST", "/api/block/image/rbd%2Fbusy/import_diff", &token, &stream).0, 200);
+    let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(metrics.contains(r#"ceph_rbd_write_ops{pool="rbd",namespace="",image="busy"} 8"#), "{metrics}");
+    assert!(metrics.contains(r#"ceph_rbd_write_bytes{pool="rbd",namespace="",image="busy"} 32768"#), "{metrics}");
+    // The sampler folds the counters into the history once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, perf) = call(&server, "GET", "/api/perf/image/rbd%2Fbusy?range=60", Some(&token), None);
+        assert_eq!(status, 200);
+        let (_, overall) = call(&server, "GET", "/api/perf/overall?range=60", Some(&token), None);
+        let written: f64 =
+            perf["points"].as_array().map_or(0.0, |p| p.iter().filter_map(|x| x["write_iops"].as_f64()).sum());
+        let total: f64 =
+            overall["points"].as_array().map_or(0.0, |p| p.iter().filter_map(|x| x["write_iops"].as_f64()).sum());
+        if written >= 8.0 {
+            assert!(total >= 8.0, "{overall}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writes never showed up: {perf}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, top) = call(&server, "GET", "/api/perf/top?by=iops", Some(&token), None);
+    assert_eq!(status, 200);
+    assert_eq!(top[0]["image"], "rbd/busy");
+    assert_eq!(call(&server, "GET", "/api/perf/top?by=colour", Some(&token), None).0, 400);
 }

@@ -2,6 +2,10 @@
 
 mod api;
 mod cli;
+mod common;
+mod nbd;
+mod snapshots;
+mod transfer;
 
 use std::process::Command;
 use std::sync::Arc;
