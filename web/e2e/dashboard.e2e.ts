@@ -1,0 +1,486 @@
+// End-to-end tests of the dashboard against a real `basalt serve`: the API contract, the seed's Quick User Flow
+// (pool prerequisite, create, details, snapshot, protect, clone, flatten, trash restore and purge), the
+// troubleshooting refusals, the roles, keyboard use and a narrow window. Each step saves a screenshot.
+
+import type { Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EP } from '../src/api/endpoints';
+import { ADMIN_PASSWORD, cleanResults, launchBrowser, shot, startServer, type Browser, type Server } from './harness';
+import { act, closeMenu, closeNotices, confirm, gotoImages, gotoTab, item, login, openMenu, row } from './ui';
+
+let server: Server;
+let browser: Browser;
+let page: Page;
+
+beforeAll(async () => {
+  cleanResults();
+  server = await startServer();
+  browser = await launchBrowser();
+  page = await browser.context.newPage();
+  browser.context.setDefaultTimeout(10_000);
+});
+
+afterEach(async (context) => {
+  if (context.task.result?.state === 'fail')
+    await shot(page, `FAILED-${context.task.name.replace(/\W+/g, '-').slice(0, 40)}`);
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function expand(name: string, spec: string): Promise<void> {
+  const chevron = page.getByRole('button', { name: `Details of ${spec}`, exact: true });
+  if ((await chevron.getAttribute('aria-expanded')) !== 'true') await chevron.click();
+  await page.getByRole('tablist', { name: `Image ${spec}` }).waitFor();
+  expect(await row(page, name).count()).toBeGreaterThan(0);
+}
+
+async function detailTab(spec: string, tab: string): Promise<void> {
+  await page
+    .getByRole('tablist', { name: `Image ${spec}` })
+    .getByRole('tab', { name: tab })
+    .click();
+}
+
+describe('the API contract', () => {
+  it('every endpoint the client calls exists in /api/openapi.json with the same permission', async () => {
+    const doc = (await server.api('GET', '/api/openapi.json')).body as {
+      paths: Record<
+        string,
+        Record<string, { security: unknown[]; 'x-permission'?: { scope: string; permission: string } }>
+      >;
+    };
+    const problems: string[] = [];
+    for (const [name, ep] of Object.entries(EP)) {
+      const op = doc.paths[ep.path]?.[ep.method.toLowerCase()];
+      if (!op) {
+        problems.push(`${name}: ${ep.method} ${ep.path} is not in the OpenAPI document`);
+        continue;
+      }
+      const needText = (need: { scope: string; permission: string } | 'user' | null) =>
+        need === null ? 'public' : need === 'user' ? 'any user' : `${need.permission} on ${need.scope}`;
+      const documented = op['x-permission'] ?? (op.security.length === 0 ? null : 'user');
+      if (needText(documented) !== needText(ep.need)) {
+        problems.push(`${name}: the client expects ${needText(ep.need)}, the server documents ${needText(documented)}`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+});
+
+describe('login', () => {
+  it('refuses a wrong password with the server message, then logs in', async () => {
+    await page.goto(`${server.url}/`);
+    await page.getByLabel('Username', { exact: true }).fill('admin');
+    await page.getByLabel('Password', { exact: true }).fill('wrong-password');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('alert').waitFor();
+    await shot(page, 'login-refused');
+    await login(page, server.url, 'admin', ADMIN_PASSWORD);
+    await page.getByRole('button', { name: '+ Create Image' }).waitFor();
+    await shot(page, 'images-empty');
+  });
+});
+
+describe('Quick User Flow', () => {
+  it('1. prerequisite: without a healthy rbd pool the page says so and links to Pools', async () => {
+    await page.getByRole('link', { name: 'Pools' }).click();
+    await page.getByRole('heading', { name: 'Pools' }).waitFor();
+    await act(page, 'pool rbd', 'Remove rbd tag');
+    await confirm(page, 'Remove rbd tag');
+    await row(page, 'rbd').getByText('none').waitFor();
+    await gotoImages(page);
+    await page.getByRole('heading', { name: 'No healthy rbd pool' }).waitFor();
+    expect(await page.getByRole('button', { name: '+ Create Image' }).isDisabled()).toBe(true);
+    await page.getByText('Disabled: no healthy pool is tagged rbd').waitFor();
+    await shot(page, 'prerequisite-no-rbd-pool');
+
+    await page.getByRole('link', { name: 'Storage › Pools' }).click();
+    await page.getByRole('button', { name: '+ Create Pool' }).click();
+    await page.getByRole('dialog').getByRole('textbox', { name: 'Name', exact: true }).fill('scratch');
+    await page.getByLabel('Tag with the rbd application (for block images)', { exact: true }).uncheck();
+    await page.getByRole('dialog').getByRole('button', { name: 'Create Pool' }).click();
+    await row(page, 'scratch').waitFor();
+    await act(page, 'pool rbd', 'Tag with rbd');
+    await row(page, 'rbd').getByText('rbd', { exact: true }).first().waitFor();
+    await row(page, 'rbd').locator('.tag', { hasText: 'rbd' }).waitFor();
+    await shot(page, 'pools-tagged');
+    await act(page, 'pool scratch', 'Delete');
+    await confirm(page, 'Delete pool');
+    await row(page, 'scratch').waitFor({ state: 'detached' });
+
+    await gotoImages(page);
+    await page.getByRole('button', { name: '+ Create Image' }).waitFor();
+    expect(await page.getByRole('button', { name: '+ Create Image' }).isEnabled()).toBe(true);
+    expect(await page.getByRole('heading', { name: 'No healthy rbd pool' }).count()).toBe(0);
+  });
+
+  it('2. create image: required fields, feature rules, then the new row', async () => {
+    await page.getByRole('button', { name: '+ Create Image' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create RBD Image' });
+    await dialog.getByText('If required fields (Name * or Pool *) are empty, image creation fails.').waitFor();
+    await dialog.getByRole('button', { name: 'Create Image' }).click();
+    await dialog.getByText('Name * is required.').waitFor();
+    await dialog.getByText('Size is required.').waitFor();
+    await dialog.getByRole('textbox', { name: 'Name', exact: true }).fill('bad/name');
+    await dialog.getByText("'/' and '@' are not allowed.").waitFor();
+    await shot(page, 'create-validation');
+
+    // Feature dependencies: exclusive-lock carries object-map, which carries fast-diff.
+    const feature = (name: string) => dialog.getByRole('checkbox', { name, exact: true });
+    await feature('exclusive-lock').uncheck();
+    expect(await feature('object-map').isChecked()).toBe(false);
+    expect(await feature('fast-diff').isChecked()).toBe(false);
+    expect(await feature('object-map').isDisabled()).toBe(true);
+    await feature('exclusive-lock').check();
+    await feature('object-map').check();
+    expect(await feature('fast-diff').isChecked()).toBe(true);
+    await feature('fast-diff').uncheck();
+    expect(await feature('object-map').isChecked()).toBe(false);
+    await feature('object-map').check();
+
+    await dialog.getByRole('textbox', { name: 'Name', exact: true }).fill('vm1');
+    await dialog.getByRole('textbox', { name: 'Size' }).fill('10');
+    expect(await dialog.getByRole('combobox', { name: 'Pool', exact: true }).inputValue()).toBe('rbd');
+    await shot(page, 'create-filled');
+    await dialog.getByRole('button', { name: 'Create Image' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    const vm1 = row(page, 'vm1');
+    await vm1.waitFor();
+    expect(await vm1.textContent()).toContain('10 GiB');
+    expect(await vm1.textContent()).toContain('rbd');
+    await shot(page, 'image-created');
+  });
+
+  it('3. details: the expanded row shows identity, features and parent state', async () => {
+    await expand('vm1', 'rbd/vm1');
+    await page.getByText('None: standalone image').waitFor();
+    const details = await page.locator('.details').textContent();
+    expect(details).toContain('deep-flatten, exclusive-lock, fast-diff, layering, object-map');
+    expect(details).toContain('10 GiB');
+    await shot(page, 'details');
+  });
+
+  it('4. create snapshot from the row menu; it appears in the Snapshots tab', async () => {
+    await act(page, 'rbd/vm1', 'Create Snapshot');
+    const dialog = page.getByRole('dialog', { name: 'Create Snapshot' });
+    await dialog.getByRole('textbox', { name: 'Name', exact: true }).fill('snap1');
+    await dialog.getByRole('button', { name: 'Create Snapshot' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await detailTab('rbd/vm1', 'Snapshots');
+    const snap = row(page, 'snap1');
+    await snap.getByText('UNPROTECTED').waitFor();
+    expect(await row(page, 'vm1').locator('td').nth(5).textContent()).toBe('1');
+    const menu = await openMenu(page, 'snapshot snap1');
+    expect(await item(menu, 'Clone').isDisabled()).toBe(true);
+    expect(await item(menu, 'Clone').textContent()).toContain('Protect snapshot first, then run clone.');
+    await shot(page, 'snapshot-clone-needs-protection');
+    await closeMenu(page);
+  });
+
+  it('5. protect and clone: the clone appears with its parent', async () => {
+    await act(page, 'snapshot snap1', 'Protect');
+    await row(page, 'snap1').getByText('PROTECTED', { exact: true }).waitFor();
+    await act(page, 'snapshot snap1', 'Clone');
+    const dialog = page.getByRole('dialog', { name: 'Clone snapshot' });
+    expect(await dialog.getByRole('textbox', { name: 'Name', exact: true }).inputValue()).toBe('vm1-clone');
+    await dialog.getByRole('button', { name: 'Clone' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    const clone = row(page, 'vm1-clone');
+    await clone.getByText('rbd/vm1@snap1').waitFor();
+    await shot(page, 'clone-created');
+  });
+
+  it('troubleshooting: refusals are explained, by disabled actions or by the server', async () => {
+    // Cannot delete image: clones depend on its snapshot.
+    let menu = await openMenu(page, 'rbd/vm1');
+    expect(await item(menu, 'Delete').isDisabled()).toBe(true);
+    expect(await item(menu, 'Delete').textContent()).toContain('1 clone depend on its snapshots');
+    await shot(page, 'refusal-delete-image');
+    await closeMenu(page);
+    // Cannot delete snapshot: protected with a linked clone.
+    menu = await openMenu(page, 'snapshot snap1');
+    expect(await item(menu, 'Delete').textContent()).toContain('1 linked clone');
+    await closeMenu(page);
+    // Unprotect with a linked clone: the server refuses and its message is shown.
+    await act(page, 'snapshot snap1', 'Unprotect');
+    const notice = page.locator('.notice-error');
+    await notice.waitFor();
+    expect(await notice.textContent()).toMatch(/EBUSY/);
+    expect(await notice.textContent()).toContain('Flatten or delete dependent clones');
+    await shot(page, 'refusal-unprotect');
+    await closeNotices(page);
+
+    // Cannot purge a trashed image whose snapshot has clones.
+    await act(page, 'rbd/vm1', 'Move to Trash');
+    const trashDialog = page.getByRole('dialog', { name: 'Move an image to trash' });
+    await trashDialog.getByText('it can be trashed, but not purged').waitFor();
+    await trashDialog.getByRole('button', { name: 'Move to Trash' }).click();
+    await row(page, 'vm1').waitFor({ state: 'detached' });
+    await gotoTab(page, 'Trash');
+    await act(page, 'trashed image vm1', 'Purge');
+    const purge = await confirm(page, 'Purge');
+    await purge.getByRole('alert').waitFor();
+    expect(await purge.getByRole('alert').textContent()).toContain(
+      'Flatten or delete dependent clones, then purge again.',
+    );
+    await shot(page, 'refusal-purge-with-clones');
+    await purge.getByRole('button', { name: 'Cancel' }).click();
+    await act(page, 'trashed image vm1', 'Restore');
+    await page.getByRole('dialog', { name: 'Restore image' }).getByRole('button', { name: 'Restore' }).click();
+    await page.getByText('The trash is empty.').waitFor();
+
+    // Cannot delete a pool that holds images: the server's reason is shown.
+    await page.getByRole('link', { name: 'Pools' }).click();
+    await act(page, 'pool rbd', 'Delete');
+    const poolDelete = await confirm(page, 'Delete pool');
+    await poolDelete.getByRole('alert').waitFor();
+    await shot(page, 'refusal-delete-pool');
+    await poolDelete.getByRole('button', { name: 'Cancel' }).click();
+    await gotoImages(page);
+    await row(page, 'vm1').waitFor();
+  });
+
+  it('6. flatten: the clone no longer has a parent and the task is listed', async () => {
+    await act(page, 'rbd/vm1-clone', 'Flatten');
+    await page.getByRole('dialog').getByText('Flatten is data-intensive').waitFor();
+    await confirm(page, 'Flatten');
+    const clone = row(page, 'vm1-clone');
+    await clone.getByText('rbd/vm1@snap1').waitFor({ state: 'detached' });
+    await page.locator('.tasks-panel').getByText('rbd/flatten').waitFor();
+    await shot(page, 'flattened');
+    const menu = await openMenu(page, 'rbd/vm1-clone');
+    expect(await item(menu, 'Flatten').textContent()).toContain('Not a clone');
+    await closeMenu(page);
+  });
+
+  it('7. trash: move with an expiration date, restore under a new name, then purge', async () => {
+    await act(page, 'rbd/vm1-clone', 'Move to Trash');
+    const dialog = page.getByRole('dialog', { name: 'Move an image to trash' });
+    const tomorrow = new Date(Date.now() + 86_400_000);
+    const pad = (n: number) => String(n).padStart(2, '0');
+    await dialog
+      .getByLabel('Protection expires at', { exact: true })
+      .fill(`${tomorrow.getFullYear()}-${pad(tomorrow.getMonth() + 1)}-${pad(tomorrow.getDate())}T12:00`);
+    await shot(page, 'move-to-trash');
+    await dialog.getByRole('button', { name: 'Move to Trash' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await gotoTab(page, 'Trash');
+    const entry = row(page, 'vm1-clone');
+    await entry.getByText('protected').waitFor();
+    expect(await entry.textContent()).toContain(
+      `${tomorrow.getFullYear()}-${pad(tomorrow.getMonth() + 1)}-${pad(tomorrow.getDate())} 12:00`,
+    );
+    await shot(page, 'trash-list');
+
+    await act(page, 'trashed image vm1-clone', 'Restore');
+    const restore = page.getByRole('dialog', { name: 'Restore image' });
+    await restore.getByRole('textbox', { name: 'New image name', exact: true }).fill('vm1-restored');
+    await restore.getByRole('button', { name: 'Restore' }).click();
+    await page.getByText('The trash is empty.').waitFor();
+    await gotoTab(page, 'Images');
+    await row(page, 'vm1-restored').waitFor();
+
+    await act(page, 'rbd/vm1-restored', 'Move to Trash');
+    await page.getByRole('dialog').getByRole('button', { name: 'Move to Trash' }).click();
+    await gotoTab(page, 'Trash');
+    await act(page, 'trashed image vm1-restored', 'Purge');
+    await page
+      .getByRole('dialog')
+      .getByText('Purge is irreversible. There is no recovery after purge completes.')
+      .waitFor();
+    await page.getByRole('dialog').getByText('This permanently removes image vm1-restored').waitFor();
+    await shot(page, 'purge-confirm');
+    await confirm(page, 'Purge');
+    await page.getByText('The trash is empty.').waitFor();
+    await shot(page, 'purged');
+  });
+
+  it('8. performance: honest placeholders, per image and overall', async () => {
+    await gotoTab(page, 'Overall Performance');
+    await page.getByText('Performance figures arrive with the data path').waitFor();
+    await shot(page, 'overall-performance');
+    await gotoTab(page, 'Images');
+    await expand('vm1', 'rbd/vm1');
+    await detailTab('rbd/vm1', 'Performance');
+    await page.getByText('Performance figures arrive with the data path').waitFor();
+  });
+});
+
+describe('image management', () => {
+  it('configuration: QoS override with its source, then reset', async () => {
+    await detailTab('rbd/vm1', 'Configuration');
+    const form = page.getByRole('form', { name: 'Quality of Service' });
+    await form.getByRole('textbox', { name: 'IOPS limit', exact: true }).fill('500');
+    await form.getByRole('button', { name: 'Save Quality of Service' }).click();
+    const option = row(page, 'rbd_qos_iops_limit');
+    await option.getByText('image', { exact: true }).waitFor();
+    expect(await option.textContent()).toContain('500');
+    await shot(page, 'configuration-override');
+    await form.getByRole('button', { name: 'Reset IOPS limit' }).click();
+    await option.getByText('global', { exact: true }).waitFor();
+  });
+
+  it('edit resizes, copy makes an independent image, search/sort/paging run on the server', async () => {
+    await act(page, 'rbd/vm1', 'Edit');
+    const dialog = page.getByRole('dialog', { name: 'Edit RBD Image' });
+    expect(await dialog.getByRole('checkbox', { name: 'layering', exact: true }).isDisabled()).toBe(true);
+    await dialog.getByRole('textbox', { name: 'Size' }).fill('20');
+    await dialog.getByRole('button', { name: 'Save' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await row(page, 'vm1').getByText('20 GiB').first().waitFor();
+
+    await act(page, 'rbd/vm1', 'Copy');
+    const copy = page.getByRole('dialog', { name: 'Copy RBD Image' });
+    await copy.getByRole('button', { name: 'Copy' }).click();
+    await copy.waitFor({ state: 'detached' });
+    await row(page, 'vm1-copy').waitFor();
+
+    for (let i = 0; i < 10; i += 1) {
+      const created = await server.api('POST', '/api/block/image', {
+        name: `bulk-${String(i).padStart(2, '0')}`,
+        pool_name: 'rbd',
+        size: 1 << 30,
+      });
+      expect(created.status).toBe(201);
+    }
+    await page.getByRole('button', { name: 'Refresh the image list' }).click();
+    await page.getByText('1–10 of 12 images').waitFor();
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await page.getByText('11–12 of 12 images').waitFor();
+    await page.getByLabel('Search', { exact: true }).fill('copy');
+    await page.getByText('1–1 of 1 images').waitFor();
+    await page.getByLabel('Search', { exact: true }).fill('');
+    await page.getByRole('button', { name: 'Name', exact: true }).click();
+    await page.getByText('1–10 of 12 images').waitFor();
+    await page.locator('th[aria-sort="descending"]').waitFor();
+    expect(await page.locator('tbody th').first().textContent()).toBe('vm1-copy');
+    await shot(page, 'sorted-descending');
+  });
+
+  it('namespaces: create, list with image counts, delete refused while images remain', async () => {
+    await gotoTab(page, 'Namespaces');
+    await page.getByRole('button', { name: '+ Create Namespace' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create Namespace' });
+    await dialog.getByRole('textbox', { name: 'Name', exact: true }).fill('tenant-a');
+    await dialog.getByRole('button', { name: 'Create Namespace' }).click();
+    await row(page, 'tenant-a').waitFor();
+    const created = await server.api('POST', '/api/block/image', {
+      name: 'app1',
+      pool_name: 'rbd',
+      namespace: 'tenant-a',
+      size: 1 << 30,
+    });
+    expect(created.status).toBe(201);
+    await gotoTab(page, 'Images');
+    await gotoTab(page, 'Namespaces');
+    expect(await row(page, 'tenant-a').locator('td').nth(1).textContent()).toBe('1');
+    const menu = await openMenu(page, 'namespace rbd/tenant-a');
+    expect(await item(menu, 'Delete').isDisabled()).toBe(true);
+    expect(await item(menu, 'Delete').textContent()).toContain('1 image remain');
+    await shot(page, 'namespace-delete-refused');
+    await closeMenu(page);
+  });
+});
+
+describe('roles', () => {
+  it('read-only sees everything and can change nothing', async () => {
+    const viewer = await browser.context.newPage();
+    await login(viewer, server.url, 'viewer', 'viewer-password');
+    await viewer.getByLabel('Search', { exact: true }).fill('vm1');
+    await row(viewer, 'vm1').waitFor();
+    expect(await viewer.getByRole('button', { name: '+ Create Image' }).count()).toBe(0);
+    await viewer.getByText('Your role cannot create images').waitFor();
+    expect(await viewer.getByRole('button', { name: /^Actions for/ }).count()).toBe(0);
+    await viewer.getByRole('button', { name: 'Details of rbd/vm1', exact: true }).click();
+    await viewer.getByRole('tab', { name: 'Snapshots' }).click();
+    await row(viewer, 'snap1').waitFor();
+    expect(await viewer.getByRole('button', { name: 'Create Snapshot' }).count()).toBe(0);
+    await viewer.getByRole('tab', { name: 'Configuration' }).click();
+    await viewer.getByText('Effective configuration of rbd/vm1').waitFor();
+    expect(await viewer.getByRole('form', { name: 'Quality of Service' }).count()).toBe(0);
+    await shot(viewer, 'read-only-images');
+    await viewer
+      .getByRole('navigation', { name: 'Block Images tabs' })
+      .getByRole('link', { name: 'Namespaces' })
+      .click();
+    await row(viewer, 'tenant-a').waitFor();
+    expect(await viewer.getByRole('button', { name: '+ Create Namespace' }).count()).toBe(0);
+    await viewer.getByRole('link', { name: 'Pools' }).click();
+    await row(viewer, 'rbd').waitFor();
+    expect(await viewer.getByRole('button', { name: '+ Create Pool' }).count()).toBe(0);
+    expect(await viewer.getByRole('button', { name: /^Actions for/ }).count()).toBe(0);
+    await shot(viewer, 'read-only-pools');
+    await viewer.close();
+  });
+
+  it('block-manager manages images but not pools; changes its password; logs out', async () => {
+    const manager = await browser.context.newPage();
+    await login(manager, server.url, 'blockadmin', 'blockadmin-password');
+    await manager.getByRole('button', { name: '+ Create Image' }).click();
+    const dialog = manager.getByRole('dialog', { name: 'Create RBD Image' });
+    await dialog.getByRole('textbox', { name: 'Name', exact: true }).fill('managed');
+    await dialog.getByRole('textbox', { name: 'Size' }).fill('512');
+    await dialog.getByRole('combobox', { name: 'Unit' }).selectOption('MiB');
+    await dialog.getByRole('button', { name: 'Create Image' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await manager.getByLabel('Search', { exact: true }).fill('managed');
+    await row(manager, 'managed').getByText('512 MiB').first().waitFor();
+    await manager.getByRole('link', { name: 'Pools' }).click();
+    await row(manager, 'rbd').waitFor();
+    expect(await manager.getByRole('button', { name: '+ Create Pool' }).count()).toBe(0);
+    await shot(manager, 'block-manager-pools');
+
+    await manager.getByRole('link', { name: 'Change password' }).click();
+    await manager.getByLabel('Current password', { exact: true }).fill('blockadmin-password');
+    await manager.getByLabel('New password', { exact: true }).fill('blockadmin-password-2');
+    await manager.getByLabel('Repeat the new password', { exact: true }).fill('blockadmin-password-2');
+    await manager.getByRole('button', { name: 'Change password' }).click();
+    await manager.getByText('Your password was changed.').waitFor();
+    await manager.getByRole('button', { name: 'Log out' }).click();
+    await manager.getByRole('button', { name: 'Log in' }).waitFor();
+    await login(manager, server.url, 'blockadmin', 'blockadmin-password-2');
+    await manager.close();
+  });
+});
+
+describe('keyboard and narrow windows', () => {
+  it('opens the create panel and a row menu from the keyboard', async () => {
+    await gotoImages(page);
+    await page.getByRole('button', { name: '+ Create Image' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('dialog', { name: 'Create RBD Image' }).waitFor();
+    expect(await page.evaluate(() => document.activeElement?.closest('dialog') !== null)).toBe(true);
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    await page.getByLabel('Search', { exact: true }).fill('vm1');
+    await page.getByRole('button', { name: 'Actions for rbd/vm1', exact: true }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('menu').waitFor();
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Edit');
+    await page.keyboard.press('ArrowDown');
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Copy');
+    await closeMenu(page);
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('aria-label'))).toBe('Actions for rbd/vm1');
+  });
+
+  it('fits a narrow window: the sidebar becomes a drawer and tables scroll inside their frame', async () => {
+    await page.setViewportSize({ width: 400, height: 860 });
+    await gotoTab(page, 'Images');
+    await page.getByLabel('Search', { exact: true }).fill('vm1');
+    await row(page, 'vm1').waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'narrow-images');
+    await page.getByRole('button', { name: 'Navigation' }).click();
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Pools' }).waitFor();
+    await shot(page, 'narrow-navigation');
+    await page.getByRole('button', { name: 'Navigation' }).click();
+    await page.getByRole('button', { name: '+ Create Image' }).click();
+    await page.getByRole('dialog', { name: 'Create RBD Image' }).waitFor();
+    await shot(page, 'narrow-create');
+    await page.keyboard.press('Escape');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+});

@@ -1,0 +1,163 @@
+// End-to-end harness: starts the real `basalt serve` on a temp data dir and free loopback ports, talks to its API for
+// setup, launches Debian's chromium through playwright-core, and saves numbered screenshots to web/test-results/.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = resolve(WEB, '..');
+export const RESULTS = join(WEB, 'test-results');
+export const ADMIN_PASSWORD = 'e2e-admin-password';
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => ok(port));
+    });
+  });
+}
+
+export interface Server {
+  url: string;
+  stop: () => Promise<void>;
+  /** Calls the API as `username` (setup and checks; the UI is what the tests drive). */
+  api: (method: string, path: string, body?: unknown, username?: string) => Promise<{ status: number; body: unknown }>;
+}
+
+export async function startServer(): Promise<Server> {
+  const binary = process.env.BASALT_BIN ?? join(REPO, 'target', 'debug', 'basalt');
+  const dataDir = mkdtempSync(join(tmpdir(), 'basalt-e2e-data-'));
+  const [http, nbd] = [await freePort(), await freePort()];
+  const url = `http://127.0.0.1:${http}`;
+  const child: ChildProcess = spawn(
+    binary,
+    [
+      'serve',
+      '--no-progress',
+      '--data-dir',
+      dataDir,
+      '--listen',
+      `127.0.0.1:${http}`,
+      '--nbd-listen',
+      `127.0.0.1:${nbd}`,
+    ],
+    { env: { ...process.env, BASALT_ADMIN_PASSWORD: ADMIN_PASSWORD }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    log = (log + chunk.toString()).slice(-4000);
+  });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`basalt serve exited with ${child.exitCode}:\n${log}`);
+    try {
+      if ((await fetch(`${url}/api/health`)).ok) break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error(`basalt serve did not answer /api/health within 30 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  const passwords = new Map([['admin', ADMIN_PASSWORD]]);
+  const tokens = new Map<string, string>();
+  const api: Server['api'] = async (method, path, body, username = 'admin') => {
+    let token = tokens.get(username);
+    if (!token) {
+      const login = await fetch(`${url}/api/auth`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ username, password: passwords.get(username) }),
+      });
+      token = ((await login.json()) as { token: string }).token;
+      tokens.set(username, token);
+    }
+    const response = await fetch(`${url}${path}`, {
+      method,
+      headers: {
+        Authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? (JSON.parse(text) as unknown) : null };
+  };
+  for (const [username, role] of [
+    ['viewer', 'read-only'],
+    ['blockadmin', 'block-manager'],
+  ]) {
+    const password = `${username}-password`;
+    const created = await api('POST', '/api/user', { username, password, roles: [role] });
+    if (created.status !== 201) throw new Error(`creating user ${username}: ${JSON.stringify(created.body)}`);
+    passwords.set(username as string, password);
+  }
+
+  return {
+    url,
+    api,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface Browser {
+  context: BrowserContext;
+  close: () => Promise<void>;
+}
+
+export async function launchBrowser(): Promise<Browser> {
+  const profile = mkdtempSync(join(tmpdir(), 'basalt-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+let shotNumber = 0;
+
+/** Saves a full-page screenshot as test-results/NN-name.png, numbered in the order the flow takes them. */
+export async function shot(page: Page, name: string): Promise<void> {
+  mkdirSync(RESULTS, { recursive: true });
+  shotNumber += 1;
+  await page.screenshot({ path: join(RESULTS, `${String(shotNumber).padStart(2, '0')}-${name}.png`), fullPage: true });
+}
+
+export function cleanResults(): void {
+  rmSync(RESULTS, { recursive: true, force: true });
+  mkdirSync(RESULTS, { recursive: true });
+}

@@ -1,0 +1,194 @@
+// The shapes of the REST API's requests and answers (docs/API.md), as the dashboard uses them.
+
+export type Permission = 'read' | 'create' | 'update' | 'delete';
+export type Permissions = Record<string, Permission[]>;
+
+export interface LoginAnswer {
+  token: string;
+  username: string;
+  permissions: Permissions;
+}
+
+export interface AuthCheck {
+  username: string;
+  permissions: Permissions;
+}
+
+export interface ApiErrorBody {
+  detail: string;
+  code: string;
+  component?: string;
+  status?: number;
+}
+
+export interface ParentRef {
+  pool_name: string;
+  pool_namespace: string;
+  image_name: string;
+  image_id: string;
+  snap_name: string;
+  overlap: number;
+  in_trash: boolean;
+}
+
+export interface SnapshotChild {
+  pool_name: string;
+  namespace: string;
+  image_name: string;
+}
+
+export interface Snapshot {
+  id: number;
+  name: string;
+  size: number;
+  timestamp: string;
+  is_protected: boolean;
+  children: SnapshotChild[];
+  used_bytes: number | null;
+}
+
+export interface Watcher {
+  client: string;
+  since: string;
+  writable: boolean;
+}
+
+export interface ImageObject {
+  id: string;
+  name: string;
+  pool_name: string;
+  /** Null for the default namespace. */
+  namespace: string | null;
+  unique_id: string;
+  size: number;
+  obj_size: number;
+  num_objs: number;
+  order: number;
+  block_name_prefix: string;
+  features: number;
+  features_name: string[];
+  stripe_unit: number;
+  stripe_count: number;
+  data_pool: string | null;
+  image_format: number;
+  parent: ParentRef | null;
+  timestamp: string;
+  modify_timestamp: string;
+  status: string;
+  snapshot_count: number;
+  snap_limit: number | null;
+  disk_usage: number | null;
+  total_disk_usage: number | null;
+  snapshots: Snapshot[];
+  metadata: Record<string, string>;
+  watchers: Watcher[];
+}
+
+export type SortKey = 'name' | 'pool_name' | 'namespace' | 'size';
+
+export interface ImageListQuery {
+  offset: number;
+  limit: number;
+  search: string;
+  sort: `${'+' | '-'}${SortKey}`;
+}
+
+export interface CreateImageBody {
+  name: string;
+  pool_name: string;
+  namespace?: string;
+  size: number;
+  obj_size: number;
+  features: string[];
+  stripe_unit?: number;
+  stripe_count?: number;
+}
+
+export interface EditImageBody {
+  name?: string;
+  size?: number;
+  allow_shrink?: boolean;
+  features?: string[];
+}
+
+export interface CopyImageBody {
+  dest_pool_name: string;
+  dest_namespace?: string;
+  dest_image_name: string;
+}
+
+export interface CloneBody {
+  child_pool_name: string;
+  child_namespace?: string;
+  child_image_name: string;
+}
+
+export interface SnapshotEditBody {
+  new_snap_name?: string;
+  is_protected?: boolean;
+}
+
+export type MoveTrashBody = { expires_at: string } | { delay: number };
+
+export interface TrashEntry {
+  id: string;
+  name: string;
+  pool_name: string;
+  /** Empty for the default namespace. */
+  namespace: string;
+  source: string;
+  status: string;
+  deletion_time: string;
+  deferment_end_time: string;
+}
+
+export interface TrashGroup {
+  pool_name: string;
+  status: number;
+  value: TrashEntry[];
+}
+
+export interface PurgeReport {
+  removed: string[];
+  skipped: { id: string; detail: string; code: string }[];
+}
+
+export interface NamespaceInfo {
+  namespace: string;
+  num_images: number;
+}
+
+export interface Pool {
+  pool_name: string;
+  pool: number;
+  application_metadata: string[];
+  health: string;
+  stats: { image_count: number; provisioned_bytes: number; used_bytes: number };
+}
+
+export type ConfigSource = 'global' | 'pool' | 'image';
+
+export interface ConfigEntry {
+  name: string;
+  value: string;
+  source: ConfigSource;
+}
+
+export interface Task {
+  id: string;
+  name: string;
+  metadata: Record<string, unknown>;
+  begin_time: string;
+  end_time: string | null;
+  progress: number;
+  success: boolean | null;
+  exception: { detail: string; code: string } | null;
+}
+
+export interface TaskList {
+  executing_tasks: Task[];
+  finished_tasks: Task[];
+}
+
+/** What a background-task call answered: finished in time, or still running as a task to poll. */
+export type TaskStart = { done: true } | { done: false; task: { id: string; name: string } };

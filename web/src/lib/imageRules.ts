@@ -1,0 +1,62 @@
+// When image and snapshot actions are unavailable, and why: the reasons the row menus show beside disabled actions.
+
+import type { ImageObject, Snapshot, Task } from '../api/types';
+import { imageSpec } from './names';
+
+export function specOf(image: Pick<ImageObject, 'pool_name' | 'namespace' | 'name'>): string {
+  return imageSpec(image.pool_name, image.namespace, image.name);
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** A task still running on this image (flatten, copy, rollback, delete ...), if any. */
+export function runningTaskOn(image: ImageObject, executing: readonly Task[]): Task | undefined {
+  const spec = specOf(image);
+  return executing.find((t) => t.metadata.image_spec === spec);
+}
+
+export function deleteBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
+  const clones = image.snapshots.reduce((n, s) => n + s.children.length, 0);
+  if (clones > 0) return `${plural(clones, 'clone')} depend on its snapshots: flatten or delete them first.`;
+  if (image.snapshot_count > 0) return `It has ${plural(image.snapshot_count, 'snapshot')}: delete them first.`;
+  if (image.watchers.length > 0) return `Attached: ${plural(image.watchers.length, 'client')} have it open.`;
+  const task = runningTaskOn(image, executing);
+  return task ? `Task ${task.name} is running on it.` : null;
+}
+
+export function trashBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
+  if (image.watchers.length > 0) return `Attached: ${plural(image.watchers.length, 'client')} have it open.`;
+  const task = runningTaskOn(image, executing);
+  return task ? `Task ${task.name} is running on it.` : null;
+}
+
+export function flattenBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
+  if (!image.parent) return 'Not a clone: it has no parent.';
+  const task = runningTaskOn(image, executing);
+  return task ? `Task ${task.name} is running on it.` : null;
+}
+
+export function busyReason(image: ImageObject, executing: readonly Task[]): string | null {
+  const task = runningTaskOn(image, executing);
+  return task ? `Task ${task.name} is running on it.` : null;
+}
+
+export interface SnapshotReasons {
+  protect: string | null;
+  clone: string | null;
+  delete: string | null;
+}
+
+export function snapshotReasons(image: ImageObject, snap: Snapshot): SnapshotReasons {
+  return {
+    protect: image.features_name.includes('layering') ? null : 'Needs the layering feature.',
+    clone: snap.is_protected ? null : 'Protect snapshot first, then run clone.',
+    delete: snap.is_protected
+      ? snap.children.length > 0
+        ? `Protected, with ${plural(snap.children.length, 'linked clone')}: flatten or delete them, unprotect, then delete.`
+        : 'Protected: unprotect it first.'
+      : null,
+  };
+}
