@@ -11,6 +11,7 @@ mod fsck;
 mod http;
 mod image;
 mod output;
+mod perf;
 mod serve;
 mod snap;
 mod spec;
@@ -67,6 +68,21 @@ struct LayoutArgs {
     /// Stripe count (needs --stripe-unit)
     #[arg(long, value_name = "COUNT")]
     stripe_count: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PerfCommand {
+    /// Per-image figures
+    Image {
+        #[command(subcommand)]
+        command: PerfImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PerfImageCommand {
+    /// A live table of the busiest images: writes and reads per second, throughput and latency
+    Iostat(perf::IostatArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +165,11 @@ enum Command {
     Pool {
         #[command(subcommand)]
         command: PoolCommand,
+    },
+    /// Performance figures: perf image iostat
+    Perf {
+        #[command(subcommand)]
+        command: PerfCommand,
     },
     /// Log in to a server and keep the token for later commands with --server
     Login(LoginArgs),
@@ -798,6 +819,7 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Namespace { command } => admin::namespace(api, &command),
         Command::Config { command } => admin::config(api, &command),
         Command::Pool { command } => admin::pool(api, &command),
+        Command::Perf { command: PerfCommand::Image { command: PerfImageCommand::Iostat(a) } } => perf::iostat(api, &a),
         Command::Serve(_) | Command::Fsck | Command::Version | Command::Login(_) | Command::Logout => Ok(()),
     }
 }

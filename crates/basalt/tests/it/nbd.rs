@@ -125,6 +125,19 @@ fn qemu_io_reads_back_what_it_wrote_and_snapshots_keep_the_old_data() {
     io("rbd/vm", &["write -P 0x11 0 64k"]);
     io("rbd/vm@s", &["read -P 0xab 0 4095", "read -P 0xcd 4095 3", "read -P 0xab 4098 64k"]);
     io("rbd/vm", &["read -P 0x11 0 64k", "read -P 0xab 64k 64k"]);
+    // The figures of those writes show in `perf image iostat`, as in `rbd perf image iostat`, once the once-a-second
+    // sampler has folded them into the history.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .args(["perf", "image", "iostat", "rbd", "--interval", "60", "--iterations", "1"])
+        .output()
+        .expect("run iostat");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.starts_with("NAME") && table.contains("WR_BYTES"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("rbd/vm ")), "{table}");
     let (_, du) = call(&server, "GET", "/api/block/image/rbd%2Fvm/du", Some(&token), None);
     assert_eq!(du[0]["used_bytes"], 1u64 << 20, "{du}");
     assert_eq!(du[1]["used_bytes"], 64u64 << 10, "{du}");
