@@ -14,7 +14,7 @@ pub(crate) const ADMIN_PASSWORD: &str = "admin-secret-1";
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: String,
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -29,7 +29,18 @@ fn free_port() -> u16 {
 }
 
 pub(crate) fn start(admin_password: Option<&str>) -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
+    start_at(std::sync::Arc::new(tempfile::tempdir().expect("temp dir")), admin_password)
+}
+
+/// Kills the server with SIGKILL (no shutdown at all) and returns its data directory.
+pub(crate) fn kill9(server: Server) -> std::sync::Arc<tempfile::TempDir> {
+    let dir = server.dir.clone();
+    drop(server);
+    dir
+}
+
+/// Starts a server on an existing data directory.
+pub(crate) fn start_at(dir: std::sync::Arc<tempfile::TempDir>, admin_password: Option<&str>) -> Server {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
     cmd.args(["serve", "--data-dir"])
