@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
-use super::{Body, OptionalBody, Params, parse, rfc3339, task_response};
+use super::{Body, OptionalBody, Params, parse, rfc3339, run_task};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -377,14 +377,11 @@ pub(crate) async fn remove(
     who.require(RBD_DELETE)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     let meta = spec_meta(&spec);
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/delete", meta, move |b, progress| {
-            b.image_remove(&spec, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::NO_CONTENT))
+    Ok(run_task(&state, "rbd/delete", meta, StatusCode::NO_CONTENT, move |b, progress| {
+        b.image_remove(&spec, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -418,14 +415,11 @@ pub(crate) async fn copy(
         striping: striping_of(body.stripe_unit, body.stripe_count)?,
     };
     let meta = json!({"image_spec": src.to_string(), "dest_image_spec": dest.to_string()});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/copy", meta, move |b, progress| {
-            b.image_copy(&src, &request, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::CREATED))
+    Ok(run_task(&state, "rbd/copy", meta, StatusCode::CREATED, move |b, progress| {
+        b.image_copy(&src, &request, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,14 +441,11 @@ pub(crate) async fn deep_copy(
     let (pool, ns) = location(&body.dest_pool_name, body.dest_namespace.as_deref())?;
     let dest = ImageSpec::new(pool, ns, parse(ImageName::new(body.dest_image_name))?);
     let meta = json!({"image_spec": src.to_string(), "dest_image_spec": dest.to_string()});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/deep_copy", meta, move |b, progress| {
-            b.image_deep_copy(&src, &dest, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::CREATED))
+    Ok(run_task(&state, "rbd/deep_copy", meta, StatusCode::CREATED, move |b, progress| {
+        b.image_deep_copy(&src, &dest, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 pub(crate) async fn flatten(
@@ -468,14 +459,11 @@ pub(crate) async fn flatten(
     if state.tasks.is_running("rbd/flatten", &meta) {
         return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being flattened"))));
     }
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/flatten", meta, move |b, progress: &Progress| {
-            b.flatten(&spec, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::OK))
+    Ok(run_task(&state, "rbd/flatten", meta, StatusCode::OK, move |b, progress: &Progress| {
+        b.flatten(&spec, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,8 +129,25 @@ pub(crate) fn parse<T>(result: basalt_core::Result<T>) -> ApiResult<T> {
     result.map_err(ApiError::from)
 }
 
+/// Runs `work` as a background task named `name` and answers with `success` if it finishes in time, else 202.
+pub(crate) async fn run_task<F>(
+    state: &AppState,
+    name: &str,
+    metadata: serde_json::Value,
+    success: StatusCode,
+    work: F,
+) -> Response
+where
+    F: FnOnce(&dyn basalt_core::Backend, &basalt_core::Progress) -> basalt_core::Result<serde_json::Value>
+        + Send
+        + 'static,
+{
+    let started = state.tasks.start(state.backend.clone(), name, metadata, work).await;
+    task_response(started, success)
+}
+
 /// Answers a task call: the synchronous answer if it finished in time, else 202 with the task.
-pub(crate) fn task_response(started: Started, success: StatusCode) -> Response {
+fn task_response(started: Started, success: StatusCode) -> Response {
     match started {
         Started::Done(Ok(_)) if success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
         Started::Done(Ok(value)) => (success, axum::Json(value)).into_response(),

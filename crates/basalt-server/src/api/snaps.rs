@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
-use super::{Body, parse, task_response};
+use super::{Body, parse, run_task};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -91,14 +91,11 @@ pub(crate) async fn rollback(
     who.require(RBD_UPDATE)?;
     let spec = snap_spec(&spec, snap)?;
     let meta = json!({"image_spec": spec.image.to_string(), "snapshot_name": spec.snap.as_str()});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/snap/rollback", meta, move |b, progress: &Progress| {
-            b.snap_rollback(&spec, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::OK))
+    Ok(run_task(&state, "rbd/snap/rollback", meta, StatusCode::OK, move |b, progress: &Progress| {
+        b.snap_rollback(&spec, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,14 +166,11 @@ pub(crate) async fn purge(
     who.require(RBD_DELETE)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     let meta = json!({"image_spec": spec.to_string()});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/snap/purge", meta, move |b, progress: &Progress| {
-            b.snap_purge(&spec, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::NO_CONTENT))
+    Ok(run_task(&state, "rbd/snap/purge", meta, StatusCode::NO_CONTENT, move |b, progress: &Progress| {
+        b.snap_purge(&spec, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]

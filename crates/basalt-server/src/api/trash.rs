@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ};
-use super::{OptionalBody, Params, parse, rfc3339, task_response};
+use super::{OptionalBody, Params, parse, rfc3339, run_task};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -131,14 +131,11 @@ pub(crate) async fn remove(
     let (location, id) = id_spec(&spec)?;
     let force = if query.force { TrashForce::Force } else { TrashForce::RespectDeferment };
     let meta = json!({"image_id_spec": spec});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/trash/remove", meta, move |b, progress: &Progress| {
-            b.trash_remove(&location, &id, force, progress)?;
-            Ok(Value::Null)
-        })
-        .await;
-    Ok(task_response(started, StatusCode::NO_CONTENT))
+    Ok(run_task(&state, "rbd/trash/remove", meta, StatusCode::NO_CONTENT, move |b, progress: &Progress| {
+        b.trash_remove(&location, &id, force, progress)?;
+        Ok(Value::Null)
+    })
+    .await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,27 +152,24 @@ pub(crate) async fn purge(
     who.require(RBD_DELETE)?;
     let pool = query.pool_name.filter(|p| !p.is_empty()).map(PoolName::new).transpose().map_err(ApiError::from)?;
     let meta = json!({"pool_name": pool.as_ref().map(|p| p.as_str())});
-    let started = state
-        .tasks
-        .start(state.backend.clone(), "rbd/trash/purge", meta, move |b, progress: &Progress| {
-            let pools: Vec<PoolName> = match pool {
-                Some(p) => vec![p],
-                None => b.pool_list()?.into_iter().map(|p| p.name).collect(),
-            };
-            let now = basalt_core::Clock::now(&basalt_core::SystemClock);
-            let (mut removed, mut skipped) = (Vec::new(), Vec::new());
-            for pool in pools {
-                let report = b.trash_purge(&pool, Timestamp(now.secs()), progress)?;
-                removed.extend(report.removed);
-                skipped.extend(
-                    report
-                        .skipped
-                        .into_iter()
-                        .map(|(id, err)| json!({"id": id, "detail": err.message(), "code": err.kind().name()})),
-                );
-            }
-            Ok(json!({"removed": removed, "skipped": skipped}))
-        })
-        .await;
-    Ok(task_response(started, StatusCode::OK))
+    Ok(run_task(&state, "rbd/trash/purge", meta, StatusCode::OK, move |b, progress: &Progress| {
+        let pools: Vec<PoolName> = match pool {
+            Some(p) => vec![p],
+            None => b.pool_list()?.into_iter().map(|p| p.name).collect(),
+        };
+        let now = basalt_core::Clock::now(&basalt_core::SystemClock);
+        let (mut removed, mut skipped) = (Vec::new(), Vec::new());
+        for pool in pools {
+            let report = b.trash_purge(&pool, Timestamp(now.secs()), progress)?;
+            removed.extend(report.removed);
+            skipped.extend(
+                report
+                    .skipped
+                    .into_iter()
+                    .map(|(id, err)| json!({"id": id, "detail": err.message(), "code": err.kind().name()})),
+            );
+        }
+        Ok(json!({"removed": removed, "skipped": skipped}))
+    })
+    .await)
 }
