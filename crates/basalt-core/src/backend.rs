@@ -131,6 +131,13 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
     fn flush(&self) -> Result<()>;
     /// Reports which parts of a range hold data and which are holes, without reading data.
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>>;
+    /// Reads like [`ImageIo::read`] and also reports which parts are holes (they read as zeros): one read operation
+    /// for a reader that answers holes specially (NBD structured replies).
+    fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
+        let extents = self.block_status(offset, buf.len() as u64)?;
+        self.read(offset, buf)?;
+        Ok(extents)
+    }
 }
 
 /// Everything the product needs from storage.

@@ -442,8 +442,12 @@ fn read_reply(io: &dyn ImageIo, request: &Request, structured: bool) -> Vec<u8> 
         proto::none_chunk(&mut out, cookie);
         return out;
     }
-    // Without block status the whole range is read as data, which is always correct.
-    let extents = io.block_status(request.offset, u64::from(request.length)).unwrap_or_default();
+    // One read that also says where the holes are; holes read as zeros without touching the disk.
+    let mut data = vec![0u8; length];
+    let extents = match io.read_sparse(request.offset, &mut data) {
+        Ok(extents) => extents,
+        Err(err) => return backend_error_reply(true, cookie, &err),
+    };
     let chunks = plan_read(request.offset, u64::from(request.length), &extents, request.has(proto::CMD_FLAG_DF));
     let total: usize =
         chunks.iter().map(|c| proto::CHUNK_HEADER_LEN + if c.hole { 12 } else { 8 + c.length as usize }).sum();
@@ -463,12 +467,10 @@ fn read_reply(io: &dyn ImageIo, request: &Request, structured: bool) -> Vec<u8> 
         } else {
             proto::put_chunk_header(&mut out[at..], flags, proto::REPLY_TYPE_OFFSET_DATA, cookie, 8 + chunk_len);
             out[body..body + 8].copy_from_slice(&chunk.offset.to_be_bytes());
-            let data = body + 8..body + 8 + chunk.length as usize;
-            if let Err(err) = io.read(chunk.offset, &mut out[data.clone()]) {
-                // Nothing was sent yet, so the whole reply becomes one error chunk.
-                return backend_error_reply(true, cookie, &err);
-            }
-            at = data.end;
+            let target = body + 8..body + 8 + chunk.length as usize;
+            let from = (chunk.offset - request.offset) as usize;
+            out[target.clone()].copy_from_slice(&data[from..from + chunk.length as usize]);
+            at = target.end;
         }
     }
     debug_assert_eq!(at, total);

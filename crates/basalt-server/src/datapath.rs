@@ -307,6 +307,11 @@ impl ImageIo for MeteredIo {
         self.timed(Dir::Read, len, || self.inner.read(offset, buf))
     }
 
+    fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
+        let len = buf.len() as u64;
+        self.timed(Dir::Read, len, || self.inner.read_sparse(offset, buf))
+    }
+
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
         self.timed(Dir::Write, data.len() as u64, || self.inner.write(offset, data, durability))
     }

@@ -234,3 +234,24 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() 
     }
     assert!(acked.len() > 20, "the rounds acknowledged too few writes to mean anything: {}", acked.len());
 }
+
+#[test]
+fn reads_of_never_written_regions_are_counted_too() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    create(&server, &token, "fresh", &["layering", "exclusive-lock"]);
+    let out = Command::new(tool("qemu-io", "qemu-utils"))
+        .args(["-f", "raw", "-r", "-c", "read -P 0 0 2M"])
+        .arg(nbd_uri(&server, "rbd/fresh"))
+        .output()
+        .expect("qemu-io");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, metrics) = crate::api::call_bytes(&server, "GET", "/metrics", &token, b"");
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"ceph_rbd_read_bytes{pool="rbd",namespace="",image="fresh"} "#))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no read counter: {metrics}"));
+    assert!(bytes >= (2u64 << 20) as f64, "the 2 MiB hole read counts as read: {bytes}");
+}
