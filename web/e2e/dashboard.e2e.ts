@@ -1,11 +1,21 @@
 // End-to-end tests of the dashboard against a real `basalt serve`: the API contract, the seed's Quick User Flow
-// (pool prerequisite, create, details, snapshot, protect, clone, flatten, trash restore and purge), the
-// troubleshooting refusals, the roles, keyboard use and a narrow window. Each step saves a screenshot.
+// (pool prerequisite, create, details, snapshot, protect, clone, flatten, trash restore and purge, performance
+// validation with writes through NBD by qemu-io), the troubleshooting refusals, the roles, keyboard use and a narrow
+// window. Each step saves a screenshot.
 
-import type { Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EP } from '../src/api/endpoints';
-import { ADMIN_PASSWORD, cleanResults, launchBrowser, shot, startServer, type Browser, type Server } from './harness';
+import {
+  ADMIN_PASSWORD,
+  cleanResults,
+  launchBrowser,
+  qemuIo,
+  shot,
+  startServer,
+  type Browser,
+  type Server,
+} from './harness';
 import { act, closeMenu, closeNotices, confirm, gotoImages, gotoTab, item, login, openMenu, row } from './ui';
 
 let server: Server;
@@ -298,14 +308,87 @@ describe('Quick User Flow', () => {
     await shot(page, 'purged');
   });
 
-  it('8. performance: honest placeholders, per image and overall', async () => {
-    await gotoTab(page, 'Overall Performance');
-    await page.getByText('Performance figures arrive with the data path').waitFor();
-    await shot(page, 'overall-performance');
+  it('8. performance validation: writes through NBD show in the image and overall charts', async () => {
+    // Before any I/O the image's charts say so instead of drawing made-up figures.
+    await closeNotices(page);
     await gotoTab(page, 'Images');
     await expand('vm1', 'rbd/vm1');
     await detailTab('rbd/vm1', 'Performance');
-    await page.getByText('Performance figures arrive with the data path').waitFor();
+    const imagePerf = page.getByRole('region', { name: 'Performance of rbd/vm1' });
+    await imagePerf.getByText('No I/O in this window.').waitFor();
+    expect(await imagePerf.locator('.chart-empty').count()).toBe(3);
+    await shot(page, 'image-performance-idle');
+
+    // A real NBD client writes 4 MiB through the server's unix socket in its data directory.
+    const written = await qemuIo(server, 'rbd/vm1', 'write -P 0xab 0 4M');
+    expect(written).toContain('wrote 4194304/4194304 bytes');
+
+    // The sampler runs once a second and the tab reloads every 3 s: wait for the write to reach the charts.
+    const figure = (scope: Locator, title: string) =>
+      scope.locator('figure', { has: page.locator('figcaption', { hasText: title }) });
+    const nonzero = /Write (idle now|latest [\d.,]+ \S+) · peak [1-9]/;
+    const throughput = figure(imagePerf, 'Read / Write Throughput');
+    await throughput.locator('.chart-legend').filter({ hasText: nonzero }).waitFor({ timeout: 20_000 });
+    expect(await throughput.locator('.chart-legend').textContent()).toMatch(/Write latest [\d.]+ \S+ · peak 4 MiB\/s/);
+    expect(await figure(imagePerf, 'Read / Write IOPS').locator('.chart-legend').textContent()).toMatch(nonzero);
+    expect(await figure(imagePerf, 'Read / Write Latency').locator('.chart-legend').textContent()).toMatch(nonzero);
+    expect(await imagePerf.getByText('No I/O in this window.').count()).toBe(0);
+    // The text alternatives carry the same figures.
+    expect(await throughput.getByRole('img').getAttribute('aria-label')).toMatch(
+      /^Read \/ Write Throughput over the last 5 minutes: Read: none; Write: peak 4 MiB\/s at /,
+    );
+    expect(await throughput.locator('table tbody tr').nth(1).textContent()).toContain('4 MiB/s');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'image-performance');
+
+    // The range selector: a longer window still holds the write.
+    await imagePerf.getByRole('radio', { name: '15 min', exact: true }).check();
+    await throughput
+      .getByRole('img', { name: /^Read \/ Write Throughput over the last 15 minutes: .*Write: peak 4 MiB\/s/ })
+      .waitFor();
+    await imagePerf.getByRole('radio', { name: '5 min', exact: true }).check();
+
+    // Overall: the system-wide panels and the top images show the same write.
+    await gotoTab(page, 'Overall Performance');
+    await page.getByText('Use overall charts first, then drill into per-image performance').waitFor();
+    const overall = page.getByRole('region', { name: 'Overall Performance' });
+    for (const title of ['Read / Write IOPS', 'Read / Write Throughput']) {
+      await figure(overall, title).locator('.chart-legend').filter({ hasText: nonzero }).waitFor({ timeout: 20_000 });
+    }
+    const top = (caption: string) =>
+      overall
+        .locator('table', { has: page.locator('caption', { hasText: caption }) })
+        .getByRole('row', { name: /^Performance of rbd\/vm1 / });
+    await top('Highest IOPS').waitFor();
+    expect(await top('Highest IOPS').textContent()).toMatch(/[1-9][\d.]* IOPS/);
+    expect(await top('Highest Throughput').textContent()).toMatch(/[1-9][\d.]* (KiB|MiB)\/s/);
+    expect(await top('Highest Latency').textContent()).toMatch(/[1-9][\d.]* ms/);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'overall-performance');
+
+    // A narrow window: charts and tables stack and nothing widens the page.
+    await page.setViewportSize({ width: 400, height: 860 });
+    await figure(overall, 'Read / Write IOPS').waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'narrow-overall-performance');
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    // Drill down from the top table into the image's own charts.
+    await overall.getByRole('button', { name: 'Performance of rbd/vm1', exact: true }).first().click();
+    await page
+      .getByRole('tablist', { name: 'Image rbd/vm1' })
+      .getByRole('tab', { name: 'Performance', selected: true })
+      .waitFor();
+    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'Read / Write Throughput')
+      .locator('.chart-legend')
+      .filter({ hasText: nonzero })
+      .waitFor();
+    await page.setViewportSize({ width: 400, height: 860 });
+    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'Read / Write IOPS').waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'narrow-image-performance');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.getByLabel('Search', { exact: true }).fill('');
   });
 });
 

@@ -1,7 +1,8 @@
 // End-to-end harness: starts the real `basalt serve` on a temp data dir and free loopback ports, talks to its API for
-// setup, launches Debian's chromium through playwright-core, and saves numbered screenshots to web/test-results/.
+// setup, writes to images through its NBD socket with qemu-io, launches Debian's chromium through playwright-core, and
+// saves numbered screenshots to web/test-results/.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,6 +29,10 @@ async function freePort(): Promise<number> {
 
 export interface Server {
   url: string;
+  /** The server's data directory (it holds the NBD socket `nbd.sock`). */
+  dataDir: string;
+  /** The NBD URI of an export (`pool/image`) on the server's unix socket, for qemu-io and friends. */
+  nbdUri: (exportName: string) => string;
   stop: () => Promise<void>;
   /** Calls the API as `username` (setup and checks; the UI is what the tests drive). */
   api: (method: string, path: string, body?: unknown, username?: string) => Promise<{ status: number; body: unknown }>;
@@ -104,6 +109,8 @@ export async function startServer(): Promise<Server> {
 
   return {
     url,
+    dataDir,
+    nbdUri: (exportName) => `nbd+unix:///${exportName}?socket=${join(dataDir, 'nbd.sock')}`,
     api,
     async stop() {
       if (child.exitCode === null) {
@@ -115,6 +122,28 @@ export async function startServer(): Promise<Server> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Runs qemu-io's commands (e.g. `write -P 0xab 0 4M`) on an image through the server's NBD socket, as a real client
+ * would; fails with qemu-io's own message, and gives up after 20 s.
+ */
+export async function qemuIo(server: Server, exportName: string, command: string): Promise<string> {
+  const uri = server.nbdUri(exportName);
+  return new Promise((ok, fail) => {
+    execFile('qemu-io', ['-f', 'raw', '-c', command, uri], { timeout: 20_000 }, (error, stdout, stderr) => {
+      if (error) {
+        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+        fail(
+          new Error(
+            missing
+              ? 'qemu-io is missing: install it with apt-get install -y qemu-utils'
+              : `qemu-io -c '${command}' ${uri} failed: ${stderr || error.message}`,
+          ),
+        );
+      } else ok(stdout);
+    });
+  });
 }
 
 export interface Browser {

@@ -13,14 +13,18 @@ import type {
   EditImageBody,
   ImageListQuery,
   ImageObject,
+  ImagePerfHistory,
   LoginAnswer,
   MoveTrashBody,
   NamespaceInfo,
+  PerfHistory,
+  PerfRanking,
   Pool,
   PurgeReport,
   SnapshotEditBody,
   TaskList,
   TaskStart,
+  TopImage,
   TrashGroup,
 } from './types';
 
@@ -173,4 +177,10 @@ export const api = {
     nothing(EP.restoreTrash, { params: { image_id_spec: idSpec }, body: newName ? { new_image_name: newName } : {} }),
   removeTrash: (idSpec: string, force: boolean) =>
     task(EP.removeTrash, { params: { image_id_spec: idSpec }, query: { force: force || undefined } }),
+
+  perfImage: (spec: string, range: number) =>
+    json<ImagePerfHistory>(EP.perfImage, { params: image(spec), query: { range } }),
+  perfOverall: (range: number) => json<PerfHistory>(EP.perfOverall, { query: { range } }),
+  perfTop: (by: PerfRanking, window: number, limit = 5) =>
+    json<TopImage[]>(EP.perfTop, { query: { by, window, limit } }),
 };

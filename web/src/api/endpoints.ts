@@ -51,6 +51,9 @@ export const EP = {
   purgeTrash: { method: 'POST', path: '/api/block/image/trash/purge', need: img('delete') },
   restoreTrash: { method: 'POST', path: '/api/block/image/trash/{image_id_spec}/restore', need: img('create') },
   removeTrash: { method: 'DELETE', path: '/api/block/image/trash/{image_id_spec}', need: img('delete') },
+  perfImage: { method: 'GET', path: '/api/perf/image/{image_spec}', need: img('read') },
+  perfOverall: { method: 'GET', path: '/api/perf/overall', need: img('read') },
+  perfTop: { method: 'GET', path: '/api/perf/top', need: img('read') },
 } as const satisfies Record<string, Endpoint>;
 
 export type EndpointName = keyof typeof EP;

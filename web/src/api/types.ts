@@ -192,3 +192,32 @@ export interface TaskList {
 
 /** What a background-task call answered: finished in time, or still running as a task to poll. */
 export type TaskStart = { done: true } | { done: false; task: { id: string; name: string } };
+
+/** One sample of the performance history: rates over its interval (1 s or 60 s) ending or starting at `t`. */
+export interface PerfPoint {
+  /** Unix seconds. */
+  t: number;
+  read_iops: number;
+  write_iops: number;
+  /** Bytes per second. */
+  read_bps: number;
+  write_bps: number;
+  /** Average per operation; 0 when there was no operation. */
+  read_latency_ms: number;
+  write_latency_ms: number;
+}
+
+export interface PerfHistory {
+  /** Seconds per point: 1 up to an hour, 60 beyond. */
+  resolution: number;
+  points: PerfPoint[];
+}
+
+export interface ImagePerfHistory extends PerfHistory {
+  image: string;
+}
+
+export type PerfRanking = 'iops' | 'throughput' | 'latency';
+
+/** An image's averages over the ranking window (images without operations in the window are not listed). */
+export type TopImage = Omit<PerfPoint, 't'> & { image: string };

@@ -11,7 +11,7 @@ import { useSession } from '../../state/session';
 import { isUsableRbdPool } from '../rbdPools';
 import { ImagesTab } from './ImagesTab';
 import { NamespacesTab } from './NamespacesTab';
-import { PerformancePlaceholder } from './PerformancePlaceholder';
+import { OverallPerformanceTab } from './OverallPerformanceTab';
 import { TrashTab } from './TrashTab';
 
 export type BlockTab = 'images' | 'namespaces' | 'trash' | 'performance';
@@ -63,14 +63,7 @@ export function BlockImagesPage({ tab }: { tab: BlockTab }) {
       {tab === 'images' && <ImagesTab pools={poolState} />}
       {tab === 'namespaces' && <NamespacesTab pools={poolState} />}
       {tab === 'trash' && <TrashTab />}
-      {tab === 'performance' && (
-        <PerformancePlaceholder scope="all RBD images">
-          <Callout kind="tip">
-            Use overall charts first, then drill into per-image performance to locate the exact source of load: expand a
-            row in the Images tab and open its Performance tab.
-          </Callout>
-        </PerformancePlaceholder>
-      )}
+      {tab === 'performance' && <OverallPerformanceTab />}
     </section>
   );
 }

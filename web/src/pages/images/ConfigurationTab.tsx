@@ -77,7 +77,9 @@ export function ConfigurationTab({ spec }: { spec: string }) {
       {can(EP.setImageConfig) && config.data && (
         <form class="qos" onSubmit={save} aria-labelledby="qos-title">
           <h3 id="qos-title">Quality of Service</h3>
-          <p class="muted">0 means unlimited. Limits are stored now and take effect once the data path applies them.</p>
+          <p class="muted">
+            0 means unlimited. Limits apply to clients of the NBD data path at once, without reconnecting.
+          </p>
           <div class="qos-grid">
             {QOS_OPTIONS.map((o) => {
               const f = fields[o.name] ?? { value: '0', unit: 'B' };

@@ -1,4 +1,4 @@
-// An expanded image row: tabs Details, Snapshots, Configuration and Performance, on a fresh copy of the image that
+// An expanded image row: tabs Details, Snapshots, Configuration and Performance (charts of this image's I/O), on a fresh copy of the image that
 // reloads whenever the list does (after actions and when background tasks end).
 
 import { useState } from 'preact/hooks';
@@ -11,7 +11,7 @@ import { specOf } from '../../lib/imageRules';
 import type { PoolState } from './BlockImagesPage';
 import { ConfigurationTab } from './ConfigurationTab';
 import { DetailsTab } from './DetailsTab';
-import { PerformancePlaceholder } from './PerformancePlaceholder';
+import { PerformanceTab } from './PerformanceTab';
 import { SnapshotsTab } from './SnapshotsTab';
 
 const TABS = [
@@ -27,11 +27,13 @@ interface Props {
   refresh: number;
   pools: PoolState;
   onChanged: () => void;
+  /** The tab to open on (the Overall Performance tab drills into 'performance'). */
+  initialTab?: string | undefined;
 }
 
-export function ImageExpanded({ initial, refresh, pools, onChanged }: Props) {
+export function ImageExpanded({ initial, refresh, pools, onChanged, initialTab }: Props) {
   const spec = specOf(initial);
-  const [tab, setTab] = useState('details');
+  const [tab, setTab] = useState(initialTab ?? 'details');
   const fresh = useLoad(() => api.image(spec), [spec, refresh]);
   const image = fresh.data ?? initial;
   return (
@@ -41,11 +43,7 @@ export function ImageExpanded({ initial, refresh, pools, onChanged }: Props) {
         {tab === 'details' && <DetailsTab image={image} />}
         {tab === 'snapshots' && <SnapshotsTab image={image} pools={pools} onChanged={onChanged} />}
         {tab === 'configuration' && <ConfigurationTab spec={spec} />}
-        {tab === 'performance' && (
-          <PerformancePlaceholder scope={spec}>
-            <p class="muted">Tip: correlate spikes with recent actions (copy/flatten/clone) before escalating.</p>
-          </PerformancePlaceholder>
-        )}
+        {tab === 'performance' && <PerformanceTab spec={spec} />}
       </Tabs>
     </div>
   );

@@ -21,6 +21,7 @@ import { useSession } from '../../state/session';
 import { useStore } from '../../state/store';
 import { onTaskEnded, tasks } from '../../state/tasks';
 import type { PoolState } from './BlockImagesPage';
+import { imageNameOf, takeDrill } from './drill';
 import { ImageDialogs, type ImageDialog } from './ImageDialogs';
 import { ImageExpanded } from './ImageExpanded';
 
@@ -46,12 +47,14 @@ function useDebounced<T>(value: T, ms: number): T {
 export function ImagesTab({ pools }: { pools: PoolState }) {
   const { can } = useSession();
   const executing = useStore(tasks).executing;
-  const [searchText, setSearchText] = useState('');
+  // Arriving from the Overall Performance tab: find that image and open its Performance tab.
+  const [drill] = useState(takeDrill);
+  const [searchText, setSearchText] = useState(drill ? imageNameOf(drill) : '');
   const search = useDebounced(searchText, 300);
   const [sort, setSort] = useState<ImageListQuery['sort']>('+name');
   const [limit, setLimit] = useState(10);
   const [offset, setOffset] = useState(0);
-  const [expanded, setExpanded] = useState<Set<string>>(new Set());
+  const [expanded, setExpanded] = useState<Set<string>>(() => new Set(drill ? [drill] : []));
   const [refresh, setRefresh] = useState(0);
   const [dialog, setDialog] = useState<ImageDialog | null>(null);
 
@@ -266,7 +269,13 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                   {open && (
                     <tr class="detail-row" id={`detail-${image.unique_id}`}>
                       <td colSpan={COLUMNS}>
-                        <ImageExpanded initial={image} refresh={refresh} pools={pools} onChanged={reload} />
+                        <ImageExpanded
+                          initial={image}
+                          refresh={refresh}
+                          pools={pools}
+                          onChanged={reload}
+                          initialTab={spec === drill ? 'performance' : undefined}
+                        />
                       </td>
                     </tr>
                   )}
