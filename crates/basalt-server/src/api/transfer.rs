@@ -192,8 +192,9 @@ fn apply_diff(backend: &dyn Backend, spec: &ImageSpec, input: impl Read) -> basa
         match record {
             DiffRecord::FromSnap(name) => {
                 if !snaps.iter().any(|s| s.name.as_str() == name) {
-                    return Err(Error::not_found(format!(
-                        "the stream starts at snapshot '{name}', which '{spec}' does not have: import the earlier diff first"
+                    // EINVAL, as the reference's import-diff answers.
+                    return Err(Error::invalid(format!(
+                        "start snapshot '{name}' does not exist in image '{spec}', aborting: import the earlier diff first"
                     )));
                 }
             }
