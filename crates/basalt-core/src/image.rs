@@ -305,21 +305,7 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// Formats as RFC 3339 UTC (`2026-11-25T14:20:17Z`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0;
-        let days = secs / 86_400;
-        let rem = secs % 86_400;
-        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(f, "{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+        f.write_str(&crate::time::rfc3339(i64::try_from(self.0).unwrap_or(i64::MAX)))
     }
 }
 

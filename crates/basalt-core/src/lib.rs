@@ -9,6 +9,7 @@ mod error;
 mod image;
 mod names;
 pub mod rbd_diff;
+pub mod time;
 pub mod units;
 
 pub use backend::{

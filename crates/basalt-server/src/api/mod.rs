@@ -165,28 +165,12 @@ pub fn rfc3339(secs: u64) -> String {
     basalt_core::Timestamp(secs).to_string()
 }
 
-/// Parses RFC 3339 UTC (`2026-11-25T14:20:17Z`, also with a space instead of `T` and without `Z`).
+/// Parses a time as users give it (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in UTC) to seconds since the epoch.
 pub fn parse_rfc3339(text: &str) -> ApiResult<u64> {
-    let bad = || ApiError::bad_request(format!("invalid time '{text}': use YYYY-MM-DDTHH:MM:SSZ (UTC)"));
-    let t = text.trim().trim_end_matches('Z');
-    let (date, time) = t.split_once(['T', ' ']).ok_or_else(bad)?;
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-    let mut dp = date.split('-');
-    let (y, mo, d) =
-        (num(dp.next().ok_or_else(bad)?)?, num(dp.next().ok_or_else(bad)?)?, num(dp.next().ok_or_else(bad)?)?);
-    let mut tp = time.split(':');
-    let (h, mi, s) =
-        (num(tp.next().ok_or_else(bad)?)?, num(tp.next().ok_or_else(bad)?)?, num(tp.next().unwrap_or("0"))?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 || y < 1970 {
-        return Err(bad());
-    }
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy.rem_euclid(400);
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).map_err(|_| bad())
+    basalt_core::time::parse_time(text)
+        .ok()
+        .and_then(|secs| u64::try_from(secs).ok())
+        .ok_or_else(|| ApiError::bad_request(format!("invalid time '{text}': use YYYY-MM-DDTHH:MM:SSZ (UTC)")))
 }
 
 #[cfg(test)]
