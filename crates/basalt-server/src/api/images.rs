@@ -217,15 +217,15 @@ pub(crate) async fn get_one(
     Ok(Json(state.call(move |b| image_object(b, &spec)).await?))
 }
 
-fn features_of(names: Option<Vec<String>>) -> ApiResult<Option<Features>> {
+pub(crate) fn features_of(names: Option<Vec<String>>) -> ApiResult<Option<Features>> {
     names.map(|n| Features::from_names(&n)).transpose().map_err(ApiError::from)
 }
 
-fn order_of(obj_size: Option<u64>) -> ApiResult<Option<ObjectOrder>> {
+pub(crate) fn order_of(obj_size: Option<u64>) -> ApiResult<Option<ObjectOrder>> {
     obj_size.map(ObjectOrder::from_object_size).transpose().map_err(ApiError::from)
 }
 
-fn striping_of(unit: Option<u64>, count: Option<u64>) -> ApiResult<Option<(u64, u64)>> {
+pub(crate) fn striping_of(unit: Option<u64>, count: Option<u64>) -> ApiResult<Option<(u64, u64)>> {
     match (unit, count) {
         (None, None) => Ok(None),
         (Some(u), Some(c)) => Ok(Some((u, c))),
@@ -234,7 +234,7 @@ fn striping_of(unit: Option<u64>, count: Option<u64>) -> ApiResult<Option<(u64, 
     }
 }
 
-fn location(pool: &str, namespace: Option<&str>) -> ApiResult<(PoolName, Namespace)> {
+pub(crate) fn location(pool: &str, namespace: Option<&str>) -> ApiResult<(PoolName, Namespace)> {
     Ok((parse(PoolName::new(pool))?, parse(Namespace::parse(namespace.unwrap_or("")))?))
 }
 

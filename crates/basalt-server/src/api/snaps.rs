@@ -8,6 +8,7 @@ use basalt_core::{CloneRequest, ImageName, ImageSpec, Progress, SnapName, SnapSp
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::images::{features_of, location, order_of, striping_of};
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
 use super::{Body, parse, run_task};
 use crate::auth::Caller;
@@ -118,19 +119,12 @@ pub(crate) async fn clone(
 ) -> ApiResult<StatusCode> {
     who.require(RBD_CREATE)?;
     let parent = snap_spec(&spec, snap)?;
-    let child = ImageSpec::new(
-        parse(basalt_core::PoolName::new(body.child_pool_name))?,
-        parse(basalt_core::Namespace::parse(body.child_namespace.as_deref().unwrap_or("")))?,
-        parse(ImageName::new(body.child_image_name))?,
-    );
+    let (pool, namespace) = location(&body.child_pool_name, body.child_namespace.as_deref())?;
+    let child = ImageSpec::new(pool, namespace, parse(ImageName::new(body.child_image_name))?);
     let request = CloneRequest {
-        order: body.obj_size.map(basalt_core::ObjectOrder::from_object_size).transpose().map_err(ApiError::from)?,
-        features: body.features.map(|f| basalt_core::Features::from_names(&f)).transpose().map_err(ApiError::from)?,
-        striping: match (body.stripe_unit, body.stripe_count) {
-            (Some(u), c) => Some((u, c.unwrap_or(1))),
-            (None, None) => None,
-            (None, Some(_)) => return Err(ApiError::bad_request("stripe_count needs stripe_unit too")),
-        },
+        order: order_of(body.obj_size)?,
+        features: features_of(body.features)?,
+        striping: striping_of(body.stripe_unit, body.stripe_count)?,
     };
     state.call(move |b| b.clone_image(&parent, &child, &request)).await?;
     Ok(StatusCode::CREATED)
