@@ -47,21 +47,29 @@ pub(crate) fn start_at(dir: std::sync::Arc<tempfile::TempDir>, admin_password: O
         .arg(dir.path())
         .args(["--listen", &addr, "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
         .env_remove("BASALT_ADMIN_PASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
+    // The server's log goes beside its data, so a failure to start can say why.
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("server log");
+    cmd.stderr(log);
     if let Some(p) = admin_password {
         cmd.env("BASALT_ADMIN_PASSWORD", p);
     }
     let child = cmd.spawn().expect("start basalt serve");
-    let server = Server { child, addr, dir };
+    let mut server = Server { child, addr, dir };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok((200, _)) = try_call(&server, "GET", "/api/health", None, None) {
             return server;
         }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("basalt serve exited with {status} before answering:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("basalt serve did not answer on {} within 30 s", server.addr);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    panic!("basalt serve did not answer on {} within 30 s:\n{log}", server.addr);
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (Null when empty).

@@ -153,7 +153,8 @@ struct Acked {
 #[test]
 fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() {
     const ROUNDS: u64 = 20;
-    const SLOT_BYTES: u64 = 64 << 10;
+    const SLOT_BYTES: u64 = 16 << 10;
+    const WRITES_PER_ROUND: u64 = 200;
     let qemu_io = tool("qemu-io", "qemu-utils");
     let mut server = start(Some(ADMIN_PASSWORD));
     let token = login(&server, "admin", ADMIN_PASSWORD);
@@ -176,11 +177,13 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() 
         let seed = next();
         let writer = std::thread::spawn(move || {
             let mut s = seed | 1;
-            for _ in 0..200 {
+            for i in 0..WRITES_PER_ROUND {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                let slot = s % 512;
+                // Every slot is written once in the whole test: a later, unacknowledged write to a slot could
+                // legitimately land before the crash and replace an acknowledged one.
+                let slot = round * WRITES_PER_ROUND + i;
                 let pattern = (s >> 16) as u8 | 1;
                 let offset = slot * SLOT_BYTES;
                 let fua = s & 2 == 0;
