@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use basalt_core::Backend;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio::sync::{Semaphore, watch};
 
-use crate::handshake::{self, Outcome};
+use crate::handshake::{self, Outcome, Session, TlsPhase};
+use crate::proto::ClientFlags;
 use crate::proto::ProtocolError;
 use crate::server::Limits;
+use crate::tls::Tls;
 use crate::transmission;
 
 /// Size of the read buffer in front of the socket: several pipelined request headers arrive in one read, and
@@ -24,6 +27,8 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Payload bytes buffered by all connections together (write data received, read data not yet sent).
     pub memory: Arc<Semaphore>,
+    /// When set, clients must upgrade with `NBD_OPT_STARTTLS` before anything else.
+    pub tls: Option<Tls>,
 }
 
 /// Why a connection ended early.
@@ -52,38 +57,146 @@ pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Serves one connection to its end.
-pub(crate) async fn run<R, W>(
-    reader: R,
-    mut writer: W,
-    client: String,
-    shared: Arc<Shared>,
+/// A byte stream a connection runs on, split into halves that the reader and writer tasks own.
+///
+/// `join` puts the halves back together for `NBD_OPT_STARTTLS`, which wraps the whole stream.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::Reader, Self::Writer);
+    fn join(reader: Self::Reader, writer: Self::Writer) -> std::io::Result<Self>;
+}
+
+impl Transport for TcpStream {
+    type Reader = tcp::OwnedReadHalf;
+    type Writer = tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+    fn join(reader: Self::Reader, writer: Self::Writer) -> std::io::Result<Self> {
+        reader.reunite(writer).map_err(std::io::Error::other)
+    }
+}
+
+impl Transport for UnixStream {
+    type Reader = unix::OwnedReadHalf;
+    type Writer = unix::OwnedWriteHalf;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+    fn join(reader: Self::Reader, writer: Self::Writer) -> std::io::Result<Self> {
+        reader.reunite(writer).map_err(std::io::Error::other)
+    }
+}
+
+/// Serves one connection to its end: the handshake (upgrading to TLS when the client asks and the server can),
+/// then transmission.
+pub(crate) async fn run<S: Transport>(stream: S, client: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
+    let result = tokio::time::timeout_at(deadline, handshake_plain(stream, &client, &shared, shutdown.clone())).await;
+    let result = match result {
+        Err(_) => Err(ConnError::Refused("handshake timed out".into())),
+        Ok(Err(err)) => Err(err),
+        Ok(Ok(Plain::Closed)) => return,
+        Ok(Ok(Plain::Transmission(reader, writer, session))) => {
+            serve_session(reader, writer, session, &client, &shared, shutdown).await
+        }
+        Ok(Ok(Plain::StartTls(stream, flags))) => {
+            let upgraded = tokio::time::timeout_at(deadline, handshake_tls(stream, flags, &client, &shared, &shutdown));
+            match upgraded.await {
+                Err(_) => Err(ConnError::Refused("handshake timed out".into())),
+                Ok(Err(err)) => Err(err),
+                Ok(Ok(None)) => return,
+                Ok(Ok(Some((reader, writer, session)))) => {
+                    serve_session(reader, writer, session, &client, &shared, shutdown).await
+                }
+            }
+        }
+    };
+    match result {
+        Ok(export) => tracing::info!(client, export, "client disconnected"),
+        Err(err) => log_end(&client, &err),
+    }
+}
+
+/// How the cleartext part of the handshake ended.
+enum Plain<S: Transport> {
+    Transmission(BufReader<S::Reader>, S::Writer, Session),
+    StartTls(S, ClientFlags),
+    Closed,
+}
+
+async fn handshake_plain<S: Transport>(
+    stream: S,
+    client: &str,
+    shared: &Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-) where
+) -> Result<Plain<S>, ConnError> {
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let flags = handshake::greet(&mut reader, &mut writer).await?;
+    let phase = if shared.tls.is_some() { TlsPhase::Required } else { TlsPhase::Off };
+    match handshake::negotiate(&mut reader, &mut writer, shared, client, &mut shutdown, flags, phase).await? {
+        Outcome::Closed => Ok(Plain::Closed),
+        Outcome::Transmission(session) => Ok(Plain::Transmission(reader, writer, session)),
+        Outcome::StartTls => {
+            // A client must wait for the reply to STARTTLS before its TLS hello: anything already buffered was
+            // sent in clear after the upgrade request and cannot be trusted.
+            if !reader.buffer().is_empty() {
+                return Err(ConnError::Refused("data sent after NBD_OPT_STARTTLS before its reply".into()));
+            }
+            Ok(Plain::StartTls(S::join(reader.into_inner(), writer)?, flags))
+        }
+    }
+}
+
+type TlsHalves<S> = (
+    BufReader<tokio::io::ReadHalf<tokio_rustls::server::TlsStream<S>>>,
+    tokio::io::WriteHalf<tokio_rustls::server::TlsStream<S>>,
+    Session,
+);
+
+async fn handshake_tls<S: Transport>(
+    stream: S,
+    flags: ClientFlags,
+    client: &str,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<TlsHalves<S>>, ConnError> {
+    let Some(tls) = &shared.tls else {
+        return Err(ConnError::Refused("STARTTLS accepted without TLS configured".into()));
+    };
+    let stream =
+        tls.acceptor().accept(stream).await.map_err(|err| ConnError::Refused(format!("TLS handshake: {err}")))?;
+    tracing::debug!(client, "TLS established");
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let mut shutdown = shutdown.clone();
+    // Options negotiated before the upgrade are forgotten, as the spec asks; the client flags stay.
+    match handshake::negotiate(&mut reader, &mut writer, shared, client, &mut shutdown, flags, TlsPhase::Active).await?
+    {
+        Outcome::Transmission(session) => Ok(Some((reader, writer, session))),
+        Outcome::Closed => Ok(None),
+        Outcome::StartTls => Err(ConnError::Refused("STARTTLS on a TLS connection".into())),
+    }
+}
+
+/// Transmission on a chosen export; returns the export's name for the log.
+async fn serve_session<R, W>(
+    reader: BufReader<R>,
+    writer: W,
+    session: Session,
+    client: &str,
+    shared: &Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<String, ConnError>
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let handshake = handshake::negotiate(&mut reader, &mut writer, &shared, &client, &mut shutdown);
-    let session = match tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
-        Err(_) => {
-            tracing::info!(client, "handshake timed out");
-            return;
-        }
-        Ok(Err(err)) => {
-            log_end(&client, &err);
-            return;
-        }
-        Ok(Ok(Outcome::Closed)) => return,
-        Ok(Ok(Outcome::Transmission(session))) => session,
-    };
-    let export = session.name;
     let handle = session.export.handle;
-    let result = transmission::run(reader, writer, handle, session.negotiated, shared.clone(), shutdown, &client).await;
-    match result {
-        Ok(()) => tracing::info!(client, export, "client disconnected"),
-        Err(err) => log_end(&client, &err),
-    }
+    transmission::run(reader, writer, handle, session.negotiated, shared.clone(), shutdown, client).await?;
+    Ok(session.name)
 }
 
 fn log_end(client: &str, err: &ConnError) {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::conn::{ConnError, Shared, shutdown_requested};
 use crate::export::{self, ExportInfo, ExportName, OpenExport, Refusal};
-use crate::proto::{self, Negotiated};
+use crate::proto::{self, ClientFlags, Negotiated};
 
 /// The most options one connection may send; a client that loops forever is cut off.
 const MAX_OPTIONS: usize = 1024;
@@ -34,8 +34,21 @@ pub(crate) struct Session {
 pub(crate) enum Outcome {
     /// An export was chosen: go on to transmission.
     Transmission(Session),
+    /// The client asked for TLS and was told to go ahead: the TLS handshake comes next.
+    StartTls,
     /// The client aborted, or the server refused `NBD_OPT_EXPORT_NAME` or is shutting down.
     Closed,
+}
+
+/// Where a connection stands with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsPhase {
+    /// The server offers no TLS: `NBD_OPT_STARTTLS` is unsupported.
+    Off,
+    /// The server insists on TLS and the client has not upgraded yet.
+    Required,
+    /// The connection runs over TLS.
+    Active,
 }
 
 /// The transmission flags advertised for an export.
@@ -68,19 +81,14 @@ struct SelectedContexts {
 struct Negotiation<'a> {
     shared: &'a Arc<Shared>,
     client: &'a str,
+    tls: TlsPhase,
     structured: bool,
     no_zeroes: bool,
     contexts: Option<SelectedContexts>,
 }
 
-/// Runs option haggling on a fresh connection.
-pub(crate) async fn negotiate<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    shared: &Arc<Shared>,
-    client: &str,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<Outcome, ConnError>
+/// Sends the greeting and reads the client's flags.
+pub(crate) async fn greet<R, W>(reader: &mut R, writer: &mut W) -> Result<ClientFlags, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -89,9 +97,25 @@ where
     writer.flush().await?;
     let mut flag_bytes = [0u8; 4];
     reader.read_exact(&mut flag_bytes).await?;
-    let client_flags = proto::parse_client_flags(flag_bytes)?;
+    Ok(proto::parse_client_flags(flag_bytes)?)
+}
+
+/// Runs option haggling after the greeting (or after a TLS upgrade, with the same client flags).
+pub(crate) async fn negotiate<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    shared: &Arc<Shared>,
+    client: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    client_flags: ClientFlags,
+    tls: TlsPhase,
+) -> Result<Outcome, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut state =
-        Negotiation { shared, client, structured: false, no_zeroes: client_flags.no_zeroes, contexts: None };
+        Negotiation { shared, client, tls, structured: false, no_zeroes: client_flags.no_zeroes, contexts: None };
 
     for _ in 0..MAX_OPTIONS {
         let mut header_bytes = [0u8; proto::OPTION_HEADER_LEN];
@@ -139,6 +163,19 @@ impl Negotiation<'_> {
         data: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<Option<Outcome>, ConnError> {
+        if self.tls == TlsPhase::Required && !matches!(option, proto::OPT_STARTTLS | proto::OPT_ABORT) {
+            if option == proto::OPT_EXPORT_NAME {
+                // No error reply exists for this option; hanging up is the only refusal.
+                return Err(ConnError::Refused("NBD_OPT_EXPORT_NAME before the required TLS upgrade".into()));
+            }
+            proto::option_error(
+                out,
+                option,
+                proto::REP_ERR_TLS_REQD,
+                "this server requires TLS: send NBD_OPT_STARTTLS",
+            );
+            return Ok(None);
+        }
         match option {
             proto::OPT_EXPORT_NAME => self.export_name(data, out).await,
             proto::OPT_ABORT => {
@@ -163,13 +200,33 @@ impl Negotiation<'_> {
                 self.meta_context(option, data, out).await?;
                 Ok(None)
             }
-            proto::OPT_STARTTLS => {
-                proto::option_error(out, option, proto::REP_ERR_UNSUP, "basalt's NBD server does not offer TLS");
-                Ok(None)
-            }
+            proto::OPT_STARTTLS => Ok(self.start_tls(&data, out)),
             other => {
                 proto::option_error(out, other, proto::REP_ERR_UNSUP, &format!("option {other} is not supported"));
                 Ok(None)
+            }
+        }
+    }
+
+    /// `NBD_OPT_STARTTLS`: acknowledged only when the server has TLS and the connection is not yet upgraded.
+    fn start_tls(&self, data: &[u8], out: &mut Vec<u8>) -> Option<Outcome> {
+        let option = proto::OPT_STARTTLS;
+        match self.tls {
+            TlsPhase::Off => {
+                proto::option_error(out, option, proto::REP_ERR_UNSUP, "TLS is not configured on this listener");
+                None
+            }
+            TlsPhase::Active => {
+                proto::option_error(out, option, proto::REP_ERR_INVALID, "the connection already uses TLS");
+                None
+            }
+            TlsPhase::Required if !data.is_empty() => {
+                proto::option_error(out, option, proto::REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+                None
+            }
+            TlsPhase::Required => {
+                proto::option_reply(out, option, proto::REP_ACK, &[]);
+                Some(Outcome::StartTls)
             }
         }
     }

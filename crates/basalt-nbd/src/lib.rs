@@ -3,7 +3,8 @@
 //! Export names are `pool[/namespace]/image` (the head, read-write, holding the exclusive lock where the image has
 //! that feature) and `pool[/namespace]/image@snapshot` (read-only). The server speaks structured replies (holes
 //! are sent as `OFFSET_HOLE` chunks), `base:allocation` block status, out-of-order replies, FUA/flush, trim,
-//! write-zeroes with fast zero, and cache. TLS, extended headers and QoS are not offered.
+//! write-zeroes with fast zero, and cache, optionally behind STARTTLS (see [`Tls`]). Extended headers are not
+//! offered; QoS is the backend's business.
 //!
 //! Layout: [`proto`] is the pure wire codec; `handshake` negotiates options; `transmission` runs the
 //! reader → workers (blocking pool) → writer pipeline; `server` accepts clients and shuts down.
@@ -25,6 +26,8 @@ mod export;
 mod handshake;
 pub mod proto;
 mod server;
+mod tls;
 mod transmission;
 
-pub use server::{Limits, Listener, serve, serve_with_limits};
+pub use server::{Limits, Listener, serve, serve_with, serve_with_limits};
+pub use tls::{Tls, TlsError, TlsFiles};

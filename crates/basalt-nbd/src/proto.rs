@@ -63,7 +63,7 @@ pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 /// List exports.
 pub const OPT_LIST: u32 = 3;
-/// Start TLS (not supported here).
+/// Upgrade the connection to TLS (offered when the server has a certificate).
 pub const OPT_STARTTLS: u32 = 5;
 /// Describe an export.
 pub const OPT_INFO: u32 = 6;
@@ -96,6 +96,8 @@ pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
 pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
 /// The option cannot be carried out on this platform.
 pub const REP_ERR_PLATFORM: u32 = (1 << 31) + 4;
+/// The server requires TLS before this option.
+pub const REP_ERR_TLS_REQD: u32 = (1 << 31) + 5;
 /// The export does not exist.
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
 /// The server is shutting down.

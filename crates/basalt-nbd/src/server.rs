@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::conn::{self, Shared, shutdown_requested};
+use crate::tls::Tls;
 
 /// Where the server accepts clients.
 #[derive(Debug)]
@@ -81,13 +82,24 @@ pub async fn serve(listener: Listener, backend: Arc<dyn Backend>, shutdown: watc
 pub async fn serve_with_limits(
     listener: Listener,
     backend: Arc<dyn Backend>,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    serve_with(listener, backend, shutdown, limits, None).await
+}
+
+/// [`serve`] with explicit limits and, when `tls` is set, TLS required of every client (the spec's FORCEDTLS).
+pub async fn serve_with(
+    listener: Listener,
+    backend: Arc<dyn Backend>,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
+    tls: Option<Tls>,
 ) {
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let memory = Arc::new(Semaphore::new(limits.buffer_bytes_total.max(crate::proto::MAX_PAYLOAD_BYTES as usize)));
     let drain_timeout = limits.drain_timeout;
-    let shared = Arc::new(Shared { backend, limits, memory });
+    let shared = Arc::new(Shared { backend, limits, memory, tls });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -123,13 +135,9 @@ pub async fn serve_with_limits(
                     if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive()) {
                         tracing::debug!(client, error = %err, "cannot enable TCP keepalive");
                     }
-                    let (reader, writer) = stream.into_split();
-                    conn::run(reader, writer, client, shared, shutdown).await;
+                    conn::run(stream, client, shared, shutdown).await;
                 }
-                Stream::Unix(stream) => {
-                    let (reader, writer) = stream.into_split();
-                    conn::run(reader, writer, client, shared, shutdown).await;
-                }
+                Stream::Unix(stream) => conn::run(stream, client, shared, shutdown).await,
             }
             drop(slot);
         });

@@ -25,6 +25,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The NBD address (served by the data path).
     pub nbd_listen: SocketAddr,
+    /// When set, the NBD TCP listener requires TLS (`NBD_OPT_STARTTLS`); `DATA_DIR/nbd.sock` stays in clear, as
+    /// only local processes with access to the directory reach it.
+    pub nbd_tls: Option<basalt_nbd::TlsFiles>,
 }
 
 /// Why the server could not start or stopped.
@@ -66,6 +69,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
+    // Bad TLS material is a configuration error found before anything is opened.
+    let nbd_tls = match &config.nbd_tls {
+        None => None,
+        Some(files) => Some(basalt_nbd::Tls::load(files).map_err(|err| ServeError::Config(format!("NBD TLS: {err}")))?),
+    };
     let engine = {
         let engine_dir = dir.clone();
         tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
@@ -112,6 +120,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(
         listen = %config.listen,
         nbd = %config.nbd_listen,
+        nbd_tls = nbd_tls.is_some(),
         socket = %socket_path.display(),
         nbd_socket = %nbd_socket_path.display(),
         data_dir = %dir.display(),
@@ -131,7 +140,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(async move {
         let _ = rx2.changed().await;
     });
-    let nbd_tcp_task = tokio::spawn(basalt_nbd::serve(nbd_tcp.into(), state.backend.clone(), stop_rx.clone()));
+    let nbd_tcp_task = tokio::spawn(basalt_nbd::serve_with(
+        nbd_tcp.into(),
+        state.backend.clone(),
+        stop_rx.clone(),
+        basalt_nbd::Limits::default(),
+        nbd_tls,
+    ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, stop_rx.clone()));
     let purge_task = tokio::spawn(purge_expired_trash(state.backend.clone(), stop_rx.clone()));

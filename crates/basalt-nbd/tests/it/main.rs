@@ -4,6 +4,7 @@
 mod client;
 mod protocol;
 mod real_clients;
+mod tls;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +35,18 @@ impl TestServer {
 
     /// Starts a server with explicit limits.
     pub fn start_with_limits(limits: basalt_nbd::Limits) -> TestServer {
+        TestServer::start_with(limits, |_| None)
+    }
+
+    /// Starts a server whose TCP listener requires TLS with the configuration `tls` makes in the server's temporary
+    /// directory; the Unix socket stays in clear.
+    pub fn start_with_tls(tls: impl FnOnce(&Path) -> basalt_nbd::Tls) -> TestServer {
+        TestServer::start_with(basalt_nbd::Limits::default(), |dir| Some(tls(dir)))
+    }
+
+    fn start_with(limits: basalt_nbd::Limits, tls: impl FnOnce(&Path) -> Option<basalt_nbd::Tls>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let tls = tls(dir.path());
         let engine = Arc::new(Engine::open(&dir.path().join("store"), Arc::new(SystemClock)).expect("open store"));
         let rbd = PoolName::new("rbd").expect("pool name");
         engine.pool_create(&rbd).expect("create pool");
@@ -51,7 +63,7 @@ impl TestServer {
         let (stop, stopped) = watch::channel(false);
         let backend: Arc<dyn Backend> = engine.clone();
         let tasks = vec![
-            runtime.spawn(basalt_nbd::serve_with_limits(tcp.into(), backend.clone(), stopped.clone(), limits.clone())),
+            runtime.spawn(basalt_nbd::serve_with(tcp.into(), backend.clone(), stopped.clone(), limits.clone(), tls)),
             runtime.spawn(basalt_nbd::serve_with_limits(unix.into(), backend, stopped, limits)),
         ];
         TestServer { engine, port, socket, stop, tasks, runtime: Some(runtime), dir }

@@ -185,6 +185,15 @@ struct ServeArgs {
     /// NBD address
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10809")]
     nbd_listen: String,
+    /// Require TLS on the NBD address with this certificate chain (PEM); DATA_DIR/nbd.sock stays in clear
+    #[arg(long, value_name = "PEM", env = "BASALT_NBD_TLS_CERT", requires = "nbd_tls_key")]
+    nbd_tls_cert: Option<PathBuf>,
+    /// The private key of --nbd-tls-cert (PEM)
+    #[arg(long, value_name = "PEM", env = "BASALT_NBD_TLS_KEY", requires = "nbd_tls_cert")]
+    nbd_tls_key: Option<PathBuf>,
+    /// Also require NBD clients to present a certificate signed by this CA (PEM)
+    #[arg(long, value_name = "PEM", env = "BASALT_NBD_TLS_CLIENT_CA", requires = "nbd_tls_cert")]
+    nbd_tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -778,7 +787,13 @@ struct LoginArgs {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Serve(args) => serve::run(&global.data_dir, &args.listen, &args.nbd_listen),
+        Command::Serve(args) => {
+            let nbd_tls = match (args.nbd_tls_cert, args.nbd_tls_key) {
+                (Some(cert), Some(key)) => Some(basalt_nbd::TlsFiles { cert, key, client_ca: args.nbd_tls_client_ca }),
+                _ => None,
+            };
+            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls)
+        }
         Command::Fsck => fsck::run(&global.data_dir),
         Command::Version => {
             println!("basalt {} (store format {})", env!("CARGO_PKG_VERSION"), basalt_engine::FORMAT_VERSION);

@@ -14,6 +14,8 @@ pub(crate) const ADMIN_PASSWORD: &str = "admin-secret-1";
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: String,
+    /// The NBD TCP address.
+    pub(crate) nbd_addr: String,
     pub(crate) dir: std::sync::Arc<tempfile::TempDir>,
 }
 
@@ -41,11 +43,22 @@ pub(crate) fn kill9(server: Server) -> std::sync::Arc<tempfile::TempDir> {
 
 /// Starts a server on an existing data directory.
 pub(crate) fn start_at(dir: std::sync::Arc<tempfile::TempDir>, admin_password: Option<&str>) -> Server {
+    start_with(dir, admin_password, &[])
+}
+
+/// Starts a server on an existing data directory with extra `serve` arguments.
+pub(crate) fn start_with(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    admin_password: Option<&str>,
+    extra_args: &[&str],
+) -> Server {
     let addr = format!("127.0.0.1:{}", free_port());
+    let nbd_addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
     cmd.args(["serve", "--data-dir"])
         .arg(dir.path())
-        .args(["--listen", &addr, "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &addr, "--nbd-listen", &nbd_addr])
+        .args(extra_args)
         .env_remove("BASALT_ADMIN_PASSWORD")
         .stdout(Stdio::null());
     // The server's log goes beside its data, so a failure to start can say why.
@@ -56,7 +69,7 @@ pub(crate) fn start_at(dir: std::sync::Arc<tempfile::TempDir>, admin_password: O
         cmd.env("BASALT_ADMIN_PASSWORD", p);
     }
     let child = cmd.spawn().expect("start basalt serve");
-    let mut server = Server { child, addr, dir };
+    let mut server = Server { child, addr, nbd_addr, dir };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok((200, _)) = try_call(&server, "GET", "/api/health", None, None) {

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::api::{ADMIN_PASSWORD, Server, call, kill9, login, start};
+use crate::api::{ADMIN_PASSWORD, Server, call, kill9, login, start, start_with};
 
 fn tool(name: &str, package: &str) -> String {
     let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().expect("sh");
@@ -257,4 +257,61 @@ fn reads_of_never_written_regions_are_counted_too() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no read counter: {metrics}"));
     assert!(bytes >= (2u64 << 20) as f64, "the 2 MiB hole read counts as read: {bytes}");
+}
+
+#[test]
+fn serve_with_nbd_tls_requires_it_on_tcp_and_keeps_the_socket_in_clear() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let pki = dir.path().join("pki");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nbd-tls-pki.sh");
+    let made = Command::new("bash").arg(script).arg(&pki).output().expect("run nbd-tls-pki.sh");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let cert = pki.join("server-cert.pem");
+    let key = pki.join("server-key.pem");
+    let (cert, key) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
+    let server = start_with(dir.clone(), Some(ADMIN_PASSWORD), &["--nbd-tls-cert", cert, "--nbd-tls-key", key]);
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    create(&server, &token, "tls", &["layering", "exclusive-lock"]);
+
+    let nbdinfo = tool("nbdinfo", "libnbd-bin");
+    let tls_uri = format!("nbds://{}/rbd/tls?tls-certificates={}", server.nbd_addr, pki.join("anonymous").display());
+    let info = Command::new(&nbdinfo).arg(&tls_uri).output().expect("nbdinfo");
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success() && text.contains("export-size: 67108864"),
+        "{text}{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+
+    let clear = Command::new(&nbdinfo).arg(format!("nbd://{}/rbd/tls", server.nbd_addr)).output().expect("nbdinfo");
+    assert!(!clear.status.success(), "a cleartext client was served on a TLS listener");
+    let local = Command::new(&nbdinfo).arg(nbd_uri(&server, "rbd/tls")).output().expect("nbdinfo");
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+}
+
+#[test]
+fn serve_refuses_to_start_with_unusable_tls_material() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing-cert.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--nbd-tls-cert"])
+        .arg(&missing)
+        .arg("--nbd-tls-key")
+        .arg(&missing)
+        .output()
+        .expect("run basalt serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started without its certificate");
+    assert!(stderr.contains("missing-cert.pem"), "{stderr}");
+    // Nothing was created: the configuration is checked before the store is opened.
+    assert!(!dir.path().join("data").exists());
+
+    let half = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["serve", "--nbd-tls-cert", "x.pem"])
+        .output()
+        .expect("run basalt serve");
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--nbd-tls-key"));
 }
