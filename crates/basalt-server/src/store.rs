@@ -1,5 +1,8 @@
-//! The server's own persistent state (users, roles, API tokens, task records) in `DATA_DIR/server.redb`, apart from
-//! the storage backend so the same server state works over any backend.
+//! The server's own persistent state (users, roles, API tokens, task records), apart from the storage backend.
+//!
+//! Records are JSON values in named tables. Where they live depends on the backend: in `DATA_DIR/server.redb` for
+//! the embedded engine, and in the Ceph cluster (see `crate::ceph`) when basalt serves a cluster, so that several
+//! servers in front of one cluster share users, roles and sessions.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,22 +12,40 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// A table of the server store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table(pub &'static str);
+
 /// Users by name.
-pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub const USERS: Table = Table("users");
 /// Custom roles by name.
-pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+pub const ROLES: Table = Table("roles");
 /// API tokens by the hex SHA-256 of the token.
-pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+pub const TOKENS: Table = Table("tokens");
 /// Task records by id.
-pub const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+pub const TASKS: Table = Table("tasks");
+/// Every table.
+pub const TABLES: [Table; 4] = [USERS, ROLES, TOKENS, TASKS];
 
 /// The file name of the server store.
 pub const SERVER_DB: &str = "server.redb";
 
-/// A small typed key-value store over redb.
+/// Where records are kept: raw bytes by table and key. Each call is atomic on its own.
+pub trait KvStore: Send + Sync + std::fmt::Debug {
+    /// One value.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Every entry of a table, sorted by key.
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Creates or replaces one value.
+    fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<()>;
+    /// Removes keys; returns how many existed.
+    fn remove(&self, table: Table, keys: &[String]) -> Result<usize>;
+}
+
+/// The typed store the server uses.
 #[derive(Debug, Clone)]
 pub struct ServerStore {
-    db: Arc<redb::Database>,
+    kv: Arc<dyn KvStore>,
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -32,66 +53,120 @@ fn err(e: impl std::fmt::Display) -> Error {
 }
 
 impl ServerStore {
-    /// Opens or creates the store in `dir`.
+    /// Opens or creates the local store in `dir`.
     pub fn open(dir: &Path) -> Result<ServerStore> {
-        let db = redb::Database::create(dir.join(SERVER_DB)).map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
-        for table in [USERS, ROLES, TOKENS, TASKS] {
-            txn.open_table(table).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        Ok(ServerStore { db: Arc::new(db) })
+        Ok(ServerStore::over(Arc::new(RedbStore::open(dir)?)))
+    }
+
+    /// A store over any key-value backend.
+    pub fn over(kv: Arc<dyn KvStore>) -> ServerStore {
+        ServerStore { kv }
     }
 
     /// Reads one record.
-    pub fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(table).map_err(err)?;
-        match t.get(key).map_err(err)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+        match self.kv.get(table, key)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(err)?)),
             None => Ok(None),
         }
     }
 
     /// Reads every record of a table, sorted by key.
-    pub fn list<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, T)>> {
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
+        self.kv
+            .list(table)?
+            .into_iter()
+            .map(|(key, bytes)| Ok((key, serde_json::from_slice(&bytes).map_err(err)?)))
+            .collect()
+    }
+
+    /// Writes one record.
+    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
+        self.kv.put(table, key, &serde_json::to_vec(value).map_err(err)?)
+    }
+
+    /// Removes one record; returns whether it existed.
+    pub fn remove(&self, table: Table, key: &str) -> Result<bool> {
+        Ok(self.kv.remove(table, &[key.to_owned()])? > 0)
+    }
+
+    /// Removes every record for which `drop` is true (records that do not parse are kept).
+    pub fn remove_where<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        mut drop: impl FnMut(&str, &T) -> bool,
+    ) -> Result<()> {
+        let doomed: Vec<String> = self
+            .kv
+            .list(table)?
+            .into_iter()
+            .filter(|(key, bytes)| serde_json::from_slice::<T>(bytes).map(|record| drop(key, &record)).unwrap_or(false))
+            .map(|(key, _)| key)
+            .collect();
+        if !doomed.is_empty() {
+            self.kv.remove(table, &doomed)?;
+        }
+        Ok(())
+    }
+}
+
+/// The local store: one redb table per [`Table`].
+#[derive(Debug)]
+pub struct RedbStore {
+    db: redb::Database,
+}
+
+fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(table.0)
+}
+
+impl RedbStore {
+    /// Opens or creates `dir/server.redb`.
+    pub fn open(dir: &Path) -> Result<RedbStore> {
+        let db = redb::Database::create(dir.join(SERVER_DB)).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        for table in TABLES {
+            txn.open_table(definition(table)).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl KvStore for RedbStore {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(table).map_err(err)?;
+        let t = txn.open_table(definition(table)).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(definition(table)).map_err(err)?;
         let mut out = Vec::new();
         for entry in t.iter().map_err(err)? {
             let (k, v) = entry.map_err(err)?;
-            out.push((k.value().to_owned(), serde_json::from_slice(v.value()).map_err(err)?));
+            out.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    /// Writes one record.
-    pub fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(err)?;
+    fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
         let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(table).map_err(err)?.insert(key, bytes.as_slice()).map_err(err)?;
+        txn.open_table(definition(table)).map_err(err)?.insert(key, value).map_err(err)?;
         txn.commit().map_err(err)
     }
 
-    /// Removes one record; returns whether it existed.
-    pub fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool> {
+    fn remove(&self, table: Table, keys: &[String]) -> Result<usize> {
         let txn = self.db.begin_write().map_err(err)?;
-        let existed = txn.open_table(table).map_err(err)?.remove(key).map_err(err)?.is_some();
-        txn.commit().map_err(err)?;
-        Ok(existed)
-    }
-
-    /// Removes every record for which `drop` is true.
-    pub fn remove_where<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        mut drop: impl FnMut(&str, &T) -> bool,
-    ) -> Result<()> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let mut removed = 0;
         {
-            let mut t = txn.open_table(table).map_err(err)?;
-            t.retain(|k, v| serde_json::from_slice::<T>(v).map(|rec| !drop(k, &rec)).unwrap_or(true)).map_err(err)?;
+            let mut t = txn.open_table(definition(table)).map_err(err)?;
+            for key in keys {
+                removed += usize::from(t.remove(key.as_str()).map_err(err)?.is_some());
+            }
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        Ok(removed)
     }
 }
