@@ -64,7 +64,7 @@ impl Target {
 
     /// Makes another pool for this scenario, tagged for rbd when `rbd` is true; it is removed with the target.
     pub fn extra_pool(&self, suffix: &str, rbd: bool) -> PoolName {
-        let pool = PoolName::new(&format!("{}-{suffix}", self.prefix)).expect("pool name");
+        let pool = PoolName::new(format!("{}-{suffix}", self.prefix)).expect("pool name");
         self.keeper.create(&*self.backend, &pool);
         if rbd {
             self.backend.pool_application_enable(&pool, "rbd").expect("tag pool for rbd");
