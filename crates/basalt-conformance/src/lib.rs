@@ -139,10 +139,43 @@ fn finish(
 }
 
 mod ceph {
-    use super::Target;
+    use std::path::PathBuf;
+    use std::sync::Arc;
 
-    /// No Ceph backend is built into this suite yet.
-    pub(super) fn target(_test: &str) -> Option<Target> {
-        None
+    use basalt_ceph::CephBackend;
+    use basalt_ceph::rados::Cluster;
+    use basalt_core::{Backend, PoolName};
+
+    use super::{Kind, PoolKeeper, Target, finish};
+
+    /// Pools on the cluster, deleted with whatever they hold when the target goes.
+    struct CephKeeper {
+        cluster: Cluster,
+    }
+
+    impl PoolKeeper for CephKeeper {
+        fn create(&self, backend: &dyn Backend, pool: &PoolName) {
+            // A pool left behind by an interrupted run of the same test and process id would clash: clear it.
+            let _ = self.cluster.pool_delete(pool.as_str());
+            backend.pool_create(pool).expect("create pool on the cluster");
+        }
+
+        fn destroy(&self, pool: &PoolName) {
+            if let Err(err) = self.cluster.pool_delete(pool.as_str()) {
+                eprintln!("conformance: cannot delete pool {pool}: {err}");
+            }
+        }
+    }
+
+    /// A target on the cluster `BASALT_CEPH_CONF` names, or `None` when it is unset.
+    pub(super) fn target(test: &str) -> Option<Target> {
+        let conf = PathBuf::from(std::env::var_os("BASALT_CEPH_CONF")?);
+        let id = std::env::var("BASALT_CEPH_ID").unwrap_or_else(|_| "admin".to_owned());
+        let backend = CephBackend::connect(&conf, &id)
+            .unwrap_or_else(|err| panic!("cannot connect to the Ceph cluster of {}: {err}", conf.display()));
+        let keeper = CephKeeper { cluster: backend.cluster().clone() };
+        // Pool names carry the process id, so concurrent and earlier runs never share a pool.
+        let prefix = format!("{test}-{}", std::process::id());
+        Some(finish(Kind::Ceph, Arc::new(backend), Arc::new(keeper), prefix, None))
     }
 }

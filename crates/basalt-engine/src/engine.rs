@@ -267,8 +267,11 @@ impl Engine {
         if features.contains(Features::OPERATIONS) || features.contains(Features::MIGRATING) {
             bail!(InvalidArgument, "the operations and migrating features are set by the system, not by users");
         }
+        // As librbd does: object-map brings fast-diff along, and fast-diff without object-map is dropped.
         if features.contains(Features::OBJECT_MAP) {
             features = features.union(Features::FAST_DIFF);
+        } else {
+            features = features.difference(Features::FAST_DIFF);
         }
         features.check_dependencies()?;
         if features.contains(Features::JOURNALING) {

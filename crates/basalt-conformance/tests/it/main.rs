@@ -10,6 +10,7 @@ use basalt_core::{CreateOptions, Durability, ErrorKind, OpenTarget, SnapName};
 
 pub const MIB: u64 = 1 << 20;
 
+#[track_caller]
 pub fn kind<T: std::fmt::Debug>(result: basalt_core::Result<T>) -> ErrorKind {
     result.expect_err("the operation must be refused").kind()
 }
