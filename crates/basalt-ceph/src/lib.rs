@@ -28,6 +28,8 @@ pub mod ffi;
 #[cfg(feature = "ceph")]
 pub mod image;
 #[cfg(feature = "ceph")]
+pub mod omap;
+#[cfg(feature = "ceph")]
 pub mod rados;
 #[cfg(feature = "ceph")]
 pub mod rbd;

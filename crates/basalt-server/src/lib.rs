@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "ceph")]
+pub mod ceph;
 pub mod datapath;
 pub mod error;
 pub mod perf;
@@ -14,4 +16,4 @@ pub mod store;
 pub mod tasks;
 mod ui;
 
-pub use serve::{ServeConfig, ServeError, serve};
+pub use serve::{CephConfig, ServeConfig, ServeError, serve};

@@ -28,6 +28,19 @@ pub struct ServeConfig {
     /// When set, the NBD TCP listener requires TLS (`NBD_OPT_STARTTLS`); `DATA_DIR/nbd.sock` stays in clear, as
     /// only local processes with access to the directory reach it.
     pub nbd_tls: Option<basalt_nbd::TlsFiles>,
+    /// When set, serve this Ceph cluster instead of the embedded engine (needs the `ceph` build feature).
+    pub ceph: Option<CephConfig>,
+}
+
+/// Which Ceph cluster to serve, and as whom.
+#[derive(Debug, Clone)]
+pub struct CephConfig {
+    /// The cluster's configuration file (`/etc/ceph/ceph.conf`).
+    pub conf: PathBuf,
+    /// The client id (`admin` for `client.admin`).
+    pub client_id: String,
+    /// The pool holding basalt's own records (users, roles, sessions, tasks).
+    pub meta_pool: String,
 }
 
 /// Why the server could not start or stopped.
@@ -74,19 +87,30 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         None => None,
         Some(files) => Some(basalt_nbd::Tls::load(files).map_err(|err| ServeError::Config(format!("NBD TLS: {err}")))?),
     };
-    let engine = {
-        let engine_dir = dir.clone();
-        tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
-            .await
-            .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
-            .map_err(|source| ServeError::Store { dir: dir.clone(), source })?
-    };
     let registry = Arc::new(Registry::default());
     let history = Arc::new(History::default());
-    // Everything above the engine (API and data path) sees the metered backend, so all I/O is counted and limited.
-    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(Arc::new(engine), registry.clone()));
-    first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-    let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let (storage, store) = match &config.ceph {
+        None => {
+            let engine_dir = dir.clone();
+            let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
+                .await
+                .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
+                .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            let engine: Arc<dyn Backend> = Arc::new(engine);
+            // A fresh embedded store gets pool `rbd`; a cluster's pools are the cluster's business.
+            first_start_pool(&engine).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            (engine, store)
+        }
+        Some(ceph) => {
+            // The data directory still holds the sockets and the initial password.
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            open_ceph(ceph.clone()).await?
+        }
+    };
+    tracing::info!(backend = if config.ceph.is_some() { "ceph" } else { "embedded" }, "storage ready");
+    // Everything above the storage (API and data path) sees the metered backend, so all I/O is counted and limited.
+    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(storage, registry.clone()));
     let auth = Auth::new(store.clone());
     let generated = auth.ensure_admin(std::env::var("BASALT_ADMIN_PASSWORD").ok()).map_err(|source| {
         ServeError::Config(format!("cannot create the admin user from BASALT_ADMIN_PASSWORD: {source}"))
@@ -202,6 +226,21 @@ async fn purge_expired_trash(backend: Arc<dyn Backend>, mut stop: tokio::sync::w
 }
 
 /// On first start the store has no pool: create `rbd`, tagged for rbd, as the product promises.
+#[cfg(feature = "ceph")]
+async fn open_ceph(config: CephConfig) -> Result<(Arc<dyn Backend>, ServerStore), ServeError> {
+    tokio::task::spawn_blocking(move || crate::ceph::open(&config))
+        .await
+        .map_err(|e| ServeError::Io { what: "connecting to Ceph".into(), source: std::io::Error::other(e) })?
+}
+
+#[cfg(not(feature = "ceph"))]
+async fn open_ceph(config: CephConfig) -> Result<(Arc<dyn Backend>, ServerStore), ServeError> {
+    Err(ServeError::Config(format!(
+        "cannot serve the Ceph cluster of {}: this basalt was built without Ceph support (build with --features ceph)",
+        config.conf.display()
+    )))
+}
+
 fn first_start_pool(backend: &Arc<dyn Backend>) -> basalt_core::Result<()> {
     if backend.pool_list()?.is_empty() {
         let pool = PoolName::new("rbd")?;

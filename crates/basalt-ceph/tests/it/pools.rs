@@ -102,3 +102,34 @@ fn pool_and_image_configuration_overrides() {
     drop(io);
     env.cluster.pool_delete(&pool).expect("pool delete");
 }
+
+#[test]
+fn omap_records_are_set_listed_read_and_removed() {
+    let Some(env) = env("omap_records_are_set_listed_read_and_removed") else { return };
+    let io = env.io();
+    let object = unique("omap");
+    assert!(io.omap_list(&object).expect("list of a missing object").is_empty());
+    assert_eq!(io.omap_get(&object, "a").expect("get from a missing object"), None);
+    io.omap_remove(&object, &["a"]).expect("remove from a missing object");
+
+    let big = vec![7u8; 100_000];
+    io.omap_set(&object, &[("b", b"two".as_slice()), ("a", b"one".as_slice()), ("c", &big)]).expect("set");
+    io.omap_set(&object, &[("a", b"uno".as_slice())]).expect("replace");
+    assert_eq!(io.omap_get(&object, "a").expect("get"), Some(b"uno".to_vec()));
+    assert_eq!(io.omap_get(&object, "zz").expect("get absent"), None);
+    let listed = io.omap_list(&object).expect("list");
+    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(listed[2].1, big);
+
+    // More entries than one listing round trip returns.
+    let many: Vec<(String, Vec<u8>)> = (0..2500).map(|i| (format!("k{i:05}"), i.to_string().into_bytes())).collect();
+    let entries: Vec<(&str, &[u8])> = many.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    io.omap_set(&object, &entries).expect("set many");
+    assert_eq!(io.omap_list(&object).expect("list many").len(), 2503);
+
+    io.omap_remove(&object, &["a", "b", "nope"]).expect("remove");
+    let listed = io.omap_list(&object).expect("list");
+    assert_eq!(listed.len(), 2501);
+    assert_eq!(listed[0].0, "c");
+}

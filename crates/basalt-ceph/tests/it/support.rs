@@ -28,6 +28,10 @@ pub fn env(test: &str) -> Option<&'static Env> {
         Some(Env { cluster, pool })
     });
     if env.is_none() {
+        assert!(
+            std::env::var("BASALT_REQUIRE_CEPH").map_or(true, |v| v != "1"),
+            "BASALT_REQUIRE_CEPH=1 but {CONF_VAR} is unset"
+        );
         eprintln!("skipped {test}: set {CONF_VAR} to a cluster's ceph.conf (scripts/ceph/micro-ceph.sh start DIR)");
     }
     env.as_ref()

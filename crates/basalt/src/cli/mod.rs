@@ -194,6 +194,15 @@ struct ServeArgs {
     /// Also require NBD clients to present a certificate signed by this CA (PEM)
     #[arg(long, value_name = "PEM", env = "BASALT_NBD_TLS_CLIENT_CA", requires = "nbd_tls_cert")]
     nbd_tls_client_ca: Option<PathBuf>,
+    /// Serve this Ceph cluster (its ceph.conf) through librbd instead of the embedded engine
+    #[arg(long, value_name = "CONF", env = "BASALT_CEPH_CONF")]
+    ceph_conf: Option<PathBuf>,
+    /// The Ceph client id (client.ID) to connect as
+    #[arg(long, value_name = "ID", env = "BASALT_CEPH_ID", default_value = "admin", requires = "ceph_conf")]
+    ceph_id: String,
+    /// The pool keeping basalt's users, roles, sessions and task records in the cluster (created if missing)
+    #[arg(long, value_name = "POOL", default_value = ".basalt", requires = "ceph_conf")]
+    ceph_meta_pool: String,
 }
 
 #[derive(Args, Debug)]
@@ -792,7 +801,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 (Some(cert), Some(key)) => Some(basalt_nbd::TlsFiles { cert, key, client_ca: args.nbd_tls_client_ca }),
                 _ => None,
             };
-            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls)
+            let ceph = args.ceph_conf.map(|conf| basalt_server::CephConfig {
+                conf,
+                client_id: args.ceph_id,
+                meta_pool: args.ceph_meta_pool,
+            });
+            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph)
         }
         Command::Fsck => fsck::run(&global.data_dir),
         Command::Version => {

@@ -17,7 +17,13 @@ fn address(text: &str, option: &str) -> Result<SocketAddr, Failure> {
 }
 
 /// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
-pub fn run(data_dir: &Path, listen: &str, nbd_listen: &str, nbd_tls: Option<basalt_nbd::TlsFiles>) -> Result<ExitCode> {
+pub fn run(
+    data_dir: &Path,
+    listen: &str,
+    nbd_listen: &str,
+    nbd_tls: Option<basalt_nbd::TlsFiles>,
+    ceph: Option<basalt_server::CephConfig>,
+) -> Result<ExitCode> {
     let listen = address(listen, "--listen")?;
     let nbd_listen = address(nbd_listen, "--nbd-listen")?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BASALT_LOG")
@@ -26,7 +32,7 @@ pub fn run(data_dir: &Path, listen: &str, nbd_listen: &str, nbd_tls: Option<basa
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let config = basalt_server::ServeConfig { data_dir: data_dir.to_path_buf(), listen, nbd_listen, nbd_tls };
+    let config = basalt_server::ServeConfig { data_dir: data_dir.to_path_buf(), listen, nbd_listen, nbd_tls, ceph };
     runtime.block_on(basalt_server::serve(config)).map_err(|e| Failure::new(1, e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }

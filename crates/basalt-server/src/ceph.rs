@@ -1,0 +1,70 @@
+//! Serving a Ceph cluster: the librbd backend, and the server's own records in the cluster.
+//!
+//! Users, roles, API tokens and task records live in the omap of one RADOS object per table (`basalt.users`, ...)
+//! in a pool of their own (`.basalt` by default, created on first start and tagged `basalt`), so every basalt server
+//! in front of the cluster sees the same accounts and sessions.
+
+use std::sync::Arc;
+
+use basalt_ceph::CephBackend;
+use basalt_ceph::rados::IoCtx;
+use basalt_core::{Backend, Result};
+
+use crate::serve::{CephConfig, ServeError};
+use crate::store::{KvStore, ServerStore, Table};
+
+/// The server records in the cluster.
+#[derive(Debug)]
+pub struct RadosStore {
+    io: IoCtx,
+}
+
+fn object(table: Table) -> String {
+    format!("basalt.{}", table.0)
+}
+
+impl KvStore for RadosStore {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        self.io.omap_get(&object(table), key)
+    }
+
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
+        self.io.omap_list(&object(table))
+    }
+
+    fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+        self.io.omap_set(&object(table), &[(key, value)])
+    }
+
+    fn remove(&self, table: Table, keys: &[String]) -> Result<usize> {
+        let object = object(table);
+        let mut present = 0;
+        for key in keys {
+            present += usize::from(self.io.omap_get(&object, key)?.is_some());
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.io.omap_remove(&object, &keys)?;
+        Ok(present)
+    }
+}
+
+/// Connects to the cluster and prepares the records pool.
+pub fn open(config: &CephConfig) -> std::result::Result<(Arc<dyn Backend>, ServerStore), ServeError> {
+    let fail = |what: &str, err: basalt_core::Error| ServeError::Config(format!("{what}: {err}"));
+    let backend = CephBackend::connect(&config.conf, &config.client_id)
+        .map_err(|err| fail(&format!("cannot connect to the Ceph cluster of {}", config.conf.display()), err))?;
+    let cluster = backend.cluster();
+    let pool = config.meta_pool.as_str();
+    if !cluster.pool_list().map_err(|err| fail("listing pools", err))?.iter().any(|p| p == pool) {
+        match cluster.pool_create(pool) {
+            Ok(()) => tracing::info!(pool, "created the pool for basalt's own records"),
+            // Another server created it at the same moment.
+            Err(err) if err.kind() == basalt_core::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(fail(&format!("creating pool {pool}"), err)),
+        }
+    }
+    let io = cluster.ioctx(pool).map_err(|err| fail(&format!("opening pool {pool}"), err))?;
+    io.application_enable("basalt", true).map_err(|err| fail(&format!("tagging pool {pool}"), err))?;
+    let store = ServerStore::over(Arc::new(RadosStore { io }));
+    Ok((Arc::new(backend), store))
+}
