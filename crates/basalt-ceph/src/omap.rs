@@ -56,10 +56,8 @@ impl Iter {
             let (mut key, mut val): (*mut c_char, *mut c_char) = (ptr::null_mut(), ptr::null_mut());
             let (mut key_len, mut val_len) = (0usize, 0usize);
             // SAFETY: valid iterator and out-pointers.
-            check(
-                unsafe { ffi::rados_omap_get_next2(self.0, &mut key, &mut val, &mut key_len, &mut val_len) },
-                || "reading an omap entry",
-            )?;
+            let ret = unsafe { ffi::rados_omap_get_next2(self.0, &mut key, &mut val, &mut key_len, &mut val_len) };
+            check(ret, || "reading an omap entry")?;
             if key.is_null() {
                 return Ok(last);
             }
