@@ -19,8 +19,8 @@ use basalt_core::config::{self, ConfigEntry, ConfigLevel};
 use basalt_core::{
     Backend, BlockExtent, BlockState, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity,
     DuEntry, Durability, Error, ErrorKind, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec,
-    ImageStatus, Namespace, NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs, Progress,
-    PurgeReport, ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry,
+    ImageStatus, IoRequest, Namespace, NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs,
+    Progress, PurgeReport, ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry,
     TrashForce, TrashSource, TrashStatus, ZeroMode,
 };
 
@@ -1206,6 +1206,92 @@ impl ImageIo for CephIo {
 
     fn flush(&self) -> Result<()> {
         if self.writable { self.image.flush() } else { Ok(()) }
+    }
+
+    fn run_batch(&self, requests: &mut [IoRequest<'_>]) -> Vec<Result<Vec<BlockExtent>>> {
+        let mut results: Vec<Option<Result<Vec<BlockExtent>>>> = requests.iter().map(|_| None).collect();
+        let mut fua = Vec::new();
+        self.image.aio_scope(|scope| {
+            let mut pending = Vec::new();
+            // Waits for everything issued so far: a flush covers the requests before it.
+            let drain = |pending: &mut Vec<(usize, crate::aio::AioOp<'_>)>, results: &mut Vec<Option<_>>| {
+                for (index, op) in pending.drain(..) {
+                    let op: crate::aio::AioOp<'_> = op;
+                    results[index] = Some(op.wait().map(|_| Vec::new()));
+                }
+            };
+            for (index, request) in requests.iter_mut().enumerate() {
+                let data_len = request.data_bytes();
+                let issued = match request {
+                    IoRequest::Flush => {
+                        drain(&mut pending, &mut results);
+                        results[index] = Some(self.image.flush().map(|()| Vec::new()));
+                        continue;
+                    }
+                    IoRequest::Read { offset, buf } => {
+                        self.check_range(*offset, data_len).and_then(|()| scope.read(*offset, buf))
+                    }
+                    IoRequest::Write { offset, data, durability } => {
+                        if *durability == Durability::ForceUnitAccess {
+                            fua.push(index);
+                        }
+                        self.check_writable()
+                            .and_then(|()| self.check_range(*offset, data_len))
+                            .and_then(|()| scope.write(*offset, data))
+                    }
+                    IoRequest::Discard { offset, length, durability } => {
+                        if *durability == Durability::ForceUnitAccess {
+                            fua.push(index);
+                        }
+                        self.check_writable()
+                            .and_then(|()| self.check_range(*offset, *length))
+                            .and_then(|()| scope.discard(*offset, *length))
+                    }
+                    IoRequest::WriteZeroes { offset, length, mode, durability } => {
+                        if *durability == Durability::ForceUnitAccess {
+                            fua.push(index);
+                        }
+                        let flags = match mode {
+                            ZeroMode::MayUnmap => ZeroFlags::MayUnmap,
+                            ZeroMode::KeepAllocated => ZeroFlags::ThickProvision,
+                        };
+                        self.check_writable()
+                            .and_then(|()| self.check_range(*offset, *length))
+                            .and_then(|()| scope.write_zeroes(*offset, *length, flags))
+                    }
+                };
+                match issued {
+                    Ok(op) => pending.push((index, op)),
+                    Err(err) => results[index] = Some(Err(err)),
+                }
+            }
+            drain(&mut pending, &mut results);
+        });
+        // Requests with FUA are durable once one flush after them succeeds.
+        if fua.iter().any(|&index| matches!(results[index], Some(Ok(_))))
+            && let Err(err) = self.image.flush()
+        {
+            for &index in &fua {
+                results[index] = Some(Err(err.clone()));
+            }
+        }
+        // A read reports its whole range as data: asking librbd where the holes are costs more than the read.
+        for (request, result) in requests.iter().zip(results.iter_mut()) {
+            if let (IoRequest::Read { offset, buf }, Some(Ok(extents))) = (request, result.as_mut()) {
+                extents.push(BlockExtent { offset: *offset, length: buf.len() as u64, state: BlockState::Data });
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::io("the request was not issued")))).collect()
+    }
+
+    fn batches_concurrently(&self) -> bool {
+        true
+    }
+
+    fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
+        // As in a batch: the whole range is data (holes read as zeros all the same).
+        self.read(offset, buf)?;
+        Ok(vec![BlockExtent { offset, length: buf.len() as u64, state: BlockState::Data }])
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {

@@ -138,6 +138,86 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
         self.read(offset, buf)?;
         Ok(extents)
     }
+    /// Runs requests that a client has in flight together and returns one result per request, in order (a read's
+    /// result is its [`ImageIo::read_sparse`] extents; other results are empty). A flush covers the requests before
+    /// it in the batch. The default runs them one after the other.
+    fn run_batch(&self, requests: &mut [IoRequest<'_>]) -> Vec<Result<Vec<BlockExtent>>> {
+        requests.iter_mut().map(|request| request.run_on(self)).collect()
+    }
+    /// True when [`ImageIo::run_batch`] keeps the requests in flight together (a backend with network latency),
+    /// so each one's latency is the batch's; false when it runs them in turn.
+    fn batches_concurrently(&self) -> bool {
+        false
+    }
+}
+
+/// One request of a batch (see [`ImageIo::run_batch`]).
+#[derive(Debug)]
+pub enum IoRequest<'a> {
+    /// Read into the buffer.
+    Read {
+        /// Image offset.
+        offset: u64,
+        /// Where the data goes; its length is the read's.
+        buf: &'a mut [u8],
+    },
+    /// Write the data.
+    Write {
+        /// Image offset.
+        offset: u64,
+        /// The bytes.
+        data: &'a [u8],
+        /// When it must be durable.
+        durability: Durability,
+    },
+    /// Deallocate a range.
+    Discard {
+        /// Image offset.
+        offset: u64,
+        /// Length in bytes.
+        length: u64,
+        /// When it must be durable.
+        durability: Durability,
+    },
+    /// Make a range read as zeros.
+    WriteZeroes {
+        /// Image offset.
+        offset: u64,
+        /// Length in bytes.
+        length: u64,
+        /// Whether it may deallocate.
+        mode: ZeroMode,
+        /// When it must be durable.
+        durability: Durability,
+    },
+    /// Make the requests before it durable.
+    Flush,
+}
+
+impl IoRequest<'_> {
+    /// Runs this request alone on `io`.
+    pub fn run_on<I: ImageIo + ?Sized>(&mut self, io: &I) -> Result<Vec<BlockExtent>> {
+        match self {
+            IoRequest::Read { offset, buf } => io.read_sparse(*offset, buf),
+            IoRequest::Write { offset, data, durability } => io.write(*offset, data, *durability).map(|()| Vec::new()),
+            IoRequest::Discard { offset, length, durability } => {
+                io.discard(*offset, *length, *durability).map(|()| Vec::new())
+            }
+            IoRequest::WriteZeroes { offset, length, mode, durability } => {
+                io.write_zeroes(*offset, *length, *mode, *durability).map(|()| Vec::new())
+            }
+            IoRequest::Flush => io.flush().map(|()| Vec::new()),
+        }
+    }
+
+    /// Bytes of data the request moves (reads and writes; zero for the others).
+    pub fn data_bytes(&self) -> u64 {
+        match self {
+            IoRequest::Read { buf, .. } => buf.len() as u64,
+            IoRequest::Write { data, .. } => data.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 /// Everything the product needs from storage.

@@ -7,7 +7,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, ImageIo, ZeroMode};
+use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, ImageIo, IoRequest, Result, ZeroMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -144,17 +144,19 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
     let tx = tx.clone();
     // The worker owns its reply channel; the join handle is not needed.
     drop(tokio::task::spawn_blocking(move || {
-        for job in jobs {
-            let Job { request, payload, permits } = job;
-            let bytes = match std::panic::catch_unwind(AssertUnwindSafe(|| execute(&export, &request, payload))) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    tracing::error!(command = ?request.command, "a request panicked in the backend");
-                    error_reply(export.negotiated.structured, request.cookie, proto::EIO, "internal error")
-                }
-            };
+        let replies = match std::panic::catch_unwind(AssertUnwindSafe(|| execute_batch(&export, &jobs))) {
+            Ok(replies) => replies,
+            Err(_) => {
+                tracing::error!(requests = jobs.len(), "a request batch panicked in the backend");
+                let structured = export.negotiated.structured;
+                jobs.iter()
+                    .map(|job| error_reply(structured, job.request.cookie, proto::EIO, "internal error"))
+                    .collect()
+            }
+        };
+        for (job, bytes) in jobs.into_iter().zip(replies) {
             // An error means the writer is gone with the connection; nobody is left to answer.
-            if tx.blocking_send(Reply { bytes, _permits: permits }).is_err() {
+            if tx.blocking_send(Reply { bytes, _permits: job.permits }).is_err() {
                 return;
             }
         }
@@ -317,11 +319,72 @@ fn backend_error_reply(structured: bool, cookie: u64, err: &basalt_core::Error) 
 }
 
 /// Carries out one request and returns the encoded reply.
-fn execute(export: &Export, request: &Request, payload: Vec<u8>) -> Vec<u8> {
+/// Answers a batch: requests that need no I/O (errors, block status, empty requests) at once, the others in one
+/// [`ImageIo::run_batch`] call, so a backend with network latency keeps them in flight together.
+fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
     let io = &*export.io;
     let structured = export.negotiated.structured;
+    let mut replies: Vec<Option<Vec<u8>>> = Vec::with_capacity(jobs.len());
+    let mut buffers: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (reply, buffer) = prepare(io, &job.request, structured);
+        replies.push(reply);
+        buffers.push(buffer);
+    }
+    let mut requests = Vec::with_capacity(jobs.len());
+    let mut owners = Vec::with_capacity(jobs.len());
+    for (index, ((job, buffer), reply)) in jobs.iter().zip(buffers.iter_mut()).zip(&replies).enumerate() {
+        if reply.is_some() {
+            continue;
+        }
+        let request = &job.request;
+        let durability =
+            if request.has(proto::CMD_FLAG_FUA) { Durability::ForceUnitAccess } else { Durability::Buffered };
+        let (offset, length) = (request.offset, u64::from(request.length));
+        requests.push(match request.command {
+            Command::Read => {
+                let start = if structured { 0 } else { proto::SIMPLE_REPLY_LEN };
+                IoRequest::Read { offset, buf: &mut buffer[start..] }
+            }
+            Command::Write => IoRequest::Write { offset, data: &job.payload, durability },
+            Command::Trim => IoRequest::Discard { offset, length, durability },
+            Command::WriteZeroes => {
+                let mode =
+                    if request.has(proto::CMD_FLAG_NO_HOLE) { ZeroMode::KeepAllocated } else { ZeroMode::MayUnmap };
+                IoRequest::WriteZeroes { offset, length, mode, durability }
+            }
+            Command::Flush => IoRequest::Flush,
+            // Answered by `prepare`.
+            Command::Cache | Command::BlockStatus => continue,
+        });
+        owners.push(index);
+    }
+    let results = if requests.is_empty() { Vec::new() } else { io.run_batch(&mut requests) };
+    drop(requests);
+    for (index, result) in owners.into_iter().zip(results) {
+        let buffer = std::mem::take(&mut buffers[index]);
+        replies[index] = Some(finish(&jobs[index].request, structured, buffer, result));
+    }
+    replies
+        .into_iter()
+        .zip(jobs)
+        .map(|(reply, job)| {
+            reply.unwrap_or_else(|| {
+                error_reply(structured, job.request.cookie, proto::EIO, "the backend gave no result")
+            })
+        })
+        .collect()
+}
+
+/// Either the reply of a request that needs no I/O, or the buffer its read goes into (empty for other requests).
+fn prepare(io: &dyn ImageIo, request: &Request, structured: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     let cookie = request.cookie;
     let length = u64::from(request.length);
+    let ok = || {
+        let mut out = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
+        proto::simple_reply(&mut out, cookie, 0);
+        out
+    };
     if request.command != Command::Flush {
         let size = io.size_bytes();
         if request.offset.checked_add(length).is_none_or(|end| end > size) {
@@ -334,38 +397,47 @@ fn execute(export: &Export, request: &Request, payload: Vec<u8>) -> Vec<u8> {
                 "request at offset {} length {} is beyond the end of the export ({size} bytes)",
                 request.offset, request.length
             );
-            return error_reply(structured, cookie, error, &message);
+            return (Some(error_reply(structured, cookie, error, &message)), Vec::new());
         }
     }
-    let durability = if request.has(proto::CMD_FLAG_FUA) { Durability::ForceUnitAccess } else { Durability::Buffered };
-    let result = match request.command {
-        Command::Read => return read_reply(io, request, structured),
-        Command::BlockStatus => return block_status_reply(io, request),
-        Command::Write if length == 0 => Ok(()),
-        Command::Write => io.write(request.offset, &payload, durability),
-        Command::Flush => io.flush(),
-        Command::Trim | Command::WriteZeroes if length == 0 => Ok(()),
-        Command::Trim => io.discard(request.offset, length, durability),
-        Command::WriteZeroes => {
-            let no_hole = request.has(proto::CMD_FLAG_NO_HOLE);
-            if no_hole && request.has(proto::CMD_FLAG_FAST_ZERO) {
-                // Keeping the range allocated means writing zeros block by block: not fast.
-                let message = "zeroing without punching holes writes every byte and is not fast";
-                return error_reply(structured, cookie, proto::ENOTSUP, message);
-            }
-            let mode = if no_hole { ZeroMode::KeepAllocated } else { ZeroMode::MayUnmap };
-            io.write_zeroes(request.offset, length, mode, durability)
+    match request.command {
+        Command::BlockStatus => (Some(block_status_reply(io, request)), Vec::new()),
+        // Reads are served from the backend's own cache; there is nothing useful to prefetch.
+        Command::Cache => (Some(ok()), Vec::new()),
+        Command::Write | Command::Trim | Command::WriteZeroes if length == 0 => (Some(ok()), Vec::new()),
+        Command::WriteZeroes if request.has(proto::CMD_FLAG_NO_HOLE) && request.has(proto::CMD_FLAG_FAST_ZERO) => {
+            // Keeping the range allocated means writing zeros block by block: not fast.
+            let message = "zeroing without punching holes writes every byte and is not fast";
+            (Some(error_reply(structured, cookie, proto::ENOTSUP, message)), Vec::new())
         }
-        // Reads are served from the engine's own cache and disk; there is nothing useful to prefetch.
-        Command::Cache => Ok(()),
-    };
-    match result {
-        Ok(()) => {
+        Command::Read if structured && length == 0 => {
+            let mut out = Vec::with_capacity(proto::CHUNK_HEADER_LEN);
+            proto::none_chunk(&mut out, cookie);
+            (Some(out), Vec::new())
+        }
+        // A simple reply is built in place: header, then the data read straight into the reply buffer.
+        Command::Read if !structured => (None, vec![0u8; proto::SIMPLE_REPLY_LEN + length as usize]),
+        Command::Read => (None, vec![0u8; length as usize]),
+        _ => (None, Vec::new()),
+    }
+}
+
+/// The reply of a request that ran, from its result (and, for reads, the data).
+fn finish(request: &Request, structured: bool, buffer: Vec<u8>, result: Result<Vec<BlockExtent>>) -> Vec<u8> {
+    let cookie = request.cookie;
+    match (request.command, result) {
+        (_, Err(err)) => backend_error_reply(structured, cookie, &err),
+        (Command::Read, Ok(_)) if !structured => {
+            let mut out = buffer;
+            proto::put_simple_reply(&mut out, cookie, 0);
+            out
+        }
+        (Command::Read, Ok(extents)) => structured_read_reply(request, &buffer, &extents),
+        (_, Ok(_)) => {
             let mut out = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
             proto::simple_reply(&mut out, cookie, 0);
             out
         }
-        Err(err) => backend_error_reply(structured, cookie, &err),
     }
 }
 
@@ -423,32 +495,10 @@ pub(crate) fn plan_read(offset: u64, length: u64, extents: &[BlockExtent], dont_
     chunks
 }
 
-fn read_reply(io: &dyn ImageIo, request: &Request, structured: bool) -> Vec<u8> {
+/// A structured read reply: data chunks, and hole chunks where the extents say the range reads as zeros.
+fn structured_read_reply(request: &Request, data: &[u8], extents: &[BlockExtent]) -> Vec<u8> {
     let cookie = request.cookie;
-    let length = request.length as usize;
-    if !structured {
-        // Built in place: header, then the data read straight into the reply buffer.
-        let mut out = vec![0u8; proto::SIMPLE_REPLY_LEN + length];
-        return match io.read(request.offset, &mut out[proto::SIMPLE_REPLY_LEN..]) {
-            Ok(()) => {
-                proto::put_simple_reply(&mut out, cookie, 0);
-                out
-            }
-            Err(err) => backend_error_reply(false, cookie, &err),
-        };
-    }
-    if length == 0 {
-        let mut out = Vec::with_capacity(proto::CHUNK_HEADER_LEN);
-        proto::none_chunk(&mut out, cookie);
-        return out;
-    }
-    // One read that also says where the holes are; holes read as zeros without touching the disk.
-    let mut data = vec![0u8; length];
-    let extents = match io.read_sparse(request.offset, &mut data) {
-        Ok(extents) => extents,
-        Err(err) => return backend_error_reply(true, cookie, &err),
-    };
-    let chunks = plan_read(request.offset, u64::from(request.length), &extents, request.has(proto::CMD_FLAG_DF));
+    let chunks = plan_read(request.offset, u64::from(request.length), extents, request.has(proto::CMD_FLAG_DF));
     let total: usize =
         chunks.iter().map(|c| proto::CHUNK_HEADER_LEN + if c.hole { 12 } else { 8 + c.length as usize }).sum();
     let mut out = vec![0u8; total];

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use basalt_core::config::{ConfigEntry, ConfigLevel};
 use basalt_core::{
     Backend, BlockExtent, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity, DuEntry,
-    Durability, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, NamespaceInfo, OpenTarget,
-    PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, SnapInfo, SnapName, SnapSpec, Timestamp,
-    TrashEntry, TrashForce, Watcher, ZeroMode,
+    Durability, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, IoRequest, NamespaceInfo,
+    OpenTarget, PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, SnapInfo, SnapName, SnapSpec,
+    Timestamp, TrashEntry, TrashForce, Watcher, ZeroMode,
 };
 
 /// Cumulative counters of one image, updated on the data path without locks.
@@ -52,6 +52,17 @@ pub struct Sample {
 }
 
 impl Counters {
+    /// Counts one operation of `bytes` that took `ns` nanoseconds.
+    pub fn record(&self, dir: Dir, bytes: u64, ns: u64) {
+        let (ops, total, latency) = match dir {
+            Dir::Read => (&self.read_ops, &self.read_bytes, &self.read_latency_ns),
+            Dir::Write => (&self.write_ops, &self.write_bytes, &self.write_latency_ns),
+        };
+        ops.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes, Ordering::Relaxed);
+        latency.fetch_add(ns, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn sample(&self) -> Sample {
         Sample {
@@ -276,19 +287,7 @@ impl MeteredIo {
         let start = Instant::now();
         let result = op();
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let c = &self.stats.counters;
-        match dir {
-            Dir::Read => {
-                c.read_ops.fetch_add(1, Ordering::Relaxed);
-                c.read_bytes.fetch_add(bytes, Ordering::Relaxed);
-                c.read_latency_ns.fetch_add(ns, Ordering::Relaxed);
-            }
-            Dir::Write => {
-                c.write_ops.fetch_add(1, Ordering::Relaxed);
-                c.write_bytes.fetch_add(bytes, Ordering::Relaxed);
-                c.write_latency_ns.fetch_add(ns, Ordering::Relaxed);
-            }
-        }
+        self.stats.counters.record(dir, bytes, ns);
         result
     }
 }
@@ -331,6 +330,37 @@ impl ImageIo for MeteredIo {
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
         self.inner.block_status(offset, length)
+    }
+
+    fn run_batch(&self, requests: &mut [IoRequest<'_>]) -> Vec<Result<Vec<BlockExtent>>> {
+        if !self.inner.batches_concurrently() {
+            // Each request through this wrapper's own methods: limited and timed one by one.
+            return requests.iter_mut().map(|request| request.run_on(self)).collect();
+        }
+        // In flight together: each request is admitted before the batch starts and takes the batch's latency.
+        let dir_of = |request: &IoRequest<'_>| match request {
+            IoRequest::Read { .. } => Some(Dir::Read),
+            IoRequest::Flush => None,
+            _ => Some(Dir::Write),
+        };
+        for request in requests.iter() {
+            if let Some(dir) = dir_of(request) {
+                self.stats.qos.admit(dir, request.data_bytes());
+            }
+        }
+        let start = Instant::now();
+        let results = self.inner.run_batch(requests);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for request in requests.iter() {
+            if let Some(dir) = dir_of(request) {
+                self.stats.counters.record(dir, request.data_bytes(), ns);
+            }
+        }
+        results
+    }
+
+    fn batches_concurrently(&self) -> bool {
+        self.inner.batches_concurrently()
     }
 }
 

@@ -2,7 +2,8 @@
 
 use basalt_conformance::for_each_backend;
 use basalt_core::{
-    BlockState, CopyRequest, DiffGranularity, Durability, ErrorKind, OpenTarget, Progress, SnapName, ZeroMode,
+    BlockState, CopyRequest, DiffGranularity, Durability, ErrorKind, IoRequest, OpenTarget, Progress, SnapName,
+    ZeroMode,
 };
 
 use crate::{MIB, create, kind, read, read_snap, write};
@@ -112,5 +113,55 @@ fn copy_deep_copy_du_and_diff() {
         assert_eq!(&buf[..4096], &[1u8; 4096][..]);
         assert_eq!(read_snap(t, "src", "two", 8 * MIB, 8192), vec![2u8; 8192]);
         assert_eq!(read(t, "src", 0, 4), vec![3u8; 4]);
+    });
+}
+
+#[test]
+fn batches_answer_every_request_in_order_and_flush_what_came_before() {
+    for_each_backend("c-batch", |t| {
+        let e = &*t.backend;
+        create(t, "vm", 4 * MIB);
+        write(t, "vm", 0, &[9u8; 8192]);
+        let io = e.open(&t.spec("vm"), &OpenTarget::Head, "t").expect("open");
+        let (a, b) = (vec![1u8; 65536], vec![2u8; 4096]);
+        let (mut r1, mut r2, mut beyond) = (vec![0u8; 8192], vec![0u8; 4096], vec![0u8; 4096]);
+        let mut requests = vec![
+            IoRequest::Write { offset: MIB, data: &a, durability: Durability::Buffered },
+            IoRequest::Write { offset: 2 * MIB, data: &b, durability: Durability::ForceUnitAccess },
+            IoRequest::Read { offset: 0, buf: &mut r1 },
+            IoRequest::WriteZeroes {
+                offset: 0,
+                length: 4096,
+                mode: ZeroMode::MayUnmap,
+                durability: Durability::Buffered,
+            },
+            IoRequest::Flush,
+            IoRequest::Read { offset: 3 * MIB, buf: &mut r2 },
+            IoRequest::Read { offset: 4 * MIB - 100, buf: &mut beyond },
+            IoRequest::Discard { offset: 3 * MIB, length: 4096, durability: Durability::Buffered },
+        ];
+        let results = io.run_batch(&mut requests);
+        drop(requests);
+        assert_eq!(results.len(), 8);
+        for (index, result) in results.iter().enumerate() {
+            if index == 6 {
+                assert_eq!(result.as_ref().expect_err("a read past the end").kind(), ErrorKind::InvalidArgument);
+            } else {
+                assert!(result.is_ok(), "request {index}: {result:?}");
+            }
+        }
+        // The read ran before or after the zeroing (no order is promised between them), but saw whole data.
+        assert!(r1[4096..] == [9u8; 4096][..], "the untouched half of the read");
+        let read_extents = results[2].as_ref().expect("read");
+        assert_eq!(read_extents.iter().map(|x| x.length).sum::<u64>(), 8192);
+        assert_eq!(r2, vec![0u8; 4096]);
+        drop(io);
+        assert_eq!(read(t, "vm", MIB, 65536), a);
+        assert_eq!(read(t, "vm", 2 * MIB, 4096), b);
+        assert_eq!(read(t, "vm", 0, 4096), vec![0u8; 4096]);
+        let snap_io = e.open(&t.spec("vm"), &OpenTarget::HeadReadOnly, "t").expect("open read-only");
+        let mut requests = vec![IoRequest::Write { offset: 0, data: &b, durability: Durability::Buffered }];
+        let results = snap_io.run_batch(&mut requests);
+        assert_eq!(results[0].as_ref().expect_err("read-only").kind(), ErrorKind::ReadOnly);
     });
 }
