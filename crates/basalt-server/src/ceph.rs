@@ -10,8 +10,60 @@ use basalt_ceph::CephBackend;
 use basalt_ceph::rados::IoCtx;
 use basalt_core::{Backend, Result};
 
+use crate::datapath::Sample;
+use crate::perf::{PerfShare, Published};
 use crate::serve::{CephConfig, ServeError};
 use crate::store::{KvStore, ServerStore, Table};
+
+/// The object whose omap holds each server's last published counters.
+const PERF_OBJECT: &str = "basalt.perf";
+
+/// Performance counters shared through the cluster.
+#[derive(Debug)]
+pub struct RadosPerfShare {
+    io: IoCtx,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Publication {
+    t: u64,
+    images: Vec<(String, Sample)>,
+}
+
+impl PerfShare for RadosPerfShare {
+    fn publish(&self, server: &str, now: u64, counters: &[(String, Sample)]) -> Result<()> {
+        let publication = Publication { t: now, images: counters.to_vec() };
+        let bytes = serde_json::to_vec(&publication).map_err(|e| basalt_core::Error::io(e.to_string()))?;
+        self.io.omap_set(PERF_OBJECT, &[(server, &bytes)])
+    }
+
+    fn fetch(&self) -> Result<Vec<Published>> {
+        Ok(self
+            .io
+            .omap_list(PERF_OBJECT)?
+            .into_iter()
+            .filter_map(|(server, bytes)| {
+                let publication: Publication = serde_json::from_slice(&bytes).ok()?;
+                Some(Published { server, taken: publication.t, counters: publication.images })
+            })
+            .collect())
+    }
+
+    fn forget(&self, server: &str) -> Result<()> {
+        self.io.omap_remove(PERF_OBJECT, &[server])
+    }
+}
+
+/// What serving a cluster needs: the backend, the shared records and the shared performance counters.
+#[derive(Debug)]
+pub struct Opened {
+    /// The librbd backend.
+    pub backend: Arc<dyn Backend>,
+    /// Users, roles, sessions and tasks.
+    pub store: ServerStore,
+    /// Performance counters of every server.
+    pub perf: Arc<dyn PerfShare>,
+}
 
 /// The server records in the cluster.
 #[derive(Debug)]
@@ -49,7 +101,7 @@ impl KvStore for RadosStore {
 }
 
 /// Connects to the cluster and prepares the records pool.
-pub fn open(config: &CephConfig) -> std::result::Result<(Arc<dyn Backend>, ServerStore), ServeError> {
+pub fn open(config: &CephConfig) -> std::result::Result<Opened, ServeError> {
     let fail = |what: &str, err: basalt_core::Error| ServeError::Config(format!("{what}: {err}"));
     let backend = CephBackend::connect(&config.conf, &config.client_id)
         .map_err(|err| fail(&format!("cannot connect to the Ceph cluster of {}", config.conf.display()), err))?;
@@ -65,6 +117,7 @@ pub fn open(config: &CephConfig) -> std::result::Result<(Arc<dyn Backend>, Serve
     }
     let io = cluster.ioctx(pool).map_err(|err| fail(&format!("opening pool {pool}"), err))?;
     io.application_enable("basalt", true).map_err(|err| fail(&format!("tagging pool {pool}"), err))?;
+    let perf = Arc::new(RadosPerfShare { io: io.duplicate().map_err(|err| fail("opening the records pool", err))? });
     let store = ServerStore::over(Arc::new(RadosStore { io }));
-    Ok((Arc::new(backend), store))
+    Ok(Opened { backend: Arc::new(backend), store, perf })
 }

@@ -35,7 +35,7 @@ pub struct Counters {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Read operations.
     pub read_ops: u64,

@@ -68,10 +68,16 @@ impl Series {
     }
 }
 
-/// The per-image history.
+/// Where counters come from: this server's data path, or another server's in front of the same cluster.
+type Origin = String;
+
+/// The origin of this server's own counters.
+const LOCAL: &str = "";
+
+/// The per-image history, per origin (this server and, on a shared cluster, the others).
 #[derive(Debug, Default)]
 pub struct History {
-    series: Mutex<HashMap<String, Series>>,
+    series: Mutex<HashMap<(Origin, String), Series>>,
 }
 
 fn now_secs() -> u64 {
@@ -81,51 +87,135 @@ fn now_secs() -> u64 {
 impl History {
     /// Samples every image of the registry now.
     pub fn sample(&self, registry: &Registry, now: u64) {
+        let counters: Vec<(String, Sample)> =
+            registry.all().into_iter().map(|(key, stats)| (key, stats.counters.sample())).collect();
+        self.record(LOCAL, now, &counters);
+    }
+
+    /// Records cumulative counters of `origin`'s images taken at `now`.
+    pub fn record(&self, origin: &str, now: u64, counters: &[(String, Sample)]) {
         let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (key, stats) in registry.all() {
-            series.entry(key).or_default().push(now, stats.counters.sample());
+        for (key, sample) in counters {
+            series.entry((origin.to_owned(), key.clone())).or_default().push(now, *sample);
         }
     }
 
-    fn image_points(&self, key: &str, from: u64, resolution: u64) -> Vec<(u64, Sample)> {
-        let series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        series.get(key).map(|s| s.points(from, resolution)).unwrap_or_default()
-    }
-
-    fn overall_points(&self, from: u64, resolution: u64) -> Vec<(u64, Sample)> {
+    /// Points of every origin matching `keep`, summed per timestamp.
+    fn summed(&self, from: u64, resolution: u64, keep: impl Fn(&str) -> bool) -> Vec<(u64, Sample)> {
         let series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut sum: std::collections::BTreeMap<u64, Sample> = std::collections::BTreeMap::new();
-        for s in series.values() {
-            for (t, sample) in s.points(from, resolution) {
-                sum.entry(t).or_default().add(&sample);
+        for ((_, key), s) in series.iter() {
+            if keep(key) {
+                for (t, sample) in s.points(from, resolution) {
+                    sum.entry(t).or_default().add(&sample);
+                }
             }
         }
         sum.into_iter().collect()
     }
 
+    fn image_points(&self, key: &str, from: u64, resolution: u64) -> Vec<(u64, Sample)> {
+        self.summed(from, resolution, |k| k == key)
+    }
+
+    fn overall_points(&self, from: u64, resolution: u64) -> Vec<(u64, Sample)> {
+        self.summed(from, resolution, |_| true)
+    }
+
     fn window_totals(&self, from: u64) -> Vec<(String, Sample, u64)> {
         let series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        series
-            .iter()
-            .map(|(k, s)| {
-                let points = s.points(from, 1);
-                let mut total = Sample::default();
-                for (_, p) in &points {
-                    total.add(p);
-                }
-                (k.clone(), total, points.len() as u64)
-            })
-            .collect()
+        let mut totals: HashMap<String, (Sample, std::collections::BTreeSet<u64>)> = HashMap::new();
+        for ((_, key), s) in series.iter() {
+            let entry = totals.entry(key.clone()).or_default();
+            for (t, p) in s.points(from, 1) {
+                entry.0.add(&p);
+                entry.1.insert(t);
+            }
+        }
+        totals.into_iter().map(|(key, (total, seconds))| (key, total, seconds.len() as u64)).collect()
     }
 }
 
-/// Samples the registry into the history once a second until `stop`.
-pub async fn run_sampler(registry: Arc<Registry>, history: Arc<History>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Per-image cumulative counters.
+pub type ImageCounters = Vec<(String, Sample)>;
+
+/// One server's last publication.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The publishing server.
+    pub server: String,
+    /// When the counters were taken.
+    pub taken: u64,
+    /// The counters.
+    pub counters: ImageCounters,
+}
+
+/// Counters shared between the servers in front of one cluster: each publishes its own cumulative per-image
+/// counters and reads the others', so every server's history shows all the gateways' traffic.
+pub trait PerfShare: Send + Sync + std::fmt::Debug {
+    /// Publishes this server's counters, taken at `now`.
+    fn publish(&self, server: &str, now: u64, counters: &[(String, Sample)]) -> basalt_core::Result<()>;
+    /// Every server's last publication: (server, taken at, counters).
+    fn fetch(&self) -> basalt_core::Result<Vec<Published>>;
+    /// Forgets a server that stopped publishing.
+    fn forget(&self, server: &str) -> basalt_core::Result<()>;
+}
+
+/// A publication older than this is from a server that is gone: its counters no longer count.
+const SHARE_STALE_SECS: u64 = 30;
+/// A publication older than this is removed.
+const SHARE_FORGET_SECS: u64 = 3600;
+
+/// Publishes this server's counters and takes in the other servers' (blocking: RADOS round trips).
+pub fn exchange(share: &dyn PerfShare, history: &History, registry: &Registry, server: &str, now: u64) {
+    let local: Vec<(String, Sample)> =
+        registry.all().into_iter().map(|(key, stats)| (key, stats.counters.sample())).collect();
+    if let Err(err) = share.publish(server, now, &local) {
+        tracing::warn!(error = %err, "cannot publish performance counters to the cluster");
+        return;
+    }
+    let others = match share.fetch() {
+        Ok(others) => others,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read other servers' performance counters");
+            return;
+        }
+    };
+    for Published { server: other, taken, counters } in others {
+        if other == server {
+            continue;
+        }
+        let age = now.saturating_sub(taken);
+        if age > SHARE_FORGET_SECS {
+            let _ = share.forget(&other);
+        } else if age <= SHARE_STALE_SECS {
+            // Attributed to the second it was taken, so the other server's activity lines up with ours.
+            history.record(&other, taken, &counters);
+        }
+    }
+}
+
+/// Samples the registry into the history once a second until `stop`; with a `share`, also publishes this server's
+/// counters (as `server`) and takes in the other servers'.
+pub async fn run_sampler(
+    registry: Arc<Registry>,
+    history: Arc<History>,
+    share: Option<(Arc<dyn PerfShare>, String)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = tick.tick() => history.sample(&registry, now_secs()),
+            _ = tick.tick() => {
+                let now = now_secs();
+                history.sample(&registry, now);
+                if let Some((share, server)) = &share {
+                    let (share, server, history, registry) = (share.clone(), server.clone(), history.clone(), registry.clone());
+                    // A slow cluster delays the exchange, never the local sampling.
+                    let _ = tokio::task::spawn_blocking(move || exchange(&*share, &history, &registry, &server, now)).await;
+                }
+            }
             _ = stop.changed() => return,
         }
     }
@@ -313,5 +403,63 @@ mod tests {
         let coarse = series.points(0, 60);
         assert_eq!(coarse.iter().map(|(_, s)| s.write_ops).sum::<u64>(), 1800);
         assert!(coarse.iter().all(|(t, _)| t % 60 == 0));
+    }
+
+    /// Publications in memory, as the cluster's omap object holds them.
+    #[derive(Debug, Default)]
+    struct MemoryShare {
+        published: Mutex<HashMap<String, (u64, ImageCounters)>>,
+    }
+
+    impl PerfShare for MemoryShare {
+        fn publish(&self, server: &str, now: u64, counters: &[(String, Sample)]) -> basalt_core::Result<()> {
+            self.published.lock().expect("lock").insert(server.to_owned(), (now, counters.to_vec()));
+            Ok(())
+        }
+        fn fetch(&self) -> basalt_core::Result<Vec<Published>> {
+            let published = self.published.lock().expect("lock");
+            Ok(published
+                .iter()
+                .map(|(k, (t, c))| Published { server: k.clone(), taken: *t, counters: c.clone() })
+                .collect())
+        }
+        fn forget(&self, server: &str) -> basalt_core::Result<()> {
+            self.published.lock().expect("lock").remove(server);
+            Ok(())
+        }
+    }
+
+    fn writes(ops: u64) -> Sample {
+        Sample { write_ops: ops, write_bytes: ops * 4096, ..Sample::default() }
+    }
+
+    #[test]
+    fn every_server_sees_the_traffic_of_the_others_and_forgets_the_gone() {
+        let share = MemoryShare::default();
+        let (history_a, history_b) = (History::default(), History::default());
+        let registry = Registry::default();
+        let t0 = 1_000_000;
+        // Server B's gateway wrote to rbd/vm; server A's own registry is idle.
+        for (i, total) in [(0u64, 100u64), (1, 250), (2, 400)] {
+            share.publish("b", t0 + i, &[("rbd/vm".to_owned(), writes(total))]).expect("publish");
+            history_b.record(LOCAL, t0 + i, &[("rbd/vm".to_owned(), writes(total))]);
+            exchange(&share, &history_a, &registry, "a", t0 + i);
+        }
+        let seen_by_a: Vec<u64> = history_a.image_points("rbd/vm", 0, 1).iter().map(|(_, s)| s.write_ops).collect();
+        let seen_by_b: Vec<u64> = history_b.image_points("rbd/vm", 0, 1).iter().map(|(_, s)| s.write_ops).collect();
+        assert_eq!(seen_by_a, seen_by_b);
+        assert_eq!(seen_by_a, [100, 150, 150]);
+        assert_eq!(history_a.overall_points(0, 1).last().map(|(_, s)| s.write_bytes), Some(150 * 4096));
+        // A's own traffic on the same image adds up with B's in A's view.
+        history_a.record(LOCAL, t0 + 2, &[("rbd/vm".to_owned(), writes(7))]);
+        assert_eq!(history_a.image_points("rbd/vm", t0 + 2, 1), [(t0 + 2, writes(157))]);
+        let top = history_a.window_totals(0);
+        assert_eq!(top.len(), 1);
+        assert_eq!((top[0].1.write_ops, top[0].2), (407, 3));
+
+        // A server silent for over an hour is removed; one silent for a minute no longer counts.
+        exchange(&share, &history_a, &registry, "a", t0 + 2 + SHARE_FORGET_SECS + 1);
+        assert!(!share.published.lock().expect("lock").contains_key("b"));
+        assert!(share.published.lock().expect("lock").contains_key("a"), "a published itself");
     }
 }

@@ -89,7 +89,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let registry = Arc::new(Registry::default());
     let history = Arc::new(History::default());
-    let (storage, store) = match &config.ceph {
+    let (storage, store, share) = match &config.ceph {
         None => {
             let engine_dir = dir.clone();
             let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
@@ -100,12 +100,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             // A fresh embedded store gets pool `rbd`; a cluster's pools are the cluster's business.
             first_start_pool(&engine).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
             let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-            (engine, store)
+            (engine, store, None)
         }
         Some(ceph) => {
             // The data directory still holds the sockets and the initial password.
             std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-            open_ceph(ceph.clone()).await?
+            let (backend, store, perf) = open_ceph(ceph.clone()).await?;
+            (backend, store, Some((perf, server_id())))
         }
     };
     tracing::info!(backend = if config.ceph.is_some() { "ceph" } else { "embedded" }, "storage ready");
@@ -172,7 +173,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         nbd_tls,
     ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
-    let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, stop_rx.clone()));
+    let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));
     let purge_task = tokio::spawn(purge_expired_trash(state.backend.clone(), stop_rx.clone()));
     let tcp_task = tokio::spawn(async move { tcp_server.await });
     let unix_task = tokio::spawn(async move { unix_server.await });
@@ -226,15 +227,24 @@ async fn purge_expired_trash(backend: Arc<dyn Backend>, mut stop: tokio::sync::w
 }
 
 /// On first start the store has no pool: create `rbd`, tagged for rbd, as the product promises.
+type CephParts = (Arc<dyn Backend>, ServerStore, Arc<dyn crate::perf::PerfShare>);
+
 #[cfg(feature = "ceph")]
-async fn open_ceph(config: CephConfig) -> Result<(Arc<dyn Backend>, ServerStore), ServeError> {
-    tokio::task::spawn_blocking(move || crate::ceph::open(&config))
+async fn open_ceph(config: CephConfig) -> Result<CephParts, ServeError> {
+    let opened = tokio::task::spawn_blocking(move || crate::ceph::open(&config))
         .await
-        .map_err(|e| ServeError::Io { what: "connecting to Ceph".into(), source: std::io::Error::other(e) })?
+        .map_err(|e| ServeError::Io { what: "connecting to Ceph".into(), source: std::io::Error::other(e) })??;
+    Ok((opened.backend, opened.store, opened.perf))
+}
+
+/// A name for this server among those sharing a cluster: host, process and a random part.
+fn server_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>())
 }
 
 #[cfg(not(feature = "ceph"))]
-async fn open_ceph(config: CephConfig) -> Result<(Arc<dyn Backend>, ServerStore), ServeError> {
+async fn open_ceph(config: CephConfig) -> Result<CephParts, ServeError> {
     Err(ServeError::Config(format!(
         "cannot serve the Ceph cluster of {}: this basalt was built without Ceph support (build with --features ceph)",
         config.conf.display()
