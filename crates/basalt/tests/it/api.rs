@@ -60,6 +60,10 @@ pub(crate) fn start_with(
         .args(["--listen", &addr, "--nbd-listen", &nbd_addr])
         .args(extra_args)
         .env_remove("BASALT_ADMIN_PASSWORD")
+        // `serve` reads these too; the Ceph tests export them, and only their servers (which get the cluster in
+        // `extra_args`) are meant to serve a cluster.
+        .env_remove("BASALT_CEPH_CONF")
+        .env_remove("BASALT_CEPH_ID")
         .stdout(Stdio::null());
     // The server's log goes beside its data, so a failure to start can say why.
     let log_path = dir.path().join("serve.log");
@@ -550,6 +554,7 @@ fn a_second_server_on_the_same_data_dir_is_refused_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_basalt"))
         .args(["serve", "--data-dir"])
         .arg(server.dir.path())
+        .env_remove("BASALT_CEPH_CONF")
         .args([
             "--listen",
             &format!("127.0.0.1:{}", free_port()),

@@ -36,6 +36,9 @@ impl Server {
             .arg(data.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
             .env("BASALT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // The embedded engine, even when the environment names a Ceph cluster for the Ceph tests.
+            .env_remove("BASALT_CEPH_CONF")
+            .env_remove("BASALT_CEPH_ID")
             .env("BASALT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
