@@ -155,7 +155,7 @@ pub(crate) fn login(server: &Server, user: &str, password: &str) -> String {
 }
 
 /// Waits for a 202 task to finish and returns its record.
-fn wait_task(server: &Server, token: &str, started: &Value) -> Value {
+pub(crate) fn wait_task(server: &Server, token: &str, started: &Value) -> Value {
     let id = started["id"].as_str().expect("task id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `basalt` binary: it is started as a user would start it.
 
 mod api;
+#[cfg(feature = "ceph")]
+mod ceph;
 mod cli;
 mod common;
 mod nbd;
