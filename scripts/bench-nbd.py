@@ -12,6 +12,12 @@ Targets (each gets the same fio jobs through fio's nbd engine, one connection):
 Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--basalt PATH] [--keep]
 Needs fio (with the nbd engine) and qemu-utils; builds nothing: pass a release binary with --basalt
 (default target/release/basalt).
+
+With --ceph-conf CONF (a binary built with --features ceph), it instead benchmarks the NBD gateway on that Ceph
+cluster against `rbd bench` (librbd in the benchmark's own process) on the same image, after filling the image so
+both read written data:
+  ceph-nbd     basalt serve --ceph-conf CONF, fio through its NBD socket
+  rbd-bench    rbd bench with the same I/O size, depth (threads) and pattern
 """
 
 import argparse
@@ -84,14 +90,14 @@ class QemuNbd:
 class Basalt:
     """basalt serve on a fresh data directory, with API calls over its Unix socket through the CLI."""
 
-    def __init__(self, binary, data_dir):
-        self.binary, self.data_dir = binary, data_dir
+    def __init__(self, binary, data_dir, extra=()):
+        self.binary, self.data_dir, self.extra = binary, data_dir, list(extra)
 
     def __enter__(self):
         env = dict(os.environ, BASALT_ADMIN_PASSWORD="bench-password", BASALT_LOG="warn")
         self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", self.data_dir,
                                       "--listen", f"127.0.0.1:{free_port()}",
-                                      "--nbd-listen", f"127.0.0.1:{free_port()}"], env=env)
+                                      "--nbd-listen", f"127.0.0.1:{free_port()}", *self.extra], env=env)
         wait_for(os.path.join(self.data_dir, "nbd.sock"), "basalt serve")
         return self
 
@@ -114,13 +120,79 @@ def run_jobs(results, target, engine_args, runtime, size, only=None):
                   file=sys.stderr)
 
 
+# rbd bench arguments for each job: I/O type, size, threads (its queue depth) and pattern.
+RBD_BENCH = {
+    "randwrite4k_qd32": ("write", 4096, 32, "rand"),
+    "randread4k_qd32": ("read", 4096, 32, "rand"),
+    "randwrite4k_qd1": ("write", 4096, 1, "rand"),
+    "seqwrite1m_qd8": ("write", 1 << 20, 8, "seq"),
+    "seqread1m_qd8": ("read", 1 << 20, 8, "seq"),
+}
+
+
+def rbd_bench(conf, image, job, total):
+    """Runs rbd bench for one job; returns (IOPS, MiB/s) from its summary line."""
+    io_type, io_size, threads, pattern = RBD_BENCH[job]
+    out = subprocess.run(["rbd", "-c", conf, "bench", "--io-type", io_type, "--io-size", str(io_size),
+                          "--io-threads", str(threads), "--io-pattern", pattern, "--io-total", str(total), image],
+                         check=True, capture_output=True, text=True).stdout
+    summary = [line for line in out.splitlines() if line.startswith("elapsed:")][-1].split()
+    ops_per_sec = float(summary[summary.index("ops/sec:") + 1])
+    return ops_per_sec, ops_per_sec * io_size / (1 << 20)
+
+
+def size_bytes(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def main_ceph(opts):
+    """The NBD gateway on a Ceph cluster against rbd bench on the same image."""
+    conf = os.path.abspath(opts.ceph_conf)
+    pool = f"bench-{os.getpid()}"
+    image = f"{pool}/img"
+    ceph = ["ceph", "-c", conf]
+    subprocess.run(ceph + ["osd", "pool", "create", pool, "32"], check=True, capture_output=True)
+    subprocess.run(["rbd", "-c", conf, "pool", "init", pool], check=True)
+    scratch = tempfile.mkdtemp(prefix="basalt-bench-ceph-")
+    results = {}
+    try:
+        subprocess.run(["rbd", "-c", conf, "create", "--size", opts.size, image], check=True)
+        # Fill the image so reads on both sides read written objects.
+        total = size_bytes(opts.size)
+        subprocess.run(["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8",
+                        "--io-pattern", "seq", "--io-total", str(total), image], check=True, capture_output=True)
+        with Basalt(os.path.abspath(opts.basalt), os.path.join(scratch, "data"), ["--ceph-conf", conf]) as b:
+            run_jobs(results, "ceph-nbd", ["--ioengine=nbd", f"--uri={b.uri(image)}"], opts.runtime, opts.size)
+        for name, _, _ in JOBS:
+            io_size = RBD_BENCH[name][1]
+            # About as many operations as fio did in its run, so both run for a similar time.
+            ops = max(int(results[("ceph-nbd", name)][0] * opts.runtime), 1000)
+            results[("rbd-bench", name)] = rbd_bench(conf, image, name, min(ops * io_size, 4 * total))
+            print(f"  {'rbd-bench':12} {name:18} {results[('rbd-bench', name)][0]:10.0f} IOPS "
+                  f"{results[('rbd-bench', name)][1]:9.1f} MiB/s", file=sys.stderr)
+    finally:
+        subprocess.run(ceph + ["osd", "pool", "delete", pool, pool, "--yes-i-really-really-mean-it"],
+                       capture_output=True)
+        if not opts.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{'job':18}{'ceph-nbd':>13}{'rbd-bench':>13}{'nbd/rbd':>9}")
+    for name, _, unit in JOBS:
+        idx = 0 if unit == "iops" else 1
+        nbd, rbd = results[("ceph-nbd", name)][idx], results[("rbd-bench", name)][idx]
+        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):18}{nbd:13.0f}{rbd:13.0f}{nbd / rbd:9.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", type=int, default=8)
     parser.add_argument("--size", default="1G")
     parser.add_argument("--basalt", default="target/release/basalt")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--ceph-conf", help="benchmark the NBD gateway on this Ceph cluster against rbd bench")
     opts = parser.parse_args()
+    if opts.ceph_conf:
+        return main_ceph(opts)
     for tool in ("fio", "qemu-nbd", "qemu-img"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y fio qemu-utils")
