@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, then formatting, lints, the dashboard's build and
-# unit tests, every Rust test of the workspace, and the dashboard's end-to-end tests in a real browser.
+# unit tests, every Rust test of the workspace (the Ceph ones against a throw-away cluster), and the dashboard's
+# end-to-end tests in a real browser.
 #
 # Installs (as root, with apt-get) the real clients the data-path tests drive: qemu-utils (qemu-img, qemu-io),
-# libnbd-bin (nbdinfo, nbdcopy), fio, and Debian's chromium for the dashboard tests; and the dashboard's npm packages
-# with `npm ci`. Everything else comes from crates.io through cargo.
+# libnbd-bin (nbdinfo, nbdcopy), fio, and Debian's chromium for the dashboard tests; Ceph's daemons and CLIs
+# (ceph-mon, ceph-osd, ceph-mgr, ceph-common) for the throw-away cluster of scripts/ceph/micro-ceph.sh, and
+# librbd-dev and librados-dev, which the Ceph backend links; and the dashboard's npm packages with `npm ci`.
+# Everything else comes from crates.io through cargo.
+#
+# The cluster listens on 127.0.0.1 from port $MICRO_CEPH_PORT (default 15300) upwards; it is stopped and its
+# directory removed when the script ends, however it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 
 need_packages=()
 command -v qemu-io >/dev/null 2>&1 || need_packages+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need_packages+=(libnbd-bin)
 command -v fio >/dev/null 2>&1 || need_packages+=(fio)
 if [ -f web/package.json ] && [ ! -x /usr/bin/chromium ]; then need_packages+=(chromium); fi
+command -v ceph-mon >/dev/null 2>&1 || need_packages+=(ceph-mon)
+command -v ceph-osd >/dev/null 2>&1 || need_packages+=(ceph-osd)
+command -v ceph-mgr >/dev/null 2>&1 || need_packages+=(ceph-mgr)
+{ command -v ceph && command -v rbd && command -v rados; } >/dev/null 2>&1 || need_packages+=(ceph-common)
+[ -f /usr/include/rbd/librbd.h ] || need_packages+=(librbd-dev)
+[ -f /usr/include/rados/librados.h ] || need_packages+=(librados-dev)
+command -v uuidgen >/dev/null 2>&1 || need_packages+=(uuid-runtime)
+command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "== apt-get install -y ${need_packages[*]}"
   if [ "$(id -u)" != 0 ]; then
@@ -34,15 +49,40 @@ fi
 
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy -D warnings, with the Ceph backend in the server and the binary"
+cargo clippy --workspace --all-targets --locked --features basalt/ceph,basalt-ceph/ceph -- -D warnings
 
-echo "== tests"
+echo "== a throw-away Ceph cluster"
+ceph_dir=$(mktemp -d "${TMPDIR:-/tmp}/basalt-ceph.XXXXXX")
+stop_cluster() {
+  scripts/ceph/micro-ceph.sh stop "$ceph_dir" >/dev/null 2>&1 || true
+  rm -rf "$ceph_dir"
+}
+trap stop_cluster EXIT
+# An interrupted run still goes through the EXIT trap.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+MICRO_CEPH_PORT=${MICRO_CEPH_PORT:-15300} scripts/ceph/micro-ceph.sh start "$ceph_dir"
+
+# One build and one run for everything: the engine's and the server's tests, and against the cluster the
+# conformance suite, the librbd wrapper's tests and `basalt serve --ceph-conf`. BASALT_REQUIRE_CEPH=1 turns a Ceph
+# test that would skip into a failure. The variables are set for this step only: the dashboard's end-to-end tests
+# must serve the embedded engine.
+echo "== tests (with the Ceph backend, against the cluster)"
+features=basalt/ceph,basalt-ceph/ceph
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  BASALT_CEPH_CONF="$ceph_dir/ceph.conf" BASALT_REQUIRE_CEPH=1 \
+    cargo nextest run --workspace --locked --no-fail-fast --features "$features"
 else
-  cargo test --workspace --locked --no-fail-fast
+  BASALT_CEPH_CONF="$ceph_dir/ceph.conf" BASALT_REQUIRE_CEPH=1 \
+    cargo test --workspace --locked --no-fail-fast --features "$features"
 fi
+stop_cluster
+trap - EXIT
 
 if [ -f web/package.json ] && grep -q '"e2e"' web/package.json; then
   echo "== dashboard: end-to-end tests in chromium"
   (cd web && npm run e2e)
 fi
+
+echo "== all passed in $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s"
