@@ -171,6 +171,12 @@ impl Image {
 }
 
 impl<'scope> AioScope<'scope, '_> {
+    /// Blocks until every request issued so far has completed: one wake-up for a whole batch, after which each
+    /// [`AioOp::wait`] returns at once.
+    pub fn wait_all(&self) {
+        self.in_flight.wait_idle();
+    }
+
     /// Creates a completion and hands it to `start`, which issues the request.
     fn submit(&self, what: &'static str, start: impl FnOnce(ffi::rbd_completion_t) -> c_int) -> Result<AioOp<'scope>> {
         let slot = Arc::new(Slot { result: Mutex::new(None), done: Condvar::new(), in_flight: self.in_flight.clone() });

@@ -1215,6 +1215,7 @@ impl ImageIo for CephIo {
             let mut pending = Vec::new();
             // Waits for everything issued so far: a flush covers the requests before it.
             let drain = |pending: &mut Vec<(usize, crate::aio::AioOp<'_>)>, results: &mut Vec<Option<_>>| {
+                scope.wait_all();
                 for (index, op) in pending.drain(..) {
                     let op: crate::aio::AioOp<'_> = op;
                     results[index] = Some(op.wait().map(|_| Vec::new()));
