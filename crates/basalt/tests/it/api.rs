@@ -378,7 +378,8 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":18446744073709551616}"#),
         ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"obj_size":1000}"#),
         ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"obj_size":67108864}"#),
-        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"features":["fast-diff"]}"#),
+        // object-map needs exclusive-lock (fast-diff without object-map is dropped, as librbd does, not refused).
+        ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"features":["object-map"]}"#),
         ("POST", "/api/block/image", r#"{"name":"a","pool_name":"rbd","size":4096,"features":["warp-drive"]}"#),
         (
             "POST",
