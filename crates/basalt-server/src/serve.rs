@@ -71,6 +71,8 @@ pub enum ServeError {
 pub const API_SOCKET: &str = "api.sock";
 /// The name of the NBD socket inside the data directory.
 pub const NBD_SOCKET: &str = "nbd.sock";
+/// The file naming this server among those sharing a Ceph cluster.
+pub const SERVER_ID_FILE: &str = "server-id";
 /// The file holding a generated admin password on first start.
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 
@@ -106,7 +108,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             // The data directory still holds the sockets and the initial password.
             std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
             let (backend, store, perf) = open_ceph(ceph.clone()).await?;
-            (backend, store, Some((perf, server_id())))
+            let id = server_id(&dir)
+                .map_err(io_err(format!("reading or creating {}", dir.join(SERVER_ID_FILE).display())))?;
+            (backend, store, Some((perf, id)))
         }
     };
     tracing::info!(backend = if config.ceph.is_some() { "ceph" } else { "embedded" }, "storage ready");
@@ -121,7 +125,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         write_private(&path, &format!("{password}\n")).map_err(io_err(format!("writing {}", path.display())))?;
         tracing::warn!(user = "admin", password = %password, file = %path.display(), "created the admin user with a generated password (shown once)");
     }
-    let tasks = Tasks::new(store).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    // On a shared cluster, each server keeps and recovers only its own tasks.
+    let task_scope = share.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+    let tasks = Tasks::scoped(store, task_scope).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     let state = AppState::new(backend, Arc::new(auth), Arc::new(tasks), registry.clone(), history.clone());
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
@@ -237,10 +243,21 @@ async fn open_ceph(config: CephConfig) -> Result<CephParts, ServeError> {
     Ok((opened.backend, opened.store, opened.perf))
 }
 
-/// A name for this server among those sharing a cluster: host, process and a random part.
-fn server_id() -> String {
+/// This server's name among those sharing a cluster, kept in the data directory so a restart is the same server:
+/// the host name and a random part (two data directories on one host are two servers).
+fn server_id(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join(SERVER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}-{}-{:08x}", host.trim(), std::process::id(), rand::random::<u32>())
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let id = format!("{}-{:08x}", if host.is_empty() { "basalt" } else { &host }, rand::random::<u32>());
+    write_private(&path, &format!("{id}\n"))?;
+    Ok(id)
 }
 
 #[cfg(not(feature = "ceph"))]

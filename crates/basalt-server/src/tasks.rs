@@ -64,6 +64,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Tasks {
     store: ServerStore,
+    /// The prefix of this server's task keys: empty for a store of its own, the server's id when several servers
+    /// share the store (each keeps and recovers only its own tasks).
+    scope: String,
     inner: Mutex<Inner>,
     idle: tokio::sync::Notify,
 }
@@ -87,7 +90,18 @@ pub enum Started {
 impl Tasks {
     /// Loads task records; tasks that were running when the server stopped are marked failed.
     pub fn new(store: ServerStore) -> Result<Tasks> {
-        let mut finished: Vec<TaskInfo> = store.list::<TaskInfo>(TASKS)?.into_iter().map(|(_, t)| t).collect();
+        Tasks::scoped(store, String::new())
+    }
+
+    /// Like [`Tasks::new`] on a store several servers share: this server's records are those under `scope/`.
+    pub fn scoped(store: ServerStore, scope: String) -> Result<Tasks> {
+        let scope = if scope.is_empty() { scope } else { format!("{scope}/") };
+        let mut finished: Vec<TaskInfo> = store
+            .list::<TaskInfo>(TASKS)?
+            .into_iter()
+            .filter(|(key, _)| key.strip_prefix(scope.as_str()).is_some_and(|id| !id.contains('/')))
+            .map(|(_, t)| t)
+            .collect();
         for task in finished.iter_mut().filter(|t| t.success.is_none()) {
             task.success = Some(false);
             task.end_time = Some(now());
@@ -97,16 +111,21 @@ impl Tasks {
                         .into(),
                 code: "ECANCELED".into(),
             });
-            store.put(TASKS, &task.id.clone(), task)?;
+            store.put(TASKS, &format!("{scope}{}", task.id), task)?;
         }
         finished.sort_by_key(|t| t.begin_time);
         let skip = finished.len().saturating_sub(FINISHED_KEPT);
         let finished: VecDeque<TaskInfo> = finished.into_iter().skip(skip).collect();
         Ok(Tasks {
             store,
+            scope,
             inner: Mutex::new(Inner { running: Vec::new(), finished }),
             idle: tokio::sync::Notify::new(),
         })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.scope)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -136,7 +155,7 @@ impl Tasks {
             exception: None,
             ret_value: None,
         };
-        let _ = self.store.put(TASKS, &info.id, &info);
+        let _ = self.store.put(TASKS, &self.key(&info.id), &info);
         self.lock().running.push(Running { info: info.clone(), progress: progress.clone() });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tasks = self.clone();
@@ -169,11 +188,11 @@ impl Tasks {
                 info.exception = Some(TaskError { detail: err.detail.clone(), code: err.code.clone() });
             }
         }
-        let _ = self.store.put(TASKS, &info.id, &info);
+        let _ = self.store.put(TASKS, &self.key(&info.id), &info);
         inner.finished.push_back(info);
         while inner.finished.len() > FINISHED_KEPT {
             if let Some(old) = inner.finished.pop_front() {
-                let _ = self.store.remove(TASKS, &old.id);
+                let _ = self.store.remove(TASKS, &self.key(&old.id));
             }
         }
         if inner.running.is_empty() {
@@ -214,5 +233,44 @@ impl Tasks {
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(id: &str) -> TaskInfo {
+        TaskInfo {
+            id: id.to_owned(),
+            name: "rbd/flatten".to_owned(),
+            metadata: serde_json::json!({}),
+            begin_time: 1,
+            end_time: None,
+            progress: 40,
+            success: None,
+            exception: None,
+            ret_value: None,
+        }
+    }
+
+    #[test]
+    fn servers_sharing_a_store_recover_only_their_own_tasks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ServerStore::open(dir.path()).expect("store");
+        // Server a was running a task when it stopped; server b is running one now.
+        store.put(TASKS, "a/1-aaaa", &running("1-aaaa")).expect("put");
+        store.put(TASKS, "b/2-bbbb", &running("2-bbbb")).expect("put");
+
+        let a = Tasks::scoped(store.clone(), "a".to_owned()).expect("tasks of a");
+        let (_, finished) = a.list();
+        assert_eq!(finished.iter().map(|t| (t.id.as_str(), t.success)).collect::<Vec<_>>(), [("1-aaaa", Some(false))]);
+        let b_record: TaskInfo = store.get(TASKS, "b/2-bbbb").expect("get").expect("b's task");
+        assert_eq!(b_record.success, None, "another server's running task is left alone");
+
+        // A store of its own (the embedded engine) keeps unscoped keys, as before.
+        store.put(TASKS, "3-cccc", &running("3-cccc")).expect("put");
+        let own = Tasks::new(store.clone()).expect("tasks");
+        assert_eq!(own.list().1.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["3-cccc"]);
     }
 }
