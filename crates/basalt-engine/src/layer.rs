@@ -220,6 +220,11 @@ impl Layer {
         !read_lock(&self.map).dirty.is_empty()
     }
 
+    /// True when this layer has any state (data or zero) for the object.
+    pub fn has_object(&self, object_no: u64) -> bool {
+        read_lock(&self.map).objects.contains_key(&object_no)
+    }
+
     /// Returns the objects this layer has any state for, sorted.
     pub fn objects(&self) -> Vec<u64> {
         let mut objects: Vec<u64> = read_lock(&self.map).objects.keys().copied().collect();
@@ -298,6 +303,16 @@ impl StripeLocks {
         let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
         let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
         indices.into_iter().map(|i| mutex_lock(&self.locks[i])).collect()
+    }
+}
+
+/// Appends an extent, merging it into the last one when they touch and agree.
+fn push_extent(extents: &mut Vec<BlockExtent>, extent: BlockExtent) {
+    match extents.last_mut() {
+        Some(last) if last.state == extent.state && last.offset + last.length == extent.offset => {
+            last.length += extent.length;
+        }
+        _ => extents.push(extent),
     }
 }
 
@@ -421,8 +436,33 @@ impl View {
     }
 
     /// Reports data and holes in a range without reading data.
+    ///
+    /// Without striping an object is one contiguous range of the image, so an object that no layer knows and no
+    /// parent covers is one hole, answered without looking at its blocks: mapping a thin TiB image stays fast.
     pub fn block_status(&self, offset: u64, length: u64) -> Vec<BlockExtent> {
         let mut extents: Vec<BlockExtent> = Vec::new();
+        let object_size = self.layout.object_size();
+        if self.layout.striping.count != 1 || self.layout.striping.unit_bytes != object_size {
+            self.block_status_pieces(offset, length, &mut extents);
+            return extents;
+        }
+        let end = offset + length;
+        let mut at = offset;
+        while at < end {
+            let object_no = at / object_size;
+            let next = ((object_no + 1) * object_size).min(end);
+            let parent_covers = self.base.as_ref().is_some_and(|base| at < base.overlap);
+            if !parent_covers && !self.chain.iter().any(|vl| vl.layer.has_object(object_no)) {
+                push_extent(&mut extents, BlockExtent { offset: at, length: next - at, state: BlockState::Hole });
+            } else {
+                self.block_status_pieces(at, next - at, &mut extents);
+            }
+            at = next;
+        }
+        extents
+    }
+
+    fn block_status_pieces(&self, offset: u64, length: u64, extents: &mut Vec<BlockExtent>) {
         for piece in self.layout.pieces(offset, length) {
             let state = match self.resolve(0, &piece) {
                 Source::Layer(_) => BlockState::Data,
@@ -432,14 +472,8 @@ impl View {
                     None => BlockState::Hole,
                 },
             };
-            match extents.last_mut() {
-                Some(last) if last.state == state && last.offset + last.length == piece.image_offset => {
-                    last.length += piece.length;
-                }
-                _ => extents.push(BlockExtent { offset: piece.image_offset, length: piece.length, state }),
-            }
+            push_extent(extents, BlockExtent { offset: piece.image_offset, length: piece.length, state });
         }
-        extents
     }
 
     /// Writes `data` at `offset` into the top layer, copying up partial blocks from below.
