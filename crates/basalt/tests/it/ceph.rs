@@ -305,6 +305,9 @@ fn the_seed_workflow_and_its_refusals_on_ceph_match_the_rbd_cli() {
     let qos =
         image["configuration"].as_array().expect("config").iter().find(|c| c["name"] == "rbd_qos_iops_limit").cloned();
     assert_eq!(qos, Some(json!({"name": "rbd_qos_iops_limit", "value": "500", "source": 2})));
+    // Where librbd looks for it: the image's own configuration override.
+    let override_ = cluster.rbd(&["config", "image", "get", &golden, "rbd_qos_iops_limit"]);
+    assert_eq!(String::from_utf8_lossy(&override_).trim(), "500");
     let info = cluster.rbd_json(&["info", &golden]);
     assert_eq!(info["size"], 8 * MIB);
     let mut features: Vec<&str> =
