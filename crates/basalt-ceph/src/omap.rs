@@ -191,3 +191,29 @@ impl IoCtx {
         Ok(())
     }
 }
+
+impl IoCtx {
+    /// Removes the omap keys of `object` in `[start, end)` (a missing object is fine).
+    pub fn omap_remove_range(&self, object: &str, start: &str, end: &str) -> Result<()> {
+        let oid = c_string(object, "object name")?;
+        // SAFETY: creates a write op, released by the guard.
+        let op = WriteOp(unsafe { ffi::rados_create_write_op() });
+        // SAFETY: valid op; the key buffers outlive the operate call (librados copies them into the op).
+        unsafe {
+            ffi::rados_write_op_omap_rm_range2(
+                op.0,
+                start.as_ptr().cast::<c_char>(),
+                start.len(),
+                end.as_ptr().cast::<c_char>(),
+                end.len(),
+            )
+        };
+        // SAFETY: valid op, context and object name.
+        let ret = unsafe { ffi::rados_write_op_operate(op.0, self.raw(), oid.as_ptr(), ptr::null_mut(), 0) };
+        if ret == -libc::ENOENT {
+            return Ok(());
+        }
+        check(ret, || format!("removing a key range from the omap of {object}"))?;
+        Ok(())
+    }
+}

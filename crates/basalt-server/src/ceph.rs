@@ -11,12 +11,18 @@ use basalt_ceph::rados::IoCtx;
 use basalt_core::{Backend, Result};
 
 use crate::datapath::Sample;
-use crate::perf::{PerfShare, Published};
+use crate::perf::{ImageCounters, PerfShare, Published};
 use crate::serve::{CephConfig, ServeError};
 use crate::store::{KvStore, ServerStore, Table};
 
 /// The object whose omap holds each server's last published counters.
 const PERF_OBJECT: &str = "basalt.perf";
+/// The object whose omap holds each server's per-minute totals for a day (`MINUTE/SERVER` keys, oldest first).
+const HISTORY_OBJECT: &str = "basalt.perf.history";
+
+fn minute_key(minute: u64) -> String {
+    format!("{minute:012}")
+}
 
 /// Performance counters shared through the cluster.
 #[derive(Debug)]
@@ -51,6 +57,28 @@ impl PerfShare for RadosPerfShare {
 
     fn forget(&self, server: &str) -> Result<()> {
         self.io.omap_remove(PERF_OBJECT, &[server])
+    }
+
+    fn archive(&self, server: &str, minute: u64, totals: &[(String, Sample)], keep_from: u64) -> Result<()> {
+        if !totals.is_empty() {
+            let bytes = serde_json::to_vec(totals).map_err(|e| basalt_core::Error::io(e.to_string()))?;
+            self.io.omap_set(HISTORY_OBJECT, &[(&format!("{}/{server}", minute_key(minute)), &bytes)])?;
+        }
+        self.io.omap_remove_range(HISTORY_OBJECT, "", &minute_key(keep_from))
+    }
+
+    fn archived(&self, since: u64) -> Result<Vec<(u64, String, ImageCounters)>> {
+        Ok(self
+            .io
+            .omap_list(HISTORY_OBJECT)?
+            .into_iter()
+            .filter_map(|(key, bytes)| {
+                let (minute, server) = key.split_once('/')?;
+                let minute: u64 = minute.parse().ok()?;
+                let totals: ImageCounters = serde_json::from_slice(&bytes).ok()?;
+                (minute >= since).then(|| (minute, server.to_owned(), totals))
+            })
+            .collect())
     }
 }
 

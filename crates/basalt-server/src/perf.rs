@@ -57,6 +57,23 @@ impl Series {
         }
     }
 
+    /// Adds a finished minute recorded elsewhere (the archive in the cluster).
+    fn restore_minute(&mut self, minute: u64, delta: Sample) {
+        let at = self.coarse.partition_point(|(m, _)| *m < minute);
+        match self.coarse.get_mut(at) {
+            Some((m, acc)) if *m == minute => acc.add(&delta),
+            _ => self.coarse.insert(at, (minute, delta)),
+        }
+        while self.coarse.len() > COARSE_POINTS {
+            self.coarse.pop_front();
+        }
+    }
+
+    /// The finished minute starting at `minute`, if this series has it.
+    fn minute_total(&self, minute: u64) -> Option<Sample> {
+        self.coarse.iter().rev().find(|(m, _)| *m == minute).map(|(_, s)| *s)
+    }
+
     /// Points since `from` at the given resolution (1 or 60 s), each a delta over its interval.
     fn points(&self, from: u64, resolution: u64) -> Vec<(u64, Sample)> {
         let source: Vec<(u64, Sample)> = if resolution == 1 {
@@ -97,6 +114,25 @@ impl History {
         let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (key, sample) in counters {
             series.entry((origin.to_owned(), key.clone())).or_default().push(now, *sample);
+        }
+    }
+
+    /// This server's per-image totals of the finished minute starting at `minute` (images without activity left out).
+    pub fn local_minute(&self, minute: u64) -> Vec<(String, Sample)> {
+        let series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        series
+            .iter()
+            .filter(|((origin, _), _)| origin == LOCAL)
+            .filter_map(|((_, key), s)| s.minute_total(minute).map(|total| (key.clone(), total)))
+            .filter(|(_, total)| total.read_ops + total.write_ops > 0)
+            .collect()
+    }
+
+    /// Adds archived minutes (from before this server started) under their own origin.
+    pub fn restore(&self, origin: &str, minute: u64, totals: &[(String, Sample)]) {
+        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, total) in totals {
+            series.entry((origin.to_owned(), key.clone())).or_default().restore_minute(minute, *total);
         }
     }
 
@@ -159,12 +195,49 @@ pub trait PerfShare: Send + Sync + std::fmt::Debug {
     fn fetch(&self) -> basalt_core::Result<Vec<Published>>;
     /// Forgets a server that stopped publishing.
     fn forget(&self, server: &str) -> basalt_core::Result<()>;
+    /// Keeps `server`'s per-image totals of the finished minute starting at `minute`, and drops archived minutes
+    /// before `keep_from`.
+    fn archive(
+        &self,
+        server: &str,
+        minute: u64,
+        totals: &[(String, Sample)],
+        keep_from: u64,
+    ) -> basalt_core::Result<()>;
+    /// Every archived minute from `since` on: (minute, server, per-image totals).
+    fn archived(&self, since: u64) -> basalt_core::Result<Vec<(u64, String, ImageCounters)>>;
+}
+
+/// Loads the archived minutes before `now`'s minute, so a (re)started server's day view starts full.
+pub fn restore_archive(share: &dyn PerfShare, history: &History, now: u64) {
+    let this_minute = now / 60 * 60;
+    let since = this_minute.saturating_sub(COARSE_POINTS as u64 * 60);
+    match share.archived(since) {
+        Ok(minutes) => {
+            for (minute, server, totals) in minutes {
+                if minute < this_minute {
+                    history.restore(&format!("archive:{server}"), minute, &totals);
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read the archived performance history"),
+    }
 }
 
 /// A publication older than this is from a server that is gone: its counters no longer count.
 const SHARE_STALE_SECS: u64 = 30;
 /// A publication older than this is removed.
 const SHARE_FORGET_SECS: u64 = 3600;
+
+/// Archives this server's totals of the finished minute starting at `minute` (blocking: a RADOS round trip).
+pub fn archive_minute(share: &dyn PerfShare, history: &History, server: &str, minute: u64) {
+    let totals = history.local_minute(minute);
+    // A day of minutes, this one included.
+    let keep_from = minute.saturating_sub((COARSE_POINTS as u64 - 1) * 60);
+    if let Err(err) = share.archive(server, minute, &totals, keep_from) {
+        tracing::warn!(error = %err, "cannot archive performance history to the cluster");
+    }
+}
 
 /// Publishes this server's counters and takes in the other servers' (blocking: RADOS round trips).
 pub fn exchange(share: &dyn PerfShare, history: &History, registry: &Registry, server: &str, now: u64) {
@@ -205,15 +278,32 @@ pub async fn run_sampler(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The minutes before this one come from the archive; this server archives the ones it finishes from now on.
+    let mut archived_up_to = now_secs() / 60 * 60;
+    if let Some((share, _)) = &share {
+        let (share, history) = (share.clone(), history.clone());
+        let _ = tokio::task::spawn_blocking(move || restore_archive(&*share, &history, now_secs())).await;
+    }
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = now_secs();
                 history.sample(&registry, now);
                 if let Some((share, server)) = &share {
+                    let finished = (now / 60 * 60).saturating_sub(60);
+                    let archive = (finished >= archived_up_to).then_some(finished);
+                    if archive.is_some() {
+                        archived_up_to = finished + 60;
+                    }
                     let (share, server, history, registry) = (share.clone(), server.clone(), history.clone(), registry.clone());
                     // A slow cluster delays the exchange, never the local sampling.
-                    let _ = tokio::task::spawn_blocking(move || exchange(&*share, &history, &registry, &server, now)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(minute) = archive {
+                            archive_minute(&*share, &history, &server, minute);
+                        }
+                        exchange(&*share, &history, &registry, &server, now);
+                    })
+                    .await;
                 }
             }
             _ = stop.changed() => return,
@@ -405,10 +495,11 @@ mod tests {
         assert!(coarse.iter().all(|(t, _)| t % 60 == 0));
     }
 
-    /// Publications in memory, as the cluster's omap object holds them.
+    /// Publications in memory, as the cluster's omap objects hold them.
     #[derive(Debug, Default)]
     struct MemoryShare {
         published: Mutex<HashMap<String, (u64, ImageCounters)>>,
+        archive: Mutex<std::collections::BTreeMap<(u64, String), ImageCounters>>,
     }
 
     impl PerfShare for MemoryShare {
@@ -427,6 +518,51 @@ mod tests {
             self.published.lock().expect("lock").remove(server);
             Ok(())
         }
+        fn archive(
+            &self,
+            server: &str,
+            minute: u64,
+            totals: &[(String, Sample)],
+            keep_from: u64,
+        ) -> basalt_core::Result<()> {
+            let mut archive = self.archive.lock().expect("lock");
+            if !totals.is_empty() {
+                archive.insert((minute, server.to_owned()), totals.to_vec());
+            }
+            archive.retain(|(m, _), _| *m >= keep_from);
+            Ok(())
+        }
+        fn archived(&self, since: u64) -> basalt_core::Result<Vec<(u64, String, ImageCounters)>> {
+            let archive = self.archive.lock().expect("lock");
+            Ok(archive.iter().filter(|((m, _), _)| *m >= since).map(|((m, s), t)| (*m, s.clone(), t.clone())).collect())
+        }
+    }
+
+    #[test]
+    fn finished_minutes_are_archived_and_a_restarted_server_loads_them() {
+        let share = MemoryShare::default();
+        let history = History::default();
+        let t0 = 1_000_040; // 20 s into a minute
+        // Into the third minute, so the second one is finished.
+        for i in 0..110u64 {
+            history.record(LOCAL, t0 + i, &[("rbd/vm".to_owned(), writes(10 * (i + 1)))]);
+        }
+        let first_minute = t0 / 60 * 60;
+        archive_minute(&share, &history, "a", first_minute);
+        archive_minute(&share, &history, "a", first_minute + 60);
+        let archived = share.archived(0).expect("archived");
+        assert_eq!(archived.len(), 2);
+        assert_eq!(archived[0].2, [("rbd/vm".to_owned(), writes(400))], "40 s of the first minute");
+        assert_eq!(archived[1].2, [("rbd/vm".to_owned(), writes(600))]);
+
+        // A new server process (or this one restarted) starts with the archived minutes in its day view.
+        let restarted = History::default();
+        restore_archive(&share, &restarted, first_minute + 180);
+        let day = restarted.image_points("rbd/vm", 0, 60);
+        assert_eq!(day, [(first_minute, writes(400)), (first_minute + 60, writes(600))]);
+        // Minutes older than a day are dropped from the archive.
+        archive_minute(&share, &history, "a", first_minute + 60 + COARSE_POINTS as u64 * 60);
+        assert!(share.archived(0).expect("archived").iter().all(|(m, _, _)| *m > first_minute + 60));
     }
 
     fn writes(ops: u64) -> Sample {

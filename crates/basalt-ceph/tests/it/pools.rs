@@ -132,4 +132,11 @@ fn omap_records_are_set_listed_read_and_removed() {
     let listed = io.omap_list(&object).expect("list");
     assert_eq!(listed.len(), 2501);
     assert_eq!(listed[0].0, "c");
+
+    // A key range goes in one operation: [k00000, k01000) is the first thousand numbered keys.
+    io.omap_remove_range(&object, "k00000", "k01000").expect("remove range");
+    let listed = io.omap_list(&object).expect("list");
+    assert_eq!(listed.len(), 1501);
+    assert_eq!((listed[0].0.as_str(), listed[1].0.as_str()), ("c", "k01000"));
+    io.omap_remove_range(&unique("missing"), "", "z").expect("range of a missing object");
 }
