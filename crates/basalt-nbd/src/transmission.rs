@@ -144,20 +144,26 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
     let tx = tx.clone();
     // The worker owns its reply channel; the join handle is not needed.
     drop(tokio::task::spawn_blocking(move || {
-        let replies = match std::panic::catch_unwind(AssertUnwindSafe(|| execute_batch(&export, &jobs))) {
-            Ok(replies) => replies,
-            Err(_) => {
-                tracing::error!(requests = jobs.len(), "a request batch panicked in the backend");
-                let structured = export.negotiated.structured;
-                jobs.iter()
-                    .map(|job| error_reply(structured, job.request.cookie, proto::EIO, "internal error"))
-                    .collect()
-            }
-        };
-        for (job, bytes) in jobs.into_iter().zip(replies) {
-            // An error means the writer is gone with the connection; nobody is left to answer.
-            if tx.blocking_send(Reply { bytes, _permits: job.permits }).is_err() {
-                return;
+        // A backend that keeps requests in flight together gets the whole batch at once; one that runs them in turn
+        // gets them one by one, so each reply leaves as soon as it is ready.
+        let groups: Vec<Vec<Job>> =
+            if export.io.batches_concurrently() { vec![jobs] } else { jobs.into_iter().map(|job| vec![job]).collect() };
+        for jobs in groups {
+            let replies = match std::panic::catch_unwind(AssertUnwindSafe(|| execute_batch(&export, &jobs))) {
+                Ok(replies) => replies,
+                Err(_) => {
+                    tracing::error!(requests = jobs.len(), "a request batch panicked in the backend");
+                    let structured = export.negotiated.structured;
+                    jobs.iter()
+                        .map(|job| error_reply(structured, job.request.cookie, proto::EIO, "internal error"))
+                        .collect()
+                }
+            };
+            for (job, bytes) in jobs.into_iter().zip(replies) {
+                // An error means the writer is gone with the connection; nobody is left to answer.
+                if tx.blocking_send(Reply { bytes, _permits: job.permits }).is_err() {
+                    return;
+                }
             }
         }
     }));
