@@ -127,6 +127,9 @@ struct Job {
     permits: Permits,
 }
 
+/// A structured data chunk's header and offset, in front of its data.
+const DATA_CHUNK_PREFIX: usize = proto::CHUNK_HEADER_LEN + 8;
+
 /// The most requests one worker takes at once.
 const BATCH_MAX: usize = 16;
 
@@ -349,7 +352,7 @@ fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
         let (offset, length) = (request.offset, u64::from(request.length));
         requests.push(match request.command {
             Command::Read => {
-                let start = if structured { 0 } else { proto::SIMPLE_REPLY_LEN };
+                let start = if structured { DATA_CHUNK_PREFIX } else { proto::SIMPLE_REPLY_LEN };
                 IoRequest::Read { offset, buf: &mut buffer[start..] }
             }
             Command::Write => IoRequest::Write { offset, data: &job.payload, durability },
@@ -423,7 +426,8 @@ fn prepare(io: &dyn ImageIo, request: &Request, structured: bool) -> (Option<Vec
         }
         // A simple reply is built in place: header, then the data read straight into the reply buffer.
         Command::Read if !structured => (None, vec![0u8; proto::SIMPLE_REPLY_LEN + length as usize]),
-        Command::Read => (None, vec![0u8; length as usize]),
+        // Room for a data chunk's header in front, so a read that is all data is answered in place.
+        Command::Read => (None, vec![0u8; DATA_CHUNK_PREFIX + length as usize]),
         _ => (None, Vec::new()),
     }
 }
@@ -438,7 +442,28 @@ fn finish(request: &Request, structured: bool, buffer: Vec<u8>, result: Result<V
             proto::put_simple_reply(&mut out, cookie, 0);
             out
         }
-        (Command::Read, Ok(extents)) => structured_read_reply(request, &buffer, &extents),
+        (Command::Read, Ok(extents)) => {
+            let chunks =
+                plan_read(request.offset, u64::from(request.length), &extents, request.has(proto::CMD_FLAG_DF));
+            if let [chunk] = chunks.as_slice()
+                && !chunk.hole
+            {
+                // One data chunk: the header goes in front of the data already in the buffer, no copy.
+                let mut out = buffer;
+                let length = request.length;
+                proto::put_chunk_header(
+                    &mut out,
+                    proto::REPLY_FLAG_DONE,
+                    proto::REPLY_TYPE_OFFSET_DATA,
+                    cookie,
+                    8 + length,
+                );
+                out[proto::CHUNK_HEADER_LEN..DATA_CHUNK_PREFIX].copy_from_slice(&request.offset.to_be_bytes());
+                out
+            } else {
+                structured_read_reply(request, &buffer[DATA_CHUNK_PREFIX..], &extents)
+            }
+        }
         (_, Ok(_)) => {
             let mut out = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
             proto::simple_reply(&mut out, cookie, 0);
