@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use basalt_core::rbd_diff::{DiffRecord, DiffVersion, DiffWriter};
+use basalt_core::rbd_diff::DiffRecord;
 use serde_json::{Value, json};
 
 use crate::api::{ADMIN_PASSWORD, Server, call, call_bytes, login, start_with, wait_task};
+use crate::transfer::{apply, encode};
 
 const MIB: u64 = 1 << 20;
 
@@ -153,27 +154,6 @@ fn put(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
         image.resize(end, 0);
     }
     image[offset as usize..end].copy_from_slice(data);
-}
-
-/// An rbd diff v1 stream of `records`.
-fn encode(records: &[DiffRecord]) -> Vec<u8> {
-    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("banner");
-    for record in records {
-        writer.write_record(record).expect("record");
-    }
-    writer.finish().expect("end")
-}
-
-/// Applies a stream's size, data and zero records to an in-memory image.
-fn apply(image: &mut Vec<u8>, records: &[DiffRecord]) {
-    for record in records {
-        match record {
-            DiffRecord::Size(size) => image.resize(*size as usize, 0),
-            DiffRecord::Data { offset, data } => put(image, *offset, data),
-            DiffRecord::Zero { offset, length } => image[*offset as usize..(*offset + *length) as usize].fill(0),
-            _ => {}
-        }
-    }
 }
 
 /// Runs the basalt CLI against a server through its API socket; the command must succeed. Returns stdout.

@@ -61,7 +61,8 @@ fn used_bytes(s: &Server, spec: &str) -> u64 {
     du[0]["used_bytes"].as_u64().unwrap_or_else(|| panic!("no used_bytes in {du}"))
 }
 
-fn encode(records: &[DiffRecord]) -> Vec<u8> {
+/// An rbd diff v1 stream of `records`.
+pub(crate) fn encode(records: &[DiffRecord]) -> Vec<u8> {
     let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("banner");
     for record in records {
         writer.write_record(record).expect("record");
@@ -69,13 +70,17 @@ fn encode(records: &[DiffRecord]) -> Vec<u8> {
     writer.finish().expect("end")
 }
 
-/// Applies data and zero records to an in-memory image, as the server should.
-fn apply(image: &mut Vec<u8>, records: &[DiffRecord]) {
+/// Applies a stream's size, data and zero records to an in-memory image, as the server should.
+pub(crate) fn apply(image: &mut Vec<u8>, records: &[DiffRecord]) {
     for record in records {
         match record {
             DiffRecord::Size(size) => image.resize(*size as usize, 0),
             DiffRecord::Data { offset, data } => {
-                image[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
+                let end = *offset as usize + data.len();
+                if image.len() < end {
+                    image.resize(end, 0);
+                }
+                image[*offset as usize..end].copy_from_slice(data);
             }
             DiffRecord::Zero { offset, length } => image[*offset as usize..(*offset + *length) as usize].fill(0),
             _ => {}
