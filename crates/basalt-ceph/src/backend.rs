@@ -296,7 +296,7 @@ impl CephBackend {
         Ok(None)
     }
 
-    fn info_of(&self, spec: &ImageSpec, image: &Image, snap: Option<&str>) -> Result<ImageInfo> {
+    fn info_of(&self, spec: &ImageSpec, image: &Image) -> Result<ImageInfo> {
         let stat = image.stat()?;
         let order = ObjectOrder::new(stat.order)?;
         let features = Features::from_bits(image.features()?)?;
@@ -321,7 +321,6 @@ impl CephBackend {
         let flags = image.flags()?;
         // RBD_FLAG_OBJECT_MAP_INVALID (1) and RBD_FLAG_FAST_DIFF_INVALID (2).
         let status = if flags & 3 != 0 { ImageStatus::Degraded } else { ImageStatus::Ok };
-        let _ = snap;
         Ok(ImageInfo {
             id: image.id()?,
             name: spec.image.clone(),
@@ -362,18 +361,23 @@ impl CephBackend {
 
     /// The global overrides: `rbd_*` options of the `client` (or `global`) section of the monitors' database.
     fn global_overrides(&self) -> Result<Vec<(String, String)>> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            section: String,
+            name: String,
+            value: String,
+        }
         let (out, _) = self.cluster.mon_command(r#"{"prefix": "config dump", "format": "json"}"#)?;
-        let mut found = Vec::new();
-        for option in config::OPTIONS {
-            // The dump is a JSON array of {section, name, value, ...}; the client section wins over global.
-            let mut value = None;
-            for section in ["global", "client"] {
-                if let Some(v) = find_dump_value(&out, section, option.name) {
-                    value = Some(v);
+        let dump: Vec<Entry> = serde_json::from_str(&out)
+            .map_err(|err| Error::io(format!("cannot read the monitors' configuration dump: {err}")))?;
+        let mut found: Vec<(String, String)> = Vec::new();
+        // The client section wins over global.
+        for section in ["global", "client"] {
+            for entry in dump.iter().filter(|e| e.section == section) {
+                if config::OPTIONS.iter().any(|o| o.name == entry.name) {
+                    found.retain(|(name, _)| *name != entry.name);
+                    found.push((entry.name.clone(), entry.value.clone()));
                 }
-            }
-            if let Some(value) = value {
-                found.push((option.name.to_owned(), value));
             }
         }
         Ok(found)
@@ -390,26 +394,6 @@ impl CephBackend {
 
 fn strip_conf(metadata: Vec<(String, String)>) -> Vec<(String, String)> {
     metadata.into_iter().filter_map(|(k, v)| k.strip_prefix(CONF_PREFIX).map(|name| (name.to_owned(), v))).collect()
-}
-
-/// Finds `"value"` of the entry with this section and name in `config dump` JSON, without a JSON parser: the
-/// monitors print each entry as an object whose string fields contain no quotes for these options.
-fn find_dump_value(dump: &str, section: &str, name: &str) -> Option<String> {
-    for entry in dump.split('{').skip(1) {
-        let field = |key: &str| -> Option<String> {
-            let start = entry.find(&format!("\"{key}\":"))? + key.len() + 3;
-            let rest = entry[start..].trim_start().strip_prefix('"')?;
-            Some(rest[..rest.find('"')?].to_owned())
-        };
-        if field("section").as_deref() == Some(section) && field("name").as_deref() == Some(name) {
-            return field("value");
-        }
-    }
-    None
-}
-
-fn json_str(text: &str) -> String {
-    crate::rados::json_string(text)
 }
 
 impl Backend for CephBackend {
@@ -537,12 +521,12 @@ impl Backend for CephBackend {
 
     fn image_info(&self, spec: &ImageSpec) -> Result<ImageInfo> {
         let (_io, image) = self.open_ro(spec, None)?;
-        self.info_of(spec, &image, None)
+        self.info_of(spec, &image)
     }
 
     fn image_info_at_snap(&self, spec: &SnapSpec) -> Result<ImageInfo> {
         let (_io, image) = self.open_ro(&spec.image, Some(spec.snap.as_str()))?;
-        self.info_of(&spec.image, &image, Some(spec.snap.as_str()))
+        self.info_of(&spec.image, &image)
     }
 
     fn image_resize(&self, spec: &ImageSpec, size_bytes: u64, policy: ResizePolicy) -> Result<()> {
@@ -670,12 +654,9 @@ impl Backend for CephBackend {
         let key = format!("{CONF_PREFIX}{name}");
         match level {
             ConfigLevel::Global => {
-                let command = format!(
-                    r#"{{"prefix": "config set", "who": "client", "name": {}, "value": {}}}"#,
-                    json_str(name),
-                    json_str(&value)
-                );
-                self.cluster.mon_command(&command).map(|_| ())
+                let command =
+                    serde_json::json!({"prefix": "config set", "who": "client", "name": name, "value": value});
+                self.cluster.mon_command(&command.to_string()).map(|_| ())
             }
             ConfigLevel::Pool(pool) => self.pool_ctx(pool)?.pool_metadata_set(&key, &value),
             ConfigLevel::Image(spec) => self.open_rw(spec)?.1.metadata_set(&key, &value),
@@ -691,8 +672,8 @@ impl Backend for CephBackend {
                 if !self.global_overrides()?.iter().any(|(n, _)| n == name) {
                     return Err(Error::not_found(not_set()));
                 }
-                let command = format!(r#"{{"prefix": "config rm", "who": "client", "name": {}}}"#, json_str(name));
-                self.cluster.mon_command(&command).map(|_| ())
+                let command = serde_json::json!({"prefix": "config rm", "who": "client", "name": name});
+                self.cluster.mon_command(&command.to_string()).map(|_| ())
             }
             ConfigLevel::Pool(pool) => self
                 .pool_ctx(pool)?
@@ -1014,19 +995,15 @@ impl Backend for CephBackend {
     // --- data path ---
 
     fn open(&self, spec: &ImageSpec, target: &OpenTarget, client: &str) -> Result<Box<dyn ImageIo>> {
-        let io = self.spec_ctx(spec)?;
         let (image, writable) = match target {
-            OpenTarget::Head => (
-                Image::open(&io, spec.image.as_str())
-                    .map_err(|err| explain(err, ErrorKind::NotFound, || format!("image '{spec}' does not exist")))?,
-                true,
-            ),
+            OpenTarget::Head => (self.open_rw(spec)?.1, true),
             OpenTarget::HeadReadOnly => (self.open_ro(spec, None)?.1, false),
             OpenTarget::Snapshot(snap) => (self.open_ro(spec, Some(snap.as_str()))?.1, false),
         };
         let key = image_key(spec, image.id()?);
         let token = self.opens.next.fetch_add(1, Ordering::Relaxed);
-        if writable && Features::from_bits(image.features()?)?.contains(Features::EXCLUSIVE_LOCK) {
+        let exclusive = writable && Features::from_bits(image.features()?)?.contains(Features::EXCLUSIVE_LOCK);
+        if exclusive {
             // librbd hands the lock over to whoever asks; another process's writer must not lose it to us.
             let (_, owners) = image.lock_owners()?;
             if !owners.is_empty() && self.opens.of(&key).iter().all(|r| !r.writable) {
@@ -1036,35 +1013,28 @@ impl Backend for CephBackend {
                     owners.join(", ")
                 )));
             }
-            // Register first under the map's lock, so two opens in this process cannot both pass the check.
-            {
-                let mut map = self.opens.lock();
-                let records = map.entry(key.clone()).or_default();
-                let writers: Vec<OpenRecord> = records.iter().filter(|r| r.writable).cloned().collect();
-                if !writers.is_empty() {
-                    return Err(Error::busy(format!(
-                        "image '{spec}' is locked by {}: it has the exclusive-lock feature and one writer at a time",
-                        describe_clients(&writers)
-                    )));
-                }
-                records.push(OpenRecord { token, client: client.to_owned(), since: now(), writable });
-            }
-            if let Err(err) = image.lock_acquire(LockMode::Exclusive) {
-                self.opens.remove(&key, token);
-                let owners = image.lock_owners().map(|(_, owners)| owners.join(", ")).unwrap_or_default();
+        }
+        {
+            // Checked and registered under the map's lock, so two writers in this process cannot both pass.
+            let mut map = self.opens.lock();
+            let records = map.entry(key.clone()).or_default();
+            let writers: Vec<OpenRecord> = records.iter().filter(|r| r.writable).cloned().collect();
+            if exclusive && !writers.is_empty() {
                 return Err(Error::busy(format!(
-                    "image '{spec}' is locked by another client ({owners}): it has the exclusive-lock feature and one \
-                     writer at a time ({})",
-                    err.message()
+                    "image '{spec}' is locked by {}: it has the exclusive-lock feature and one writer at a time",
+                    describe_clients(&writers)
                 )));
             }
-        } else {
-            self.opens.lock().entry(key.clone()).or_default().push(OpenRecord {
-                token,
-                client: client.to_owned(),
-                since: now(),
-                writable,
-            });
+            records.push(OpenRecord { token, client: client.to_owned(), since: now(), writable });
+        }
+        if exclusive && let Err(err) = image.lock_acquire(LockMode::Exclusive) {
+            self.opens.remove(&key, token);
+            let owners = image.lock_owners().map(|(_, owners)| owners.join(", ")).unwrap_or_default();
+            return Err(Error::busy(format!(
+                "image '{spec}' is locked by another client ({owners}): it has the exclusive-lock feature and one \
+                 writer at a time ({})",
+                err.message()
+            )));
         }
         Ok(Box::new(CephIo { image, writable, opens: self.opens.clone(), key, token }))
     }
@@ -1108,6 +1078,22 @@ fn check_feature_change(current: Features, change: Features, enable: bool) -> Re
     Ok(())
 }
 
+/// Fails unless `[offset, offset + length)` lies inside an image of `size` bytes.
+fn within(offset: u64, length: u64, size: u64) -> Result<()> {
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::invalid(format!("the range {offset}+{length} lies outside the image ({size} bytes)"))),
+    }
+}
+
+/// librbd's form of a zeroing mode.
+fn zero_flags(mode: ZeroMode) -> ZeroFlags {
+    match mode {
+        ZeroMode::MayUnmap => ZeroFlags::MayUnmap,
+        ZeroMode::KeepAllocated => ZeroFlags::ThickProvision,
+    }
+}
+
 /// Joins adjacent extents of the same kind, as the engine reports them.
 fn merge_extents(extents: impl Iterator<Item = DiffExtent>) -> Vec<DiffExtent> {
     let mut out: Vec<DiffExtent> = Vec::new();
@@ -1146,11 +1132,16 @@ impl Drop for CephIo {
 
 impl CephIo {
     fn check_range(&self, offset: u64, length: u64) -> Result<()> {
-        let size = self.image.size()?;
-        match offset.checked_add(length) {
-            Some(end) if end <= size => Ok(()),
-            _ => Err(Error::invalid(format!("the range {offset}+{length} lies outside the image ({size} bytes)"))),
+        within(offset, length, self.image.size()?)
+    }
+
+    /// What every request of a batch must pass before it is issued: writable for changes, inside the image.
+    fn check_request(&self, size: &Result<u64>, request: &IoRequest<'_>) -> Result<()> {
+        if !matches!(request, IoRequest::Read { .. }) {
+            self.check_writable()?;
         }
+        let (offset, length) = request.range().unwrap_or((0, 0));
+        within(offset, length, *size.as_ref().map_err(Clone::clone)?)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -1203,11 +1194,7 @@ impl ImageIo for CephIo {
     fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, length)?;
-        let flags = match mode {
-            ZeroMode::MayUnmap => ZeroFlags::MayUnmap,
-            ZeroMode::KeepAllocated => ZeroFlags::ThickProvision,
-        };
-        self.image.write_zeroes(offset, length, flags)?;
+        self.image.write_zeroes(offset, length, zero_flags(mode))?;
         self.settle(durability)
     }
 
@@ -1218,6 +1205,8 @@ impl ImageIo for CephIo {
     fn run_batch(&self, requests: &mut [IoRequest<'_>]) -> Vec<Result<Vec<BlockExtent>>> {
         let mut results: Vec<Option<Result<Vec<BlockExtent>>>> = requests.iter().map(|_| None).collect();
         let mut fua = Vec::new();
+        // One size for the whole batch: every request is checked against it.
+        let size = self.image.size();
         self.image.aio_scope(|scope| {
             let mut pending = Vec::new();
             // Waits for everything issued so far: a flush covers the requests before it.
@@ -1229,45 +1218,23 @@ impl ImageIo for CephIo {
                 }
             };
             for (index, request) in requests.iter_mut().enumerate() {
-                let data_len = request.data_bytes();
-                let issued = match request {
-                    IoRequest::Flush => {
-                        drain(&mut pending, &mut results);
-                        results[index] = Some(self.image.flush().map(|()| Vec::new()));
-                        continue;
+                if matches!(request, IoRequest::Flush) {
+                    drain(&mut pending, &mut results);
+                    results[index] = Some(self.image.flush().map(|()| Vec::new()));
+                    continue;
+                }
+                if request.durability() == Some(Durability::ForceUnitAccess) {
+                    fua.push(index);
+                }
+                let issued = self.check_request(&size, request).and_then(|()| match request {
+                    IoRequest::Read { offset, buf } => scope.read(*offset, buf),
+                    IoRequest::Write { offset, data, .. } => scope.write(*offset, data),
+                    IoRequest::Discard { offset, length, .. } => scope.discard(*offset, *length),
+                    IoRequest::WriteZeroes { offset, length, mode, .. } => {
+                        scope.write_zeroes(*offset, *length, zero_flags(*mode))
                     }
-                    IoRequest::Read { offset, buf } => {
-                        self.check_range(*offset, data_len).and_then(|()| scope.read(*offset, buf))
-                    }
-                    IoRequest::Write { offset, data, durability } => {
-                        if *durability == Durability::ForceUnitAccess {
-                            fua.push(index);
-                        }
-                        self.check_writable()
-                            .and_then(|()| self.check_range(*offset, data_len))
-                            .and_then(|()| scope.write(*offset, data))
-                    }
-                    IoRequest::Discard { offset, length, durability } => {
-                        if *durability == Durability::ForceUnitAccess {
-                            fua.push(index);
-                        }
-                        self.check_writable()
-                            .and_then(|()| self.check_range(*offset, *length))
-                            .and_then(|()| scope.discard(*offset, *length))
-                    }
-                    IoRequest::WriteZeroes { offset, length, mode, durability } => {
-                        if *durability == Durability::ForceUnitAccess {
-                            fua.push(index);
-                        }
-                        let flags = match mode {
-                            ZeroMode::MayUnmap => ZeroFlags::MayUnmap,
-                            ZeroMode::KeepAllocated => ZeroFlags::ThickProvision,
-                        };
-                        self.check_writable()
-                            .and_then(|()| self.check_range(*offset, *length))
-                            .and_then(|()| scope.write_zeroes(*offset, *length, flags))
-                    }
-                };
+                    IoRequest::Flush => scope.flush(),
+                });
                 match issued {
                     Ok(op) => pending.push((index, op)),
                     Err(err) => results[index] = Some(Err(err)),

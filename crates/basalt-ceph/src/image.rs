@@ -337,42 +337,32 @@ impl Image {
         })
     }
 
+    /// Calls a librbd getter that fills one `u64`.
+    fn get_u64(&self, getter: unsafe extern "C" fn(ffi::rbd_image_t, *mut u64) -> c_int, what: &str) -> Result<u64> {
+        let mut value = 0u64;
+        // SAFETY: valid image and out-pointer; every getter passed here has this signature and contract.
+        check(unsafe { getter(self.raw, &mut value) }, || format!("reading {what} of image {}", self.label))?;
+        Ok(value)
+    }
+
     /// Size in bytes (of the snapshot when open at one).
     pub fn size(&self) -> Result<u64> {
-        let mut size = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_size(self.raw, &mut size) }, || format!("reading size of image {}", self.label))?;
-        Ok(size)
+        self.get_u64(ffi::rbd_get_size, "size")
     }
 
     /// Feature bits (`RBD_FEATURE_*`).
     pub fn features(&self) -> Result<u64> {
-        let mut features = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_features(self.raw, &mut features) }, || {
-            format!("reading features of image {}", self.label)
-        })?;
-        Ok(features)
+        self.get_u64(ffi::rbd_get_features, "features")
     }
 
     /// Operation feature bits (`RBD_OPERATION_FEATURE_*`: clone-parent, clone-child, snap-trash...).
     pub fn op_features(&self) -> Result<u64> {
-        let mut features = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_op_features(self.raw, &mut features) }, || {
-            format!("reading op features of image {}", self.label)
-        })?;
-        Ok(features)
+        self.get_u64(ffi::rbd_get_op_features, "op features")
     }
 
     /// Image flags (`RBD_FLAG_OBJECT_MAP_INVALID`, `RBD_FLAG_FAST_DIFF_INVALID`).
     pub fn flags(&self) -> Result<u64> {
-        let mut flags = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_flags(self.raw, &mut flags) }, || {
-            format!("reading flags of image {}", self.label)
-        })?;
-        Ok(flags)
+        self.get_u64(ffi::rbd_get_flags, "flags")
     }
 
     /// Enables (`enabled`) or disables the given feature bits.
@@ -387,22 +377,12 @@ impl Image {
 
     /// Stripe unit in bytes.
     pub fn stripe_unit(&self) -> Result<u64> {
-        let mut value = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_stripe_unit(self.raw, &mut value) }, || {
-            format!("reading stripe unit of image {}", self.label)
-        })?;
-        Ok(value)
+        self.get_u64(ffi::rbd_get_stripe_unit, "stripe unit")
     }
 
     /// Stripe count.
     pub fn stripe_count(&self) -> Result<u64> {
-        let mut value = 0u64;
-        // SAFETY: valid image and out-pointer.
-        check(unsafe { ffi::rbd_get_stripe_count(self.raw, &mut value) }, || {
-            format!("reading stripe count of image {}", self.label)
-        })?;
-        Ok(value)
+        self.get_u64(ffi::rbd_get_stripe_count, "stripe count")
     }
 
     /// The id of the pool holding the data objects (the image's own pool without a data pool).

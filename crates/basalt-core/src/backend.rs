@@ -210,6 +210,28 @@ impl IoRequest<'_> {
         }
     }
 
+    /// The image range the request touches (`None` for a flush).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        match self {
+            IoRequest::Read { offset, buf } => Some((*offset, buf.len() as u64)),
+            IoRequest::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
+            IoRequest::Discard { offset, length, .. } | IoRequest::WriteZeroes { offset, length, .. } => {
+                Some((*offset, *length))
+            }
+            IoRequest::Flush => None,
+        }
+    }
+
+    /// When a change must be durable (`None` for reads and flushes).
+    pub fn durability(&self) -> Option<Durability> {
+        match self {
+            IoRequest::Write { durability, .. }
+            | IoRequest::Discard { durability, .. }
+            | IoRequest::WriteZeroes { durability, .. } => Some(*durability),
+            IoRequest::Read { .. } | IoRequest::Flush => None,
+        }
+    }
+
     /// Bytes of data the request moves (reads and writes; zero for the others).
     pub fn data_bytes(&self) -> u64 {
         match self {

@@ -335,8 +335,10 @@ fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
     let structured = export.negotiated.structured;
     let mut replies: Vec<Option<Vec<u8>>> = Vec::with_capacity(jobs.len());
     let mut buffers: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
+    // One size for the batch: every request is checked against it.
+    let size = io.size_bytes();
     for job in jobs {
-        let (reply, buffer) = prepare(io, &job.request, structured);
+        let (reply, buffer) = prepare(io, size, &job.request, structured);
         replies.push(reply);
         buffers.push(buffer);
     }
@@ -386,7 +388,7 @@ fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
 }
 
 /// Either the reply of a request that needs no I/O, or the buffer its read goes into (empty for other requests).
-fn prepare(io: &dyn ImageIo, request: &Request, structured: bool) -> (Option<Vec<u8>>, Vec<u8>) {
+fn prepare(io: &dyn ImageIo, size: u64, request: &Request, structured: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     let cookie = request.cookie;
     let length = u64::from(request.length);
     let ok = || {
@@ -394,20 +396,17 @@ fn prepare(io: &dyn ImageIo, request: &Request, structured: bool) -> (Option<Vec
         proto::simple_reply(&mut out, cookie, 0);
         out
     };
-    if request.command != Command::Flush {
-        let size = io.size_bytes();
-        if request.offset.checked_add(length).is_none_or(|end| end > size) {
-            // The spec asks for ENOSPC on writes past the end and EINVAL on other out-of-range requests.
-            let error = match request.command {
-                Command::Write | Command::Trim | Command::WriteZeroes => proto::ENOSPC,
-                _ => proto::EINVAL,
-            };
-            let message = format!(
-                "request at offset {} length {} is beyond the end of the export ({size} bytes)",
-                request.offset, request.length
-            );
-            return (Some(error_reply(structured, cookie, error, &message)), Vec::new());
-        }
+    if request.command != Command::Flush && request.offset.checked_add(length).is_none_or(|end| end > size) {
+        // The spec asks for ENOSPC on writes past the end and EINVAL on other out-of-range requests.
+        let error = match request.command {
+            Command::Write | Command::Trim | Command::WriteZeroes => proto::ENOSPC,
+            _ => proto::EINVAL,
+        };
+        let message = format!(
+            "request at offset {} length {} is beyond the end of the export ({size} bytes)",
+            request.offset, request.length
+        );
+        return (Some(error_reply(structured, cookie, error, &message)), Vec::new());
     }
     match request.command {
         Command::BlockStatus => (Some(block_status_reply(io, request)), Vec::new()),

@@ -102,11 +102,12 @@ fn now_secs() -> u64 {
 }
 
 impl History {
-    /// Samples every image of the registry now.
-    pub fn sample(&self, registry: &Registry, now: u64) {
-        let counters: Vec<(String, Sample)> =
+    /// Samples every image of the registry now; returns the cumulative counters it took.
+    pub fn sample(&self, registry: &Registry, now: u64) -> ImageCounters {
+        let counters: ImageCounters =
             registry.all().into_iter().map(|(key, stats)| (key, stats.counters.sample())).collect();
         self.record(LOCAL, now, &counters);
+        counters
     }
 
     /// Records cumulative counters of `origin`'s images taken at `now`.
@@ -239,11 +240,10 @@ pub fn archive_minute(share: &dyn PerfShare, history: &History, server: &str, mi
     }
 }
 
-/// Publishes this server's counters and takes in the other servers' (blocking: RADOS round trips).
-pub fn exchange(share: &dyn PerfShare, history: &History, registry: &Registry, server: &str, now: u64) {
-    let local: Vec<(String, Sample)> =
-        registry.all().into_iter().map(|(key, stats)| (key, stats.counters.sample())).collect();
-    if let Err(err) = share.publish(server, now, &local) {
+/// Publishes this server's counters (`local`, as sampled at `now`) and takes in the other servers' (blocking: RADOS
+/// round trips).
+pub fn exchange(share: &dyn PerfShare, history: &History, local: &[(String, Sample)], server: &str, now: u64) {
+    if let Err(err) = share.publish(server, now, local) {
         tracing::warn!(error = %err, "cannot publish performance counters to the cluster");
         return;
     }
@@ -288,20 +288,20 @@ pub async fn run_sampler(
         tokio::select! {
             _ = tick.tick() => {
                 let now = now_secs();
-                history.sample(&registry, now);
+                let local = history.sample(&registry, now);
                 if let Some((share, server)) = &share {
                     let finished = (now / 60 * 60).saturating_sub(60);
                     let archive = (finished >= archived_up_to).then_some(finished);
                     if archive.is_some() {
                         archived_up_to = finished + 60;
                     }
-                    let (share, server, history, registry) = (share.clone(), server.clone(), history.clone(), registry.clone());
+                    let (share, server, history) = (share.clone(), server.clone(), history.clone());
                     // A slow cluster delays the exchange, never the local sampling.
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Some(minute) = archive {
                             archive_minute(&*share, &history, &server, minute);
                         }
-                        exchange(&*share, &history, &registry, &server, now);
+                        exchange(&*share, &history, &local, &server, now);
                     })
                     .await;
                 }
@@ -573,13 +573,12 @@ mod tests {
     fn every_server_sees_the_traffic_of_the_others_and_forgets_the_gone() {
         let share = MemoryShare::default();
         let (history_a, history_b) = (History::default(), History::default());
-        let registry = Registry::default();
         let t0 = 1_000_000;
         // Server B's gateway wrote to rbd/vm; server A's own registry is idle.
         for (i, total) in [(0u64, 100u64), (1, 250), (2, 400)] {
             share.publish("b", t0 + i, &[("rbd/vm".to_owned(), writes(total))]).expect("publish");
             history_b.record(LOCAL, t0 + i, &[("rbd/vm".to_owned(), writes(total))]);
-            exchange(&share, &history_a, &registry, "a", t0 + i);
+            exchange(&share, &history_a, &[], "a", t0 + i);
         }
         let seen_by_a: Vec<u64> = history_a.image_points("rbd/vm", 0, 1).iter().map(|(_, s)| s.write_ops).collect();
         let seen_by_b: Vec<u64> = history_b.image_points("rbd/vm", 0, 1).iter().map(|(_, s)| s.write_ops).collect();
@@ -594,7 +593,7 @@ mod tests {
         assert_eq!((top[0].1.write_ops, top[0].2), (407, 3));
 
         // A server silent for over an hour is removed; one silent for a minute no longer counts.
-        exchange(&share, &history_a, &registry, "a", t0 + 2 + SHARE_FORGET_SECS + 1);
+        exchange(&share, &history_a, &[], "a", t0 + 2 + SHARE_FORGET_SECS + 1);
         assert!(!share.published.lock().expect("lock").contains_key("b"));
         assert!(share.published.lock().expect("lock").contains_key("a"), "a published itself");
     }
