@@ -22,11 +22,54 @@ fn check_name(what: &str, name: &str) -> Result<()> {
             name.len()
         )));
     }
+    check_display_safe(what, name)?;
     if name.contains('/') || name.contains('@') {
         return Err(Error::invalid(format!("{what} name '{name}' must not contain '/' or '@'")));
     }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("{what} name must not contain control characters")));
+    Ok(())
+}
+
+/// Returns true for the characters that change how text around them is shown without being seen themselves:
+/// zero-width characters, bidirectional marks, embeddings, overrides and isolates, the byte-order mark, and the
+/// line and paragraph separators.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Checks that a name shows as what it is wherever it is printed (a terminal, a log line, the dashboard, a path):
+/// it is not `.` or `..`, does not start or end with white space, and holds no control character and no invisible
+/// formatting character (zero-width, bidirectional override or isolate, byte-order mark; see `is_invisible_format`).
+///
+/// Every pool, namespace, image and snapshot name passes this check; other names a user chooses (user and role
+/// names) should too. `what` names the kind of name in the error ("user", "role"). The error is
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) and never echoes the offending characters.
+pub fn check_display_safe(what: &str, name: &str) -> Result<()> {
+    if name == "." || name == ".." {
+        return Err(Error::invalid(format!("{what} name must not be '{name}'")));
+    }
+    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        return Err(Error::invalid(format!("{what} name must not start or end with white space")));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{what} name must not contain control characters (found U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    if let Some(c) = name.chars().find(|&c| is_invisible_format(c)) {
+        return Err(Error::invalid(format!(
+            "{what} name must not contain invisible or bidirectional formatting characters (found U+{:04X})",
+            u32::from(c)
+        )));
     }
     Ok(())
 }
@@ -38,7 +81,8 @@ macro_rules! name_type {
         pub struct $ty(String);
 
         impl $ty {
-            /// Validates `name`: not empty, at most [`NAME_LEN_MAX_BYTES`], no `/`, `@` or control characters.
+            /// Validates `name`: not empty, at most [`NAME_LEN_MAX_BYTES`], no `/` or `@`, and
+            /// [display-safe](check_display_safe).
             pub fn new(name: impl Into<String>) -> Result<$ty> {
                 let name = name.into();
                 check_name($what, &name)?;
@@ -334,5 +378,67 @@ mod tests {
         assert_eq!(PoolNs::parse("p/ns").expect("pool/ns").to_string(), "p/ns");
         assert!(PoolNs::parse("p/ns/x").is_err());
         assert!(PoolNs::parse("").is_err());
+    }
+
+    #[test]
+    fn names_that_would_not_show_as_they_are_are_refused() {
+        let refused = [
+            ("..", "must not be '..'"),
+            (".", "must not be '.'"),
+            (" img", "white space"),
+            ("img ", "white space"),
+            ("img\u{a0}", "white space"),
+            ("\timg", "white space"),
+            ("im\u{7}g", "control characters (found U+0007)"),
+            ("im\u{1b}[31mg", "control characters (found U+001B)"),
+            ("im\u{85}g", "control characters (found U+0085)"),
+            ("ab\u{200b}c", "U+200B"),
+            ("ab\u{200d}c", "U+200D"),
+            ("ab\u{200f}c", "U+200F"),
+            ("ab\u{202a}c", "U+202A"),
+            ("evil\u{202e}gpj.exe", "U+202E"),
+            ("ab\u{2066}c", "U+2066"),
+            ("ab\u{2069}c", "U+2069"),
+            ("\u{feff}abc", "U+FEFF"),
+            ("ab\u{61c}c", "U+061C"),
+            ("ab\u{2028}c", "U+2028"),
+        ];
+        for (name, why) in refused {
+            let err = check_display_safe("user", name).expect_err(name);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name:?}: {err}");
+            assert!(err.message().contains(why), "{name:?}: {err}");
+            assert!(err.message().starts_with("user name"), "{name:?}: {err}");
+            for (kind, result) in [
+                ("pool", PoolName::new(name).map(|_| ())),
+                ("namespace", Namespace::new(name).map(|_| ())),
+                ("image", ImageName::new(name).map(|_| ())),
+                ("snapshot", SnapName::new(name).map(|_| ())),
+            ] {
+                let err = result.expect_err(name);
+                assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{kind} {name:?}: {err}");
+                if name.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+                    assert!(!err.message().contains(name), "the error echoes the name: {err:?}");
+                }
+            }
+            let spec = format!("p/{name}");
+            assert!(ImageSpec::parse(&spec).is_err(), "{spec:?}");
+            assert!(SnapSpec::parse(&format!("p/img@{name}")).is_err(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_names_are_still_accepted() {
+        for name in ["img", "vm-01_disk.2", "a..b", "x.", "x..", "a b", "Ärger", "日本語", "сервер", "ελληνικά", "🙂"]
+        {
+            check_display_safe("user", name).expect(name);
+            PoolName::new(name).expect(name);
+            Namespace::new(name).expect(name);
+            ImageName::new(name).expect(name);
+            SnapName::new(name).expect(name);
+        }
+        // The reference's own rules still hold on top of the new ones.
+        assert!(SnapName::new(".hidden").is_err());
+        assert!(ImageName::new("a/b").is_err());
+        assert!(ImageName::new("a@b").is_err());
     }
 }
