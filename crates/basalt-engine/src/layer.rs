@@ -7,7 +7,7 @@
 //! at most one 4 KiB block.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use basalt_core::{BlockExtent, BlockState, Error, Result};
@@ -115,9 +115,13 @@ pub struct Layer {
     pub file: Arc<dyn VfsFile>,
     blocks_per_object: u64,
     map: RwLock<LayerMap>,
-    /// Set by every change to the file since its last sync: an overwrite in place changes no bitmap but still
-    /// has to be synced by the next flush.
-    unsynced: AtomicBool,
+    /// Changes to the file (writes and punches) that have returned, counted after each one returns: an overwrite
+    /// in place changes no bitmap but still has to be synced by the next flush.
+    written: AtomicU64,
+    /// The value `written` had just before the last successful sync started: every change counted up to it was in
+    /// the file before that sync, so it is durable. A change still inside `write_at` while a sync runs is counted
+    /// only after it returns, so it is never taken as covered by that sync (docs/FORMAT.md, crash analysis).
+    synced: AtomicU64,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -140,37 +144,45 @@ impl Layer {
             file,
             blocks_per_object,
             map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }),
-            unsynced: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
         }
     }
 
-    /// Writes block data into the layer file.
+    /// Writes block data into the layer file. The change is counted once the write returned, never before: a sync
+    /// that runs while it is still in progress must not be taken as covering it.
     pub fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
-        self.unsynced.store(true, Ordering::SeqCst);
-        Ok(self.file.write_at(data, offset)?)
+        let result = self.file.write_at(data, offset);
+        // Counted even when it failed: part of it may have reached the file.
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(result?)
     }
 
-    /// Deallocates a range of the layer file.
+    /// Deallocates a range of the layer file; counted after it returned, as [`Layer::write_data`].
     pub fn punch(&self, offset: u64, length: u64) -> Result<()> {
-        self.unsynced.store(true, Ordering::SeqCst);
-        Ok(self.file.punch_hole(offset, length)?)
+        let result = self.file.punch_hole(offset, length);
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(result?)
     }
 
-    /// Syncs the file if anything changed it since the last sync.
+    /// Syncs the file unless a sync that started after the last returned change already succeeded.
+    ///
+    /// Every change that returned before this call (in particular every write whose bitmap bit the caller took
+    /// before calling) is durable when this returns Ok.
     pub fn sync_if_needed(&self) -> Result<()> {
-        // Clear first: a write racing with the sync sets the flag again and is synced next time.
-        if self.unsynced.swap(false, Ordering::SeqCst)
-            && let Err(err) = self.file.sync_data()
-        {
-            self.unsynced.store(true, Ordering::SeqCst);
-            return Err(err.into());
+        // Read before syncing: every change counted up to `target` returned before the sync starts.
+        let target = self.written.load(Ordering::SeqCst);
+        if self.synced.load(Ordering::SeqCst) >= target {
+            return Ok(());
         }
+        self.file.sync_data()?;
+        self.synced.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
 
     /// True when the file or the bitmaps changed since they were last made durable.
     pub fn needs_persist(&self) -> bool {
-        self.unsynced.load(Ordering::SeqCst) || self.has_dirty()
+        self.written.load(Ordering::SeqCst) > self.synced.load(Ordering::SeqCst) || self.has_dirty()
     }
 
     /// Blocks per object of the image this layer belongs to.

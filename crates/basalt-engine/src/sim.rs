@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::vfs::{Vfs, VfsFile};
 
@@ -80,6 +80,49 @@ pub struct SimVfs {
     state: Arc<Mutex<SimState>>,
     ops: Arc<AtomicU64>,
     fault_at: Arc<Mutex<Option<(u64, Fault)>>>,
+    /// A gate the next `write_at` stops at, before it changes anything.
+    hold: Arc<Mutex<Option<WriteGate>>>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: bool,
+    released: bool,
+}
+
+/// Holds one write inside `write_at` (before it reaches the file) until released, so a test can run other
+/// operations while that write is in flight. See [`SimVfs::hold_next_write`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteGate {
+    state: Arc<(Mutex<GateState>, Condvar)>,
+}
+
+impl WriteGate {
+    /// Waits until a write arrived at the gate and is held there.
+    pub fn wait_until_held(&self) {
+        let (state, cond) = &*self.state;
+        let mut st = lock(state);
+        while !st.arrived {
+            st = cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Lets the held write (or the one still to come) go on.
+    pub fn release(&self) {
+        let (state, cond) = &*self.state;
+        lock(state).released = true;
+        cond.notify_all();
+    }
+
+    fn pass(&self) {
+        let (state, cond) = &*self.state;
+        let mut st = lock(state);
+        st.arrived = true;
+        cond.notify_all();
+        while !st.released {
+            st = cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 impl fmt::Debug for SimVfs {
@@ -110,6 +153,14 @@ impl SimVfs {
     /// Arms a fault at the mutating operation with index `op_index` (counted from the start of this disk).
     pub fn inject(&self, op_index: u64, fault: Fault) {
         *lock(&self.fault_at) = Some((op_index, fault));
+    }
+
+    /// Makes the next `write_at` on any file of this disk wait, before it changes anything, until the returned
+    /// gate is released.
+    pub fn hold_next_write(&self) -> WriteGate {
+        let gate = WriteGate::default();
+        *lock(&self.hold) = Some(gate.clone());
+        gate
     }
 
     /// Removes an armed fault.
@@ -163,6 +214,7 @@ impl SimVfs {
             state: Arc::new(Mutex::new(new_state)),
             ops: Arc::new(AtomicU64::new(0)),
             fault_at: Arc::new(Mutex::new(None)),
+            hold: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -210,6 +262,10 @@ impl VfsFile for SimFile {
     }
 
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let gate = lock(&self.vfs.hold).take();
+        if let Some(gate) = gate {
+            gate.pass();
+        }
         self.vfs.tick("write")?;
         let mut data = lock(&self.data);
         let op = PendingOp::Write(offset, bytes.to_vec());

@@ -271,6 +271,10 @@ impl ImageState {
     pub fn persist(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
         let _ordered = mutex_lock(&self.persist);
         let layers = self.loaded_layers();
+        // The bitmaps are taken before the files are synced, and that order is what makes this safe: a bit is set
+        // only after the write it marks returned from the file, so every bit taken here marks a write that the
+        // sync below covers. A bit set after this point (its write may still have been in flight during the sync)
+        // stays dirty for the next persist, which syncs again first.
         let mut taken: Vec<(Arc<Layer>, DirtyBits)> = Vec::new();
         for layer in layers {
             if layer.needs_persist() {

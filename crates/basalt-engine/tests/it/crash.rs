@@ -1332,3 +1332,43 @@ fn failed_copy_commit_does_not_delete_the_copys_layer_file() {
     drop(engine);
     fsck_clean(&disk).expect("fsck after the failed copy");
 }
+
+/// Regression: a write used to mark its layer as needing a sync *before* its data reached the file. A flush that
+/// ran while the write was still inside `write_at` cleared that mark and synced without the write's data; the
+/// write then returned, set its block's bitmap bit and was acknowledged, and the next flush committed the bit
+/// without syncing the file again. After a power cut the block read zeros: a flushed write was lost.
+/// Scenario: base `Snapshot`; a whole-block write to block 0 (new in the head layer) is held inside `write_at`
+/// while another thread flushes; the write is released and returns, a second flush returns, the power goes out.
+#[test]
+fn a_flush_during_an_in_flight_write_does_not_cover_it() {
+    let (vfs, engine) = build_base(Base::Snapshot);
+    let io = engine.open(&spec("img"), &OpenTarget::Head, "crash-test").expect("open the head");
+    let data = pattern(23, BLOCK);
+    let gate = vfs.hold_next_write();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
+        gate.wait_until_held();
+        // Another client's flush while the write is in flight: nothing of the write is in the file yet.
+        scope.spawn(|| io.flush()).join().expect("the flushing thread").expect("flush during the write");
+        gate.release();
+        writer.join().expect("the writing thread").expect("the held write is acknowledged");
+    });
+    io.flush().expect("flush after the acknowledged write");
+    // The disk is taken before closing, so a flush on close cannot hide a flush that did not sync.
+    let disk = vfs.after_crash(CrashSurvivors::None);
+    drop(io);
+    drop(engine);
+    let engine = open_engine(&disk).expect("reopen after the power cut");
+    let io = engine.open(&spec("img"), &OpenTarget::HeadReadOnly, "check").expect("open read-only");
+    let mut back = vec![0u8; BLOCK];
+    io.read(0, &mut back).expect("read block 0");
+    assert!(
+        back == data,
+        "an acknowledged and flushed write was lost in a power cut: block 0 reads {:?}, expected {:?}",
+        digest(&back),
+        digest(&data)
+    );
+    drop(io);
+    drop(engine);
+    fsck_clean(&disk).expect("fsck after the power cut");
+}
