@@ -180,14 +180,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));
-    let purge_task = tokio::spawn(purge_expired_trash(state.backend.clone(), stop_rx.clone()));
     let tcp_task = tokio::spawn(async move { tcp_server.await });
     let unix_task = tokio::spawn(async move { unix_server.await });
     shutdown.await;
     tracing::info!("shutting down: stopping background tasks at their next safe point");
     state.tasks.cancel_all();
     let _ = stop_tx.send(true);
-    let _ = purge_task.await;
     let _ = sampler_task.await;
     let _ = nbd_tcp_task.await;
     let _ = nbd_unix_task.await;
@@ -198,38 +196,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// How often expired trash entries are purged.
-pub const TRASH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Removes expired trash entries of every pool now and then, as the trash promises; entries that clones or
-/// snapshots keep are left and logged.
-async fn purge_expired_trash(backend: Arc<dyn Backend>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(TRASH_PURGE_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let backend = backend.clone();
-        let result = tokio::task::spawn_blocking(move || -> basalt_core::Result<Vec<String>> {
-            let now = basalt_core::Clock::now(&SystemClock);
-            let mut removed = Vec::new();
-            for pool in backend.pool_list()? {
-                let report = backend.trash_purge(&pool.name, now, &basalt_core::Progress::default())?;
-                removed.extend(report.removed.into_iter().map(|id| format!("{}/{id}", pool.name)));
-            }
-            Ok(removed)
-        })
-        .await;
-        match result {
-            Ok(Ok(removed)) if !removed.is_empty() => tracing::info!(?removed, "purged expired trash entries"),
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "purging expired trash entries failed"),
-            Err(err) => tracing::warn!(error = %err, "the trash purge job failed"),
-        }
-    }
 }
 
 /// On first start the store has no pool: create `rbd`, tagged for rbd, as the product promises.

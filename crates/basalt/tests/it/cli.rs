@@ -299,3 +299,22 @@ fn argument_errors_are_one_line_before_any_connection() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("snap"));
 }
+
+/// An entry moved to the trash without an expiry may be purged at once, but nothing removes it unless asked: a
+/// server (re)start and its background intervals leave it, and it can still be restored.
+#[test]
+fn trash_entries_stay_until_someone_removes_them() {
+    let fast = [("BASALT_TRASH_SCHEDULE_TICK_MS", "50")];
+    let mut s = Server::start_with_env(&fast);
+    s.ok(&["create", "--size", "8M", "keep"]);
+    s.ok(&["trash", "mv", "keep"]);
+    let id = trash_id(&s.ok(&["trash", "ls"]), "keep");
+    assert!(s.ok(&["trash", "ls", "-l"]).contains("expired at"), "the entry should be purgeable at once");
+    // The old server purged every expired entry when it started and every minute after.
+    s.restart_with_env(&fast);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(trash_id(&s.ok(&["trash", "ls"]), "keep"), id, "the entry was removed on its own");
+    s.ok(&["trash", "restore", "--image-id", &id]);
+    assert_eq!(s.ok(&["trash", "ls"]), "");
+    assert_eq!(lines(&s.ok(&["ls"])), ["keep"]);
+}

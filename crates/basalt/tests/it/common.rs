@@ -27,37 +27,58 @@ pub(crate) fn free_port() -> u16 {
 
 impl Server {
     pub(crate) fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// Starts a server with extra environment variables (for example shorter background intervals).
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let scratch = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let log = std::fs::File::create(scratch.path().join("server.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_basalt"))
-            .args(["serve", "--data-dir"])
-            .arg(data.path())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
-            .env("BASALT_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            // The embedded engine, even when the environment names a Ceph cluster for the Ceph tests.
-            .env_remove("BASALT_CEPH_CONF")
-            .env_remove("BASALT_CEPH_ID")
-            .env("BASALT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start basalt serve");
+        let child = spawn_serve(data.path(), scratch.path(), port, env);
         let mut server = Server { child, data, scratch, port };
-        let socket = server.data.path().join("api.sock");
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and starts it again on the same data directory.
+    pub(crate) fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        self.child = spawn_serve(self.data.path(), self.scratch.path(), self.port, env);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let socket = self.data.path().join("api.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if socket.exists() && server.try_run(&["pool", "ls"]).status.success() {
-                return server;
+            if socket.exists() && self.try_run(&["pool", "ls"]).status.success() {
+                return;
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("basalt serve exited with {status}: {}", server.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("basalt serve exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "api.sock did not appear within 20 s: {}", server.log());
+            assert!(Instant::now() < deadline, "api.sock did not appear within 20 s: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the pid of our own child, which has not been waited for yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub(crate) fn log(&self) -> String {
@@ -110,22 +131,28 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the pid of our own child, which has not been waited for yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+fn spawn_serve(data: &std::path::Path, scratch: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(scratch.join("server.log")).expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
+    cmd.args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--nbd-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("BASALT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        // The embedded engine, even when the environment names a Ceph cluster for the Ceph tests.
+        .env_remove("BASALT_CEPH_CONF")
+        .env_remove("BASALT_CEPH_ID")
+        .env("BASALT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.spawn().expect("start basalt serve")
 }
 
 pub(crate) fn check_failure(out: &Output, args: &[&str], code: i32, needle: &str) -> String {
