@@ -7,7 +7,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,6 +112,11 @@ impl VfsFile for OsFile {
     }
 }
 
+/// The mode of the files the engine creates: readable and writable by the owner only.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of the directories the engine creates: the owner's only.
+pub const DIR_MODE: u32 = 0o700;
+
 #[derive(Debug)]
 struct OsLock {
     _file: File,
@@ -119,7 +124,8 @@ struct OsLock {
 
 impl Vfs for OsVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        // Image data and the metadata store are the owner's alone, whatever the umask.
+        let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;
         Ok(Arc::new(OsFile { file, path: path.to_owned() }))
     }
 
@@ -136,7 +142,7 @@ impl Vfs for OsVfs {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -144,7 +150,7 @@ impl Vfs for OsVfs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE).open(path)?;
         // SAFETY: flock on a valid open descriptor; the lock lives as long as the descriptor.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -188,5 +194,38 @@ impl redb::StorageBackend for RedbFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.0.write_at(data, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn created_directories_and_files_are_the_owners_only() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let dir = parent.path().join("a").join("b");
+        // Modes are explicit, so a permissive umask does not widen them (umask is per process: nextest runs
+        // each test in its own).
+        // SAFETY: umask(2) only sets the process's file-creation mask.
+        let old = unsafe { libc::umask(0o002) };
+        let vfs = OsVfs;
+        vfs.create_dir_all(&dir).expect("create dirs");
+        let file = dir.join("f");
+        vfs.open(&file, true).expect("create file");
+        let lock = dir.join("LOCK");
+        let _held = vfs.lock(&lock).expect("lock");
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        assert_eq!(mode(&parent.path().join("a")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&lock), 0o600);
     }
 }

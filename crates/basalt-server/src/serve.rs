@@ -106,7 +106,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         Some(ceph) => {
             // The data directory still holds the sockets and the initial password.
-            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                .create(&dir)
+                .map_err(io_err(format!("creating {}", dir.display())))?;
             let (backend, store, perf) = open_ceph(ceph.clone()).await?;
             let id = server_id(&dir)
                 .map_err(io_err(format!("reading or creating {}", dir.join(SERVER_ID_FILE).display())))?;

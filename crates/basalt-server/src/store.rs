@@ -123,7 +123,20 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 impl RedbStore {
     /// Opens or creates `dir/server.redb`.
     pub fn open(dir: &Path) -> Result<RedbStore> {
-        let db = redb::Database::create(dir.join(SERVER_DB)).map_err(err)?;
+        let path = dir.join(SERVER_DB);
+        // Created here first so the file (password hashes, tokens) is the owner's only, whatever the umask.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| Error::io(format!("cannot create {}: {e}", path.display())))?;
+        }
+        let db = redb::Database::create(&path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         for table in TABLES {
             txn.open_table(definition(table)).map_err(err)?;

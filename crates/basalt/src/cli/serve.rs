@@ -24,6 +24,12 @@ pub fn run(
     nbd_tls: Option<basalt_nbd::TlsFiles>,
     ceph: Option<basalt_server::CephConfig>,
 ) -> Result<ExitCode> {
+    // Whatever the server creates (data, sockets, keys) is the owner's only; files are created with explicit
+    // modes too, so this is a second guard.
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let listen = address(listen, "--listen")?;
     let nbd_listen = address(nbd_listen, "--nbd-listen")?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BASALT_LOG")
