@@ -2,7 +2,7 @@
 //! limiting, and the `Caller` extractor that turns a request into the permissions of its user.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -57,10 +57,22 @@ pub type Grants = BTreeMap<String, BTreeSet<String>>;
 
 /// How long a token stays valid.
 pub const TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
-/// Failed logins allowed per user and client within [`LOGIN_WINDOW`].
-pub const LOGIN_FAILURES_MAX: usize = 5;
+/// Password checks allowed per user and client within [`LOGIN_WINDOW`] (a successful login gives its try back).
+pub const LOGIN_FAILURES_MAX: u32 = 5;
+/// Password checks allowed per client address within [`LOGIN_WINDOW`], whatever the user names it tries.
+pub const CLIENT_FAILURES_MAX: u32 = 20;
 /// The window of the login rate limit.
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// How many keys each rate limit remembers; past that, expired windows and then the oldest are forgotten.
+pub const THROTTLE_CAPACITY: usize = 4096;
+/// How many password hashes are computed at once (argon2id takes about 19 MiB each); others wait their turn.
+pub const HASHING_PERMITS: usize = 2;
+/// The longest user or role name, in bytes.
+pub const NAME_MAX_BYTES: usize = 64;
+/// The longest password, in bytes; longer ones are refused before any hashing.
+pub const PASSWORD_MAX_BYTES: usize = 1024;
+/// The default shortest password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 8;
 
 /// A role: fixed system roles and stored custom ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,28 +252,203 @@ fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::io(format!("hashing the password failed: {e}")))
 }
 
-fn check_password_rules(password: &str) -> Result<()> {
-    if password.chars().count() < 8 {
-        bail!(InvalidArgument, "the password must have at least 8 characters");
+fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+}
+
+/// A hash no password matches in practice, checked against when the user does not exist, so an unknown user costs
+/// the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
+}
+
+/// What a password must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// The fewest characters.
+    pub min_chars: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> PasswordPolicy {
+        PasswordPolicy { min_chars: PASSWORD_MIN_CHARS }
     }
-    if password.len() > 1024 {
-        bail!(InvalidArgument, "the password is longer than 1024 bytes");
+}
+
+impl PasswordPolicy {
+    /// Refuses a password that is too short or too long, only white space, or the user's name.
+    pub fn check(&self, username: &str, password: &str) -> Result<()> {
+        if password.len() > PASSWORD_MAX_BYTES {
+            bail!(InvalidArgument, "the password is longer than {PASSWORD_MAX_BYTES} bytes");
+        }
+        if password.chars().count() < self.min_chars {
+            bail!(InvalidArgument, "the password must have at least {} characters", self.min_chars);
+        }
+        if password.chars().all(char::is_whitespace) {
+            bail!(InvalidArgument, "the password must not be only white space");
+        }
+        if password.trim().eq_ignore_ascii_case(username) {
+            bail!(InvalidArgument, "the password must not be the user name");
+        }
+        Ok(())
+    }
+}
+
+fn check_user_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > NAME_MAX_BYTES
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        || name.starts_with('.')
+        || name.contains("..")
+    {
+        bail!(
+            InvalidArgument,
+            "name '{}' must be 1 to {NAME_MAX_BYTES} letters, digits, '.', '_', '-' or '@', not starting with '.' \
+             nor containing '..'",
+            name.escape_debug()
+        );
     }
     Ok(())
 }
 
-fn check_user_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
-        bail!(InvalidArgument, "user name '{name}' must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
+/// Refuses credentials too long to be real before anything is looked up or hashed.
+fn check_credential_sizes(username: &str, password: &str) -> Result<()> {
+    if username.len() > NAME_MAX_BYTES {
+        bail!(InvalidArgument, "the user name is longer than {NAME_MAX_BYTES} bytes");
+    }
+    if password.len() > PASSWORD_MAX_BYTES {
+        bail!(InvalidArgument, "the password is longer than {PASSWORD_MAX_BYTES} bytes");
     }
     Ok(())
+}
+
+/// Attempt counters per key in fixed windows, held in a map of bounded size: when it is full, expired windows are
+/// dropped, then the oldest window. Keys are kept as digests, so their length costs nothing.
+#[derive(Debug)]
+pub struct Throttle {
+    windows: Mutex<HashMap<[u8; 16], Window>>,
+    capacity: usize,
+    max: u32,
+    window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+impl Throttle {
+    /// At most `max` attempts per key in each `window`, remembering at most `capacity` keys.
+    pub fn new(capacity: usize, max: u32, window: Duration) -> Throttle {
+        Throttle { windows: Mutex::new(HashMap::new()), capacity: capacity.max(1), max, window }
+    }
+
+    fn key(key: &str) -> [u8; 16] {
+        let digest = Sha256::digest(key.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+
+    /// Counts one attempt for `key` and returns true, or returns false (counting nothing) when the key has used
+    /// up its attempts in the current window. Check and count are one step, so parallel callers cannot overrun.
+    pub fn try_acquire(&self, key: &str) -> bool {
+        let key = Self::key(key);
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = windows.get_mut(&key) {
+            if now.duration_since(w.start) >= self.window {
+                *w = Window { start: now, count: 0 };
+            }
+            if w.count >= self.max {
+                return false;
+            }
+            w.count += 1;
+            return true;
+        }
+        if windows.len() >= self.capacity {
+            let window = self.window;
+            windows.retain(|_, w| now.duration_since(w.start) < window);
+        }
+        if windows.len() >= self.capacity
+            && let Some(oldest) = windows.iter().min_by_key(|(_, w)| w.start).map(|(k, _)| *k)
+        {
+            windows.remove(&oldest);
+        }
+        windows.insert(key, Window { start: now, count: 1 });
+        true
+    }
+
+    /// Gives back one attempt of `key` (a success is not held against it).
+    pub fn release(&self, key: &str) {
+        let key = Self::key(key);
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = windows.get_mut(&key) {
+            w.count = w.count.saturating_sub(1);
+            if w.count == 0 {
+                windows.remove(&key);
+            }
+        }
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A counting semaphore for the blocking pool: at most `permits` holders at once, others wait.
+#[derive(Debug)]
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+    permits: usize,
+}
+
+struct GateGuard<'a>(&'a Gate);
+
+impl Gate {
+    fn new(permits: usize) -> Gate {
+        Gate { busy: Mutex::new(0), freed: Condvar::new(), permits: permits.max(1) }
+    }
+
+    fn enter(&self) -> GateGuard<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy >= self.permits {
+            busy = self.freed.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *busy += 1;
+        GateGuard(self)
+    }
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Users, roles and tokens.
 #[derive(Debug)]
 pub struct Auth {
     store: ServerStore,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    policy: PasswordPolicy,
+    /// Password checks per user and client (logins) and per user (old passwords given to change_password).
+    per_user: Throttle,
+    /// Password checks per client address.
+    per_client: Throttle,
+    hashing: Gate,
+    /// How many passwords were checked against a hash (for tests of the rate limits).
+    checks: std::sync::atomic::AtomicU64,
 }
 
 /// What a login returns.
@@ -294,7 +481,30 @@ pub struct UserChange {
 impl Auth {
     /// Users, roles and tokens kept in `store`.
     pub fn new(store: ServerStore) -> Auth {
-        Auth { store, failures: Mutex::new(HashMap::new()) }
+        Auth::with_policy(store, PasswordPolicy::default())
+    }
+
+    /// Users, roles and tokens kept in `store`, with passwords held to `policy`.
+    pub fn with_policy(store: ServerStore, policy: PasswordPolicy) -> Auth {
+        Auth {
+            store,
+            policy,
+            per_user: Throttle::new(THROTTLE_CAPACITY, LOGIN_FAILURES_MAX, LOGIN_WINDOW),
+            per_client: Throttle::new(THROTTLE_CAPACITY, CLIENT_FAILURES_MAX, LOGIN_WINDOW),
+            hashing: Gate::new(HASHING_PERMITS),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn hash(&self, password: &str) -> Result<String> {
+        let _turn = self.hashing.enter();
+        hash_password(password)
+    }
+
+    fn verify(&self, password: &str, hash: &str) -> bool {
+        let _turn = self.hashing.enter();
+        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        verify_password(password, hash)
     }
 
     /// Creates `admin` if no user exists: with `password` if given, else a generated one that is returned.
@@ -306,17 +516,17 @@ impl Auth {
             Some(p) => (p, false),
             None => (random_hex(12), true),
         };
-        check_password_rules(&password)?;
+        self.policy.check("admin", &password)?;
         let rec = UserRec {
             username: "admin".into(),
-            password_hash: hash_password(&password)?,
+            password_hash: self.hash(&password)?,
             roles: vec!["administrator".into()],
             name: "administrator".into(),
             email: String::new(),
             enabled: true,
             last_update: now_secs(),
         };
-        self.store.put(USERS, "admin", &rec)?;
+        self.store.insert_new(USERS, "admin", &rec)?;
         Ok(generated.then_some(password))
     }
 
@@ -324,26 +534,30 @@ impl Auth {
         format!("{username}\u{0}{client}")
     }
 
-    /// Checks a password and returns a new token; refuses with EAGAIN after too many failures.
+    /// Checks a password and returns a new token. Over-long credentials are refused (EINVAL) before anything
+    /// else; too many attempts (EAGAIN) are refused before any hashing; a wrong password, an unknown or a disabled
+    /// user are all EPERM after the same amount of work.
     pub fn login(&self, username: &str, password: &str, client: &str) -> Result<Login> {
-        let key = Self::limiter_key(username, client);
-        {
-            let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let recent = failures.entry(key.clone()).or_default();
-            recent.retain(|t| t.elapsed() < LOGIN_WINDOW);
-            if recent.len() >= LOGIN_FAILURES_MAX {
-                bail!(TryAgain, "too many failed logins for '{username}': wait a minute and try again");
-            }
+        check_credential_sizes(username, password)?;
+        let user_key = Self::limiter_key(username, client);
+        if !self.per_client.try_acquire(client) {
+            bail!(TryAgain, "too many failed logins from this address: wait a minute and try again");
+        }
+        if !self.per_user.try_acquire(&user_key) {
+            self.per_client.release(client);
+            bail!(TryAgain, "too many failed logins for '{username}': wait a minute and try again");
         }
         let user = self.store.get::<UserRec>(USERS, username)?;
-        let verified = user.as_ref().is_some_and(|u| {
-            u.enabled && Argon2::default().verify_password(password.as_bytes(), u.password_hash.as_str()).is_ok()
-        });
-        let Some(user) = user.filter(|_| verified) else {
-            let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            failures.entry(key).or_default().push(Instant::now());
+        let hash: &str = match &user {
+            Some(u) => &u.password_hash,
+            None => dummy_hash(),
+        };
+        let verified = self.verify(password, hash);
+        let Some(user) = user.filter(|u| verified && u.enabled) else {
             bail!(NotPermitted, "invalid user name or password");
         };
+        self.per_user.release(&user_key);
+        self.per_client.release(client);
         let token = random_hex(32);
         let hash = hash_token(&token);
         let rec = TokenRec { username: user.username.clone(), expires_at: now_secs() + TOKEN_TTL.as_secs() };
@@ -351,6 +565,11 @@ impl Auth {
         let mut principal = self.principal_of(&user)?;
         principal.token_hash = Some(hash);
         Ok(Login { token, principal })
+    }
+
+    /// Ends every session of `name` but the one whose token hash is `keep`.
+    fn revoke_tokens(&self, name: &str, keep: Option<&str>) -> Result<()> {
+        self.store.remove_where::<TokenRec>(TOKENS, |hash, t| t.username == name && Some(hash) != keep)
     }
 
     /// Turns a token into its principal.
@@ -419,19 +638,23 @@ impl Auth {
 
     /// Creates or replaces a custom role.
     pub fn put_role(&self, role: Role, create: bool) -> Result<()> {
-        check_user_name(&role.name).map_err(|_| Error::invalid(format!("invalid role name '{}'", role.name)))?;
+        check_user_name(&role.name).map_err(|e| Error::invalid(format!("invalid role: {}", e.message())))?;
         if system_roles().iter().any(|r| r.name == role.name) {
             bail!(NotPermitted, "'{}' is a system role and cannot be changed", role.name);
         }
-        let exists = self.store.get::<Role>(ROLES, &role.name)?.is_some();
-        if create && exists {
-            bail!(AlreadyExists, "role '{}' already exists", role.name);
-        }
-        if !create && !exists {
-            bail!(NotFound, "role '{}' does not exist", role.name);
-        }
         Self::check_grants(&role.scopes_permissions)?;
-        self.store.put(ROLES, &role.name.clone(), &Role { system: false, ..role })
+        let name = role.name.clone();
+        let role = Role { system: false, ..role };
+        if create {
+            if !self.store.insert_new(ROLES, &name, &role)? {
+                bail!(AlreadyExists, "role '{name}' already exists");
+            }
+            return Ok(());
+        }
+        if self.store.get::<Role>(ROLES, &name)?.is_none() {
+            bail!(NotFound, "role '{name}' does not exist");
+        }
+        self.store.put(ROLES, &name, &role)
     }
 
     /// Removes a custom role; refused while users have it.
@@ -479,7 +702,7 @@ impl Auth {
         let username = change.username.ok_or_else(|| Error::invalid("username is required"))?;
         check_user_name(&username)?;
         let password = change.password.ok_or_else(|| Error::invalid("password is required"))?;
-        check_password_rules(&password)?;
+        self.policy.check(&username, &password)?;
         let roles = change.roles.unwrap_or_default();
         self.check_roles(&roles)?;
         if self.store.get::<UserRec>(USERS, &username)?.is_some() {
@@ -487,26 +710,35 @@ impl Auth {
         }
         let rec = UserRec {
             username: username.clone(),
-            password_hash: hash_password(&password)?,
+            password_hash: self.hash(&password)?,
             roles,
             name: change.name.unwrap_or_default(),
             email: change.email.unwrap_or_default(),
             enabled: change.enabled.unwrap_or(true),
             last_update: now_secs(),
         };
-        self.store.put(USERS, &username, &rec)?;
+        // Check and insert are one step: of concurrent creations of one name, one wins.
+        if !self.store.insert_new(USERS, &username, &rec)? {
+            bail!(AlreadyExists, "user '{username}' already exists");
+        }
         Ok(rec)
     }
 
-    /// Changes a user; a new password or fewer rights take effect on the next request.
+    /// Changes a user; fewer rights take effect on the next request. A new password or disabling the user ends
+    /// all of the user's sessions.
     pub fn update_user(&self, name: &str, change: UserChange) -> Result<UserRec> {
+        self.update_user_keeping(name, change, None)
+    }
+
+    fn update_user_keeping(&self, name: &str, change: UserChange, keep: Option<&str>) -> Result<UserRec> {
         let mut rec = self.user(name)?;
         if change.username.as_deref().is_some_and(|u| u != name) {
             bail!(InvalidArgument, "a user cannot be renamed");
         }
+        let revoke = change.password.is_some() || change.enabled == Some(false);
         if let Some(password) = change.password {
-            check_password_rules(&password)?;
-            rec.password_hash = hash_password(&password)?;
+            self.policy.check(name, &password)?;
+            rec.password_hash = self.hash(&password)?;
         }
         if let Some(roles) = change.roles {
             self.check_roles(&roles)?;
@@ -523,6 +755,9 @@ impl Auth {
         }
         rec.last_update = now_secs();
         self.store.put(USERS, name, &rec)?;
+        if revoke {
+            self.revoke_tokens(name, keep)?;
+        }
         Ok(rec)
     }
 
@@ -537,17 +772,26 @@ impl Auth {
         self.store.remove_where::<TokenRec>(TOKENS, |_, t| t.username == name)
     }
 
-    /// Changes the caller's own password after checking the old one.
-    pub fn change_password(&self, name: &str, old: &str, new: &str) -> Result<()> {
+    /// Changes the caller's own password after checking the old one; the caller's other sessions end, the one it
+    /// used stays. Wrong old passwords are rate-limited per user like logins.
+    pub fn change_password(&self, who: &Principal, old: &str, new: &str) -> Result<()> {
+        let name = who.username.as_str();
+        check_credential_sizes(name, old)?;
+        let key = Self::limiter_key(name, "\u{0}change_password");
+        if !self.per_user.try_acquire(&key) {
+            bail!(TryAgain, "too many wrong old passwords for '{name}': wait a minute and try again");
+        }
         let rec = self.user(name)?;
-        if Argon2::default().verify_password(old.as_bytes(), rec.password_hash.as_str()).is_err() {
+        if !self.verify(old, &rec.password_hash) {
             bail!(NotPermitted, "the old password is wrong");
         }
+        self.per_user.release(&key);
         if old == new {
             bail!(InvalidArgument, "the new password must differ from the old one");
         }
-        check_password_rules(new)?;
-        self.update_user(name, UserChange { password: Some(new.to_owned()), ..UserChange::default() })?;
+        self.policy.check(name, new)?;
+        let change = UserChange { password: Some(new.to_owned()), ..UserChange::default() };
+        self.update_user_keeping(name, change, who.token_hash.as_deref())?;
         Ok(())
     }
 }
@@ -579,6 +823,190 @@ mod tests {
         assert!(!principal.can("rbd-image", "create"));
         auth.logout(&principal).expect("logout");
         assert!(auth.authenticate(&login.token).is_err());
+    }
+
+    fn check_count(auth: &Auth) -> u64 {
+        auth.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn user(name: &str, password: &str) -> UserChange {
+        UserChange { username: Some(name.into()), password: Some(password.into()), ..UserChange::default() }
+    }
+
+    #[test]
+    fn parallel_wrong_passwords_check_at_most_the_limit() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let before = check_count(&auth);
+        let results: Vec<ErrorKind> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..40)
+                .map(|i| {
+                    let auth = &auth;
+                    s.spawn(move || auth.login("admin", &format!("wrong-{i}"), "10.0.0.1").expect_err("wrong").kind())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let refused = results.iter().filter(|k| **k == ErrorKind::NotPermitted).count();
+        let limited = results.iter().filter(|k| **k == ErrorKind::TryAgain).count();
+        assert_eq!(refused + limited, 40, "{results:?}");
+        assert!(refused <= LOGIN_FAILURES_MAX as usize, "{refused} passwords were checked: {results:?}");
+        assert!(check_count(&auth) - before <= u64::from(LOGIN_FAILURES_MAX));
+    }
+
+    #[test]
+    fn many_user_names_from_one_address_are_limited_too() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let mut refused = 0;
+        for i in 0..CLIENT_FAILURES_MAX + 10 {
+            if auth.login(&format!("nobody{i}"), "wrong", "10.0.0.2").expect_err("unknown").kind()
+                == ErrorKind::NotPermitted
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, CLIENT_FAILURES_MAX);
+        auth.login("admin", "correct horse", "10.0.0.3").expect("another address");
+    }
+
+    #[test]
+    fn an_unknown_user_costs_a_password_check_like_a_known_one() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let before = check_count(&auth);
+        assert_eq!(auth.login("ghost", "whatever1", "c").expect_err("unknown").kind(), ErrorKind::NotPermitted);
+        assert_eq!(check_count(&auth), before + 1, "an unknown user was answered without hashing");
+        assert_eq!(auth.login("admin", "wrong", "c").expect_err("wrong").kind(), ErrorKind::NotPermitted);
+        assert_eq!(check_count(&auth), before + 2);
+    }
+
+    #[test]
+    fn over_long_credentials_are_refused_before_hashing() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let before = check_count(&auth);
+        let long_name = "a".repeat(NAME_MAX_BYTES + 1);
+        assert_eq!(auth.login(&long_name, "x", "c").expect_err("long").kind(), ErrorKind::InvalidArgument);
+        let long_password = "p".repeat(PASSWORD_MAX_BYTES + 1);
+        assert_eq!(auth.login("admin", &long_password, "c").expect_err("long").kind(), ErrorKind::InvalidArgument);
+        assert_eq!(check_count(&auth), before);
+        assert!(auth.per_user.is_empty() && auth.per_client.is_empty(), "refused input took throttle entries");
+    }
+
+    #[test]
+    fn the_throttle_map_stays_bounded() {
+        let throttle = Throttle::new(64, 2, Duration::from_secs(3600));
+        for i in 0..10_000 {
+            assert!(throttle.try_acquire(&format!("{i}-{}", "x".repeat(i % 100))));
+            assert!(throttle.len() <= 64);
+        }
+        let key = "victim";
+        assert!(throttle.try_acquire(key) && throttle.try_acquire(key));
+        assert!(!throttle.try_acquire(key), "a third attempt within the window must be refused");
+        throttle.release(key);
+        assert!(throttle.try_acquire(key), "a released attempt can be used again");
+        assert_eq!(throttle.len(), 64);
+    }
+
+    #[test]
+    fn wrong_old_passwords_are_rate_limited() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let who = auth.login("admin", "correct horse", "c").expect("login").principal;
+        for _ in 0..LOGIN_FAILURES_MAX {
+            let err = auth.change_password(&who, "wrong", "new password 1").expect_err("wrong");
+            assert_eq!(err.kind(), ErrorKind::NotPermitted);
+        }
+        let err = auth.change_password(&who, "correct horse", "new password 1").expect_err("limited");
+        assert_eq!(err.kind(), ErrorKind::TryAgain);
+    }
+
+    #[test]
+    fn password_changes_resets_and_disabling_end_sessions() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        auth.create_user(user("alice", "alice-pass-1")).expect("alice");
+        // Her own change keeps the session it was made from and ends the others.
+        let first = auth.login("alice", "alice-pass-1", "c").expect("login");
+        let second = auth.login("alice", "alice-pass-1", "d").expect("login");
+        auth.change_password(&first.principal, "alice-pass-1", "alice-pass-2").expect("change");
+        auth.authenticate(&first.token).expect("the session that changed the password stays");
+        assert!(auth.authenticate(&second.token).is_err(), "another session survived a password change");
+        // An administrator's reset ends them all.
+        let third = auth.login("alice", "alice-pass-2", "c").expect("login");
+        auth.update_user("alice", UserChange { password: Some("alice-pass-3".into()), ..UserChange::default() })
+            .expect("reset");
+        assert!(auth.authenticate(&first.token).is_err() && auth.authenticate(&third.token).is_err());
+        // Disabling, then enabling again, does not bring a session back.
+        let fourth = auth.login("alice", "alice-pass-3", "c").expect("login");
+        auth.update_user("alice", UserChange { enabled: Some(false), ..UserChange::default() }).expect("disable");
+        auth.update_user("alice", UserChange { enabled: Some(true), ..UserChange::default() }).expect("enable");
+        assert!(auth.authenticate(&fourth.token).is_err(), "a session survived disable-then-enable");
+        // Other changes keep sessions.
+        let fifth = auth.login("alice", "alice-pass-3", "c").expect("login");
+        auth.update_user("alice", UserChange { email: Some("a@example.org".into()), ..UserChange::default() })
+            .expect("edit");
+        auth.authenticate(&fifth.token).expect("an e-mail change keeps the session");
+    }
+
+    #[test]
+    fn concurrent_creations_of_one_name_make_one_user_or_role() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let (users, roles): (Vec<bool>, Vec<bool>) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..20)
+                .map(|i| {
+                    let auth = &auth;
+                    s.spawn(move || {
+                        let user = auth.create_user(user("racer", &format!("racer-pass-{i}"))).is_ok();
+                        let role = Role {
+                            name: "racers".into(),
+                            description: format!("{i}"),
+                            scopes_permissions: grants(&[("rbd-image", &["read"])]),
+                            system: false,
+                        };
+                        (user, auth.put_role(role, true).is_ok())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).unzip()
+        });
+        assert_eq!(users.iter().filter(|ok| **ok).count(), 1, "{users:?}");
+        assert_eq!(roles.iter().filter(|ok| **ok).count(), 1, "{roles:?}");
+    }
+
+    #[test]
+    fn the_password_policy_is_applied_and_configurable() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        for bad in ["short", "          ", "bobbybobby", "BobbyBobby", &"x".repeat(PASSWORD_MAX_BYTES + 1)] {
+            let err = auth.create_user(user("bobbybobby", bad)).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
+        }
+        auth.create_user(user("bobbybobby", "good password")).expect("good");
+        let err = auth
+            .update_user("bobbybobby", UserChange { password: Some("bobbybobby".into()), ..UserChange::default() })
+            .expect_err("name as password");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let strict = Auth::with_policy(ServerStore::open(dir.path()).expect("store"), PasswordPolicy { min_chars: 16 });
+        strict.ensure_admin(Some("sixteen chars ok".into())).expect("16 characters");
+        let err = strict.create_user(user("carol", "fifteen chars!!")).expect_err("15 characters");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn user_and_role_names_refuse_dot_dot_and_odd_characters() {
+        let (_dir, auth) = auth();
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        for bad in ["..", "a..b", ".hidden", " alice", "alice ", "al\u{202e}ice", "al\u{200b}ice", "a\tb", ""] {
+            let err = auth.create_user(user(bad, "long enough 1")).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+            let role =
+                Role { name: bad.into(), description: String::new(), scopes_permissions: Grants::new(), system: false };
+            assert_eq!(auth.put_role(role, true).expect_err(bad).kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
     }
 
     #[test]
@@ -617,7 +1045,7 @@ mod tests {
         assert_eq!(auth.put_role(bad, true).expect_err("bad permission").kind(), ErrorKind::InvalidArgument);
         let admin = system_roles().remove(0);
         assert_eq!(auth.put_role(admin, false).expect_err("system role").kind(), ErrorKind::NotPermitted);
-        let short = UserChange { username: Some("u".into()), password: Some("short".into()), ..UserChange::default() };
+        let short = user("u", "short");
         assert_eq!(auth.create_user(short).expect_err("short password").kind(), ErrorKind::InvalidArgument);
     }
 }

@@ -70,13 +70,14 @@ impl ApiError {
 }
 
 /// The HTTP status for a backend refusal: missing objects are 404, conflicts with the object's state 409,
-/// everything else the client can fix 400, failures of the disk 500.
+/// everything else the client can fix 400, a full disk 507, other failures of the disk 500.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyExists | ErrorKind::Busy | ErrorKind::NotEmpty => StatusCode::CONFLICT,
         ErrorKind::NotPermitted => StatusCode::CONFLICT,
-        ErrorKind::Io | ErrorKind::NoSpace => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Io => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod ceph;
 pub mod datapath;
 pub mod error;
+pub mod listen;
 pub mod perf;
 mod serve;
 pub mod state;
@@ -16,4 +17,5 @@ pub mod store;
 pub mod tasks;
 mod ui;
 
+pub use listen::ApiOptions;
 pub use serve::{CephConfig, ServeConfig, ServeError, serve};

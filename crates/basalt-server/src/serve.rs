@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub nbd_tls: Option<basalt_nbd::TlsFiles>,
     /// When set, serve this Ceph cluster instead of the embedded engine (needs the `ceph` build feature).
     pub ceph: Option<CephConfig>,
+    /// The REST API's listener options and password policy.
+    pub api: crate::listen::ApiOptions,
 }
 
 /// Which Ceph cluster to serve, and as whom.
@@ -118,7 +120,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(backend = if config.ceph.is_some() { "ceph" } else { "embedded" }, "storage ready");
     // Everything above the storage (API and data path) sees the metered backend, so all I/O is counted and limited.
     let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(storage, registry.clone()));
-    let auth = Auth::new(store.clone());
+    let auth = Auth::with_policy(store.clone(), config.api.password_policy);
     let generated = auth.ensure_admin(std::env::var("BASALT_ADMIN_PASSWORD").ok()).map_err(|source| {
         ServeError::Config(format!("cannot create the admin user from BASALT_ADMIN_PASSWORD: {source}"))
     })?;

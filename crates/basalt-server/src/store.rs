@@ -40,15 +40,36 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<()>;
     /// Removes keys; returns how many existed.
     fn remove(&self, table: Table, keys: &[String]) -> Result<usize>;
+    /// Writes a value only if the key is absent; returns whether it was written. Stores that can check and write
+    /// in one step override this; the default is made atomic within one server by [`ServerStore::insert_new`].
+    fn insert_new(&self, table: Table, key: &str, value: &[u8]) -> Result<bool> {
+        if self.get(table, key)?.is_some() {
+            return Ok(false);
+        }
+        self.put(table, key, value)?;
+        Ok(true)
+    }
 }
 
 /// The typed store the server uses.
 #[derive(Debug, Clone)]
 pub struct ServerStore {
     kv: Arc<dyn KvStore>,
+    /// Serialises [`ServerStore::insert_new`] within this process, for stores whose check and write are two steps.
+    creating: Arc<std::sync::Mutex<()>>,
 }
 
-fn err(e: impl std::fmt::Display) -> Error {
+/// A store failure; a full disk keeps its own kind (ENOSPC), so callers can tell it from other failures.
+fn err(e: impl std::error::Error + 'static) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+        {
+            return Error::new(basalt_core::ErrorKind::NoSpace, format!("server store: the disk is full: {e}"));
+        }
+        source = cause.source();
+    }
     Error::io(format!("server store: {e}"))
 }
 
@@ -60,7 +81,7 @@ impl ServerStore {
 
     /// A store over any key-value backend.
     pub fn over(kv: Arc<dyn KvStore>) -> ServerStore {
-        ServerStore { kv }
+        ServerStore { kv, creating: Arc::default() }
     }
 
     /// Reads one record.
@@ -83,6 +104,13 @@ impl ServerStore {
     /// Writes one record.
     pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
         self.kv.put(table, key, &serde_json::to_vec(value).map_err(err)?)
+    }
+
+    /// Writes a record only if its key is absent (atomically among concurrent callers); returns whether it did.
+    pub fn insert_new<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<bool> {
+        let bytes = serde_json::to_vec(value).map_err(err)?;
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.kv.insert_new(table, key, &bytes)
     }
 
     /// Removes one record; returns whether it existed.
@@ -168,6 +196,19 @@ impl KvStore for RedbStore {
         let txn = self.db.begin_write().map_err(err)?;
         txn.open_table(definition(table)).map_err(err)?.insert(key, value).map_err(err)?;
         txn.commit().map_err(err)
+    }
+
+    fn insert_new(&self, table: Table, key: &str, value: &[u8]) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = txn.open_table(definition(table)).map_err(err)?;
+            if t.get(key).map_err(err)?.is_some() {
+                return Ok(false);
+            }
+            t.insert(key, value).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(true)
     }
 
     fn remove(&self, table: Table, keys: &[String]) -> Result<usize> {

@@ -48,8 +48,22 @@ pub(crate) async fn login(
             })),
         )
             .into_response()),
-        Err(e) if e.kind() == basalt_core::ErrorKind::TryAgain => Err(ApiError::too_many(e.message())),
-        Err(e) => Err(ApiError::unauthorized(e.message())),
+        Err(e) => Err(auth_error(e)),
+    }
+}
+
+/// The status of a refused password check: too many tries 429, over-long input 400, wrong credentials 401, and a
+/// failure of the server (a full disk: 507) as itself, logged, never disguised as a wrong password.
+fn auth_error(e: basalt_core::Error) -> ApiError {
+    use basalt_core::ErrorKind;
+    match e.kind() {
+        ErrorKind::TryAgain => ApiError::too_many(e.message()),
+        ErrorKind::InvalidArgument => ApiError::bad_request(e.message()),
+        ErrorKind::NotPermitted => ApiError::unauthorized(e.message()),
+        _ => {
+            tracing::error!(error = %e, "checking a password failed");
+            ApiError::from(e)
+        }
     }
 }
 
@@ -154,8 +168,19 @@ pub(crate) async fn change_password(
         return Err(ApiError::forbidden("users change only their own password; administrators edit the user"));
     }
     let auth = state.auth.clone();
-    blocking(move || auth.change_password(&name, &body.old_password, &body.new_password)).await?;
-    Ok(StatusCode::OK)
+    let result =
+        tokio::task::spawn_blocking(move || auth.change_password(&who, &body.old_password, &body.new_password))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    match result {
+        Ok(()) => Ok(StatusCode::OK),
+        Err(e) if e.kind() == basalt_core::ErrorKind::TryAgain => Err(ApiError::too_many(e.message())),
+        Err(e) if e.kind() == basalt_core::ErrorKind::NoSpace || e.kind() == basalt_core::ErrorKind::Io => {
+            tracing::error!(error = %e, "changing a password failed");
+            Err(ApiError::from(e))
+        }
+        Err(e) => Err(ApiError::from(e)),
+    }
 }
 
 pub(crate) async fn list_roles(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<Vec<Role>>> {

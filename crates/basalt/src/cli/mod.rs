@@ -203,6 +203,8 @@ struct ServeArgs {
     /// The pool keeping basalt's users, roles, sessions and task records in the cluster (created if missing)
     #[arg(long, value_name = "POOL", default_value = ".basalt", requires = "ceph_conf")]
     ceph_meta_pool: String,
+    #[command(flatten)]
+    api: serve::ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -806,7 +808,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 client_id: args.ceph_id,
                 meta_pool: args.ceph_meta_pool,
             });
-            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph)
+            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph, args.api)
         }
         Command::Fsck => fsck::run(&global.data_dir),
         Command::Version => {

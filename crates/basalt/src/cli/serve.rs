@@ -16,6 +16,22 @@ fn address(text: &str, option: &str) -> Result<SocketAddr, Failure> {
     })
 }
 
+/// The REST API's options of `basalt serve`.
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// The fewest characters a password may have
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    password_min_length: u16,
+}
+
+impl ApiArgs {
+    fn options(&self) -> basalt_server::ApiOptions {
+        basalt_server::ApiOptions {
+            password_policy: basalt_server::auth::PasswordPolicy { min_chars: usize::from(self.password_min_length) },
+        }
+    }
+}
+
 /// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
 pub fn run(
     data_dir: &Path,
@@ -23,6 +39,7 @@ pub fn run(
     nbd_listen: &str,
     nbd_tls: Option<basalt_nbd::TlsFiles>,
     ceph: Option<basalt_server::CephConfig>,
+    api: ApiArgs,
 ) -> Result<ExitCode> {
     // Whatever the server creates (data, sockets, keys) is the owner's only; files are created with explicit
     // modes too, so this is a second guard.
@@ -38,7 +55,14 @@ pub fn run(
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let config = basalt_server::ServeConfig { data_dir: data_dir.to_path_buf(), listen, nbd_listen, nbd_tls, ceph };
+    let config = basalt_server::ServeConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen,
+        nbd_listen,
+        nbd_tls,
+        ceph,
+        api: api.options(),
+    };
     runtime.block_on(basalt_server::serve(config)).map_err(|e| Failure::new(1, e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }

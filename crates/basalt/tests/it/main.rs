@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod files;
 mod nbd;
+mod security;
 mod snapshots;
 mod transfer;
 
