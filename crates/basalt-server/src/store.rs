@@ -59,18 +59,19 @@ pub struct ServerStore {
     creating: Arc<std::sync::Mutex<()>>,
 }
 
-/// A store failure; a full disk keeps its own kind (ENOSPC), so callers can tell it from other failures.
-fn err(e: impl std::error::Error + 'static) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
-        {
-            return Error::new(basalt_core::ErrorKind::NoSpace, format!("server store: the disk is full: {e}"));
-        }
-        source = cause.source();
-    }
+fn err(e: impl std::fmt::Display) -> Error {
     Error::io(format!("server store: {e}"))
+}
+
+/// A failure of the local database; a full disk keeps its own kind (ENOSPC), so callers can tell it from others.
+fn db_err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    if let redb::Error::Io(io) = &e
+        && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+    {
+        return Error::new(basalt_core::ErrorKind::NoSpace, format!("server store: the disk is full: {e}"));
+    }
+    err(e)
 }
 
 impl ServerStore {
@@ -164,63 +165,76 @@ impl RedbStore {
                 .open(&path)
                 .map_err(|e| Error::io(format!("cannot create {}: {e}", path.display())))?;
         }
-        let db = redb::Database::create(&path).map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
+        let db = redb::Database::create(&path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
         for table in TABLES {
-            txn.open_table(definition(table)).map_err(err)?;
+            txn.open_table(definition(table)).map_err(db_err)?;
         }
-        txn.commit().map_err(err)?;
+        txn.commit().map_err(db_err)?;
         Ok(RedbStore { db })
     }
 }
 
 impl KvStore for RedbStore {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(definition(table)).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(definition(table)).map_err(db_err)?;
+        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(definition(table)).map_err(err)?;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(definition(table)).map_err(db_err)?;
         let mut out = Vec::new();
-        for entry in t.iter().map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
             out.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok(out)
     }
 
     fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
-        let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(definition(table)).map_err(err)?.insert(key, value).map_err(err)?;
-        txn.commit().map_err(err)
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(definition(table)).map_err(db_err)?.insert(key, value).map_err(db_err)?;
+        txn.commit().map_err(db_err)
     }
 
     fn insert_new(&self, table: Table, key: &str, value: &[u8]) -> Result<bool> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         {
-            let mut t = txn.open_table(definition(table)).map_err(err)?;
-            if t.get(key).map_err(err)?.is_some() {
+            let mut t = txn.open_table(definition(table)).map_err(db_err)?;
+            if t.get(key).map_err(db_err)?.is_some() {
                 return Ok(false);
             }
-            t.insert(key, value).map_err(err)?;
+            t.insert(key, value).map_err(db_err)?;
         }
-        txn.commit().map_err(err)?;
+        txn.commit().map_err(db_err)?;
         Ok(true)
     }
 
     fn remove(&self, table: Table, keys: &[String]) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         let mut removed = 0;
         {
-            let mut t = txn.open_table(definition(table)).map_err(err)?;
+            let mut t = txn.open_table(definition(table)).map_err(db_err)?;
             for key in keys {
-                removed += usize::from(t.remove(key.as_str()).map_err(err)?.is_some());
+                removed += usize::from(t.remove(key.as_str()).map_err(db_err)?.is_some());
             }
         }
-        txn.commit().map_err(err)?;
+        txn.commit().map_err(db_err)?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_keeps_its_kind() {
+        let full = redb::StorageError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(db_err(full).kind(), basalt_core::ErrorKind::NoSpace);
+        let other = redb::StorageError::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(db_err(other).kind(), basalt_core::ErrorKind::Io);
     }
 }

@@ -236,3 +236,49 @@ pub(crate) async fn delete_role(
     blocking(move || auth.remove_role(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use basalt_core::{Error, ErrorKind};
+
+    use super::auth_error;
+    use crate::auth::Auth;
+    use crate::store::{KvStore, ServerStore, TOKENS, Table};
+
+    /// A store whose disk fills up when sessions are written.
+    #[derive(Debug)]
+    struct FullForTokens(Arc<dyn KvStore>);
+
+    impl KvStore for FullForTokens {
+        fn get(&self, table: Table, key: &str) -> basalt_core::Result<Option<Vec<u8>>> {
+            self.0.get(table, key)
+        }
+        fn list(&self, table: Table) -> basalt_core::Result<Vec<(String, Vec<u8>)>> {
+            self.0.list(table)
+        }
+        fn put(&self, table: Table, key: &str, value: &[u8]) -> basalt_core::Result<()> {
+            if table == TOKENS {
+                return Err(Error::new(ErrorKind::NoSpace, "server store: the disk is full"));
+            }
+            self.0.put(table, key, value)
+        }
+        fn remove(&self, table: Table, keys: &[String]) -> basalt_core::Result<usize> {
+            self.0.remove(table, keys)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_at_login_is_507_not_401() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inner = Arc::new(crate::store::RedbStore::open(dir.path()).expect("store"));
+        let auth = Auth::new(ServerStore::over(Arc::new(FullForTokens(inner))));
+        auth.ensure_admin(Some("correct horse".into())).expect("admin");
+        let err = auth.login("admin", "correct horse", "c").expect_err("no room for the session");
+        assert_eq!(err.kind(), ErrorKind::NoSpace);
+        assert_eq!(auth_error(err).status.as_u16(), 507);
+        let wrong = auth.login("admin", "wrong", "c").expect_err("wrong");
+        assert_eq!(auth_error(wrong).status.as_u16(), 401);
+    }
+}
