@@ -91,7 +91,15 @@ impl Transport for UnixStream {
 
 /// Serves one connection to its end: the handshake (upgrading to TLS when the client asks and the server can),
 /// then transmission.
-pub(crate) async fn run<S: Transport>(stream: S, client: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+///
+/// `address_budget` is the buffer budget the connections of the client's address share (none for the Unix socket).
+pub(crate) async fn run<S: Transport>(
+    stream: S,
+    client: String,
+    shared: Arc<Shared>,
+    address_budget: Option<Arc<Semaphore>>,
+    shutdown: watch::Receiver<bool>,
+) {
     let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
     let result = tokio::time::timeout_at(deadline, handshake_plain(stream, &client, &shared, shutdown.clone())).await;
     let result = match result {
@@ -99,7 +107,7 @@ pub(crate) async fn run<S: Transport>(stream: S, client: String, shared: Arc<Sha
         Ok(Err(err)) => Err(err),
         Ok(Ok(Plain::Closed)) => return,
         Ok(Ok(Plain::Transmission(reader, writer, session))) => {
-            serve_session(reader, writer, session, &client, &shared, shutdown).await
+            serve_session(reader, writer, session, &client, &shared, address_budget, shutdown).await
         }
         Ok(Ok(Plain::StartTls(stream, flags))) => {
             let upgraded = tokio::time::timeout_at(deadline, handshake_tls(stream, flags, &client, &shared, &shutdown));
@@ -108,7 +116,7 @@ pub(crate) async fn run<S: Transport>(stream: S, client: String, shared: Arc<Sha
                 Ok(Err(err)) => Err(err),
                 Ok(Ok(None)) => return,
                 Ok(Ok(Some((reader, writer, session)))) => {
-                    serve_session(reader, writer, session, &client, &shared, shutdown).await
+                    serve_session(reader, writer, session, &client, &shared, address_budget, shutdown).await
                 }
             }
         }
@@ -188,6 +196,7 @@ async fn serve_session<R, W>(
     session: Session,
     client: &str,
     shared: &Arc<Shared>,
+    address_budget: Option<Arc<Semaphore>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<String, ConnError>
 where
@@ -195,7 +204,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let handle = session.export.handle;
-    transmission::run(reader, writer, handle, session.negotiated, shared.clone(), shutdown, client).await?;
+    let budgets = transmission::Budgets { shared: shared.clone(), address: address_budget };
+    transmission::run(reader, writer, handle, session.negotiated, budgets, shutdown, client).await?;
     Ok(session.name)
 }
 

@@ -1,8 +1,10 @@
 //! The transmission phase: a reader task parses requests into a bounded in-flight window, workers on the
 //! blocking pool carry them out against the image, and a writer task sends replies in completion order.
 //!
-//! Memory is bounded three ways: at most `max_in_flight_per_connection` requests per connection, at most
-//! `buffer_bytes_per_connection` payload bytes per connection, and at most `buffer_bytes_total` for the server.
+//! Memory is bounded four ways: at most `max_in_flight_per_connection` requests per connection, at most
+//! `buffer_bytes_per_connection` payload bytes per connection, at most `buffer_bytes_per_address` for all the
+//! connections of one client address, and at most `buffer_bytes_total` for the server. A client that never reads
+//! its replies holds its own budgets only, and one address can never hold the whole server's.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -34,26 +36,39 @@ struct Reply {
 struct Permits {
     _slot: OwnedSemaphorePermit,
     _connection_bytes: Option<OwnedSemaphorePermit>,
+    _address_bytes: Option<OwnedSemaphorePermit>,
     _total_bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// The buffer budgets a connection draws from besides its own.
+pub(crate) struct Budgets {
+    /// The server's state, with the total budget.
+    pub shared: Arc<Shared>,
+    /// The budget of the client's address, for TCP clients.
+    pub address: Option<Arc<Semaphore>>,
 }
 
 /// What workers share.
 struct Export {
     io: Arc<dyn ImageIo>,
     negotiated: Negotiated,
+    /// Dropped after `io` (fields drop in order): once every clone of the sender is gone, so is every reference to
+    /// the image but the connection's own handle.
+    _released: mpsc::Sender<()>,
 }
 
 /// Serves requests until the client disconnects, breaks the protocol, or shutdown is requested; in-flight
 /// requests are always completed and answered before returning.
 ///
-/// The image is closed (and so flushed and unlocked) before the socket is: a client that saw the connection end
-/// can reopen the image at once.
+/// The image is closed (and so flushed, unlocked and its watcher gone) before the socket is: a client that saw the
+/// connection end can reopen the image, or have it rolled back, at once. Workers still running when the writer
+/// stops are waited for, so no reference to the image outlives the connection.
 pub(crate) async fn run<R, W>(
     reader: BufReader<R>,
     writer: W,
     handle: ImageHandle,
     negotiated: Negotiated,
-    shared: Arc<Shared>,
+    budgets: Budgets,
     shutdown: watch::Receiver<bool>,
     client: &str,
 ) -> Result<(), ConnError>
@@ -61,18 +76,21 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let max_in_flight = shared.limits.max_in_flight_per_connection.max(1);
+    let max_in_flight = budgets.shared.limits.max_in_flight_per_connection.max(1);
     let (tx, rx) = mpsc::channel::<Reply>(max_in_flight);
     // Aborted if this future is dropped (the server cutting connections after its drain timeout), so a writer
     // stuck on a client that stopped reading does not outlive its connection.
     let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(writer, rx)));
-    let export = Arc::new(Export { io: handle.io(), negotiated });
-    let mut reader_task = Box::pin(read_requests(reader, tx, export, shared, shutdown, client));
+    let (released_tx, mut released) = mpsc::channel::<()>(1);
+    let export = Arc::new(Export { io: handle.io(), negotiated, _released: released_tx });
+    let mut reader_task = Box::pin(read_requests(reader, tx, export, budgets, shutdown, client));
     let read_result = tokio::select! {
         result = &mut reader_task => result,
         written = &mut writer_task.0 => {
             // The writer only stops early when the socket failed: stop reading too.
             drop(reader_task);
+            // Workers see the writer gone at their next reply and drop their references.
+            let _ = released.recv().await;
             handle.close().await;
             return match written {
                 Ok(Ok(_)) => Ok(()),
@@ -84,6 +102,8 @@ where
     // Dropping the reader drops its sender; the writer ends once every worker has sent its reply.
     drop(reader_task);
     let written = (&mut writer_task.0).await;
+    // A worker may still hold the image for a moment after sending its last reply.
+    let _ = released.recv().await;
     handle.close().await;
     let write_result = match written {
         Ok(Ok(mut writer)) => writer.shutdown().await.map_err(ConnError::from),
@@ -195,10 +215,11 @@ async fn read_requests<R: AsyncRead + Unpin>(
     mut reader: BufReader<R>,
     tx: mpsc::Sender<Reply>,
     export: Arc<Export>,
-    shared: Arc<Shared>,
+    budgets: Budgets,
     mut shutdown: watch::Receiver<bool>,
     client: &str,
 ) -> Result<(), ConnError> {
+    let shared = &budgets.shared;
     let limits = &shared.limits;
     let slots = Arc::new(Semaphore::new(limits.max_in_flight_per_connection.max(1)));
     let connection_bytes =
@@ -244,7 +265,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 skip_payload(&mut reader, proto::payload_len(&header)).await?;
                 tracing::debug!(client, command = header.command, error, message, "request refused");
                 let bytes = error_reply(export.negotiated.structured, cookie, error, &message);
-                let permits = Permits { _slot: slot, _connection_bytes: None, _total_bytes: None };
+                let permits =
+                    Permits { _slot: slot, _connection_bytes: None, _address_bytes: None, _total_bytes: None };
                 if tx.send(Reply { bytes, _permits: permits }).await.is_err() {
                     return Ok(());
                 }
@@ -254,10 +276,16 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     Command::Read | Command::Write => request.length,
                     _ => 0,
                 };
+                // Always in this order (connection, address, server), so no two connections wait on each other.
+                let connection = permit_or_dispatch(&connection_bytes, buffered, &mut batch, &export, &tx).await?;
+                let address = match &budgets.address {
+                    Some(budget) => permit_or_dispatch(budget, buffered, &mut batch, &export, &tx).await?,
+                    None => None,
+                };
                 let permits = Permits {
                     _slot: slot,
-                    _connection_bytes: permit_or_dispatch(&connection_bytes, buffered, &mut batch, &export, &tx)
-                        .await?,
+                    _connection_bytes: connection,
+                    _address_bytes: address,
                     _total_bytes: permit_or_dispatch(&shared.memory, buffered, &mut batch, &export, &tx).await?,
                 };
                 let payload = if request.command == Command::Write {

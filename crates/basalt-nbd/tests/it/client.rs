@@ -45,9 +45,25 @@ impl RawClient {
         RawClient { stream }
     }
 
+    /// Connects from `source` (any 127.x address on loopback) without speaking.
+    pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> RawClient {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient { stream }
+    }
+
     /// Connects and completes the greeting with fixed newstyle and no zeroes.
     pub fn handshake(port: u16) -> RawClient {
-        let mut client = RawClient::connect(port);
+        RawClient::connect(port).greet()
+    }
+
+    /// Completes the greeting on a connected client.
+    pub fn greet(self) -> RawClient {
+        let mut client = self;
         let greeting = client.read_exact(18);
         assert_eq!(&greeting[0..16], b"NBDMAGICIHAVEOPT");
         assert_eq!(u16::from_be_bytes([greeting[16], greeting[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
@@ -160,7 +176,12 @@ impl RawClient {
 
     /// Negotiates structured replies and `base:allocation`, then opens the export.
     pub fn open(port: u16, export: &str) -> (RawClient, Opened) {
-        let mut client = RawClient::handshake(port);
+        RawClient::handshake(port).open_export(export)
+    }
+
+    /// [`RawClient::open`] on a client that has greeted.
+    pub fn open_export(self, export: &str) -> (RawClient, Opened) {
+        let mut client = self;
         client.structured();
         assert_eq!(client.set_meta_context(export, &[BASE_ALLOCATION]).len(), 1);
         let opened = client.go(OPT_GO, export).unwrap_or_else(|(reply, message)| {

@@ -2,6 +2,7 @@
 //! (qemu-img, qemu-io, nbdinfo, nbdcopy) as subprocesses and by a raw protocol client for the edge cases.
 
 mod client;
+mod limits;
 mod protocol;
 mod real_clients;
 mod tls;

@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use basalt_core::{CloneRequest, ImageName, ImageSpec, Progress, SnapName, SnapSpec};
+use std::time::{Duration, Instant};
+
+use basalt_core::{Backend, CloneRequest, ImageName, ImageSpec, Progress, SnapName, SnapSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -93,10 +95,29 @@ pub(crate) async fn rollback(
     let spec = snap_spec(&spec, snap)?;
     let meta = json!({"image_spec": spec.image.to_string(), "snapshot_name": spec.snap.as_str()});
     Ok(run_task(&state, "rbd/snap/rollback", meta, StatusCode::OK, move |b, progress: &Progress| {
+        wait_for_writers_to_detach(b, &spec.image);
         b.snap_rollback(&spec, progress)?;
         Ok(Value::Null)
     })
     .await)
+}
+
+/// How long a rollback waits for read-write clients to let go of the image before it is refused. An NBD client
+/// (qemu-img, qemu-io) sends its disconnect and exits without waiting for the server, which still has to flush and
+/// close the image: `qemu-img ...; basalt snap rollback ...` in a script must not race that.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
+/// Pause between looks at the image's watchers while waiting.
+const DETACH_POLL: Duration = Duration::from_millis(20);
+
+/// Returns once no client has the image open read-write, or after [`DETACH_WAIT`] (the operation then refuses).
+fn wait_for_writers_to_detach(backend: &dyn Backend, image: &ImageSpec) {
+    let deadline = Instant::now() + DETACH_WAIT;
+    while Instant::now() < deadline {
+        match backend.image_watchers(image) {
+            Ok(watchers) if watchers.iter().any(|w| w.writable) => std::thread::sleep(DETACH_POLL),
+            _ => return,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -315,3 +315,80 @@ fn serve_refuses_to_start_with_unusable_tls_material() {
     assert!(!half.status.success());
     assert!(String::from_utf8_lossy(&half.stderr).contains("--nbd-tls-key"));
 }
+
+/// Opens `export` on the server's NBD socket with a raw client, writes 1 MiB without flushing, sends NBD_CMD_DISC and
+/// hangs up at once, as qemu-io and qemu-img do (they never wait for the server to close).
+fn write_and_hang_up(server: &Server, export: &str) {
+    use std::io::{Read, Write};
+    const REQUEST_MAGIC: u32 = 0x2560_9513;
+    let request = |command: u16, cookie: u64, length: u32| {
+        let mut bytes = Vec::with_capacity(28);
+        bytes.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        bytes.extend_from_slice(&0u16.to_be_bytes());
+        bytes.extend_from_slice(&command.to_be_bytes());
+        bytes.extend_from_slice(&cookie.to_be_bytes());
+        bytes.extend_from_slice(&0u64.to_be_bytes());
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes
+    };
+    let mut socket = std::os::unix::net::UnixStream::connect(server.dir.path().join("nbd.sock")).expect("connect");
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+    let mut greeting = [0u8; 18];
+    socket.read_exact(&mut greeting).expect("greeting");
+    // Fixed newstyle, no zeroes; then NBD_OPT_EXPORT_NAME.
+    socket.write_all(&3u32.to_be_bytes()).expect("flags");
+    let mut option = b"IHAVEOPT".to_vec();
+    option.extend_from_slice(&1u32.to_be_bytes());
+    option.extend_from_slice(&(export.len() as u32).to_be_bytes());
+    option.extend_from_slice(export.as_bytes());
+    socket.write_all(&option).expect("export name");
+    let mut export_info = [0u8; 10];
+    socket.read_exact(&mut export_info).expect("export opened");
+    let mut write = request(1, 1, 1 << 20);
+    write.extend(std::iter::repeat_n(0x5c_u8, 1 << 20));
+    socket.write_all(&write).expect("write");
+    let mut reply = [0u8; 16];
+    socket.read_exact(&mut reply).expect("write reply");
+    assert_eq!(&reply[4..8], &[0, 0, 0, 0], "the write succeeded");
+    socket.write_all(&request(2, 2, 0)).expect("disconnect");
+}
+
+/// A script that writes over NBD and rolls back right after the client exits: the client hangs up without waiting
+/// for the server, which still has to flush and close the image, so the rollback waits for the client's watcher to go
+/// instead of failing with "attached read-write".
+#[test]
+fn rollback_right_after_an_nbd_client_exits_succeeds() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    create(&server, &token, "vm", &["layering", "exclusive-lock", "object-map", "fast-diff"]);
+    let (status, _) =
+        call(&server, "POST", "/api/block/image/rbd%2Fvm/snap", Some(&token), Some(json!({"snapshot_name": "s"})));
+    assert_eq!(status, 201);
+    for round in 0..20 {
+        write_and_hang_up(&server, "rbd/vm");
+        let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fvm/snap/s/rollback", Some(&token), None);
+        assert_eq!(status, 200, "round {round}: rollback right after the client hung up: {answer}");
+    }
+    // The same in a script, with qemu-io and the CLI.
+    let qemu_io = tool("qemu-io", "qemu-utils");
+    for round in 0..3 {
+        let out = Command::new(&qemu_io)
+            .args(["-f", "raw", "-c", "write -P 0x5c 0 1M"])
+            .arg(nbd_uri(&server, "rbd/vm"))
+            .output()
+            .expect("qemu-io");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && !text.contains("fail"), "round {round}: qemu-io: {text}");
+        let rollback = Command::new(env!("CARGO_BIN_EXE_basalt"))
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .args(["snap", "rollback", "rbd/vm@s"])
+            .output()
+            .expect("run basalt snap rollback");
+        assert!(
+            rollback.status.success(),
+            "round {round}: rollback after qemu-io exited failed: {}",
+            String::from_utf8_lossy(&rollback.stderr)
+        );
+    }
+}
