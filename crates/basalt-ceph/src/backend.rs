@@ -116,15 +116,24 @@ fn explain(err: Error, kind: ErrorKind, message: impl FnOnce() -> String) -> Err
     if err.kind() == kind { Error::new(kind, message()) } else { err }
 }
 
-fn options_for(order: Option<ObjectOrder>, features: Option<Features>, striping: Option<(u64, u64)>) -> ImageOptions {
-    ImageOptions {
+/// librbd's options for a new image. Striping outside basalt's limits is refused here, before librbd (which only
+/// asks that the unit divide the object size) sees it, so both backends accept the same layouts.
+fn options_for(
+    order: Option<ObjectOrder>,
+    features: Option<Features>,
+    striping: Option<(u64, u64)>,
+) -> Result<ImageOptions> {
+    if let Some((unit, count)) = striping {
+        basalt_core::Striping::check_limits(unit, count)?;
+    }
+    Ok(ImageOptions {
         format: Some(2),
         features: features.map(Features::bits),
         order: order.map(ObjectOrder::get),
         stripe_unit: striping.map(|(unit, _)| unit),
         stripe_count: striping.map(|(_, count)| count),
         ..ImageOptions::default()
-    }
+    })
 }
 
 impl CephBackend {
@@ -502,7 +511,7 @@ impl Backend for CephBackend {
         basalt_core::check_size(options.size_bytes)?;
         self.require_rbd_pool(spec.pool())?;
         let io = self.spec_ctx(spec)?;
-        let mut rbd_options = options_for(options.order, options.features, options.striping);
+        let mut rbd_options = options_for(options.order, options.features, options.striping)?;
         rbd_options.data_pool = options.data_pool.as_ref().map(ToString::to_string);
         io.image_create(spec.image.as_str(), options.size_bytes, &rbd_options)
             .map_err(|err| explain(err, ErrorKind::AlreadyExists, || format!("image '{spec}' already exists")))
@@ -572,7 +581,7 @@ impl Backend for CephBackend {
         let (_io, image) = self.open_ro(src, snap)?;
         self.require_rbd_pool(request.dest.pool())?;
         let dest_io = self.spec_ctx(&request.dest)?;
-        let options = options_for(request.order, request.features, request.striping);
+        let options = options_for(request.order, request.features, request.striping)?;
         let dest = &request.dest;
         image
             .copy(&dest_io, dest.image.as_str(), &options, 0, &mut report_to(progress))
@@ -852,7 +861,7 @@ impl Backend for CephBackend {
         let child_io = self.spec_ctx(child)?;
         // Format 2 clones: they may live in another namespace (format 1 refuses with EXDEV). The product still
         // asks for a protected snapshot, checked above, as the embedded engine does.
-        let mut options = options_for(request.order, Some(features.difference(Features::IMPLICIT)), request.striping);
+        let mut options = options_for(request.order, Some(features.difference(Features::IMPLICIT)), request.striping)?;
         options.clone_format = Some(2);
         parent_io
             .clone_image(parent.image.image.as_str(), parent.snap.as_str(), &child_io, child.image.as_str(), &options)

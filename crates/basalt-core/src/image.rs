@@ -214,6 +214,11 @@ impl fmt::Display for Features {
     }
 }
 
+/// The smallest stripe unit accepted, in bytes (4 KiB).
+pub const STRIPE_UNIT_MIN_BYTES: u64 = 4096;
+/// The largest stripe count accepted.
+pub const STRIPE_COUNT_MAX: u64 = 4096;
+
 /// How image data is spread over objects: `count` objects take `unit` bytes in turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Striping {
@@ -229,21 +234,38 @@ impl Striping {
         Striping { unit_bytes: order.object_size_bytes(), count: 1 }
     }
 
-    /// Validates a layout against the object size (the unit must divide it; both must be positive).
+    /// Validates a layout against the object size: the unit divides the object size, as librbd requires, and
+    /// both parts are within [`Striping::check_limits`].
     pub fn new(unit_bytes: u64, count: u64, order: ObjectOrder) -> Result<Striping> {
+        Striping::check_limits(unit_bytes, count)?;
         let object_size = order.object_size_bytes();
+        if !object_size.is_multiple_of(unit_bytes) {
+            return Err(Error::invalid(format!(
+                "stripe unit {unit_bytes} is not a factor of the object size {object_size}: use a power of two from \
+                 {STRIPE_UNIT_MIN_BYTES} up to the object size"
+            )));
+        }
+        Ok(Striping { unit_bytes, count })
+    }
+
+    /// The limits that do not depend on the object size: a stripe unit that is a power of two of at least
+    /// [`STRIPE_UNIT_MIN_BYTES`] (the smallest the reference dashboard offers, and the engine's block size) and a
+    /// stripe count from 1 to [`STRIPE_COUNT_MAX`]. librbd itself only asks that the unit divide the object size,
+    /// but a unit of a few bytes spreads every block over thousands of objects; both backends refuse it alike.
+    pub fn check_limits(unit_bytes: u64, count: u64) -> Result<()> {
         if unit_bytes == 0 || count == 0 {
             return Err(Error::invalid("stripe unit and stripe count must both be positive"));
         }
-        if !unit_bytes.is_power_of_two() || !object_size.is_multiple_of(unit_bytes) {
+        if !unit_bytes.is_power_of_two() || unit_bytes < STRIPE_UNIT_MIN_BYTES {
             return Err(Error::invalid(format!(
-                "stripe unit {unit_bytes} must be a power of two that divides the object size {object_size}"
+                "stripe unit {unit_bytes} is not allowed: use a power of two from {STRIPE_UNIT_MIN_BYTES} (4 KiB) up \
+                 to the object size"
             )));
         }
-        if count > 4096 {
-            return Err(Error::invalid(format!("stripe count {count} is too large: the limit is 4096")));
+        if count > STRIPE_COUNT_MAX {
+            return Err(Error::invalid(format!("stripe count {count} is too large: the limit is {STRIPE_COUNT_MAX}")));
         }
-        Ok(Striping { unit_bytes, count })
+        Ok(())
     }
 
     /// Returns true when this layout is the trivial one for `order` (so the striping feature is off).

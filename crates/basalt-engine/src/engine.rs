@@ -19,7 +19,7 @@ use basalt_core::{
 };
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::layer::{BlockSt, View, ViewLayer, mutex_lock};
+use crate::layer::{BlockSt, View, ViewLayer, merge_ranges, mutex_lock};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout};
 use crate::records::{
     self, CHILDREN, CONFIG, IMAGE_NAMES, IMAGES, ImageRec, LayerRec, NAMESPACES, POOLS, ParentRec, PoolRec, SnapRec,
@@ -605,34 +605,10 @@ impl Engine {
     }
 }
 
-/// Image ranges that may hold data in a view: every object any layer has state for, plus the parent's ranges
-/// within the overlap. A superset; sorted and merged.
+/// Image ranges that may hold data in a view: every block any layer has state for, plus the parent's ranges
+/// within the overlap. A superset; sorted and merged (see [`View::allocated_in`]).
 pub(crate) fn allocated_ranges(view: &View) -> Vec<(u64, u64)> {
-    let mut ranges = Vec::new();
-    let layout = view.layout;
-    let unit = layout.striping.unit_bytes;
-    let units_per_object = layout.object_size() / unit;
-    let mut objects = std::collections::BTreeSet::new();
-    for vl in &view.chain {
-        objects.extend(vl.layer.objects());
-    }
-    for object_no in objects {
-        for u in 0..units_per_object {
-            let start = layout.unmap(object_no, u * unit);
-            if start < view.size {
-                ranges.push((start, unit.min(view.size - start)));
-            }
-        }
-    }
-    if let Some(base) = &view.base {
-        let limit = view.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min).min(view.size);
-        for (start, len) in allocated_ranges(&base.view) {
-            if start < limit {
-                ranges.push((start, len.min(limit - start)));
-            }
-        }
-    }
-    merge_ranges(ranges)
+    view.allocated_in(0, view.size)
 }
 
 /// Counts the entries of a `(pool, namespace, ...)`-keyed table that lie in one pool and namespace.
@@ -663,18 +639,6 @@ fn mergeable_pair(rec: &ImageRec) -> Option<(LayerRec, LayerRec)> {
             _ => None,
         }
     })
-}
-
-fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (start, len) in ranges {
-        match merged.last_mut() {
-            Some((s, l)) if *s + *l >= start => *l = (*l).max(start + len - *s),
-            _ => merged.push((start, len)),
-        }
-    }
-    merged
 }
 
 /// Extents whose content differs between two views of the same image (or from nothing), without reading data.

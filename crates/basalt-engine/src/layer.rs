@@ -66,6 +66,22 @@ impl ObjBits {
         self.data.iter().chain(&self.zero).all(|w| *w == 0)
     }
 
+    /// Every block that is data or zero, in order, visiting only the set bits.
+    fn present(&self) -> impl Iterator<Item = (u64, BlockSt)> + '_ {
+        self.data.iter().zip(&self.zero).enumerate().flat_map(|(w, (&data, &zero))| {
+            let mut bits = data | zero;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let st = if data >> b & 1 == 1 { BlockSt::Data } else { BlockSt::Zero };
+                Some((w as u64 * 64 + b, st))
+            })
+        })
+    }
+
     /// Encodes as little-endian words: data bitset then zero bitset.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity((self.data.len() + self.zero.len()) * 8);
@@ -248,7 +264,24 @@ impl Layer {
     pub fn present_blocks(&self, object_no: u64) -> Vec<(u64, BlockSt)> {
         let map = read_lock(&self.map);
         let Some(obj) = map.objects.get(&object_no) else { return Vec::new() };
-        (0..self.blocks_per_object).map(|b| (b, obj.get(b))).filter(|(_, st)| *st != BlockSt::Absent).collect()
+        obj.present().collect()
+    }
+
+    /// Returns the objects in `first..end` this layer has any state for (unsorted).
+    pub fn objects_in(&self, first: u64, end: u64) -> Vec<u64> {
+        read_lock(&self.map).objects.keys().copied().filter(|o| (first..end).contains(o)).collect()
+    }
+
+    /// ORs into `words` (one bit per block of the object) the blocks of `object_no` that are not absent here.
+    pub fn union_present(&self, object_no: u64, words: &mut Vec<u64>) {
+        let map = read_lock(&self.map);
+        let Some(obj) = map.objects.get(&object_no) else { return };
+        if words.len() < obj.data.len() {
+            words.resize(obj.data.len(), 0);
+        }
+        for (w, (d, z)) in words.iter_mut().zip(obj.data.iter().zip(&obj.zero)) {
+            *w |= d | z;
+        }
     }
 }
 
@@ -316,6 +349,22 @@ impl StripeLocks {
         let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
         indices.into_iter().map(|i| mutex_lock(&self.locks[i])).collect()
     }
+}
+
+/// Ranges up to this length are answered piece by piece by [`View::block_status`].
+const SMALL_STATUS_BYTES: u64 = 16 * BLOCK_SIZE;
+
+/// Sorts `(start, length)` ranges and merges those that overlap or touch.
+pub(crate) fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, len) in ranges {
+        match merged.last_mut() {
+            Some((s, l)) if *s + *l >= start => *l = (*l).max(start + len - *s),
+            _ => merged.push((start, len)),
+        }
+    }
+    merged
 }
 
 /// Appends an extent, merging it into the last one when they touch and agree.
@@ -449,16 +498,34 @@ impl View {
 
     /// Reports data and holes in a range without reading data.
     ///
-    /// Without striping an object is one contiguous range of the image, so an object that no layer knows and no
-    /// parent covers is one hole, answered without looking at its blocks: mapping a thin TiB image stays fast.
+    /// Only blocks that some layer (or the parent) has state for are looked at one by one; the rest of the range is
+    /// a hole found without visiting it. Without striping, an object that no layer knows and no parent covers is one
+    /// hole; with striping, the allocated blocks of the objects the range touches are gathered from the bitmaps
+    /// ([`View::allocated_in`]), so a thin or finely striped image costs what its data costs, not what its stripe
+    /// units number.
     pub fn block_status(&self, offset: u64, length: u64) -> Vec<BlockExtent> {
         let mut extents: Vec<BlockExtent> = Vec::new();
+        let end = offset + length;
         let object_size = self.layout.object_size();
-        if self.layout.striping.count != 1 || self.layout.striping.unit_bytes != object_size {
+        if length <= SMALL_STATUS_BYTES {
+            // A few blocks (a parent's single-block lookups): piece by piece is cheapest.
             self.block_status_pieces(offset, length, &mut extents);
             return extents;
         }
-        let end = offset + length;
+        if self.layout.striping.count != 1 || self.layout.striping.unit_bytes != object_size {
+            let mut at = offset;
+            for (start, len) in self.allocated_in(offset, end) {
+                if at < start {
+                    push_extent(&mut extents, BlockExtent { offset: at, length: start - at, state: BlockState::Hole });
+                }
+                self.block_status_pieces(start, len, &mut extents);
+                at = start + len;
+            }
+            if at < end {
+                push_extent(&mut extents, BlockExtent { offset: at, length: end - at, state: BlockState::Hole });
+            }
+            return extents;
+        }
         let mut at = offset;
         while at < end {
             let object_no = at / object_size;
@@ -472,6 +539,59 @@ impl View {
             at = next;
         }
         extents
+    }
+
+    /// Image ranges in `[offset, end)` (clipped to the view's size) where the view may hold data: every block some
+    /// layer has state for (data or zero), and the parent's such ranges within what the view shows of it. A
+    /// superset of the data, sorted and merged.
+    ///
+    /// The cost follows the allocated blocks of the objects whose object sets the range touches, read from the
+    /// bitmaps a word at a time; never the length of the range or the number of stripe units in it.
+    pub fn allocated_in(&self, offset: u64, end: u64) -> Vec<(u64, u64)> {
+        let end = end.min(self.size);
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        if offset >= end {
+            return ranges;
+        }
+        let layout = self.layout;
+        let count = layout.striping.count;
+        let set_bytes = layout.object_size() * count;
+        let (first_object, end_object) = (offset / set_bytes * count, ((end - 1) / set_bytes + 1) * count);
+        let mut objects = BTreeSet::new();
+        for vl in &self.chain {
+            objects.extend(vl.layer.objects_in(first_object, end_object));
+        }
+        let mut words = Vec::new();
+        for object_no in objects {
+            words.clear();
+            for vl in &self.chain {
+                vl.layer.union_present(object_no, &mut words);
+            }
+            for (w, &word) in words.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let blk = w as u64 * 64 + u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    let start = layout.unmap(object_no, blk << BLOCK_SHIFT);
+                    let (s, e) = (start.max(offset), (start + BLOCK_SIZE).min(end));
+                    if s >= e {
+                        continue;
+                    }
+                    // Blocks in a row of one stripe unit are in a row in the image too: merge as they come.
+                    match ranges.last_mut() {
+                        Some((ls, ll)) if *ls + *ll == s => *ll += e - s,
+                        _ => ranges.push((s, e - s)),
+                    }
+                }
+            }
+        }
+        if let Some(base) = &self.base {
+            let limit = self.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min).min(end);
+            if offset < limit {
+                ranges.extend(base.view.allocated_in(offset, limit));
+            }
+        }
+        merge_ranges(ranges)
     }
 
     fn block_status_pieces(&self, offset: u64, length: u64, extents: &mut Vec<BlockExtent>) {

@@ -49,6 +49,35 @@ fn create_validates_features_striping_size_and_location() {
 }
 
 #[test]
+fn stripe_units_below_4k_and_counts_outside_1_to_4096_are_refused() {
+    for_each_backend("c-stripe-limits", |t| {
+        let e = &*t.backend;
+        let striped = |unit: u64, count: u64| CreateOptions {
+            striping: Some((unit, count)),
+            ..CreateOptions::with_size(64 * MIB)
+        };
+        for (unit, count, why) in [
+            (1, 4096, "stripe unit 1 is not allowed"),
+            (512, 2, "stripe unit 512 is not allowed"),
+            (2048, 1, "stripe unit 2048 is not allowed"),
+            (12288, 2, "stripe unit 12288 is not allowed"),
+            (0, 4, "must both be positive"),
+            (4096, 0, "must both be positive"),
+            (4096, 4097, "stripe count 4097 is too large"),
+        ] {
+            let err = e.image_create(&t.spec("tiny"), &striped(unit, count)).expect_err("refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "unit {unit} count {count}: {err}");
+            assert!(err.message().contains(why), "unit {unit} count {count}: {err}");
+        }
+        assert!(e.image_list(&t.location("")).expect("list").is_empty(), "nothing of a refused create is left");
+        // The smallest unit with the largest count is accepted.
+        e.image_create(&t.spec("fine"), &striped(4096, 4096)).expect("4 KiB units over 4096 objects");
+        let info = e.image_info(&t.spec("fine")).expect("info");
+        assert_eq!((info.striping.unit_bytes, info.striping.count), (4096, 4096));
+    });
+}
+
+#[test]
 fn images_live_only_in_rbd_pools_and_pools_with_images_stay() {
     for_each_backend("c-pools", |t| {
         let e = &*t.backend;

@@ -3,3 +3,4 @@
 mod crash;
 mod model;
 mod refusals;
+mod striping;
