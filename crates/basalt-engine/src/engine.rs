@@ -192,7 +192,7 @@ impl Engine {
 
     fn get_rec(txn: &WriteTransaction, id: &str) -> Result<ImageRec> {
         let images = txn.open_table(IMAGES).map_err(db_err)?;
-        records::get_image(&images, id)?.ok_or_else(|| Error::not_found(format!("image id {id} does not exist")))
+        records::get_image(&images, id)?.ok_or_else(crate::state::gone)
     }
 
     fn put_rec(txn: &WriteTransaction, rec: &ImageRec) -> Result<()> {
@@ -415,9 +415,9 @@ impl Engine {
         let parent = match &rec.parent {
             Some(p) => {
                 let prec = self.store.read_image(&p.image_id)?;
-                let psnap = prec
-                    .snap_by_id(p.snap_id)
-                    .ok_or_else(|| Error::io(format!("parent snapshot of image {} is missing: run fsck", rec.id)))?;
+                let psnap = prec.snap_by_id(p.snap_id).ok_or_else(|| {
+                    Error::io(format!("the parent snapshot of image '{}' is missing: run fsck", rec.spec_text()))
+                })?;
                 Some(ParentInfo {
                     pool: PoolName::new(&prec.pool)?,
                     namespace: Namespace::parse(&prec.namespace)?,
@@ -1543,14 +1543,14 @@ impl Backend for Engine {
             .iter()
             .find(|l| l.below.is_none())
             .cloned()
-            .ok_or_else(|| Error::io(format!("image {id} has no root layer: run fsck")))?;
+            .ok_or_else(|| Error::io(format!("image '{spec}' has no root layer: run fsck")))?;
         {
             let head = state.head_read();
             let Some(base) = head.view.base.clone() else {
                 bail!(InvalidArgument, "image '{spec}' has no parent: there is nothing to flatten");
             };
             let layout = head.view.layout;
-            let root_layer = state.layer(root.id, layout.blocks_per_object())?;
+            let root_layer = state.layer(&rec, root.id, layout.blocks_per_object())?;
             let root_view = View {
                 layout,
                 size: parent.overlap.max(head.view.size),
@@ -1940,8 +1940,8 @@ impl Engine {
         let layout = layout_of(rec)?;
         let bpo = layout.blocks_per_object();
         let mut head = state.head_write();
-        let low = state.layer(lower.id, bpo)?;
-        let up = state.layer(upper.id, bpo)?;
+        let low = state.layer(rec, lower.id, bpo)?;
+        let up = state.layer(rec, upper.id, bpo)?;
         let count = |layer: &crate::layer::Layer| -> usize {
             layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum()
         };

@@ -139,12 +139,21 @@ pub struct ImageRec {
 }
 
 impl ImageRec {
+    /// The image's spec as users know it (`pool[/namespace]/name`), for messages: internal ids never reach users.
+    pub fn spec_text(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{}/{}", self.pool, self.name)
+        } else {
+            format!("{}/{}/{}", self.pool, self.namespace, self.name)
+        }
+    }
+
     /// Returns a layer by id.
     pub fn layer(&self, id: u64) -> Result<&LayerRec> {
         self.layers
             .iter()
             .find(|l| l.id == id)
-            .ok_or_else(|| Error::io(format!("image {} refers to missing layer {id}: run fsck", self.id)))
+            .ok_or_else(|| Error::io(format!("image '{}' refers to a missing layer: run fsck", self.spec_text())))
     }
 
     /// Returns the chain of layer ids from `top` down to the image's base.
@@ -153,7 +162,7 @@ impl ImageRec {
         let mut at = Some(top);
         while let Some(id) = at {
             if chain.len() > self.layers.len() {
-                return Err(Error::io(format!("image {} has a cycle in its layers: run fsck", self.id)));
+                return Err(Error::io(format!("image '{}' has a cycle in its layers: run fsck", self.spec_text())));
             }
             chain.push(id);
             at = self.layer(id)?.below;

@@ -110,8 +110,13 @@ impl Store {
     pub fn read_image(&self, id: &str) -> Result<ImageRec> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(records::IMAGES).map_err(db_err)?;
-        records::get_image(&table, id)?.ok_or_else(|| Error::not_found(format!("image id {id} does not exist")))
+        records::get_image(&table, id)?.ok_or_else(gone)
     }
+}
+
+/// The error for an image whose record went away while an operation was looking it up (removed meanwhile).
+pub(crate) fn gone() -> Error {
+    Error::not_found("the image no longer exists: it was removed while this operation ran")
 }
 
 /// Changed bitmaps of one layer: `(object, Some(encoded bits))`, or `None` where the object became empty.
@@ -195,17 +200,15 @@ impl ImageState {
         self.head.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Returns a layer, loading its bitmaps from the store on first use.
-    pub fn layer(&self, id: u64, blocks_per_object: u64) -> Result<Arc<Layer>> {
+    /// Returns layer `id` of `rec` (this image's record), loading its bitmaps from the store on first use.
+    pub fn layer(&self, rec: &ImageRec, id: u64, blocks_per_object: u64) -> Result<Arc<Layer>> {
         let mut layers = mutex_lock(&self.layers);
         if let Some(layer) = layers.get(&id) {
             return Ok(layer.clone());
         }
-        let file = self
-            .store
-            .vfs
-            .open(&self.store.layer_path(id), false)
-            .map_err(|e| Error::io(format!("layer file {id:016x} of image {} cannot be opened: {e}", self.id)))?;
+        let file = self.store.vfs.open(&self.store.layer_path(id), false).map_err(|e| {
+            Error::io(format!("a layer file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
+        })?;
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BLOCKS).map_err(db_err)?;
         let mut objects = HashMap::new();
@@ -238,14 +241,14 @@ impl ImageState {
         let mut chain = Vec::new();
         for id in rec.chain(top)? {
             let min_size = rec.layer(id)?.min_size;
-            chain.push(ViewLayer { layer: self.layer(id, bpo)?, min_size });
+            chain.push(ViewLayer { layer: self.layer(rec, id, bpo)?, min_size });
         }
         let base = match &rec.parent {
             Some(parent) => {
                 let parent_state = self.store.state(&parent.image_id)?;
                 let parent_rec = self.store.read_image(&parent.image_id)?;
                 let snap = parent_rec.snap_by_id(parent.snap_id).ok_or_else(|| {
-                    Error::io(format!("the parent snapshot of image {} is missing: run fsck", rec.id))
+                    Error::io(format!("the parent snapshot of image '{}' is missing: run fsck", rec.spec_text()))
                 })?;
                 let view = parent_state.build_view(&parent_rec, snap.layer, snap.size)?;
                 Some(Base { view: Arc::new(view), overlap: parent.overlap, _keep_alive: Some(parent_state) })

@@ -290,3 +290,33 @@ fn removed_snapshots_fold_their_layers_away() {
     let files = std::fs::read_dir(root.join(basalt_engine::LAYERS_DIR)).expect("layers dir").count();
     assert_eq!(files, 1);
 }
+
+/// Errors name an image by its spec, never by the internal image or layer ids users never see.
+#[test]
+fn errors_name_images_by_spec_not_by_internal_ids() {
+    let Fixture { _dir, root, clock, engine } = fixture();
+    engine.namespace_create(&PoolNs::parse("rbd/ns1").expect("location")).expect("namespace");
+    engine.image_create(&spec("rbd/ns1/vm-disk"), &CreateOptions::with_size(MIB)).expect("create");
+    let io = engine.open(&spec("rbd/ns1/vm-disk"), &OpenTarget::Head, "test").expect("open");
+    io.write(0, &[7u8; 4096], Durability::ForceUnitAccess).expect("write");
+    drop(io);
+    let id = engine.image_info(&spec("rbd/ns1/vm-disk")).expect("info").id;
+    drop(engine);
+    // A damaged store: the image's layer file is gone.
+    let layers = root.join(basalt_engine::LAYERS_DIR);
+    let mut layer_names = Vec::new();
+    for entry in std::fs::read_dir(&layers).expect("layers dir") {
+        let entry = entry.expect("entry");
+        layer_names.push(entry.file_name().to_string_lossy().trim_end_matches(".layer").to_owned());
+        std::fs::remove_file(entry.path()).expect("remove a layer file");
+    }
+    assert!(!layer_names.is_empty());
+    let engine = Engine::open(&root, clock).expect("reopen");
+    let err = engine.open(&spec("rbd/ns1/vm-disk"), &OpenTarget::Head, "test").expect_err("the layer file is gone");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.message().contains("'rbd/ns1/vm-disk'"), "the spec is missing: {err}");
+    assert!(!err.message().contains(&id), "the image id {id} leaks: {err}");
+    for layer in &layer_names {
+        assert!(!err.message().contains(layer.as_str()), "layer id {layer} leaks: {err}");
+    }
+}
