@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio::sync::{Semaphore, watch};
 
+use crate::access::Authorizer;
 use crate::handshake::{self, Outcome, Session, TlsPhase};
 use crate::proto::ClientFlags;
 use crate::proto::ProtocolError;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub memory: Arc<Semaphore>,
     /// When set, clients must upgrade with `NBD_OPT_STARTTLS` before anything else.
     pub tls: Option<Tls>,
+    /// When set, decides each client's access to each image; without it every client may use every export.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 /// Why a connection ended early.
@@ -144,7 +147,7 @@ async fn handshake_plain<S: Transport>(
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let flags = handshake::greet(&mut reader, &mut writer).await?;
     let phase = if shared.tls.is_some() { TlsPhase::Required } else { TlsPhase::Off };
-    match handshake::negotiate(&mut reader, &mut writer, shared, client, &mut shutdown, flags, phase).await? {
+    match handshake::negotiate(&mut reader, &mut writer, shared, client, None, &mut shutdown, flags, phase).await? {
         Outcome::Closed => Ok(Plain::Closed),
         Outcome::Transmission(session) => Ok(Plain::Transmission(reader, writer, session)),
         Outcome::StartTls => {
@@ -176,12 +179,30 @@ async fn handshake_tls<S: Transport>(
     };
     let stream =
         tls.acceptor().accept(stream).await.map_err(|err| ConnError::Refused(format!("TLS handshake: {err}")))?;
-    tracing::debug!(client, "TLS established");
+    // rustls has verified the chain against the client CA, if one is configured.
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::access::subject_common_name(leaf));
+    tracing::debug!(client, identity, "TLS established");
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let mut shutdown = shutdown.clone();
     // Options negotiated before the upgrade are forgotten, as the spec asks; the client flags stay.
-    match handshake::negotiate(&mut reader, &mut writer, shared, client, &mut shutdown, flags, TlsPhase::Active).await?
+    let identity = identity.as_deref();
+    match handshake::negotiate(
+        &mut reader,
+        &mut writer,
+        shared,
+        client,
+        identity,
+        &mut shutdown,
+        flags,
+        TlsPhase::Active,
+    )
+    .await?
     {
         Outcome::Transmission(session) => Ok(Some((reader, writer, session))),
         Outcome::Closed => Ok(None),

@@ -58,9 +58,10 @@ impl ExportName {
         Ok(ExportName { image, snap })
     }
 
-    fn target(&self) -> OpenTarget {
+    fn target(&self, read_only: bool) -> OpenTarget {
         match &self.snap {
             Some(snap) => OpenTarget::Snapshot(snap.clone()),
+            None if read_only => OpenTarget::HeadReadOnly,
             None => OpenTarget::Head,
         }
     }
@@ -100,8 +101,9 @@ fn refusal(export: &ExportName, err: &Error) -> Refusal {
     Refusal::new(reply, format!("cannot export '{export}': {} ({})", err.message(), err.kind().name()))
 }
 
-/// Describes an export without opening it, so `NBD_OPT_INFO` and `NBD_OPT_LIST` clients take no lock.
-pub(crate) fn describe(backend: &dyn Backend, export: &ExportName) -> Result<ExportInfo, Refusal> {
+/// Describes an export without opening it, so `NBD_OPT_INFO` and `NBD_OPT_LIST` clients take no lock; a
+/// `read_only` client sees the head read-only.
+pub(crate) fn describe(backend: &dyn Backend, export: &ExportName, read_only: bool) -> Result<ExportInfo, Refusal> {
     match &export.snap {
         Some(snap) => {
             let spec = SnapSpec { image: export.image.clone(), snap: snap.clone() };
@@ -117,9 +119,13 @@ pub(crate) fn describe(backend: &dyn Backend, export: &ExportName) -> Result<Exp
             let info = backend.image_info(&export.image).map_err(|e| refusal(export, &e))?;
             Ok(ExportInfo {
                 size_bytes: info.size_bytes,
-                read_only: false,
-                multi_conn: !info.features.contains(Features::EXCLUSIVE_LOCK),
-                description: format!("basalt image {export}"),
+                read_only,
+                multi_conn: read_only || !info.features.contains(Features::EXCLUSIVE_LOCK),
+                description: if read_only {
+                    format!("basalt image {export} (read-only for this client)")
+                } else {
+                    format!("basalt image {export}")
+                },
             })
         }
     }
@@ -172,17 +178,18 @@ pub(crate) struct OpenExport {
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Opens an export for transmission, registering `client` as a watcher; the head takes the exclusive lock,
-/// waiting up to `lock_wait` for a previous holder to let go.
+/// waiting up to `lock_wait` for a previous holder to let go, unless the client is `read_only`.
 pub(crate) fn open(
     backend: &dyn Backend,
     export: &ExportName,
     client: &str,
     lock_wait: Duration,
+    read_only: bool,
 ) -> Result<OpenExport, Refusal> {
-    let mut info = describe(backend, export)?;
+    let mut info = describe(backend, export, read_only)?;
     let started = Instant::now();
     let io = loop {
-        match backend.open(&export.image, &export.target(), client) {
+        match backend.open(&export.image, &export.target(read_only), client) {
             Ok(io) => break io,
             Err(err) if err.kind() == ErrorKind::Busy && started.elapsed() < lock_wait => {
                 std::thread::sleep(LOCK_RETRY_INTERVAL);
@@ -199,10 +206,11 @@ pub(crate) fn open(
     Ok(OpenExport { handle: ImageHandle(Some(Arc::from(io))), info })
 }
 
-/// Lists every image of every pool and namespace as an export name, sorted as the backend lists them.
+/// Lists every image of every pool and namespace that `visible` lets through, as export names sorted as the backend
+/// lists them.
 ///
 /// Pools and namespaces removed while listing are skipped.
-pub(crate) fn list(backend: &dyn Backend) -> Result<Vec<String>, Error> {
+pub(crate) fn list(backend: &dyn Backend, visible: impl Fn(&ImageSpec) -> bool) -> Result<Vec<String>, Error> {
     let mut names = Vec::new();
     for pool in backend.pool_list()? {
         let mut locations = vec![default_location(&pool.name)];
@@ -228,7 +236,9 @@ pub(crate) fn list(backend: &dyn Backend) -> Result<Vec<String>, Error> {
                     return Ok(names);
                 }
                 let spec = ImageSpec::new(location.pool.clone(), location.namespace.clone(), image.name);
-                names.push(spec.to_string());
+                if visible(&spec) {
+                    names.push(spec.to_string());
+                }
             }
         }
     }
@@ -244,10 +254,11 @@ mod tests {
         let head = ExportName::parse("rbd/img").expect("head");
         assert_eq!(head.snap, None);
         assert_eq!(head.to_string(), "rbd/img");
-        assert_eq!(head.target(), OpenTarget::Head);
+        assert_eq!(head.target(false), OpenTarget::Head);
+        assert_eq!(head.target(true), OpenTarget::HeadReadOnly);
         let snap = ExportName::parse("p/ns/img@s1").expect("snapshot");
         assert_eq!(snap.to_string(), "p/ns/img@s1");
-        assert!(matches!(snap.target(), OpenTarget::Snapshot(s) if s.as_str() == "s1"));
+        assert!(matches!(snap.target(false), OpenTarget::Snapshot(s) if s.as_str() == "s1"));
         assert_eq!(ExportName::parse("img").expect("bare image").to_string(), "rbd/img");
     }
 

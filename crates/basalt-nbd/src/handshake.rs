@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::conn::{ConnError, Shared, shutdown_requested};
 use crate::export::{self, ExportInfo, ExportName, OpenExport, Refusal};
 use crate::proto::{self, ClientFlags, Negotiated};
@@ -81,6 +82,8 @@ struct SelectedContexts {
 struct Negotiation<'a> {
     shared: &'a Arc<Shared>,
     client: &'a str,
+    /// The common name of the client's verified TLS certificate.
+    identity: Option<&'a str>,
     tls: TlsPhase,
     structured: bool,
     no_zeroes: bool,
@@ -101,11 +104,13 @@ where
 }
 
 /// Runs option haggling after the greeting (or after a TLS upgrade, with the same client flags).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn negotiate<R, W>(
     reader: &mut R,
     writer: &mut W,
     shared: &Arc<Shared>,
     client: &str,
+    identity: Option<&str>,
     shutdown: &mut watch::Receiver<bool>,
     client_flags: ClientFlags,
     tls: TlsPhase,
@@ -114,8 +119,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut state =
-        Negotiation { shared, client, tls, structured: false, no_zeroes: client_flags.no_zeroes, contexts: None };
+    let mut state = Negotiation {
+        shared,
+        client,
+        identity,
+        tls,
+        structured: false,
+        no_zeroes: client_flags.no_zeroes,
+        contexts: None,
+    };
 
     for _ in 0..MAX_OPTIONS {
         let mut header_bytes = [0u8; proto::OPTION_HEADER_LEN];
@@ -235,7 +247,8 @@ impl Negotiation<'_> {
     async fn export_name(&mut self, data: Vec<u8>, out: &mut Vec<u8>) -> Result<Option<Outcome>, ConnError> {
         let name = String::from_utf8(data).map_err(|_| ConnError::Refused("export name is not UTF-8".into()))?;
         let export = ExportName::parse(&name).map_err(|r| ConnError::Refused(r.message))?;
-        let opened = self.open(&export).await.map_err(|r| ConnError::Refused(r.message))?;
+        let read_only = self.permitted(&export).await?.map_err(|r| ConnError::Refused(r.message))?;
+        let opened = self.open(&export, read_only).await.map_err(|r| ConnError::Refused(r.message))?;
         let flags = transmission_flags(&opened.info, self.structured);
         out.extend_from_slice(&proto::export_name_reply(opened.info.size_bytes, flags, self.no_zeroes));
         Ok(Some(Outcome::Transmission(self.session(export, opened))))
@@ -249,7 +262,12 @@ impl Negotiation<'_> {
             return Ok(());
         }
         let backend = self.shared.backend.clone();
-        match blocking(move || export::list(&*backend)).await? {
+        let authorizer = self.shared.authorizer.clone();
+        let identity = self.identity.map(str::to_owned);
+        let visible = move |image: &basalt_core::ImageSpec| {
+            authorizer.as_ref().is_none_or(|a| a.access(identity.as_deref(), image) != Access::None)
+        };
+        match blocking(move || export::list(&*backend, visible)).await? {
             Ok(names) => {
                 for name in names {
                     proto::option_reply(out, option, proto::REP_SERVER, &proto::rep_server_data(&name));
@@ -286,8 +304,15 @@ impl Negotiation<'_> {
                 return Ok(None);
             }
         };
+        let read_only = match self.permitted(&export).await? {
+            Ok(read_only) => read_only,
+            Err(refusal) => {
+                self.refuse(option, &refusal, out);
+                return Ok(None);
+            }
+        };
         let (info, opened) = if option == proto::OPT_GO {
-            match self.open(&export).await {
+            match self.open(&export, read_only).await {
                 Ok(opened) => (opened.info.clone(), Some(opened)),
                 Err(refusal) => {
                     self.refuse(option, &refusal, out);
@@ -297,7 +322,7 @@ impl Negotiation<'_> {
         } else {
             let backend = self.shared.backend.clone();
             let described = export.clone();
-            match blocking(move || export::describe(&*backend, &described)).await? {
+            match blocking(move || export::describe(&*backend, &described, read_only)).await? {
                 Ok(info) => (info, None),
                 Err(refusal) => {
                     self.refuse(option, &refusal, out);
@@ -342,9 +367,16 @@ impl Negotiation<'_> {
                 return Ok(());
             }
         };
+        let read_only = match self.permitted(&export).await? {
+            Ok(read_only) => read_only,
+            Err(refusal) => {
+                self.refuse(option, &refusal, out);
+                return Ok(());
+            }
+        };
         let backend = self.shared.backend.clone();
         let described = export.clone();
-        if let Err(refusal) = blocking(move || export::describe(&*backend, &described)).await? {
+        if let Err(refusal) = blocking(move || export::describe(&*backend, &described, read_only)).await? {
             self.refuse(option, &refusal, out);
             return Ok(());
         }
@@ -373,12 +405,37 @@ impl Negotiation<'_> {
         Ok(())
     }
 
-    async fn open(&self, export: &ExportName) -> Result<OpenExport, Refusal> {
+    /// Whether the client may use `export`: `Ok(read_only)`, or the refusal to send. Checked before the image is
+    /// looked up, so a client without access cannot tell which images exist.
+    async fn permitted(&self, export: &ExportName) -> Result<Result<bool, Refusal>, ConnError> {
+        let Some(authorizer) = self.shared.authorizer.clone() else {
+            return Ok(Ok(false));
+        };
+        let identity = self.identity.map(str::to_owned);
+        let image = export.image.clone();
+        let access = blocking(move || authorizer.access(identity.as_deref(), &image)).await?;
+        Ok(match access {
+            Access::ReadWrite => Ok(false),
+            Access::ReadOnly => Ok(true),
+            Access::None => {
+                let who = match self.identity {
+                    Some(name) => format!("user '{name}'"),
+                    None => "a client without a certificate".to_owned(),
+                };
+                Err(Refusal {
+                    reply: proto::REP_ERR_UNKNOWN,
+                    message: format!("export '{export}' is not available to {who}"),
+                })
+            }
+        })
+    }
+
+    async fn open(&self, export: &ExportName, read_only: bool) -> Result<OpenExport, Refusal> {
         let backend = self.shared.backend.clone();
         let export = export.clone();
         let client = self.client.to_owned();
         let lock_wait = self.shared.limits.lock_wait;
-        match blocking(move || export::open(&*backend, &export, &client, lock_wait)).await {
+        match blocking(move || export::open(&*backend, &export, &client, lock_wait, read_only)).await {
             Ok(result) => result,
             Err(err) => Err(Refusal { reply: proto::REP_ERR_UNKNOWN, message: err.to_string() }),
         }

@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod access;
 mod conn;
 mod export;
 mod handshake;
@@ -29,5 +30,6 @@ mod server;
 mod tls;
 mod transmission;
 
+pub use access::{Access, Authorizer, pem_subject_common_name, subject_common_name};
 pub use server::{Limits, Listener, serve, serve_with, serve_with_limits};
 pub use tls::{Tls, TlsError, TlsFiles};

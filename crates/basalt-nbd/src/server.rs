@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::access::Authorizer;
 use crate::conn::{self, Shared, shutdown_requested};
 use crate::tls::Tls;
 
@@ -97,23 +98,25 @@ pub async fn serve_with_limits(
     shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) {
-    serve_with(listener, backend, shutdown, limits, None).await
+    serve_with(listener, backend, shutdown, limits, None, None).await
 }
 
-/// [`serve`] with explicit limits and, when `tls` is set, TLS required of every client (the spec's FORCEDTLS).
+/// [`serve`] with explicit limits; when `tls` is set, TLS required of every client (the spec's FORCEDTLS); when
+/// `authorizer` is set, each client sees and opens only the exports it grants, as it grants them.
 pub async fn serve_with(
     listener: Listener,
     backend: Arc<dyn Backend>,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
     tls: Option<Tls>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 ) {
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let total_bytes = limits.buffer_bytes_total.max(MIN_BUDGET);
     let memory = Arc::new(Semaphore::new(total_bytes));
     let peers = Peers::new(&limits, total_bytes);
     let drain_timeout = limits.drain_timeout;
-    let shared = Arc::new(Shared { backend, limits, memory, tls });
+    let shared = Arc::new(Shared { backend, limits, memory, tls, authorizer });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -597,6 +597,15 @@ impl Auth {
         Ok(())
     }
 
+    /// The permissions of an enabled user, without a token (for clients that prove who they are otherwise, such as
+    /// NBD clients with a certificate); `None` for a user that does not exist or is disabled.
+    pub fn active_principal(&self, username: &str) -> Result<Option<Principal>> {
+        match self.store.get::<UserRec>(USERS, username)? {
+            Some(user) if user.enabled => self.principal_of(&user).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     fn principal_of(&self, user: &UserRec) -> Result<Principal> {
         let mut grants = Grants::new();
         for role_name in &user.roles {

@@ -10,6 +10,7 @@ pub mod ceph;
 pub mod datapath;
 pub mod error;
 pub mod listen;
+pub mod nbd_access;
 pub mod perf;
 mod serve;
 pub mod state;

@@ -28,6 +28,8 @@ pub struct ServeConfig {
     /// When set, the NBD TCP listener requires TLS (`NBD_OPT_STARTTLS`); `DATA_DIR/nbd.sock` stays in clear, as
     /// only local processes with access to the directory reach it.
     pub nbd_tls: Option<basalt_nbd::TlsFiles>,
+    /// How NBD TCP clients authenticate (`--nbd-tls auto`, `--nbd-insecure-no-auth`).
+    pub nbd: crate::nbd_access::NbdOptions,
     /// When set, serve this Ceph cluster instead of the embedded engine (needs the `ceph` build feature).
     pub ceph: Option<CephConfig>,
     /// The REST API's listener options and password policy.
@@ -91,6 +93,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         None => None,
         Some(files) => Some(basalt_nbd::Tls::load(files).map_err(|err| ServeError::Config(format!("NBD TLS: {err}")))?),
     };
+    let nbd_client_auth = config.nbd.tls_auto || nbd_tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
+    crate::nbd_access::check_exposure(config.nbd_listen, nbd_client_auth, config.nbd.insecure_no_auth)
+        .map_err(ServeError::Config)?;
     let registry = Arc::new(Registry::default());
     let history = Arc::new(History::default());
     let (storage, store, share) = match &config.ceph {
@@ -132,7 +137,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     // On a shared cluster, each server keeps and recovers only its own tasks.
     let task_scope = share.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
     let tasks = Tasks::scoped(store, task_scope).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-    let state = AppState::new(backend, Arc::new(auth), Arc::new(tasks), registry.clone(), history.clone());
+    // basalt's NBD CA exists from the first start, so certificates can be issued whatever the listener's mode.
+    let nbd_ca = crate::nbd_access::NbdCa::open_or_create(&dir)
+        .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+    let nbd_tls = match nbd_tls {
+        None if config.nbd.tls_auto => {
+            let files =
+                nbd_ca.server_files(config.nbd_listen).map_err(|e| ServeError::Config(format!("NBD TLS: {e}")))?;
+            Some(basalt_nbd::Tls::load(&files).map_err(|err| ServeError::Config(format!("NBD TLS: {err}")))?)
+        }
+        tls => tls,
+    };
+    let auth = Arc::new(auth);
+    let nbd_authorizer = crate::nbd_access::authorizer(nbd_tls.as_ref(), &auth);
+    let state =
+        AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone()).with_nbd_ca(Arc::new(nbd_ca));
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -181,6 +200,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         stop_rx.clone(),
         basalt_nbd::Limits::default(),
         nbd_tls,
+        nbd_authorizer,
     ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));

@@ -23,6 +23,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Performance history.
     pub history: Arc<History>,
+    /// basalt's NBD certificate authority, for issuing client certificates.
+    pub nbd_ca: Option<Arc<crate::nbd_access::NbdCa>>,
 }
 
 impl AppState {
@@ -34,7 +36,13 @@ impl AppState {
         registry: Arc<Registry>,
         history: Arc<History>,
     ) -> AppState {
-        AppState { backend, auth, tasks, registry, history }
+        AppState { backend, auth, tasks, registry, history, nbd_ca: None }
+    }
+
+    /// Adds the NBD certificate authority.
+    pub fn with_nbd_ca(mut self, ca: Arc<crate::nbd_access::NbdCa>) -> AppState {
+        self.nbd_ca = Some(ca);
+        self
     }
 
     /// Runs a backend call on the blocking pool and maps its error to the API's.

@@ -45,7 +45,23 @@ impl TestServer {
         TestServer::start_with(basalt_nbd::Limits::default(), |dir| Some(tls(dir)))
     }
 
+    /// [`TestServer::start_with_tls`] with `authorizer` deciding each TCP client's access.
+    pub fn start_with_tls_and_authorizer(
+        tls: impl FnOnce(&Path) -> basalt_nbd::Tls,
+        authorizer: Arc<dyn basalt_nbd::Authorizer>,
+    ) -> TestServer {
+        TestServer::start_with_access(basalt_nbd::Limits::default(), |dir| Some(tls(dir)), Some(authorizer))
+    }
+
     fn start_with(limits: basalt_nbd::Limits, tls: impl FnOnce(&Path) -> Option<basalt_nbd::Tls>) -> TestServer {
+        TestServer::start_with_access(limits, tls, None)
+    }
+
+    fn start_with_access(
+        limits: basalt_nbd::Limits,
+        tls: impl FnOnce(&Path) -> Option<basalt_nbd::Tls>,
+        authorizer: Option<Arc<dyn basalt_nbd::Authorizer>>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = tls(dir.path());
         let engine = Arc::new(Engine::open(&dir.path().join("store"), Arc::new(SystemClock)).expect("open store"));
@@ -64,7 +80,14 @@ impl TestServer {
         let (stop, stopped) = watch::channel(false);
         let backend: Arc<dyn Backend> = engine.clone();
         let tasks = vec![
-            runtime.spawn(basalt_nbd::serve_with(tcp.into(), backend.clone(), stopped.clone(), limits.clone(), tls)),
+            runtime.spawn(basalt_nbd::serve_with(
+                tcp.into(),
+                backend.clone(),
+                stopped.clone(),
+                limits.clone(),
+                tls,
+                authorizer,
+            )),
             runtime.spawn(basalt_nbd::serve_with_limits(unix.into(), backend, stopped, limits)),
         ];
         TestServer { engine, port, socket, stop, tasks, runtime: Some(runtime), dir }

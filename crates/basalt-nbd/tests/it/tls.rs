@@ -155,3 +155,72 @@ fn bad_tls_material_is_refused_with_the_file_named() {
     let err = Tls::load(&mismatched).expect_err("key mismatch").to_string();
     assert!(err.contains("TLS configuration"), "{err}");
 }
+
+/// Grants the test client read-only access to pool `rbd` and nothing elsewhere; remembers who asked.
+#[derive(Debug, Default)]
+struct ReadOnlyInRbd {
+    asked: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl basalt_nbd::Authorizer for ReadOnlyInRbd {
+    fn access(&self, identity: Option<&str>, image: &basalt_core::ImageSpec) -> basalt_nbd::Access {
+        self.asked.lock().expect("lock").push(identity.map(str::to_owned));
+        match identity {
+            Some("basalt NBD test client") if image.pool().as_str() == "rbd" => basalt_nbd::Access::ReadOnly,
+            _ => basalt_nbd::Access::None,
+        }
+    }
+}
+
+#[test]
+fn the_authorizer_sees_the_certificate_name_and_limits_exports() {
+    let mut pki = None;
+    let authorizer = std::sync::Arc::new(ReadOnlyInRbd::default());
+    let server = TestServer::start_with_tls_and_authorizer(
+        |dir| {
+            let made = make_pki(dir);
+            let files = TlsFiles { client_ca: Some(made.client_dir.join("ca-cert.pem")), ..made.server.clone() };
+            pki = Some(made);
+            Tls::load(&files).expect("load server certificate and client CA")
+        },
+        authorizer.clone(),
+    );
+    let pki = pki.expect("pki made");
+    let cert = std::fs::read_to_string(pki.client_dir.join("client-cert.pem")).expect("client certificate");
+    assert_eq!(basalt_nbd::pem_subject_common_name(&cert).as_deref(), Some("basalt NBD test client"));
+    server.create_pool("other");
+    server.create_image("rbd/img", MIB);
+    server.create_image("other/hidden", MIB);
+    basalt_core::Backend::open(
+        &*server.engine,
+        &basalt_core::ImageSpec::parse("rbd/img").expect("spec"),
+        &basalt_core::OpenTarget::Head,
+        "t",
+    )
+    .expect("open")
+    .write(0, &[0x42; 4096], basalt_core::Durability::Buffered)
+    .expect("write");
+
+    let list = format!("nbds://127.0.0.1:{}?tls-certificates={}", server.port, pki.client_dir.display());
+    let listed = run_ok("nbdinfo", &["--list", &list]);
+    assert!(listed.contains("rbd/img") && !listed.contains("hidden"), "{listed}");
+    let uri = |export: &str| {
+        format!("nbds://127.0.0.1:{}/{export}?tls-certificates={}", server.port, pki.client_dir.display())
+    };
+    let info = run_ok("nbdinfo", &[&uri("rbd/img")]);
+    assert!(info.contains("is_read_only: true"), "{info}");
+    let hidden = run("nbdinfo", &[&uri("other/hidden")]);
+    assert!(!hidden.status.success(), "{}", tools::describe(&hidden));
+    let read = qemu_io_tls(server.port, &pki.client_dir, "rbd/img", &["read -P 0x42 0 4k"]);
+    // qemu opens a read-only export only when asked to, so this open fails; the read-only open below succeeds.
+    assert!(!read.status.success(), "qemu-io opened a read-only export read-write\n{}", tools::describe(&read));
+    let object = format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", pki.client_dir.display());
+    let image = format!(
+        "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={},export=rbd/img,tls-creds=tls0",
+        server.port
+    );
+    let read_only = run("qemu-io", &["-r", "--object", &object, "--image-opts", "-c", "read -P 0x42 0 4k", &image]);
+    assert_io_ok(&read_only);
+    let asked = authorizer.asked.lock().expect("lock");
+    assert!(asked.iter().all(|who| who.as_deref() == Some("basalt NBD test client")), "{asked:?}");
+}

@@ -4,6 +4,7 @@
 mod access;
 mod images;
 mod misc;
+mod nbd;
 pub mod openapi;
 mod snaps;
 mod transfer;
@@ -34,6 +35,7 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route("/api/user", get(access::list_users).post(access::create_user))
         .route("/api/user/{username}", get(access::get_user).put(access::update_user).delete(access::delete_user))
         .route("/api/user/{username}/change_password", post(access::change_password))
+        .route("/api/user/{username}/nbd-certificate", post(nbd::issue_certificate))
         .route("/api/role", get(access::list_roles).post(access::create_role))
         .route("/api/role/{name}", get(access::get_role).put(access::update_role).delete(access::delete_role))
         .route("/api/task", get(misc::tasks))

@@ -84,6 +84,15 @@ pub const OPS: &[Op] = &[
         op("POST", "/api/user/{username}/change_password", "Change one's own password", "", "", 200),
         r#"{"old_password":"...","new_password":"..."}"#,
     ),
+    op(
+        "POST",
+        "/api/user/{username}/nbd-certificate",
+        "Issue an NBD TLS client certificate for the user (the user themself, or user update): PEM ca_cert, \
+         client_cert, client_key",
+        "user",
+        "update",
+        201,
+    ),
     op("GET", "/api/role", "List roles (system and custom)", "user", "read", 200),
     with_body(
         op("POST", "/api/role", "Create a custom role", "user", "create", 201),

@@ -10,6 +10,7 @@ mod error;
 mod fsck;
 mod http;
 mod image;
+mod nbd;
 mod output;
 mod perf;
 mod serve;
@@ -146,6 +147,11 @@ enum Command {
         #[command(subcommand)]
         command: TrashCommand,
     },
+    /// NBD client certificates
+    Nbd {
+        #[command(subcommand)]
+        command: nbd::NbdCommand,
+    },
     /// Namespace commands
     Namespace {
         #[command(subcommand)]
@@ -205,6 +211,8 @@ struct ServeArgs {
     ceph_meta_pool: String,
     #[command(flatten)]
     api: serve::ApiArgs,
+    #[command(flatten)]
+    nbd: serve::NbdArgs,
 }
 
 #[derive(Args, Debug)]
@@ -808,7 +816,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 client_id: args.ceph_id,
                 meta_pool: args.ceph_meta_pool,
             });
-            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph, args.api)
+            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph, args.api, args.nbd)
         }
         Command::Fsck => fsck::run(&global.data_dir),
         Command::Version => {
@@ -848,6 +856,7 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Children(a) => snap::children(api, &a),
         Command::Trash { command } => trash::run(api, &command),
         Command::Namespace { command } => admin::namespace(api, &command),
+        Command::Nbd { command } => nbd::run(api, &command),
         Command::Config { command } => admin::config(api, &command),
         Command::Pool { command } => admin::pool(api, &command),
         Command::Perf { command: PerfCommand::Image { command: PerfImageCommand::Iostat(a) } } => perf::iostat(api, &a),

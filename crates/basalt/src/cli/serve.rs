@@ -32,6 +32,44 @@ impl ApiArgs {
     }
 }
 
+/// How NBD TCP clients authenticate.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NbdTlsMode {
+    /// No TLS of basalt's own (TLS only with --nbd-tls-cert)
+    Off,
+    /// TLS with a certificate from basalt's own CA (DATA_DIR/nbd-tls), and client certificates from that CA
+    /// required: issue them with `basalt nbd cert issue USER --out DIR`; each client gets its user's access
+    Auto,
+}
+
+/// The NBD listener's authentication options of `basalt serve`.
+#[derive(clap::Args, Debug)]
+pub struct NbdArgs {
+    /// NBD over TLS with client certificates naming basalt users: `auto` needs no PKI of your own
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value = "off",
+        env = "BASALT_NBD_TLS",
+        conflicts_with = "nbd_tls_cert"
+    )]
+    nbd_tls: NbdTlsMode,
+    /// Allow --nbd-listen off loopback without client certificates: anyone who reaches the port can then read and
+    /// write every image. Without it such a listener is refused
+    #[arg(long)]
+    nbd_insecure_no_auth: bool,
+}
+
+impl NbdArgs {
+    fn options(&self) -> basalt_server::nbd_access::NbdOptions {
+        basalt_server::nbd_access::NbdOptions {
+            tls_auto: self.nbd_tls == NbdTlsMode::Auto,
+            insecure_no_auth: self.nbd_insecure_no_auth,
+        }
+    }
+}
+
 /// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
 pub fn run(
     data_dir: &Path,
@@ -40,6 +78,7 @@ pub fn run(
     nbd_tls: Option<basalt_nbd::TlsFiles>,
     ceph: Option<basalt_server::CephConfig>,
     api: ApiArgs,
+    nbd: NbdArgs,
 ) -> Result<ExitCode> {
     // Whatever the server creates (data, sockets, keys) is the owner's only; files are created with explicit
     // modes too, so this is a second guard.
@@ -60,6 +99,7 @@ pub fn run(
         listen,
         nbd_listen,
         nbd_tls,
+        nbd: nbd.options(),
         ceph,
         api: api.options(),
     };

@@ -392,3 +392,189 @@ fn rollback_right_after_an_nbd_client_exits_succeeds() {
         );
     }
 }
+
+/// qemu-io over TLS with the client credentials in `creds`, as a user would run it.
+fn qemu_io_tls(
+    server: &Server,
+    creds: &std::path::Path,
+    export: &str,
+    read_only: bool,
+    cmds: &[&str],
+) -> (bool, String) {
+    let (host, port) = server.nbd_addr.rsplit_once(':').expect("host:port");
+    let object = format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", creds.display());
+    let image =
+        format!("driver=nbd,server.type=inet,server.host={host},server.port={port},export={export},tls-creds=tls0");
+    let mut cmd = Command::new(tool("qemu-io", "qemu-utils"));
+    cmd.args(["--object", &object, "--image-opts"]);
+    if read_only {
+        cmd.arg("-r");
+    }
+    for c in cmds {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.arg(&image).output().expect("qemu-io");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && !text.contains("fail"), text)
+}
+
+/// nbdinfo over TLS with the client credentials in `creds`: (success, output).
+fn nbdinfo_tls(server: &Server, creds: &std::path::Path, args: &[&str], export: &str) -> (bool, String) {
+    let uri = format!("nbds://{}/{export}?tls-certificates={}", server.nbd_addr, creds.display());
+    let out = Command::new(tool("nbdinfo", "libnbd-bin")).args(args).arg(uri).output().expect("nbdinfo");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Writes the files of a `POST /api/user/{name}/nbd-certificate` answer into `dir`, as `basalt nbd cert issue` does.
+fn save_certificate(answer: &Value, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("credentials dir");
+    for (field, file) in
+        [("ca_cert", "ca-cert.pem"), ("client_cert", "client-cert.pem"), ("client_key", "client-key.pem")]
+    {
+        std::fs::write(dir.join(file), answer[field].as_str().expect("PEM text")).expect("write PEM");
+    }
+}
+
+#[test]
+fn nbd_clients_get_their_users_access_with_issued_certificates() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let server = start_with(dir.clone(), Some(ADMIN_PASSWORD), &["--nbd-tls", "auto"]);
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    create(&server, &token, "vm", &["layering", "exclusive-lock"]);
+    for (user, role) in [("reader", "read-only"), ("pools", "pool-manager")] {
+        let body = json!({"username": user, "password": "long-password-1", "roles": [role]});
+        let (status, answer) = call(&server, "POST", "/api/user", Some(&token), Some(body));
+        assert_eq!(status, 201, "{answer}");
+    }
+    // The CA was made at the first start, its key the owner's only.
+    let ca_key = dir.path().join("nbd-tls/ca-key.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ca_key).expect("CA key").permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The administrator's files through the CLI (on the local socket), as qemu and nbdinfo take them.
+    let creds = dir.path().join("creds");
+    let admin_dir = creds.join("admin");
+    let out = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["nbd", "cert", "issue", "admin", "--out"])
+        .arg(&admin_dir)
+        .output()
+        .expect("basalt nbd cert issue");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(admin_dir.join("client-key.pem")).expect("client key").permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+    // A user may fetch their own; only user managers may fetch someone else's.
+    let reader_token = login(&server, "reader", "long-password-1");
+    let (status, own) = call(&server, "POST", "/api/user/reader/nbd-certificate", Some(&reader_token), None);
+    assert_eq!(status, 201, "{own}");
+    save_certificate(&own, &creds.join("reader"));
+    let (status, _) = call(&server, "POST", "/api/user/admin/nbd-certificate", Some(&reader_token), None);
+    assert_eq!(status, 403);
+    let (status, _) = call(&server, "POST", "/api/user/nobody/nbd-certificate", Some(&token), None);
+    assert_eq!(status, 404);
+    let (status, pools) = call(&server, "POST", "/api/user/pools/nbd-certificate", Some(&token), None);
+    assert_eq!(status, 201, "{pools}");
+    save_certificate(&pools, &creds.join("pools"));
+
+    // The administrator reads and writes.
+    let (ok, text) = qemu_io_tls(&server, &admin_dir, "rbd/vm", false, &["write -P 0x3c 0 64k", "read -P 0x3c 0 64k"]);
+    assert!(ok, "admin over TLS: {text}");
+    // A read-only user reads, and gets a read-only export: writes fail.
+    let reader_dir = creds.join("reader");
+    let (ok, text) = qemu_io_tls(&server, &reader_dir, "rbd/vm", true, &["read -P 0x3c 0 64k"]);
+    assert!(ok, "reader reads: {text}");
+    let (ok, text) = qemu_io_tls(&server, &reader_dir, "rbd/vm", false, &["write -P 0x99 0 4k"]);
+    assert!(!ok, "a read-only user wrote: {text}");
+    let (ok, info) = nbdinfo_tls(&server, &reader_dir, &[], "rbd/vm");
+    assert!(ok && info.contains("is_read_only: true"), "{info}");
+    let (ok, listed) = nbdinfo_tls(&server, &reader_dir, &["--list"], "");
+    assert!(ok && listed.contains("rbd/vm"), "{listed}");
+    // A user without access to images sees no export and opens none.
+    let pools_dir = creds.join("pools");
+    let (_, listed) = nbdinfo_tls(&server, &pools_dir, &["--list"], "");
+    assert!(!listed.contains("rbd/vm"), "{listed}");
+    let (ok, text) = nbdinfo_tls(&server, &pools_dir, &[], "rbd/vm");
+    assert!(!ok, "a user without rbd-image access opened an export: {text}");
+    // A client without a certificate does not get past TLS.
+    let anonymous = creds.join("anonymous");
+    std::fs::create_dir_all(&anonymous).expect("dir");
+    std::fs::copy(admin_dir.join("ca-cert.pem"), anonymous.join("ca-cert.pem")).expect("copy CA");
+    let (ok, text) = nbdinfo_tls(&server, &anonymous, &[], "rbd/vm");
+    assert!(!ok, "a client without a certificate got in: {text}");
+    // A disabled user is refused at once, whatever their certificate.
+    let (status, _) = call(&server, "PUT", "/api/user/reader", Some(&token), Some(json!({"enabled": false})));
+    assert_eq!(status, 200);
+    let (ok, text) = qemu_io_tls(&server, &reader_dir, "rbd/vm", true, &["read 0 4k"]);
+    assert!(!ok, "a disabled user read: {text}");
+    // The local socket stays the administrator's.
+    let local = Command::new(tool("qemu-io", "qemu-utils"))
+        .args(["-f", "raw", "-c", "write -P 0x5a 0 4k"])
+        .arg(nbd_uri(&server, "rbd/vm"))
+        .output()
+        .expect("qemu-io");
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+}
+
+/// Starts `basalt serve` with NBD on all addresses and `extra` options; returns the child and its data dir.
+fn serve_on_all_addresses(extra: &[&str]) -> (std::process::Child, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let nbd_port = std::net::TcpListener::bind("0.0.0.0:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--nbd-listen", &format!("0.0.0.0:{nbd_port}")])
+        .args(extra)
+        .env("BASALT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("BASALT_CEPH_CONF")
+        .env_remove("BASALT_NBD_TLS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start basalt serve");
+    (child, dir, nbd_port)
+}
+
+/// Waits until the NBD port answers with the NBD greeting (or the server exits).
+fn nbd_answers(child: &mut std::process::Child, port: u16) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut magic = [0u8; 8];
+            if socket.read_exact(&mut magic).is_ok() && &magic == b"NBDMAGIC" {
+                return true;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn serve_refuses_nbd_off_loopback_without_client_certificates_unless_told() {
+    let (child, _dir, _) = serve_on_all_addresses(&[]);
+    let out = child.wait_with_output().expect("serve exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started an open NBD listener on 0.0.0.0");
+    assert!(stderr.contains("refusing to serve NBD") && stderr.contains("--nbd-insecure-no-auth"), "{stderr}");
+    // TLS without client certificates is still open to anyone.
+    let (child, _dir, _) = serve_on_all_addresses(&["--nbd-tls-cert", "/nonexistent/x.pem", "--nbd-tls-key", "/x"]);
+    let out = child.wait_with_output().expect("serve exits");
+    assert!(!out.status.success());
+
+    for extra in [&["--nbd-insecure-no-auth"][..], &["--nbd-tls", "auto"][..]] {
+        let (mut child, _dir, port) = serve_on_all_addresses(extra);
+        let answered = nbd_answers(&mut child, port);
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("serve exits");
+        assert!(answered, "serve {extra:?} did not serve NBD: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
