@@ -433,7 +433,11 @@ impl Negotiation<'_> {
     async fn open(&self, export: &ExportName, read_only: bool) -> Result<OpenExport, Refusal> {
         let backend = self.shared.backend.clone();
         let export = export.clone();
-        let client = self.client.to_owned();
+        // The watcher's name says who, as well as from where, when the client has proved it.
+        let client = match self.identity {
+            Some(user) => format!("{} (user {user})", self.client),
+            None => self.client.to_owned(),
+        };
         let lock_wait = self.shared.limits.lock_wait;
         match blocking(move || export::open(&*backend, &export, &client, lock_wait, read_only)).await {
             Ok(result) => result,
@@ -453,7 +457,7 @@ impl Negotiation<'_> {
             _ => None,
         };
         let negotiated = Negotiated { structured: self.structured, base_allocation, read_only: opened.info.read_only };
-        tracing::info!(client = self.client, export = %export, read_only = negotiated.read_only,
+        tracing::info!(client = self.client, identity = self.identity, export = %export, read_only = negotiated.read_only,
             structured = negotiated.structured, "export opened");
         Session { export: opened, name: export.to_string(), negotiated }
     }

@@ -483,6 +483,30 @@ fn nbd_clients_get_their_users_access_with_issued_certificates() {
     // The administrator reads and writes.
     let (ok, text) = qemu_io_tls(&server, &admin_dir, "rbd/vm", false, &["write -P 0x3c 0 64k", "read -P 0x3c 0 64k"]);
     assert!(ok, "admin over TLS: {text}");
+    // While a certificate's user has the image open, its watcher names the user.
+    let (host, port) = server.nbd_addr.rsplit_once(':').expect("host:port");
+    let object = format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", admin_dir.display());
+    let image =
+        format!("driver=nbd,server.type=inet,server.host={host},server.port={port},export=rbd/vm,tls-creds=tls0");
+    let mut holder = Command::new(tool("qemu-io", "qemu-utils"))
+        .args(["--object", &object, "--image-opts", &image])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-io");
+    let mut watchers = Value::Null;
+    for _ in 0..200 {
+        let (_, image) = call(&server, "GET", "/api/block/image/rbd%2Fvm", Some(&token), None);
+        if image["watchers"].to_string().contains("(user admin)") {
+            watchers = image["watchers"].clone();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(watchers.to_string().contains("(user admin)"), "no watcher named the user: {watchers}");
     // A read-only user reads, and gets a read-only export: writes fail.
     let reader_dir = creds.join("reader");
     let (ok, text) = qemu_io_tls(&server, &reader_dir, "rbd/vm", true, &["read -P 0x3c 0 64k"]);
