@@ -282,3 +282,89 @@ impl Authorizer for UserAuthorizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Principal, UserChange};
+    use crate::store::ServerStore;
+
+    fn user(name: &str, role: &str) -> UserChange {
+        UserChange {
+            username: Some(name.into()),
+            password: Some("long-password-1".into()),
+            roles: Some(vec![role.into()]),
+            ..UserChange::default()
+        }
+    }
+
+    #[test]
+    fn users_get_the_access_their_roles_grant_and_no_more() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let auth = Arc::new(Auth::new(ServerStore::open(dir.path()).expect("store")));
+        auth.ensure_admin(Some("long-password-0".into())).expect("admin");
+        for (name, role) in [("reader", "read-only"), ("blocks", "block-manager"), ("pools", "pool-manager")] {
+            auth.create_user(user(name, role)).expect("user");
+        }
+        let authorizer = UserAuthorizer::new(auth.clone());
+        let image = ImageSpec::parse("rbd/vm").expect("spec");
+        let access = |who: Option<&str>| authorizer.access(who, &image);
+        assert_eq!(access(Some("admin")), Access::ReadWrite);
+        assert_eq!(access(Some("blocks")), Access::ReadWrite);
+        assert_eq!(access(Some("reader")), Access::ReadOnly);
+        assert_eq!(access(Some("pools")), Access::None);
+        assert_eq!(access(Some("nobody")), Access::None);
+        assert_eq!(access(None), Access::None);
+        let change = UserChange { enabled: Some(false), ..UserChange::default() };
+        auth.update_user("blocks", change).expect("disable");
+        assert_eq!(access(Some("blocks")), Access::None, "a disabled user");
+        auth.remove_user("reader", &Principal::local_admin()).expect("remove");
+        assert_eq!(access(Some("reader")), Access::None, "a deleted user");
+    }
+
+    #[test]
+    fn the_ca_is_made_once_with_a_private_key_and_signs_client_certificates_naming_the_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = NbdCa::open_or_create(dir.path()).expect("new CA");
+        let key = dir.path().join(NBD_TLS_DIR).join(CA_KEY);
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let first = ca.ca_cert_pem().to_owned();
+        let issued = ca.issue_client("alice").expect("issue");
+        assert_eq!(basalt_nbd::pem_subject_common_name(&issued.cert_pem).as_deref(), Some("alice"));
+        // Reopened, it is the same CA: certificates it issued before and after verify alike.
+        let again = NbdCa::open_or_create(dir.path()).expect("existing CA");
+        assert_eq!(again.ca_cert_pem(), first);
+        let later = again.issue_client("bob").expect("issue");
+        let files = again.server_files("127.0.0.1:10809".parse().expect("addr")).expect("server files");
+        let tls = basalt_nbd::Tls::load(&files).expect("the server certificate loads with the CA as client CA");
+        assert!(tls.requires_client_certificates());
+        assert_eq!(basalt_nbd::pem_subject_common_name(&later.cert_pem).as_deref(), Some("bob"));
+        // The chains verify with an independent implementation.
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &first).expect("write CA");
+        for (name, pem) in [("alice", &issued.cert_pem), ("bob", &later.cert_pem)] {
+            let cert = dir.path().join(format!("{name}.pem"));
+            std::fs::write(&cert, pem).expect("write certificate");
+            let out = std::process::Command::new("openssl")
+                .args(["verify", "-purpose", "sslclient", "-CAfile"])
+                .arg(&ca_file)
+                .arg(&cert)
+                .output()
+                .expect("openssl verify");
+            assert!(
+                out.status.success(),
+                "{name}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", "-CAfile"])
+            .arg(&ca_file)
+            .arg(&files.cert)
+            .output()
+            .expect("openssl verify");
+        assert!(out.status.success(), "server: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
