@@ -20,12 +20,14 @@ use basalt_core::{
     Backend, BlockExtent, BlockState, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity,
     DuEntry, Durability, Error, ErrorKind, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec,
     ImageStatus, IoRequest, Namespace, NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs,
-    Progress, PurgeReport, ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry,
-    TrashForce, TrashSource, TrashStatus, ZeroMode,
+    Progress, PurgeReport, ResizePolicy, Result, ScheduleItem, ScheduleLevel, ScheduledPurge, SnapId, SnapInfo,
+    SnapName, SnapSpec, Striping, Timestamp, TrashEntry, TrashForce, TrashPurgeSchedule, TrashSource, TrashStatus,
+    ZeroMode,
 };
 
 use crate::image::{Image, LockMode, SnapNamespace, ZeroFlags};
 use crate::progress::report_to;
+use crate::purge_schedule;
 use crate::rados::{Cluster, IoCtx};
 use crate::rbd::{ImageOptions, TrashSource as RbdTrashSource};
 
@@ -158,6 +160,15 @@ impl CephBackend {
         self.cluster
             .ioctx(pool.as_str())
             .map_err(|err| explain(err, ErrorKind::NotFound, || format!("pool '{pool}' does not exist")))
+    }
+
+    /// The pool and namespace of a schedule level must exist (ENOENT, as the embedded engine answers).
+    fn check_schedule_level(&self, level: &ScheduleLevel) -> Result<()> {
+        match (&level.pool, &level.namespace) {
+            (None, _) => Ok(()),
+            (Some(pool), None) => self.pool_ctx(pool).map(|_| ()),
+            (Some(pool), Some(ns)) => self.ctx(&PoolNs::new(pool.clone(), ns.clone())).map(|_| ()),
+        }
     }
 
     /// A context on a pool and namespace; ENOENT when either does not exist.
@@ -960,6 +971,47 @@ impl Backend for CephBackend {
             progress.set(done as u64 + 1, total);
         }
         Ok(report)
+    }
+
+    // --- trash purge schedules: the manager's (rbd_support), never run by basalt ---
+
+    fn trash_purge_schedule_add(&self, level: &ScheduleLevel, item: &ScheduleItem) -> Result<()> {
+        self.check_schedule_level(level)?;
+        self.cluster.mgr_command(&purge_schedule::command("add", level, Some(item)))?;
+        Ok(())
+    }
+
+    fn trash_purge_schedule_remove(&self, level: &ScheduleLevel, item: Option<&ScheduleItem>) -> Result<()> {
+        // The manager accepts removing what is not there; say so, as the embedded engine does.
+        let current = self.trash_purge_schedule_list(level, false)?;
+        let Some(schedule) = current.first() else {
+            return Err(Error::not_found(format!("no trash purge schedule at '{level}'")));
+        };
+        if let Some(item) = item
+            && !schedule.items.contains(item)
+        {
+            return Err(Error::not_found(format!("no trash purge schedule '{item}' at '{level}'")));
+        }
+        self.cluster.mgr_command(&purge_schedule::command("remove", level, item))?;
+        Ok(())
+    }
+
+    fn trash_purge_schedule_list(&self, level: &ScheduleLevel, recursive: bool) -> Result<Vec<TrashPurgeSchedule>> {
+        self.check_schedule_level(level)?;
+        let (out, _) = self.cluster.mgr_command(&purge_schedule::command("list", level, None))?;
+        let all = purge_schedule::parse_list(&out)?;
+        Ok(basalt_core::schedule::schedules_listed(&all, level, recursive))
+    }
+
+    fn trash_purge_schedule_status(&self, level: &ScheduleLevel) -> Result<Vec<ScheduledPurge>> {
+        self.check_schedule_level(level)?;
+        let (out, _) = self.cluster.mgr_command(&purge_schedule::command("status", level, None))?;
+        purge_schedule::parse_status(&out)
+    }
+
+    fn trash_purge_schedule_run_due(&self, _now: Timestamp) -> Result<Vec<(PoolNs, Result<PurgeReport>)>> {
+        // The cluster's manager runs its schedules itself.
+        Ok(Vec::new())
     }
 
     // --- usage and diffs ---

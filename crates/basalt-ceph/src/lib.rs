@@ -30,6 +30,8 @@ pub mod image;
 #[cfg(feature = "ceph")]
 pub mod omap;
 #[cfg(feature = "ceph")]
+pub mod purge_schedule;
+#[cfg(feature = "ceph")]
 pub mod rados;
 #[cfg(feature = "ceph")]
 pub mod rbd;

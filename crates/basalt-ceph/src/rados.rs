@@ -237,7 +237,17 @@ impl Cluster {
     /// Sends a command to the monitors (`{"prefix": "...", ...}` as `ceph` does) and returns its output and status
     /// text. A refusal is an error whose message carries the monitor's explanation.
     pub fn mon_command(&self, command_json: &str) -> Result<(String, String)> {
-        let command = c_string(command_json, "monitor command")?;
+        self.command(command_json, "monitor", ffi::rados_mon_command)
+    }
+
+    /// Sends a command to the active manager (`{"prefix": "rbd trash purge schedule ls", ...}`, as the `rbd` tool
+    /// does for its manager-backed commands) and returns its output and status text.
+    pub fn mgr_command(&self, command_json: &str) -> Result<(String, String)> {
+        self.command(command_json, "manager", ffi::rados_mgr_command)
+    }
+
+    fn command(&self, command_json: &str, target: &str, send: CommandFn) -> Result<(String, String)> {
+        let command = c_string(command_json, &format!("{target} command"))?;
         let mut commands = [command.as_ptr()];
         let mut out: *mut c_char = ptr::null_mut();
         let mut out_len = 0usize;
@@ -245,7 +255,7 @@ impl Cluster {
         let mut status_len = 0usize;
         // SAFETY: one valid command string; the out-pointers are valid; the input buffer is empty.
         let ret = unsafe {
-            ffi::rados_mon_command(
+            send(
                 self.raw(),
                 commands.as_mut_ptr(),
                 1,
@@ -265,9 +275,9 @@ impl Cluster {
         };
         if ret < 0 {
             let context = if status_text.is_empty() {
-                format!("monitor command {command_json}")
+                format!("{target} command {command_json}")
             } else {
-                format!("monitor command {command_json}: {}", status_text.trim())
+                format!("{target} command {command_json}: {}", status_text.trim())
             };
             return Err(from_errno(ret, context));
         }
@@ -286,6 +296,19 @@ impl Cluster {
         Ok(())
     }
 }
+
+/// `rados_mon_command` and `rados_mgr_command` share this signature.
+type CommandFn = unsafe extern "C" fn(
+    ffi::rados_t,
+    *mut *const c_char,
+    usize,
+    *const c_char,
+    usize,
+    *mut *mut c_char,
+    *mut usize,
+    *mut *mut c_char,
+    *mut usize,
+) -> std::os::raw::c_int;
 
 /// Copies and frees a buffer librados allocated.
 ///

@@ -14,6 +14,7 @@ use crate::image::{
     ImageListEntry, NamespaceInfo, OpenTarget, PoolInfo, PurgeReport, ResizePolicy, SnapInfo, Timestamp, TrashEntry,
 };
 use crate::names::{ImageName, ImageSpec, Namespace, PoolName, PoolNs, SnapName, SnapSpec};
+use crate::schedule::{ScheduleItem, ScheduleLevel, ScheduledPurge, TrashPurgeSchedule};
 
 /// The source of the current time; injected so tests can drive trash expiration.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -347,6 +348,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Removes every entry of a pool (all namespaces) whose deferment ended before `expired_before`; entries that
     /// cannot be removed (clones depend on them) are skipped and reported.
     fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport>;
+
+    // --- trash purge schedules (`rbd trash purge schedule`) ---
+    /// Adds an item to the purge schedule of a level (the pool and namespace must exist); adding an item that is
+    /// already there changes nothing.
+    fn trash_purge_schedule_add(&self, level: &ScheduleLevel, item: &ScheduleItem) -> Result<()>;
+    /// Removes one item of a level's schedule, or with `None` the whole schedule of the level (ENOENT when there is
+    /// nothing to remove).
+    fn trash_purge_schedule_remove(&self, level: &ScheduleLevel, item: Option<&ScheduleItem>) -> Result<()>;
+    /// Lists the schedule of a level; with `recursive`, also the nearest one above that applies to it and every one
+    /// below it.
+    fn trash_purge_schedule_list(&self, level: &ScheduleLevel, recursive: bool) -> Result<Vec<TrashPurgeSchedule>>;
+    /// The next scheduled purge of each namespace under a level that has a schedule.
+    fn trash_purge_schedule_status(&self, level: &ScheduleLevel) -> Result<Vec<ScheduledPurge>>;
+    /// Runs the schedules that are due at `now`, for a backend whose schedules its host runs (the embedded engine):
+    /// each due namespace's expired, unprotected entries are purged (one result per namespace), and the run is recorded so that it is neither repeated nor
+    /// skipped after a restart. A backend whose cluster runs its own schedules (Ceph's manager) does nothing here.
+    fn trash_purge_schedule_run_due(&self, now: Timestamp) -> Result<Vec<(PoolNs, Result<PurgeReport>)>>;
 
     // --- usage and diffs ---
     /// Space use per snapshot (in id order) and of the head, last.

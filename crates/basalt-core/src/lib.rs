@@ -9,6 +9,7 @@ mod error;
 mod image;
 mod names;
 pub mod rbd_diff;
+pub mod schedule;
 pub mod time;
 pub mod units;
 
@@ -19,3 +20,6 @@ pub use backend::{
 pub use error::{Error, ErrorKind, Result};
 pub use image::*;
 pub use names::*;
+pub use schedule::{
+    ScheduleInterval, ScheduleItem, ScheduleLevel, ScheduleStartTime, ScheduledPurge, TrashPurgeSchedule,
+};

@@ -14,8 +14,8 @@ use basalt_core::{
     Backend, BlockState, ChildInfo, Clock, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity,
     DuEntry, Error, ErrorKind, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, ImageStatus,
     Namespace, NamespaceInfo, ObjectOrder, OpenTarget, ParentInfo, PoolInfo, PoolName, PoolNs, Progress, PurgeReport,
-    ResizePolicy, Result, SnapId, SnapInfo, SnapName, SnapSpec, Striping, Timestamp, TrashEntry, TrashForce,
-    TrashSource, TrashStatus, Watcher, bail,
+    ResizePolicy, Result, ScheduleItem, ScheduleLevel, ScheduledPurge, SnapId, SnapInfo, SnapName, SnapSpec, Striping,
+    Timestamp, TrashEntry, TrashForce, TrashPurgeSchedule, TrashSource, TrashStatus, Watcher, bail,
 };
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -27,6 +27,8 @@ use crate::records::{
 };
 use crate::state::{Handle, ImageState, Store, describe_watchers, layout_of};
 use crate::vfs::{OsVfs, RedbFile, Vfs};
+
+mod purge_schedule;
 
 /// The most objects an image with an object map may have, as in the reference.
 const OBJECT_MAP_OBJECTS_MAX: u64 = 256_000_000;
@@ -547,6 +549,59 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the expired trash entries of a pool, or of one namespace of it (`rbd trash purge` in a namespace);
+    /// entries that cannot be removed (snapshots, clones) are skipped and reported.
+    pub(crate) fn purge_expired(
+        &self,
+        pool: &PoolName,
+        namespace: Option<&Namespace>,
+        expired_before: Timestamp,
+        progress: &Progress,
+    ) -> Result<PurgeReport> {
+        self.pool_exists(pool)?;
+        let first_ns = namespace.map_or("", Namespace::as_str);
+        let mut pending: Vec<ImageRec> = {
+            let txn = self.read_txn()?;
+            let trash = txn.open_table(TRASH).map_err(db_err)?;
+            let images = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for entry in trash.range((pool.as_str(), first_ns, "")..).map_err(db_err)? {
+                let (key, _) = entry.map_err(db_err)?;
+                let (p, ns, id) = key.value();
+                if p != pool.as_str() || namespace.is_some_and(|n| n.as_str() != ns) {
+                    break;
+                }
+                if let Some(rec) = records::get_image(&images, id)?
+                    && rec.trash.as_ref().is_some_and(|t| t.deferment_end <= expired_before.secs())
+                {
+                    out.push(rec);
+                }
+            }
+            out
+        };
+        let total = pending.len() as u64;
+        let mut report = PurgeReport::default();
+        progress.set(0, total);
+        // Clones before their parents: repeat while a round removes something.
+        loop {
+            let mut failures = Vec::new();
+            let before = pending.len();
+            for rec in std::mem::take(&mut pending) {
+                match self.remove_trashed(&rec) {
+                    Ok(()) => report.removed.push(rec.id.clone()),
+                    Err(err) => failures.push((rec, err)),
+                }
+                progress.set(report.removed.len() as u64, total);
+            }
+            if failures.is_empty() || failures.len() == before {
+                report.skipped = failures.into_iter().map(|(rec, err)| (rec.id, err)).collect();
+                break;
+            }
+            pending = failures.into_iter().map(|(rec, _)| rec).collect();
+        }
+        Ok(report)
+    }
+
     fn pool_exists(&self, pool: &PoolName) -> Result<PoolRec> {
         let txn = self.read_txn()?;
         let pools = txn.open_table(POOLS).map_err(db_err)?;
@@ -807,6 +862,11 @@ impl Backend for Engine {
             let scope = format!("pool:{pool}");
             let mut config = txn.open_table(CONFIG).map_err(db_err)?;
             config.retain(|(s, _), _| s != scope).map_err(db_err)?;
+            let nested = format!("{pool}/");
+            let mut schedules = txn.open_table(records::PURGE_SCHEDULES).map_err(db_err)?;
+            schedules.retain(|level, _| level != pool.as_str() && !level.starts_with(&nested)).map_err(db_err)?;
+            let mut runs = txn.open_table(records::PURGE_RUNS).map_err(db_err)?;
+            runs.retain(|(p, _), _| p != pool.as_str()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -897,6 +957,9 @@ impl Backend for Engine {
                 );
             }
             namespaces.remove(key).map_err(db_err)?;
+            let level = format!("{}/{}", key.0, key.1);
+            txn.open_table(records::PURGE_SCHEDULES).map_err(db_err)?.remove(level.as_str()).map_err(db_err)?;
+            txn.open_table(records::PURGE_RUNS).map_err(db_err)?.remove(key).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -1693,47 +1756,29 @@ impl Backend for Engine {
     }
 
     fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport> {
-        self.pool_exists(pool)?;
-        let mut pending: Vec<ImageRec> = {
-            let txn = self.read_txn()?;
-            let trash = txn.open_table(TRASH).map_err(db_err)?;
-            let images = txn.open_table(IMAGES).map_err(db_err)?;
-            let mut out = Vec::new();
-            for entry in trash.range((pool.as_str(), "", "")..).map_err(db_err)? {
-                let (key, _) = entry.map_err(db_err)?;
-                let (p, _, id) = key.value();
-                if p != pool.as_str() {
-                    break;
-                }
-                if let Some(rec) = records::get_image(&images, id)?
-                    && rec.trash.as_ref().is_some_and(|t| t.deferment_end <= expired_before.secs())
-                {
-                    out.push(rec);
-                }
-            }
-            out
-        };
-        let total = pending.len() as u64;
-        let mut report = PurgeReport::default();
-        progress.set(0, total);
-        // Clones before their parents: repeat while a round removes something.
-        loop {
-            let mut failures = Vec::new();
-            let before = pending.len();
-            for rec in std::mem::take(&mut pending) {
-                match self.remove_trashed(&rec) {
-                    Ok(()) => report.removed.push(rec.id.clone()),
-                    Err(err) => failures.push((rec, err)),
-                }
-                progress.set(report.removed.len() as u64, total);
-            }
-            if failures.is_empty() || failures.len() == before {
-                report.skipped = failures.into_iter().map(|(rec, err)| (rec.id, err)).collect();
-                break;
-            }
-            pending = failures.into_iter().map(|(rec, _)| rec).collect();
-        }
-        Ok(report)
+        self.purge_expired(pool, None, expired_before, progress)
+    }
+
+    // --- trash purge schedules (engine/purge_schedule.rs) ----------------------------------------------------------
+
+    fn trash_purge_schedule_add(&self, level: &ScheduleLevel, item: &ScheduleItem) -> Result<()> {
+        self.schedule_add(level, item)
+    }
+
+    fn trash_purge_schedule_remove(&self, level: &ScheduleLevel, item: Option<&ScheduleItem>) -> Result<()> {
+        self.schedule_remove(level, item)
+    }
+
+    fn trash_purge_schedule_list(&self, level: &ScheduleLevel, recursive: bool) -> Result<Vec<TrashPurgeSchedule>> {
+        self.schedule_list(level, recursive)
+    }
+
+    fn trash_purge_schedule_status(&self, level: &ScheduleLevel) -> Result<Vec<ScheduledPurge>> {
+        self.schedule_status(level)
+    }
+
+    fn trash_purge_schedule_run_due(&self, now: Timestamp) -> Result<Vec<(PoolNs, Result<PurgeReport>)>> {
+        self.schedule_run_due(now)
     }
 
     // --- usage and diffs -----------------------------------------------------------------------------------------

@@ -29,6 +29,19 @@ pub const CHILDREN: TableDefinition<(&str, u64, &str), ()> = TableDefinition::ne
 pub const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 /// Configuration overrides: `(scope, option)` to value; scope is `""` (global) or the pool name prefixed by `pool:`.
 pub const CONFIG: TableDefinition<(&str, &str), &str> = TableDefinition::new("config");
+/// Trash purge schedules by level (`""` every pool, `pool`, `pool/namespace`) to a [`PurgeScheduleRec`].
+pub const PURGE_SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("purge_schedules");
+/// The last scheduled trash purge of each namespace: `(pool, namespace)` to Unix seconds.
+pub const PURGE_RUNS: TableDefinition<(&str, &str), u64> = TableDefinition::new("purge_runs");
+
+/// The trash purge schedule of one level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeScheduleRec {
+    /// Items: interval in minutes and optional start time in minutes after midnight UTC.
+    pub items: Vec<(u32, Option<u16>)>,
+    /// When the schedule last changed: runs are counted from here for namespaces that never ran.
+    pub changed: u64,
+}
 
 /// A pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +267,8 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
         txn.open_table(CHILDREN).map_err(db_err)?;
         txn.open_table(BLOCKS).map_err(db_err)?;
         txn.open_table(CONFIG).map_err(db_err)?;
+        txn.open_table(PURGE_SCHEDULES).map_err(db_err)?;
+        txn.open_table(PURGE_RUNS).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
     Ok(())

@@ -13,8 +13,9 @@ use basalt_core::config::{ConfigEntry, ConfigLevel};
 use basalt_core::{
     Backend, BlockExtent, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity, DuEntry,
     Durability, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, IoRequest, NamespaceInfo,
-    OpenTarget, PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, SnapInfo, SnapName, SnapSpec,
-    Timestamp, TrashEntry, TrashForce, Watcher, ZeroMode,
+    OpenTarget, PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, ScheduleItem, ScheduleLevel,
+    ScheduledPurge, SnapInfo, SnapName, SnapSpec, Timestamp, TrashEntry, TrashForce, TrashPurgeSchedule, Watcher,
+    ZeroMode,
 };
 
 /// Cumulative counters of one image, updated on the data path without locks.
@@ -529,6 +530,21 @@ impl Backend for MeteredBackend {
     }
     fn trash_purge(&self, pool: &PoolName, expired_before: Timestamp, progress: &Progress) -> Result<PurgeReport> {
         self.inner.trash_purge(pool, expired_before, progress)
+    }
+    fn trash_purge_schedule_add(&self, level: &ScheduleLevel, item: &ScheduleItem) -> Result<()> {
+        self.inner.trash_purge_schedule_add(level, item)
+    }
+    fn trash_purge_schedule_remove(&self, level: &ScheduleLevel, item: Option<&ScheduleItem>) -> Result<()> {
+        self.inner.trash_purge_schedule_remove(level, item)
+    }
+    fn trash_purge_schedule_list(&self, level: &ScheduleLevel, recursive: bool) -> Result<Vec<TrashPurgeSchedule>> {
+        self.inner.trash_purge_schedule_list(level, recursive)
+    }
+    fn trash_purge_schedule_status(&self, level: &ScheduleLevel) -> Result<Vec<ScheduledPurge>> {
+        self.inner.trash_purge_schedule_status(level)
+    }
+    fn trash_purge_schedule_run_due(&self, now: Timestamp) -> Result<Vec<(PoolNs, Result<PurgeReport>)>> {
+        self.inner.trash_purge_schedule_run_due(now)
     }
     fn du(&self, spec: &ImageSpec) -> Result<Vec<DuEntry>> {
         self.inner.du(spec)

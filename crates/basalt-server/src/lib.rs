@@ -16,6 +16,7 @@ mod serve;
 pub mod state;
 pub mod store;
 pub mod tasks;
+mod trash_schedule;
 mod ui;
 
 pub use listen::ApiOptions;

@@ -204,6 +204,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));
+    let schedule_task = tokio::spawn(crate::trash_schedule::run(state.backend.clone(), stop_rx.clone()));
     let tcp_task = tokio::spawn(async move { tcp_server.await });
     let unix_task = tokio::spawn(async move { unix_server.await });
     shutdown.await;
@@ -211,6 +212,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     state.tasks.cancel_all();
     let _ = stop_tx.send(true);
     let _ = sampler_task.await;
+    let _ = schedule_task.await;
     let _ = nbd_tcp_task.await;
     let _ = nbd_unix_task.await;
     let _ = std::fs::remove_file(&nbd_socket_path);

@@ -2,5 +2,6 @@
 
 mod crash;
 mod model;
+mod purge_schedule;
 mod refusals;
 mod striping;

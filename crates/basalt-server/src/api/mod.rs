@@ -6,6 +6,7 @@ mod images;
 mod misc;
 mod nbd;
 pub mod openapi;
+mod purge_schedule;
 mod snaps;
 mod transfer;
 mod trash;
@@ -53,6 +54,11 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route("/api/block/image", get(images::list).post(images::create))
         .route("/api/block/image/trash", get(trash::list))
         .route("/api/block/image/trash/purge", post(trash::purge))
+        .route(
+            "/api/block/image/trash/purge-schedule",
+            get(purge_schedule::list).post(purge_schedule::add).delete(purge_schedule::remove),
+        )
+        .route("/api/block/image/trash/purge-schedule/status", get(purge_schedule::status))
         .route("/api/block/image/trash/{image_id_spec}/restore", post(trash::restore))
         .route("/api/block/image/trash/{image_id_spec}", axum::routing::delete(trash::remove))
         .route(image, get(images::get_one).put(images::edit).delete(images::remove))

@@ -302,6 +302,27 @@ pub const OPS: &[Op] = &[
         ),
         "rbd/trash/remove",
     ),
+    op(
+        "GET",
+        "/api/block/image/trash/purge-schedule",
+        "Trash purge schedules of a level (?pool_name=&namespace=&recursive=)",
+        IMG,
+        "read",
+        200,
+    ),
+    with_body(
+        op("POST", "/api/block/image/trash/purge-schedule", "Add a trash purge schedule", IMG, "delete", 201),
+        r#"{"pool_name":"rbd","interval":"1d","start_time":"02:00"}"#,
+    ),
+    op(
+        "DELETE",
+        "/api/block/image/trash/purge-schedule",
+        "Remove a trash purge schedule (?pool_name=&namespace=&interval=&start_time=)",
+        IMG,
+        "delete",
+        204,
+    ),
+    op("GET", "/api/block/image/trash/purge-schedule/status", "Next scheduled trash purges", IMG, "read", 200),
 ];
 
 /// The OpenAPI 3.1 document.

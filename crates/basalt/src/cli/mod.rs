@@ -537,7 +537,7 @@ enum TrashCommand {
     /// Remove an image from the trash: trash rm [pool[/ns]/]ID
     #[command(visible_alias = "remove")]
     Rm(TrashRmArgs),
-    /// Remove the expired entries of a pool's trash
+    /// Remove the expired entries of a pool's trash; `purge schedule ...` manages purge schedules
     Purge(TrashPurgeArgs),
 }
 
@@ -605,6 +605,8 @@ struct TrashPurgeArgs {
     /// Pool
     #[arg(short = 'p', long, value_name = "POOL")]
     pool: Option<String>,
+    #[command(subcommand)]
+    schedule: Option<trash::PurgeSubcommand>,
 }
 
 #[derive(Subcommand, Debug)]

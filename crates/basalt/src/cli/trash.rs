@@ -1,7 +1,9 @@
-//! Trash commands: `trash mv [--expires-at]`, `ls [-l]`, `restore`, `rm [--force]`, `purge`.
+//! Trash commands: `trash mv [--expires-at]`, `ls [-l]`, `restore`, `rm [--force]`, `purge`, and
+//! `purge schedule add|remove|ls|status` (as `rbd trash purge schedule`).
 
 use anyhow::Result;
 use basalt_core::{DEFAULT_POOL, PoolName, PoolNs};
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::TrashCommand;
@@ -108,6 +110,13 @@ pub fn run(api: &Api, command: &TrashCommand) -> Result<()> {
             api.long_call("DELETE", &format!("{}{force}", entry_path(&location, &id)), None, "Removing image")?;
             Ok(())
         }
+        TrashCommand::Purge(a) if a.schedule.is_some() => {
+            if a.pool_spec.is_some() || a.pool.is_some() {
+                return Err(Failure::invalid("give the pool after 'schedule ...' (-p POOL)").into());
+            }
+            let Some(PurgeSubcommand::Schedule { command }) = &a.schedule else { unreachable!("checked above") };
+            schedule(api, command)
+        }
         TrashCommand::Purge(a) => {
             let pool = match (a.pool_spec.as_deref(), a.pool.as_deref()) {
                 (Some(p), Some(q)) if p != q => {
@@ -205,6 +214,197 @@ fn ls(api: &Api, location: &PoolNs, long: bool, format: Format) -> Result<()> {
         ]);
     }
     table.print()
+}
+
+/// `trash purge schedule ...`.
+#[derive(Subcommand, Debug)]
+pub(super) enum PurgeSubcommand {
+    /// Trash purge schedules: expired entries of a pool or namespace are purged at each scheduled time
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ScheduleCommand {
+    /// Add a trash purge schedule: add [-p POOL] [--namespace NS] INTERVAL [START_TIME]
+    Add(ScheduleAddArgs),
+    /// Remove a trash purge schedule (all of the level's without an interval)
+    #[command(visible_alias = "rm")]
+    Remove(ScheduleRemoveArgs),
+    /// List trash purge schedules
+    #[command(visible_alias = "list")]
+    Ls(ScheduleLsArgs),
+    /// Show when the scheduled purges run next
+    Status(ScheduleStatusArgs),
+}
+
+/// Where a schedule applies: no pool is every pool; a namespace without a pool is in pool rbd.
+#[derive(Args, Debug)]
+pub(super) struct ScheduleLevelArgs {
+    /// Pool
+    #[arg(short = 'p', long, value_name = "POOL")]
+    pool: Option<String>,
+    /// Namespace
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ScheduleAddArgs {
+    #[command(flatten)]
+    level: ScheduleLevelArgs,
+    /// Schedule interval: 30m, 12h, 1d
+    interval: String,
+    /// Schedule start time (time of day, UTC unless an offset is given): 14:00, 02:30+02:00
+    start_time: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ScheduleRemoveArgs {
+    #[command(flatten)]
+    level: ScheduleLevelArgs,
+    /// Schedule interval (without it, the level's whole schedule is removed)
+    interval: Option<String>,
+    /// Schedule start time
+    start_time: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ScheduleLsArgs {
+    #[command(flatten)]
+    level: ScheduleLevelArgs,
+    /// List all schedules: the level's, the one above it that applies, and those below it
+    #[arg(short = 'R', long)]
+    recursive: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ScheduleStatusArgs {
+    #[command(flatten)]
+    level: ScheduleLevelArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// The level as query pairs, checked here so a bad name fails before any request.
+fn level_pairs(level: &ScheduleLevelArgs) -> Result<Vec<(&'static str, String)>, Failure> {
+    let namespace = level.namespace.as_deref().filter(|n| !n.is_empty());
+    let pool = match (level.pool.as_deref().filter(|p| !p.is_empty()), namespace) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => Some(DEFAULT_POOL),
+        (None, None) => None,
+    };
+    let mut pairs = Vec::new();
+    if let Some(pool) = pool {
+        PoolName::new(pool).map_err(|e| Failure::core(&e))?;
+        pairs.push(("pool_name", pool.to_owned()));
+    }
+    if let Some(ns) = namespace {
+        basalt_core::Namespace::new(ns).map_err(|e| Failure::core(&e))?;
+        pairs.push(("namespace", ns.to_owned()));
+    }
+    Ok(pairs)
+}
+
+fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    format!("{path}{}", query(&borrowed))
+}
+
+const SCHEDULE_PATH: &str = "/api/block/image/trash/purge-schedule";
+
+/// `every 1d starting at 14:00:00, every 30m`, as rbd prints a schedule.
+fn describe_items(schedule: &Value) -> String {
+    let items = schedule.get("schedule").and_then(Value::as_array).cloned().unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let interval = item.get("interval").and_then(Value::as_str).unwrap_or("?");
+            match item.get("start_time").and_then(Value::as_str) {
+                Some(start) => format!("every {interval} starting at {start}"),
+                None => format!("every {interval}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn schedule(api: &Api, command: &ScheduleCommand) -> Result<()> {
+    match command {
+        ScheduleCommand::Add(a) => {
+            let mut body = json!({ "interval": a.interval });
+            for (key, value) in level_pairs(&a.level)? {
+                body[key] = json!(value);
+            }
+            if let Some(start) = a.start_time.as_deref().filter(|s| !s.is_empty()) {
+                body["start_time"] = json!(start);
+            }
+            api.call("POST", SCHEDULE_PATH, Some(&body))?;
+            Ok(())
+        }
+        ScheduleCommand::Remove(a) => {
+            let mut pairs = level_pairs(&a.level)?;
+            if let Some(interval) = a.interval.as_deref().filter(|s| !s.is_empty()) {
+                pairs.push(("interval", interval.to_owned()));
+                if let Some(start) = a.start_time.as_deref().filter(|s| !s.is_empty()) {
+                    pairs.push(("start_time", start.to_owned()));
+                }
+            }
+            api.call("DELETE", &with_query(SCHEDULE_PATH, &pairs), None)?;
+            Ok(())
+        }
+        ScheduleCommand::Ls(a) => {
+            let mut pairs = level_pairs(&a.level)?;
+            if a.recursive {
+                pairs.push(("recursive", "true".to_owned()));
+            }
+            let listed = api.get_value(&with_query(SCHEDULE_PATH, &pairs))?;
+            let schedules = listed.as_array().cloned().unwrap_or_default();
+            if a.format == Format::Json {
+                return print_json(&listed);
+            }
+            if !a.recursive {
+                return match schedules.first() {
+                    Some(schedule) => print_text(&format!("{}\n", describe_items(schedule))),
+                    None => Ok(()),
+                };
+            }
+            let mut table = Table::new(&[("POOL", Align::Left), ("NAMESPACE", Align::Left), ("SCHEDULE", Align::Left)]);
+            for schedule in &schedules {
+                let pool = schedule.get("pool_name").and_then(Value::as_str).unwrap_or("-");
+                let ns = schedule.get("namespace").and_then(Value::as_str).unwrap_or("-");
+                table.row(vec![pool.to_owned(), ns.to_owned(), describe_items(schedule)]);
+            }
+            if table.is_empty() { Ok(()) } else { table.print() }
+        }
+        ScheduleCommand::Status(a) => {
+            let pairs = level_pairs(&a.level)?;
+            let status = api.get_value(&with_query(&format!("{SCHEDULE_PATH}/status"), &pairs))?;
+            if a.format == Format::Json {
+                return print_json(&status);
+            }
+            let mut table =
+                Table::new(&[("POOL", Align::Left), ("NAMESPACE", Align::Left), ("SCHEDULE TIME", Align::Left)]);
+            for item in status.as_array().cloned().unwrap_or_default() {
+                let text = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let time = text("schedule_time");
+                let shown = parse_time(&time).map(format_schedule_time).unwrap_or(time);
+                table.row(vec![text("pool_name"), text("namespace"), shown]);
+            }
+            if table.is_empty() { Ok(()) } else { table.print() }
+        }
+    }
+}
+
+/// `2026-12-02 21:00:00` (UTC), as rbd shows a schedule time.
+fn format_schedule_time(secs: i64) -> String {
+    rfc3339(secs).replacen('T', " ", 1).trim_end_matches('Z').to_owned()
 }
 
 #[cfg(test)]

@@ -764,3 +764,46 @@ fn two_servers_share_users_sessions_and_images_through_the_cluster() {
         call(&a, "POST", "/api/auth", None, Some(json!({"username": "alice", "password": "alice-secret-2"})));
     assert_eq!(status, 401);
 }
+
+/// On a cluster, trash purge schedules are the manager's own (`rbd_support`): what basalt adds, `rbd trash purge
+/// schedule ls` shows, what an operator adds with `rbd`, basalt shows, and basalt's removal removes it from the
+/// cluster. Nothing is scheduled by default.
+#[test]
+fn trash_purge_schedules_are_the_clusters_own() {
+    let Some(cluster) = cluster("trash_purge_schedules_are_the_clusters_own") else { return };
+    let pool = cluster.pool("sched", true);
+    let meta = cluster.pool("sched-meta", false);
+    let server = cluster.serve(&meta, Some(ADMIN_PASSWORD));
+    let p = pool.name.as_str();
+    let text = |out: Vec<u8>| String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(text(cli(&server, &["trash", "purge", "schedule", "ls", "-p", p])), "", "none by default");
+
+    cli(&server, &["trash", "purge", "schedule", "add", "-p", p, "1d", "02:00"]);
+    let seen = cluster.tool("rbd", &["trash", "purge", "schedule", "ls", "-p", p]);
+    assert_eq!(text(seen.stdout), "every 1d starting at 02:00:00\n", "{}", String::from_utf8_lossy(&seen.stderr));
+
+    cluster.rbd(&["trash", "purge", "schedule", "add", "-p", p, "12h"]);
+    assert_eq!(
+        text(cli(&server, &["trash", "purge", "schedule", "ls", "-p", p])),
+        "every 12h, every 1d starting at 02:00:00\n"
+    );
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let (status, listed) =
+        call(&server, "GET", &format!("/api/block/image/trash/purge-schedule?pool_name={p}"), Some(&token), None);
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed[0]["level"], p, "{listed}");
+    assert_eq!(
+        listed[0]["schedule"],
+        json!([{"interval": "12h", "start_time": null}, {"interval": "1d", "start_time": "02:00:00"}])
+    );
+
+    cli(&server, &["trash", "purge", "schedule", "remove", "-p", p, "1d", "02:00"]);
+    let seen = cluster.tool("rbd", &["trash", "purge", "schedule", "ls", "-p", p]);
+    assert_eq!(text(seen.stdout), "every 12h\n");
+    cli(&server, &["trash", "purge", "schedule", "remove", "-p", p]);
+    let seen = cluster.tool("rbd", &["trash", "purge", "schedule", "ls", "-p", p]);
+    assert_eq!(text(seen.stdout), "", "the cluster still has a schedule");
+    let (status, gone) =
+        call(&server, "DELETE", &format!("/api/block/image/trash/purge-schedule?pool_name={p}"), Some(&token), None);
+    assert_eq!((status, gone["code"].as_str()), (404, Some("ENOENT")), "{gone}");
+}

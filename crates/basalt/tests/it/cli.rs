@@ -318,3 +318,50 @@ fn trash_entries_stay_until_someone_removes_them() {
     assert_eq!(s.ok(&["trash", "ls"]), "");
     assert_eq!(lines(&s.ok(&["ls"])), ["keep"]);
 }
+
+/// `trash purge schedule add|ls|status|remove` with rbd's argument shapes, over the REST API; a schedule is off
+/// until added, and bad intervals, start times and levels are refused without changing anything.
+#[test]
+fn trash_purge_schedules_are_managed_like_rbd() {
+    let s = Server::start();
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "ls", "-R"]), "", "no schedule by default");
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "status"]), "");
+    s.ok(&["namespace", "create", "rbd/tenant"]);
+    s.ok(&["trash", "purge", "schedule", "add", "-p", "rbd", "1d", "02:00"]);
+    s.ok(&["trash", "purge", "schedule", "add", "-p", "rbd", "12h"]);
+    s.ok(&["trash", "purge", "schedule", "add", "-p", "rbd", "--namespace", "tenant", "30m"]);
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "ls", "-p", "rbd"]), "every 12h, every 1d starting at 02:00:00\n");
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "ls", "--namespace", "tenant"]), "every 30m\n");
+    let all = s.ok(&["trash", "purge", "schedule", "ls", "-R"]);
+    assert_eq!(
+        lines(&all),
+        [
+            "POOL  NAMESPACE  SCHEDULE                                 ",
+            "rbd   -          every 12h, every 1d starting at 02:00:00 ",
+            "rbd   tenant     every 30m                                ",
+        ]
+        .map(str::trim_end),
+        "{all}"
+    );
+    let json = s.json(&["trash", "purge", "schedule", "ls", "-p", "rbd", "-R", "--format", "json"]);
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    let status = s.ok(&["trash", "purge", "schedule", "status", "-p", "rbd"]);
+    let rows = lines(&status);
+    assert!(rows[0].starts_with("POOL") && rows[0].contains("SCHEDULE TIME"), "{status}");
+    assert_eq!(rows.len(), 3, "the default namespace and tenant: {status}");
+    assert!(rows[1].starts_with("rbd ") && rows[2].contains("tenant"), "{status}");
+
+    s.fails(&["trash", "purge", "schedule", "add", "-p", "rbd", "1w"], 22, "invalid interval");
+    s.fails(&["trash", "purge", "schedule", "add", "-p", "rbd", "1d", "25:00"], 22, "invalid start time");
+    s.fails(&["trash", "purge", "schedule", "add", "-p", "nope", "1d"], 2, "does not exist");
+    s.fails(&["trash", "purge", "schedule", "add", "-p", "rbd", "--namespace", "nope", "1d"], 2, "does not exist");
+    s.fails(&["trash", "purge", "schedule", "remove", "-p", "rbd", "2h"], 2, "no trash purge schedule");
+
+    s.ok(&["trash", "purge", "schedule", "remove", "-p", "rbd", "1d", "02:00"]);
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "ls", "-p", "rbd"]), "every 12h\n");
+    s.ok(&["trash", "purge", "schedule", "rm", "-p", "rbd"]);
+    s.ok(&["trash", "purge", "schedule", "remove", "--namespace", "tenant"]);
+    assert_eq!(s.ok(&["trash", "purge", "schedule", "ls", "-R"]), "");
+    // `trash purge POOL` still purges.
+    s.ok(&["trash", "purge", "rbd"]);
+}
