@@ -48,6 +48,41 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, detail: detail.into(), code: "ENOENT".into(), component: "request" }
     }
 
+    /// A 413: the request body is larger than the API accepts.
+    pub fn payload_too_large(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            detail: detail.into(),
+            code: "E2BIG".into(),
+            component: "request",
+        }
+    }
+
+    /// A 414: the request target is longer than the API accepts.
+    pub fn uri_too_long(detail: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::URI_TOO_LONG, detail: detail.into(), code: "E2BIG".into(), component: "request" }
+    }
+
+    /// A 431: the request's headers are larger than the API accepts.
+    pub fn headers_too_large(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            detail: detail.into(),
+            code: "E2BIG".into(),
+            component: "request",
+        }
+    }
+
+    /// A 415: the body is not declared as JSON.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            detail: detail.into(),
+            code: "EINVAL".into(),
+            component: "request",
+        }
+    }
+
     /// A 429: too many attempts.
     pub fn too_many(detail: impl Into<String>) -> ApiError {
         ApiError {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use basalt_core::{Backend, PoolName, SystemClock};
 use basalt_engine::Engine;
 
-use crate::auth::{Auth, Origin};
+use crate::auth::Auth;
 use crate::datapath::{MeteredBackend, Registry};
 use crate::perf::History;
 use crate::state::AppState;
@@ -96,6 +96,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let nbd_client_auth = config.nbd.tls_auto || nbd_tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
     crate::nbd_access::check_exposure(config.nbd_listen, nbd_client_auth, config.nbd.insecure_no_auth)
         .map_err(ServeError::Config)?;
+    config.api.check_listen(config.listen).map_err(ServeError::Config)?;
+    let api_tls = config.api.tls.as_ref().map(crate::listen::load_tls).transpose();
+    let api_tls = api_tls.map_err(|err| ServeError::Config(format!("API TLS: {err}")))?;
     let registry = Arc::new(Registry::default());
     let history = Arc::new(History::default());
     let (storage, store, share) = match &config.ceph {
@@ -173,6 +176,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .map_err(io_err(format!("cannot restrict {}", nbd_socket_path.display())))?;
     tracing::info!(
         listen = %config.listen,
+        https = config.api.tls.is_some(),
         nbd = %config.nbd_listen,
         nbd_tls = nbd_tls.is_some(),
         socket = %socket_path.display(),
@@ -183,17 +187,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let shutdown = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tcp_app = crate::api::router(state.clone(), Origin::Network);
-    let unix_app = crate::api::router(state.clone(), Origin::LocalSocket);
-    let mut rx1 = stop_rx.clone();
-    let mut rx2 = stop_rx.clone();
-    let tcp_server = axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = rx1.changed().await;
-        });
-    let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(async move {
-        let _ = rx2.changed().await;
-    });
+    let (tcp_task, unix_task) = crate::listen::spawn(tcp, unix, &state, &config.api, api_tls, config.listen, &stop_rx);
     let nbd_tcp_task = tokio::spawn(basalt_nbd::serve_with(
         nbd_tcp.into(),
         state.backend.clone(),
@@ -205,8 +199,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));
     let schedule_task = tokio::spawn(crate::trash_schedule::run(state.backend.clone(), stop_rx.clone()));
-    let tcp_task = tokio::spawn(async move { tcp_server.await });
-    let unix_task = tokio::spawn(async move { unix_server.await });
     shutdown.await;
     tracing::info!("shutting down: stopping background tasks at their next safe point");
     state.tasks.cancel_all();

@@ -160,7 +160,8 @@ pub(crate) async fn list(
             let sort = query.sort.as_deref().unwrap_or("+name");
             let (descending, key) = match sort.strip_prefix('-') {
                 Some(k) => (true, k),
-                None => (false, sort.trim_start_matches('+')),
+                // An unencoded `+name` arrives as ` name`: URL decoding makes `+` a space.
+                None => (false, sort.strip_prefix(['+', ' ']).unwrap_or(sort)),
             };
             match key {
                 "name" => specs.sort_by(|a, b| a.image.cmp(&b.image).then(a.cmp(b))),

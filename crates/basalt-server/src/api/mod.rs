@@ -43,7 +43,7 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route("/api/perf/image/{image_spec}", get(crate::perf::image))
         .route("/api/perf/overall", get(crate::perf::overall))
         .route("/api/perf/top", get(crate::perf::top))
-        .route("/metrics", get(crate::perf::metrics))
+        .route("/metrics", get(metrics))
         .route("/api/pool", get(misc::list_pools).post(misc::create_pool))
         .route("/api/pool/{pool}", put(misc::update_pool).delete(misc::delete_pool))
         .route("/api/block/pool/{pool}/namespace", get(misc::list_namespaces).post(misc::create_namespace))
@@ -78,8 +78,93 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/snap/{{snap}}/clone"), post(snaps::clone))
         .route(&format!("{image}/snap/{{snap}}/children"), get(snaps::children))
         .fallback(crate::ui::fallback)
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::Extension(origin))
         .with_state(state)
+}
+
+/// The longest request target (path and query) the API takes.
+pub const URI_MAX_BYTES: usize = 8 << 10;
+/// The most header bytes (names and values) the API takes.
+pub const HEADERS_MAX_BYTES: usize = 32 << 10;
+/// The most header fields the API takes.
+pub const HEADERS_MAX_COUNT: usize = 100;
+
+/// Refuses over-long targets (414) and over-large headers (431) with the API's error body.
+async fn request_limits(request: Request, next: axum::middleware::Next) -> Response {
+    let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > URI_MAX_BYTES {
+        return ApiError::uri_too_long(format!("the request target is longer than {URI_MAX_BYTES} bytes"))
+            .into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if bytes > HEADERS_MAX_BYTES || headers.len() > HEADERS_MAX_COUNT {
+        return ApiError::headers_too_large(format!(
+            "the request headers exceed {HEADERS_MAX_COUNT} fields or {HEADERS_MAX_BYTES} bytes"
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// What every answer carries: the dashboard's content policy (pages set their own), no framing, no sniffing, no
+/// referrer.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// `/metrics`: open on loopback listeners and the API socket (or with `serve --metrics-public`), else it needs a
+/// token like the rest of the API.
+async fn metrics(
+    state: axum::extract::State<AppState>,
+    open: Option<axum::Extension<crate::listen::MetricsOpen>>,
+    caller: Result<crate::auth::Caller, ApiError>,
+) -> Response {
+    let open = open.is_some_and(|axum::Extension(crate::listen::MetricsOpen(open))| open);
+    if !open && let Err(refused) = caller {
+        return refused.into_response();
+    }
+    crate::perf::metrics(state).await.into_response()
+}
+
+/// Reads a request body as JSON: declared as JSON (415), within the size limit (413), and an object (400).
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S, required: bool) -> ApiResult<Option<axum::body::Bytes>> {
+    let declared = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| {
+        let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    });
+    let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(format!("the request body is too large: {}", e.body_text()))
+        } else {
+            ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+        }
+    })?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None if !required => return Ok(None),
+        None => return Err(ApiError::bad_request("invalid request body: a JSON object is required")),
+        Some(_) if declared == Some(false) || (declared.is_none() && required) => {
+            return Err(ApiError::unsupported_media_type(
+                "invalid request body: send it with 'Content-Type: application/json'",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad_request("invalid request body: it must be a JSON object")),
+    }
+    Ok(Some(bytes))
 }
 
 /// A JSON body; malformed JSON and unknown fields are a 400 in the API's error shape.
@@ -90,10 +175,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Body<T>, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))),
-        }
+        let bytes = json_bytes(req, state, true).await?.unwrap_or_default();
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }
 
@@ -105,12 +190,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<OptionalBody<T>, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some(bytes) = json_bytes(req, state, false).await? else {
             return Ok(OptionalBody(None));
-        }
+        };
         serde_json::from_slice(&bytes)
             .map(|v| OptionalBody(Some(v)))
             .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
@@ -184,6 +266,40 @@ pub fn parse_rfc3339(text: &str) -> ApiResult<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_request(body: Vec<u8>, content_type: Option<&str>) -> Request {
+        let mut builder = axum::http::Request::builder().method("POST").uri("/api/auth");
+        if let Some(t) = content_type {
+            builder = builder.header(axum::http::header::CONTENT_TYPE, t);
+        }
+        builder.body(axum::body::Body::from(body)).expect("request")
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Named {
+        #[allow(dead_code)]
+        name: Option<String>,
+    }
+
+    #[tokio::test]
+    async fn bodies_get_413_415_or_400_in_the_api_shape() {
+        let json = Some("application/json");
+        let big = format!("{{\"name\": \"{}\"}}", "n".repeat(3 << 20)).into_bytes();
+        let err = Body::<Named>::from_request(json_request(big, json), &()).await.expect_err("too large");
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let err = Body::<Named>::from_request(json_request(b"{}".to_vec(), Some("text/plain")), &())
+            .await
+            .expect_err("not JSON");
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        for body in ["[null]", "1", "\"x\"", ""] {
+            let err =
+                Body::<Named>::from_request(json_request(body.into(), json), &()).await.expect_err("not an object");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        Body::<Named>::from_request(json_request(b" {} ".to_vec(), json), &()).await.expect("an object");
+        let none = OptionalBody::<Named>::from_request(json_request(Vec::new(), None), &()).await.expect("empty");
+        assert!(none.0.is_none());
+    }
 
     #[test]
     fn times_round_trip() {

@@ -377,6 +377,17 @@ pub fn document() -> Value {
                 operation.insert("security".into(), json!([]));
             }
         }
+        if o.path == "/api/auth" && o.method == "POST" {
+            let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+            for (code, what) in [
+                ("400", "a user name over 64 bytes or a password over 1024 bytes"),
+                ("401", "wrong user name or password, or a disabled user"),
+                ("429", "too many password checks for this user or address: wait a minute"),
+                ("507", "the server cannot store the session: its disk is full"),
+            ] {
+                responses.insert(code.into(), json!({"description": what, "content": error}));
+            }
+        }
         operation.insert("responses".into(), Value::Object(responses));
         let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
         if let Some(map) = entry.as_object_mut() {
@@ -401,8 +412,39 @@ pub(crate) async fn openapi_json(_caller: crate::auth::Caller) -> Json<Value> {
     Json(document())
 }
 
-pub(crate) async fn docs_page() -> Html<&'static str> {
-    Html(DOCS_HTML)
+pub(crate) async fn docs_page() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_SECURITY_POLICY, docs_policy())], Html(DOCS_HTML))
+}
+
+/// The docs page's content policy: its own inline script (by hash) and style, requests to this server only.
+fn docs_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        let script = DOCS_HTML.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>"));
+        use sha2::Digest as _;
+        let hash = script.map(|(body, _)| base64(&sha2::Sha256::digest(body.as_bytes()))).unwrap_or_default();
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; \
+             form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+        )
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 const DOCS_HTML: &str = r#"<!doctype html>
@@ -452,3 +494,24 @@ fetch('/api/openapi.json', {headers: {Authorization: 'Bearer ' + token}}).then(r
 }).catch(e => { document.getElementById('ops').textContent = 'cannot load the API description: ' + e; });
 }
 </script></body></html>"#;
+
+#[cfg(test)]
+mod csp_tests {
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn the_login_refusals_are_documented() {
+        let doc = super::document();
+        let responses = &doc["paths"]["/api/auth"]["post"]["responses"];
+        for code in ["201", "400", "401", "429", "507"] {
+            assert!(responses[code].is_object(), "POST /api/auth does not document {code}: {responses}");
+        }
+    }
+}

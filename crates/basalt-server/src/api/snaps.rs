@@ -57,6 +57,10 @@ pub(crate) async fn edit(
     let new_name = body.new_snap_name.map(SnapName::new).transpose().map_err(ApiError::from)?;
     state
         .call(move |b| {
+            // An edit that changes nothing still names a snapshot, which must exist (404 for it or its image).
+            if !b.snap_list(&spec.image)?.iter().any(|s| s.name == spec.snap) {
+                basalt_core::bail!(NotFound, "snapshot '{spec}' does not exist");
+            }
             if let Some(name) = new_name.filter(|n| *n != spec.snap) {
                 b.snap_rename(&spec, &name)?;
                 spec.snap = name;

@@ -41,13 +41,18 @@ fn saved_token() -> Option<String> {
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// The endpoint of a `--server` URL, trusting `--ca-cert` for https.
+fn endpoint_of(global: &Global, url: &str) -> Result<Endpoint> {
+    Ok(Endpoint::from_url(url).and_then(|e| e.trusting(global.ca_cert.clone())).map_err(Failure::invalid)?)
+}
+
 /// The API client for a command: `--server`/`BASALT_URL` with a token from `BASALT_TOKEN` or the saved login, or
 /// else the local socket, where the server treats the caller as its administrator.
 pub fn connect(global: &Global) -> Result<Api> {
     let progress = !global.no_progress;
     match global.server.as_deref().filter(|s| !s.is_empty()) {
         Some(url) => {
-            let endpoint = Endpoint::from_url(url).map_err(Failure::invalid)?;
+            let endpoint = endpoint_of(global, url)?;
             let token = std::env::var("BASALT_TOKEN").ok().filter(|t| !t.trim().is_empty()).or_else(saved_token);
             Ok(Api::new(endpoint, token.map(|t| t.trim().to_owned()), progress))
         }
@@ -133,7 +138,7 @@ fn save_token(token: &str) -> Result<PathBuf> {
 /// `basalt login`: asks the server for a token and saves it (or prints it with `--print`).
 pub fn login(global: &Global, args: &LoginArgs) -> Result<ExitCode> {
     let url = global.server.as_deref().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_URL);
-    let endpoint = Endpoint::from_url(url).map_err(Failure::invalid)?;
+    let endpoint = endpoint_of(global, url)?;
     let password = match &args.password {
         Some(p) if !p.is_empty() => p.clone(),
         _ => read_password()?,
@@ -158,7 +163,7 @@ pub fn login(global: &Global, args: &LoginArgs) -> Result<ExitCode> {
 pub fn logout(global: &Global) -> Result<ExitCode> {
     let token = std::env::var("BASALT_TOKEN").ok().filter(|t| !t.trim().is_empty()).or_else(saved_token);
     if let (Some(url), Some(token)) = (global.server.as_deref().filter(|s| !s.is_empty()), token) {
-        let endpoint = Endpoint::from_url(url).map_err(Failure::invalid)?;
+        let endpoint = endpoint_of(global, url)?;
         let api = Api::new(endpoint, Some(token.trim().to_owned()), false);
         // The token is forgotten locally whatever the server says: an expired session is no reason to keep it.
         let _ = api.call("POST", "/api/auth/logout", None);

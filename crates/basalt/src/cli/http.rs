@@ -46,23 +46,35 @@ pub enum Endpoint {
         port: u16,
         /// Path prefix without a trailing slash (usually empty).
         base_path: String,
+        /// HTTPS: the server's certificate is checked against these roots.
+        tls: Option<TlsRoots>,
     },
 }
 
+/// Whom an HTTPS client trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// The system's CA bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    System,
+    /// The CA certificates in this PEM file (a private CA, or the server's own self-signed certificate).
+    File(PathBuf),
+}
+
+/// Where Debian and its derivatives keep the system's trusted CAs as one PEM bundle.
+pub(crate) const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl Endpoint {
-    /// Parses `http://host[:port][/prefix]`; a URL without a scheme is taken as http.
+    /// Parses `http[s]://host[:port][/prefix]`; a URL without a scheme is taken as http. An https URL trusts the
+    /// system's CAs until [`Endpoint::trusting`] names a CA file.
     pub fn from_url(url: &str) -> Result<Endpoint, String> {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(format!(
-                "cannot use '{url}': this client speaks plain http only (put basalt behind a TLS proxy on the \
-                 client's side, or use an http:// URL on a trusted network)"
-            ));
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, None)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, Some(TlsRoots::System))
         } else if url.contains("://") {
-            return Err(format!("cannot use '{url}': only http:// URLs are supported"));
+            return Err(format!("cannot use '{url}': only http:// and https:// URLs are supported"));
         } else {
-            url
+            (url, None)
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -84,9 +96,24 @@ impl Endpoint {
         }
         let port = match port {
             Some(p) => p.parse::<u16>().map_err(|_| format!("invalid server URL '{url}': bad port '{p}'"))?,
+            None if tls.is_some() => 443,
             None => 80,
         };
-        Ok(Endpoint::Tcp { host, port, base_path: path.to_owned() })
+        Ok(Endpoint::Tcp { host, port, base_path: path.to_owned(), tls })
+    }
+
+    /// Trusts the CA certificates of `ca` (PEM) instead of the system's for an https endpoint; refuses a CA file
+    /// with a plain http URL, where it would silently do nothing.
+    pub fn trusting(self, ca: Option<PathBuf>) -> Result<Endpoint, String> {
+        match (self, ca) {
+            (endpoint, None) => Ok(endpoint),
+            (Endpoint::Tcp { host, port, base_path, tls: Some(_) }, Some(ca)) => {
+                Ok(Endpoint::Tcp { host, port, base_path, tls: Some(TlsRoots::File(ca)) })
+            }
+            (endpoint, Some(ca)) => {
+                Err(format!("--ca-cert {} applies to https:// servers only, not to {endpoint}", ca.display()))
+            }
+        }
     }
 }
 
@@ -94,10 +121,14 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Unix(path) => write!(f, "{}", path.display()),
-            Endpoint::Tcp { host, port, base_path } if host.contains(':') => {
-                write!(f, "http://[{host}]:{port}{base_path}")
+            Endpoint::Tcp { host, port, base_path, tls } => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}{base_path}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}{base_path}")
+                }
             }
-            Endpoint::Tcp { host, port, base_path } => write!(f, "http://{host}:{port}{base_path}"),
         }
     }
 }
@@ -208,13 +239,22 @@ fn connect(endpoint: &Endpoint, path: &str) -> Result<(Conn, String, String), Ht
             stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(HttpError::Io)?;
             Ok((Conn::Unix(stream), "localhost".to_owned(), path.to_owned()))
         }
-        Endpoint::Tcp { host, port, base_path } => {
+        Endpoint::Tcp { host, port, base_path, tls } => {
             let stream = TcpStream::connect((host.as_str(), *port)).map_err(HttpError::Connect)?;
             stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(HttpError::Io)?;
             stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(HttpError::Io)?;
             let _ = stream.set_nodelay(true);
             let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-            Ok((Conn::Tcp(stream), host_header, format!("{base_path}{path}")))
+            let conn = match tls {
+                None => Conn::Tcp(stream),
+                Some(roots) => {
+                    let plain = super::tls::connect(stream, host, roots).map_err(HttpError::Connect)?;
+                    plain.set_read_timeout(Some(IO_TIMEOUT)).map_err(HttpError::Io)?;
+                    plain.set_write_timeout(Some(IO_TIMEOUT)).map_err(HttpError::Io)?;
+                    Conn::Unix(plain)
+                }
+            };
+            Ok((conn, host_header, format!("{base_path}{path}")))
         }
     }
 }
@@ -900,12 +940,23 @@ mod tests {
 
     #[test]
     fn parses_server_urls() {
-        let tcp = |host: &str, port, base: &str| Endpoint::Tcp { host: host.into(), port, base_path: base.into() };
+        let tcp =
+            |host: &str, port, base: &str| Endpoint::Tcp { host: host.into(), port, base_path: base.into(), tls: None };
         assert_eq!(Endpoint::from_url("http://127.0.0.1:8080"), Ok(tcp("127.0.0.1", 8080, "")));
         assert_eq!(Endpoint::from_url("http://[::1]:9000/basalt/"), Ok(tcp("::1", 9000, "/basalt")));
         assert_eq!(Endpoint::from_url("localhost:1"), Ok(tcp("localhost", 1, "")));
         assert_eq!(Endpoint::from_url("http://h"), Ok(tcp("h", 80, "")));
-        assert!(Endpoint::from_url("https://h").is_err());
+        let https = Endpoint::from_url("https://h").expect("https");
+        assert_eq!(
+            https,
+            Endpoint::Tcp { host: "h".into(), port: 443, base_path: String::new(), tls: Some(TlsRoots::System) }
+        );
+        assert_eq!(https.to_string(), "https://h:443");
+        let ca = PathBuf::from("/ca.pem");
+        let private = Endpoint::from_url("https://h:8443").and_then(|e| e.trusting(Some(ca.clone()))).expect("ca");
+        assert!(matches!(private, Endpoint::Tcp { port: 8443, tls: Some(TlsRoots::File(ref f)), .. } if *f == ca));
+        assert!(Endpoint::from_url("http://h").and_then(|e| e.trusting(Some(ca))).is_err());
+        assert!(Endpoint::from_url("ftp://h").is_err());
         assert!(Endpoint::from_url("http://h:x").is_err());
         assert!(Endpoint::from_url("http://:80").is_err());
         assert_eq!(tcp("::1", 9000, "/b").to_string(), "http://[::1]:9000/b");

@@ -16,6 +16,7 @@ mod perf;
 mod serve;
 mod snap;
 mod spec;
+mod tls;
 mod transfer;
 mod trash;
 
@@ -46,9 +47,12 @@ struct Global {
     /// Data directory: the store of 'serve' and 'fsck', and where the CLI finds api.sock
     #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR", default_value = "basalt-data")]
     data_dir: PathBuf,
-    /// Talk to the server at this URL (http://host:port) with a token from BASALT_TOKEN or 'basalt login'
+    /// Talk to the server at this URL (http[s]://host:port) with a token from BASALT_TOKEN or 'basalt login'
     #[arg(long, global = true, env = "BASALT_URL", value_name = "URL")]
     server: Option<String>,
+    /// Trust the CA certificates of this PEM file for an https:// --server (instead of the system's CAs)
+    #[arg(long, global = true, env = "BASALT_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     /// Do not draw progress lines for long operations
     #[arg(long, global = true)]
     no_progress: bool,

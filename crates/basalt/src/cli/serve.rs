@@ -2,8 +2,9 @@
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -22,12 +23,42 @@ pub struct ApiArgs {
     /// The fewest characters a password may have
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     password_min_length: u16,
+    /// Serve the REST API over HTTPS with this certificate chain (PEM)
+    #[arg(long, value_name = "PEM", env = "BASALT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", env = "BASALT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a --listen address that is not loopback (passwords and tokens cross in clear)
+    #[arg(long)]
+    insecure_http: bool,
+    /// Serve /metrics without a token on a --listen address that is not loopback
+    #[arg(long)]
+    metrics_public: bool,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive connection stays)
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_header_timeout: u64,
+    /// Seconds an API connection may go without any traffic before it is closed
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    http_idle_timeout: u64,
+    /// API connections served at once on each listener (TCP and api.sock); more are closed at once
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    http_max_connections: u32,
 }
 
 impl ApiArgs {
     fn options(&self) -> basalt_server::ApiOptions {
         basalt_server::ApiOptions {
             password_policy: basalt_server::auth::PasswordPolicy { min_chars: usize::from(self.password_min_length) },
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(basalt_server::listen::ApiTls { cert: cert.clone(), key: key.clone() }),
+                _ => None,
+            },
+            insecure_http: self.insecure_http,
+            metrics_public: self.metrics_public,
+            header_timeout: Duration::from_secs(self.http_header_timeout),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout),
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
         }
     }
 }

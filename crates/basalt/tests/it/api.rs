@@ -52,7 +52,19 @@ pub(crate) fn start_with(
     admin_password: Option<&str>,
     extra_args: &[&str],
 ) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
+    start_on(dir, admin_password, "127.0.0.1", extra_args)
+}
+
+/// Starts a server listening on `host` (a free port) with extra `serve` arguments; with `--tls-cert` among them it
+/// is ready once its port accepts connections (the health probe here speaks plain HTTP).
+pub(crate) fn start_on(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    admin_password: Option<&str>,
+    host: &str,
+    extra_args: &[&str],
+) -> Server {
+    let tls = extra_args.contains(&"--tls-cert");
+    let addr = format!("{host}:{}", free_port());
     let nbd_addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
     cmd.args(["serve", "--data-dir"])
@@ -76,7 +88,12 @@ pub(crate) fn start_with(
     let mut server = Server { child, addr, nbd_addr, dir };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok((200, _)) = try_call(&server, "GET", "/api/health", None, None) {
+        let ready = if tls {
+            TcpStream::connect(&server.addr).is_ok() && server.dir.path().join("api.sock").exists()
+        } else {
+            matches!(try_call(&server, "GET", "/api/health", None, None), Ok((200, _)))
+        };
+        if ready {
             return server;
         }
         if let Ok(Some(status)) = server.child.try_wait() {

@@ -293,7 +293,8 @@ fn argument_errors_are_one_line_before_any_connection() {
     check_failure(&run(&["info"]), &["info"], 22, "image name was not specified");
     check_failure(&run(&["info", "vm", "--image", "other"]), &["info"], 22, "given twice");
     check_failure(&run(&["trash", "mv", "--expires-at", "someday", "vm"]), &["trash"], 22, "--expires-at");
-    check_failure(&run(&["--server", "https://h", "ls"]), &["ls"], 22, "plain http");
+    check_failure(&run(&["--server", "ftp://h", "ls"]), &["ls"], 22, "only http:// and https://");
+    check_failure(&run(&["--server", "http://h", "--ca-cert", "/ca.pem", "ls"]), &["ls"], 22, "https:// servers only");
     // Help is not an error.
     let help = run(&["help"]);
     assert!(help.status.success());
