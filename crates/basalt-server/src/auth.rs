@@ -295,7 +295,10 @@ impl PasswordPolicy {
     }
 }
 
-fn check_user_name(name: &str) -> Result<()> {
+/// User and role names: display-safe (no control, zero-width or bidirectional characters, no surrounding spaces,
+/// not `.` or `..`), then a plain character set without `..`.
+fn check_user_name(what: &str, name: &str) -> Result<()> {
+    basalt_core::check_display_safe(what, name)?;
     if name.is_empty()
         || name.len() > NAME_MAX_BYTES
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
@@ -304,7 +307,7 @@ fn check_user_name(name: &str) -> Result<()> {
     {
         bail!(
             InvalidArgument,
-            "name '{}' must be 1 to {NAME_MAX_BYTES} letters, digits, '.', '_', '-' or '@', not starting with '.' \
+            "{what} name '{}' must be 1 to {NAME_MAX_BYTES} letters, digits, '.', '_', '-' or '@', not starting with '.' \
              nor containing '..'",
             name.escape_debug()
         );
@@ -647,7 +650,7 @@ impl Auth {
 
     /// Creates or replaces a custom role.
     pub fn put_role(&self, role: Role, create: bool) -> Result<()> {
-        check_user_name(&role.name).map_err(|e| Error::invalid(format!("invalid role: {}", e.message())))?;
+        check_user_name("role", &role.name)?;
         if system_roles().iter().any(|r| r.name == role.name) {
             bail!(NotPermitted, "'{}' is a system role and cannot be changed", role.name);
         }
@@ -709,7 +712,7 @@ impl Auth {
     /// Creates a user.
     pub fn create_user(&self, change: UserChange) -> Result<UserRec> {
         let username = change.username.ok_or_else(|| Error::invalid("username is required"))?;
-        check_user_name(&username)?;
+        check_user_name("user", &username)?;
         let password = change.password.ok_or_else(|| Error::invalid("password is required"))?;
         self.policy.check(&username, &password)?;
         let roles = change.roles.unwrap_or_default();
@@ -1012,6 +1015,7 @@ mod tests {
         for bad in ["..", "a..b", ".hidden", " alice", "alice ", "al\u{202e}ice", "al\u{200b}ice", "a\tb", ""] {
             let err = auth.create_user(user(bad, "long enough 1")).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+            assert!(!err.message().contains(['\u{202e}', '\u{200b}', '\t']), "the refusal echoes the name: {err}");
             let role =
                 Role { name: bad.into(), description: String::new(), scopes_permissions: Grants::new(), system: false };
             assert_eq!(auth.put_role(role, true).expect_err(bad).kind(), ErrorKind::InvalidArgument, "{bad:?}");
