@@ -274,6 +274,8 @@ describe('Quick User Flow', () => {
     await dialog
       .getByLabel('Protection expires at', { exact: true })
       .fill(`${tomorrow.getFullYear()}-${pad(tomorrow.getMonth() + 1)}-${pad(tomorrow.getDate())}T12:00`);
+    // The dialog says what the expiration means: it allows purging, it deletes nothing by itself.
+    await dialog.getByText('The image is not deleted automatically when this time passes').waitFor();
     await shot(page, 'move-to-trash');
     await dialog.getByRole('button', { name: 'Move to Trash' }).click();
     await dialog.waitFor({ state: 'detached' });
@@ -306,6 +308,27 @@ describe('Quick User Flow', () => {
     await confirm(page, 'Purge');
     await page.getByText('The trash is empty.').waitFor();
     await shot(page, 'purged');
+
+    // Purge schedules: none by default, then one added for pool rbd and removed again.
+    const schedules = page.getByRole('region', { name: 'Purge schedules' });
+    await schedules
+      .getByText('No purge schedule: expired images stay in the trash until someone purges them.')
+      .waitFor();
+    await schedules.getByRole('button', { name: 'Add schedule' }).click();
+    const add = page.getByRole('dialog', { name: 'Add a purge schedule' });
+    await add.getByRole('textbox', { name: 'Interval', exact: true }).fill('12h');
+    await add.getByRole('textbox', { name: 'Start time (UTC)', exact: true }).fill('02:00');
+    await add.getByRole('button', { name: 'Add schedule' }).click();
+    await add.waitFor({ state: 'detached' });
+    await schedules.getByText('every 12h from 02:00 UTC').waitFor();
+    await schedules.getByText('Next purge of rbd:').waitFor();
+    await shot(page, 'purge-schedule');
+    await schedules
+      .getByRole('button', { name: 'Remove schedule every 12h from 02:00 UTC of rbd (all namespaces)' })
+      .click();
+    await schedules
+      .getByText('No purge schedule: expired images stay in the trash until someone purges them.')
+      .waitFor();
   });
 
   it('8. performance validation: writes through NBD show in the image and overall charts', async () => {

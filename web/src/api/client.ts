@@ -16,6 +16,9 @@ import type {
   ImagePerfHistory,
   LoginAnswer,
   MoveTrashBody,
+  PurgeSchedule,
+  PurgeScheduleBody,
+  PurgeScheduleItem,
   NamespaceInfo,
   PerfHistory,
   PerfRanking,
@@ -25,6 +28,7 @@ import type {
   TaskList,
   TaskStart,
   TopImage,
+  ScheduledPurge,
   TrashGroup,
 } from './types';
 
@@ -177,6 +181,18 @@ export const api = {
     nothing(EP.restoreTrash, { params: { image_id_spec: idSpec }, body: newName ? { new_image_name: newName } : {} }),
   removeTrash: (idSpec: string, force: boolean) =>
     task(EP.removeTrash, { params: { image_id_spec: idSpec }, query: { force: force || undefined } }),
+  purgeSchedules: () => json<PurgeSchedule[]>(EP.listPurgeSchedules, { query: { recursive: true } }),
+  purgeScheduleStatus: () => json<ScheduledPurge[]>(EP.purgeScheduleStatus),
+  addPurgeSchedule: (body: PurgeScheduleBody) => json<PurgeSchedule>(EP.addPurgeSchedule, { body }),
+  removePurgeSchedule: (level: { pool_name: string | null; namespace: string | null }, item?: PurgeScheduleItem) =>
+    nothing(EP.removePurgeSchedule, {
+      query: {
+        pool_name: level.pool_name ?? undefined,
+        namespace: level.namespace ?? undefined,
+        interval: item?.interval,
+        start_time: item?.start_time ?? undefined,
+      },
+    }),
 
   perfImage: (spec: string, range: number) =>
     json<ImagePerfHistory>(EP.perfImage, { params: image(spec), query: { range } }),

@@ -142,6 +142,34 @@ export interface TrashEntry {
   deferment_end_time: string;
 }
 
+/** One item of a trash purge schedule: every `interval` (`30m`, `12h`, `1d`), aligned to `start_time` (UTC). */
+export interface PurgeScheduleItem {
+  interval: string;
+  start_time: string | null;
+}
+
+/** The trash purge schedule of a level: every pool (no pool), a pool, or one of its namespaces. */
+export interface PurgeSchedule {
+  level: string;
+  pool_name: string | null;
+  namespace: string | null;
+  schedule: PurgeScheduleItem[];
+}
+
+export interface ScheduledPurge {
+  pool_name: string;
+  /** Empty for the default namespace. */
+  namespace: string;
+  schedule_time: string;
+}
+
+export interface PurgeScheduleBody {
+  pool_name?: string;
+  namespace?: string;
+  interval: string;
+  start_time?: string;
+}
+
 export interface TrashGroup {
   pool_name: string;
   status: number;

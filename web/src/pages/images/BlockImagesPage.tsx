@@ -62,7 +62,7 @@ export function BlockImagesPage({ tab }: { tab: BlockTab }) {
       </nav>
       {tab === 'images' && <ImagesTab pools={poolState} />}
       {tab === 'namespaces' && <NamespacesTab pools={poolState} />}
-      {tab === 'trash' && <TrashTab />}
+      {tab === 'trash' && <TrashTab pools={poolState} />}
       {tab === 'performance' && <OverallPerformanceTab />}
     </section>
   );

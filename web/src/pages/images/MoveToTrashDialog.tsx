@@ -1,4 +1,5 @@
 // Move to Trash: the image can be restored until it is purged; an optional date protects it from purging until then.
+// The expiration only allows purging: nothing removes the image when it passes, only a purge or a purge schedule.
 
 import { useState } from 'preact/hooks';
 import { api } from '../../api/client';
@@ -40,11 +41,11 @@ export function MoveToTrashDialog({ image, onClose, onDone }: Props) {
         <div class="dialog-body">
           <p>
             Image <strong>{spec}</strong> leaves the Images list and waits in the Trash, where it can be restored until
-            it is purged.
+            someone purges it.
           </p>
           <Field
             label="Protection expires at"
-            help="Optional. Until then the image is protected: purging it needs an explicit override. Leave empty to allow purging at once."
+            help="Optional. Until then the image is protected: purging it needs an explicit override. Leave empty to allow purging at any time."
             error={parsed.ok ? undefined : parsed.error}
           >
             {({ id, describedBy, invalid }) => (
@@ -65,6 +66,10 @@ export function MoveToTrashDialog({ image, onClose, onDone }: Props) {
               deleted.
             </Callout>
           )}
+          <Callout kind="info">
+            The image is not deleted automatically when this time passes (or at once, if you leave it empty). After it,
+            the image may be removed by Purge expired or by a purge schedule set up in the Trash tab.
+          </Callout>
           <Callout kind="tip">Restore as soon as decision is made. Do not wait near expiration.</Callout>
           <ErrorText error={action.error} />
         </div>

@@ -1,5 +1,5 @@
 // The Trash tab: soft-deleted images with their deletion and expiration times; Restore (optionally under a new
-// name), Purge one entry (confirmed, irreversible) and Purge expired entries.
+// name), Purge one entry (confirmed, irreversible), Purge expired entries, and the purge schedules.
 
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../../api/client';
@@ -18,6 +18,8 @@ import { formatTime, isExpired } from '../../lib/time';
 import { notify } from '../../state/notices';
 import { useSession } from '../../state/session';
 import { onTaskEnded } from '../../state/tasks';
+import type { PoolState } from './BlockImagesPage';
+import { PurgeSchedules } from './PurgeSchedules';
 
 const PURGE_HINT = 'Flatten or delete dependent clones, then purge again.';
 
@@ -31,7 +33,7 @@ function idSpec(e: TrashEntry): string {
 
 type Open = { kind: 'restore' | 'purge'; entry: TrashEntry } | { kind: 'purge-expired' } | null;
 
-export function TrashTab() {
+export function TrashTab({ pools }: { pools: PoolState }) {
   const { can } = useSession();
   const trash = useLoad(async () => (await api.trash()).flatMap((g) => g.value), []);
   const [open, setOpen] = useState<Open>(null);
@@ -51,7 +53,10 @@ export function TrashTab() {
 
   return (
     <div class="tab-content">
-      <p class="muted">Images moved to the trash are not purged at once: they can be restored until they are purged.</p>
+      <p class="muted">
+        Images moved to the trash stay there, restorable, until someone purges them or a purge schedule below removes
+        them after their expiration time. Nothing is purged automatically otherwise.
+      </p>
       <div class="toolbar">
         {can(EP.purgeTrash) && (
           <button
@@ -119,6 +124,7 @@ export function TrashTab() {
       <Callout kind="info">
         Images with linked clones cannot be purged until all clones are flattened or deleted.
       </Callout>
+      {can(EP.listPurgeSchedules) && <PurgeSchedules pools={pools} />}
       {open?.kind === 'restore' && <RestoreDialog entry={open.entry} onClose={close} onDone={trash.reload} />}
       {open?.kind === 'purge' && (
         <ConfirmDialog
