@@ -349,6 +349,10 @@ impl AsyncWrite for Idle {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            // A peer that takes no more data cannot hold the connection (and its slot) at the very end either.
+            Poll::Pending => self.check(cx).map(Err),
+        }
     }
 }
