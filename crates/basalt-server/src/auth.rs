@@ -2,7 +2,7 @@
 //! limiting, and the `Caller` extractor that turns a request into the permissions of its user.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -407,36 +407,50 @@ impl Throttle {
     }
 }
 
-/// A counting semaphore for the blocking pool: at most `permits` holders at once, others wait.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads that compute every password hash, so at most that many run at once, and the memory
+/// argon2 takes (about 19 MiB a hash) is reused by the same few threads instead of being kept by the allocator of
+/// every thread that ever hashed. The threads end when the pool is dropped.
 #[derive(Debug)]
-struct Gate {
-    busy: Mutex<usize>,
-    freed: Condvar,
-    permits: usize,
+struct HashPool {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
 }
 
-struct GateGuard<'a>(&'a Gate);
-
-impl Gate {
-    fn new(permits: usize) -> Gate {
-        Gate { busy: Mutex::new(0), freed: Condvar::new(), permits: permits.max(1) }
-    }
-
-    fn enter(&self) -> GateGuard<'_> {
-        let mut busy = self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *busy >= self.permits {
-            busy = self.freed.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
+impl HashPool {
+    fn new(threads: usize) -> HashPool {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = std::sync::Arc::clone(&rx);
+            let spawned = std::thread::Builder::new().name(format!("password-hash-{i}")).spawn(move || {
+                loop {
+                    let job = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a password hashing thread");
+            }
         }
-        *busy += 1;
-        GateGuard(self)
+        HashPool { jobs: Mutex::new(tx) }
     }
-}
 
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        let mut busy = self.0.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *busy -= 1;
-        self.0.freed.notify_one();
+    /// Runs `work` on one of the pool's threads and waits for its result.
+    fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| Error::io("no password hashing thread is running"))?;
+        rx.recv().map_err(|_| Error::io("the password hashing thread failed"))
     }
 }
 
@@ -449,7 +463,7 @@ pub struct Auth {
     per_user: Throttle,
     /// Password checks per client address.
     per_client: Throttle,
-    hashing: Gate,
+    hashing: HashPool,
     /// How many passwords were checked against a hash (for tests of the rate limits).
     checks: std::sync::atomic::AtomicU64,
 }
@@ -494,20 +508,20 @@ impl Auth {
             policy,
             per_user: Throttle::new(THROTTLE_CAPACITY, LOGIN_FAILURES_MAX, LOGIN_WINDOW),
             per_client: Throttle::new(THROTTLE_CAPACITY, CLIENT_FAILURES_MAX, LOGIN_WINDOW),
-            hashing: Gate::new(HASHING_PERMITS),
+            hashing: HashPool::new(HASHING_PERMITS),
             checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn hash(&self, password: &str) -> Result<String> {
-        let _turn = self.hashing.enter();
-        hash_password(password)
+        let password = password.to_owned();
+        self.hashing.run(move || hash_password(&password))?
     }
 
     fn verify(&self, password: &str, hash: &str) -> bool {
-        let _turn = self.hashing.enter();
         self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        verify_password(password, hash)
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        self.hashing.run(move || verify_password(&password, &hash)).unwrap_or(false)
     }
 
     /// Creates `admin` if no user exists: with `password` if given, else a generated one that is returned.
