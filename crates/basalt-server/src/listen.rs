@@ -3,9 +3,9 @@
 //!
 //! Each listener runs its own accept loop over hyper's HTTP/1.1 connection: the request head must arrive within
 //! the header timeout (which also ends idle keep-alive connections), a connection on which nothing moves in either
-//! direction for the idle timeout is closed, and at most `max_connections` connections are served at once; one
-//! more is accepted and closed at once, so a flood of silent sockets can neither exhaust the process's descriptors
-//! nor keep clients out for longer than the header timeout.
+//! direction for the idle timeout is closed, and at most `max_connections` connections are served at once, at most
+//! `max_per_address` of them from one client address; one more is accepted and closed at once, so a flood of silent
+//! sockets can neither exhaust the process's descriptors nor, from one address, keep other clients out.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +35,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default number of connections served at once on each listener.
 pub const MAX_CONNECTIONS: usize = 256;
+/// The default number of connections served at once from one client address (TCP).
+pub const MAX_PER_ADDRESS: usize = 64;
 /// The largest request head hyper buffers; the API's own limits (below) answer before it is reached.
 const HEAD_BUFFER_BYTES: usize = 256 << 10;
 
@@ -55,6 +57,8 @@ pub struct ApiOptions {
     pub idle_timeout: Duration,
     /// Connections served at once on each listener.
     pub max_connections: usize,
+    /// Connections served at once from one client address on the TCP listener.
+    pub max_per_address: usize,
 }
 
 impl Default for ApiOptions {
@@ -67,6 +71,7 @@ impl Default for ApiOptions {
             header_timeout: HEADER_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            max_per_address: MAX_PER_ADDRESS,
         }
     }
 }
@@ -152,6 +157,7 @@ pub(crate) struct Serving {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_per_address: usize,
     pub(crate) tls: Option<TlsAcceptor>,
 }
 
@@ -161,6 +167,7 @@ impl std::fmt::Debug for Serving {
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_per_address", &self.max_per_address)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -185,6 +192,7 @@ pub(crate) fn spawn(
         header_timeout: options.header_timeout,
         idle_timeout: options.idle_timeout,
         max_connections: options.max_connections,
+        max_per_address: options.max_per_address,
         tls,
     };
     let tcp_app = crate::api::router(state.clone(), Origin::Network)
@@ -195,9 +203,52 @@ pub(crate) fn spawn(
     (tcp_task, unix_task)
 }
 
+/// Connections per client address, each counted while its [`AddressSlot`] lives.
+#[derive(Debug, Clone)]
+struct PerAddress {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct AddressSlot {
+    of: PerAddress,
+    address: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> PerAddress {
+        PerAddress { open: Arc::default(), max: max.max(1) }
+    }
+
+    /// A slot for one more connection from `address`, or None when it has its maximum open.
+    fn enter(&self, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(address).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { of: self.clone(), address })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (for at most half a minute).
 pub(crate) async fn serve(listener: Listener, app: Router, serving: Serving, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(serving.max_connections));
+    let per_address = PerAddress::new(serving.max_per_address);
     let mut last_refusal_log: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -205,27 +256,36 @@ pub(crate) async fn serve(listener: Listener, app: Router, serving: Serving, mut
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((io, peer)) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    let app = app.clone();
-                    let serving = serving.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        connection(io, peer, app, &serving, stop).await;
-                        drop(slot);
-                    });
-                }
-                Err(_) => {
-                    drop(io);
-                    if last_refusal_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        last_refusal_log = Some(Instant::now());
-                        tracing::warn!(
-                            limit = serving.max_connections,
-                            "the API listener has its maximum of connections open: closing new ones at once"
-                        );
+            Ok((io, peer)) => {
+                // The API socket has no client address; TCP clients each get their share.
+                let address = peer.map(|p| per_address.enter(p.ip()));
+                match (slots.clone().try_acquire_owned(), address) {
+                    (Ok(slot), address @ (None | Some(Some(_)))) => {
+                        let app = app.clone();
+                        let serving = serving.clone();
+                        let stop = stop.clone();
+                        let address_slot = address.flatten();
+                        tokio::spawn(async move {
+                            connection(io, peer, app, &serving, stop).await;
+                            drop(address_slot);
+                            drop(slot);
+                        });
+                    }
+                    (slot, address_slot) => {
+                        drop((io, slot, address_slot));
+                        if last_refusal_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            last_refusal_log = Some(Instant::now());
+                            tracing::warn!(
+                                limit = serving.max_connections,
+                                per_address = serving.max_per_address,
+                                ?peer,
+                                "the API listener, or this client address, has its maximum of connections open: \
+                                 closing new ones at once"
+                            );
+                        }
                     }
                 }
-            },
+            }
             Err(err) => {
                 // Out of descriptors or memory: wait a little instead of spinning; open connections go on.
                 tracing::warn!(error = %err, "accepting an API connection failed");

@@ -44,6 +44,9 @@ pub struct ApiArgs {
     /// API connections served at once on each listener (TCP and api.sock); more are closed at once
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     http_max_connections: u32,
+    /// API connections served at once from one client address on the TCP listener
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    http_max_connections_per_address: u32,
 }
 
 impl ApiArgs {
@@ -59,6 +62,7 @@ impl ApiArgs {
             header_timeout: Duration::from_secs(self.http_header_timeout),
             idle_timeout: Duration::from_secs(self.http_idle_timeout),
             max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            max_per_address: usize::try_from(self.http_max_connections_per_address).unwrap_or(usize::MAX),
         }
     }
 }

@@ -31,7 +31,9 @@ fn count(statuses: &[u16], status: u16) -> usize {
 
 #[test]
 fn parallel_wrong_passwords_are_checked_at_most_the_limit() {
-    let server = start(Some(ADMIN_PASSWORD));
+    // All 200 at once from one address: more than one address may keep open by default.
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let server = start_with(dir, Some(ADMIN_PASSWORD), &["--http-max-connections-per-address", "256"]);
     let statuses = parallel(&server, 200, |server, i| {
         call(server, "POST", "/api/auth", None, Some(json!({"username": "admin", "password": format!("wrong-{i}")}))).0
     });
@@ -232,7 +234,7 @@ const HALF_HEAD: &[u8] = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
 fn half_sent_headers_are_cut_off_and_others_still_get_answers() {
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
     let server = start_with(dir, Some(ADMIN_PASSWORD), &["--http-header-timeout", "1", "--http-idle-timeout", "1"]);
-    let mut slow: Vec<TcpStream> = (0..64)
+    let mut slow: Vec<TcpStream> = (0..48)
         .map(|_| {
             let mut s = TcpStream::connect(&server.addr).expect("connect");
             s.write_all(HALF_HEAD).expect("half a head");
@@ -359,4 +361,56 @@ fn a_snapshot_edit_names_an_existing_snapshot_and_bodies_must_be_objects() {
     assert_eq!(status, 200, "{listed}");
     let (status, listed) = call(&server, "GET", "/api/block/image?sort=-name", Some(&token), None);
     assert_eq!(status, 200, "{listed}");
+}
+
+#[test]
+fn one_client_address_cannot_take_every_connection() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let server = start_with(dir, Some(ADMIN_PASSWORD), &["--http-max-connections-per-address", "4"]);
+    let port: u16 = server.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let hold: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.write_all(HALF_HEAD).expect("half a head");
+            s
+        })
+        .collect();
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).expect("the kernel still accepts");
+    fifth.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(5)).is_some(),
+        "a fifth connection from one address was kept"
+    );
+    // Another address is still served.
+    let mut other = connect_from([127, 0, 0, 2], port);
+    other.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    other.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    let _ = other.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(hold);
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (the kernel would pick 127.0.0.1).
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (from, to) = (sockaddr(source, 0), sockaddr([127, 0, 0, 1], port));
+    // SAFETY: a fresh socket is bound and connected with valid sockaddr_in values of the given length; on success
+    // the descriptor is handed to a TcpStream, which then owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let bound = libc::bind(fd, std::ptr::from_ref(&from).cast(), len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let connected = libc::connect(fd, std::ptr::from_ref(&to).cast(), len);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
 }
