@@ -9,7 +9,8 @@ use basalt_core::{
 };
 use serde_json::{Value, json};
 
-/// The manager's name of a level: `""`, `pool/` or `pool/namespace/` (what `rbd` sends as `level_spec`).
+/// The manager's name of a level: `""`, `pool/`, `pool//` (the default namespace) or `pool/namespace/` (what `rbd`
+/// sends as `level_spec`).
 pub fn level_spec(level: &ScheduleLevel) -> String {
     match (&level.pool, &level.namespace) {
         (None, _) => String::new(),
@@ -26,6 +27,7 @@ pub fn parse_level_spec(name: &str) -> Option<ScheduleLevel> {
     let inner = name.strip_suffix('/')?;
     let (pool, namespace) = match inner.split_once('/') {
         None => (inner, None),
+        Some((pool, "")) => (pool, Some(Namespace::default_ns())),
         Some((pool, ns)) if !ns.contains('/') => (pool, Some(Namespace::new(ns).ok()?)),
         Some(_) => return None,
     };
@@ -127,7 +129,7 @@ mod tests {
         let sent: Value =
             serde_json::from_str(&command("list", &ScheduleLevel::global(), None)).expect("valid in the test");
         assert_eq!(sent, json!({"prefix": "rbd trash purge schedule list", "level_spec": ""}));
-        for level in ["", "rbd/", "rbd/tenant/"] {
+        for level in ["", "rbd/", "rbd//", "rbd/tenant/"] {
             assert_eq!(level_spec(&parse_level_spec(level).expect("valid in the test")), level);
         }
         assert_eq!(parse_level_spec("rbd/image"), None);

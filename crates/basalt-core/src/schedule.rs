@@ -44,14 +44,15 @@ impl ScheduleLevel {
         Ok(ScheduleLevel { pool, namespace })
     }
 
-    /// Parses `""` (every pool), `pool`, `pool/` (the same) or `pool/namespace`.
+    /// Parses `""` (every pool), `pool` (the pool and its namespaces), `pool/` (its default namespace only) or
+    /// `pool/namespace`: the inverse of `Display`.
     pub fn parse(text: &str) -> Result<ScheduleLevel> {
         if text.is_empty() {
             return Ok(ScheduleLevel::global());
         }
         let (pool, namespace) = match text.split_once('/') {
             None => (text, None),
-            Some((pool, "")) => (pool, None),
+            Some((pool, "")) => (pool, Some(Namespace::default_ns())),
             Some((pool, ns)) => (pool, Some(Namespace::new(ns)?)),
         };
         Ok(ScheduleLevel { pool: Some(PoolName::new(pool)?), namespace })
@@ -95,7 +96,7 @@ impl ScheduleLevel {
 }
 
 impl fmt::Display for ScheduleLevel {
-    /// `""`, `pool` or `pool/namespace`.
+    /// `""`, `pool`, `pool/` (the default namespace) or `pool/namespace`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.pool, &self.namespace) {
             (None, _) => Ok(()),
@@ -405,9 +406,11 @@ mod tests {
         let other_ns = ScheduleLevel::namespace(PoolNs::new(rbd, Namespace::new("b").expect("valid in the test")));
         assert_eq!(schedules_listed(&all, &other_ns, true), vec![pool_level]);
         assert_eq!(ScheduleLevel::parse("rbd/tenant").expect("valid in the test").to_string(), "rbd/tenant");
-        assert_eq!(
-            ScheduleLevel::parse("rbd/").expect("valid in the test"),
-            ScheduleLevel::parse("rbd").expect("valid in the test")
-        );
+        for text in ["", "rbd", "rbd/", "rbd/tenant"] {
+            assert_eq!(ScheduleLevel::parse(text).expect("valid in the test").to_string(), text);
+        }
+        let default_ns = ScheduleLevel::parse("rbd/").expect("valid in the test");
+        assert!(default_ns.matches(&PoolNs::new(PoolName::new("rbd").expect("name"), Namespace::default_ns())));
+        assert!(!default_ns.matches(&ns));
     }
 }

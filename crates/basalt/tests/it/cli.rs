@@ -366,3 +366,48 @@ fn trash_purge_schedules_are_managed_like_rbd() {
     // `trash purge POOL` still purges.
     s.ok(&["trash", "purge", "rbd"]);
 }
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// The server runs the schedules that are due: a schedule for the default namespace of pool rbd added a day before
+/// the server starts is overdue, so the server's first ticks purge its expired entries, keep the protected one,
+/// record the run (the next one is in the future) and leave namespace rbd/other, which no schedule covers, alone.
+#[test]
+fn the_server_runs_a_due_purge_schedule() {
+    let fast = [("BASALT_TRASH_SCHEDULE_TICK_MS", "50")];
+    let mut s = Server::start_with_env(&fast);
+    s.ok(&["namespace", "create", "rbd/other"]);
+    for image in ["rbd/expired", "rbd/protected", "rbd/other/elsewhere"] {
+        s.ok(&["create", "--size", "8M", image]);
+    }
+    s.ok(&["trash", "mv", "expired"]);
+    s.ok(&["trash", "mv", "--expires-at", "now + 1 hour", "protected"]);
+    s.ok(&["trash", "mv", "rbd/other/elsewhere"]);
+    s.stop();
+    {
+        let day_ago = basalt_core::Timestamp(now() - 86_400);
+        let clock = std::sync::Arc::new(basalt_core::ManualClock::new(day_ago));
+        let engine = basalt_engine::Engine::open(s.data.path(), clock).expect("open the stopped server's store");
+        let level = basalt_core::ScheduleLevel::namespace(basalt_core::PoolNs::parse("rbd").expect("location"));
+        let item = basalt_core::ScheduleItem {
+            interval: basalt_core::ScheduleInterval::parse("1h").expect("interval"),
+            start_time: None,
+        };
+        basalt_core::Backend::trash_purge_schedule_add(&engine, &level, &item).expect("add a schedule a day ago");
+    }
+    s.start_again(&fast);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.ok(&["trash", "ls"]).contains(" expired\n") {
+        assert!(std::time::Instant::now() < deadline, "the due schedule did not run: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(lines(&s.ok(&["trash", "ls"])).len(), 1, "the protected entry stays");
+    assert!(s.ok(&["trash", "ls"]).ends_with(" protected\n"));
+    assert!(s.ok(&["trash", "ls", "rbd/other"]).ends_with(" elsewhere\n"), "another namespace was purged");
+    let status = s.json(&["trash", "purge", "schedule", "status", "-p", "rbd", "--format", "json"]);
+    let next = status[0]["schedule_time"].as_str().expect("a next run");
+    let next = basalt_core::time::parse_time(next).expect("time");
+    assert!(next > i64::try_from(now()).expect("time"), "the run was not recorded: next run {next}");
+}

@@ -44,6 +44,11 @@ impl Server {
     /// Stops the server (SIGTERM, as an operator would) and starts it again on the same data directory.
     pub(crate) fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         self.stop();
+        self.start_again(env);
+    }
+
+    /// Starts the server again on the same data directory after [`Server::stop`].
+    pub(crate) fn start_again(&mut self, env: &[(&str, &str)]) {
         self.child = spawn_serve(self.data.path(), self.scratch.path(), self.port, env);
         self.wait_ready();
     }
@@ -63,7 +68,8 @@ impl Server {
         }
     }
 
-    fn stop(&mut self) {
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub(crate) fn stop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: kill(2) on the pid of our own child, which has not been waited for yet.
             unsafe {
