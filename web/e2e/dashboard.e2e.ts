@@ -207,7 +207,7 @@ describe('Quick User Flow', () => {
     // Cannot delete image: clones depend on its snapshot.
     let menu = await openMenu(page, 'rbd/vm1');
     expect(await item(menu, 'Delete').isDisabled()).toBe(true);
-    expect(await item(menu, 'Delete').textContent()).toContain('1 clone depend on its snapshots');
+    expect(await item(menu, 'Delete').textContent()).toContain('1 clone depends on its snapshots');
     await shot(page, 'refusal-delete-image');
     await closeMenu(page);
     // Cannot delete snapshot: protected with a linked clone.
@@ -350,24 +350,36 @@ describe('Quick User Flow', () => {
     const figure = (scope: Locator, title: string) =>
       scope.locator('figure', { has: page.locator('figcaption', { hasText: title }) });
     const nonzero = /Write (idle now|latest [\d.,]+ \S+) · peak [1-9]/;
-    const throughput = figure(imagePerf, 'Read / Write Throughput');
+    const throughput = figure(imagePerf, 'Throughput');
     await throughput.locator('.chart-legend').filter({ hasText: nonzero }).waitFor({ timeout: 20_000 });
     expect(await throughput.locator('.chart-legend').textContent()).toMatch(/Write latest [\d.]+ \S+ · peak 4 MiB\/s/);
-    expect(await figure(imagePerf, 'Read / Write IOPS').locator('.chart-legend').textContent()).toMatch(nonzero);
+    expect(await figure(imagePerf, 'IOPS').locator('.chart-legend').textContent()).toMatch(nonzero);
     expect(await figure(imagePerf, 'Read / Write Latency').locator('.chart-legend').textContent()).toMatch(nonzero);
     expect(await imagePerf.getByText('No I/O in this window.').count()).toBe(0);
     // The text alternatives carry the same figures.
     expect(await throughput.getByRole('img').getAttribute('aria-label')).toMatch(
-      /^Read \/ Write Throughput over the last 5 minutes: Read: none; Write: peak 4 MiB\/s at /,
+      /^Throughput over the last 5 minutes: Read: none; Write: peak 4 MiB\/s at /,
     );
     expect(await throughput.locator('table tbody tr').nth(1).textContent()).toContain('4 MiB/s');
+    // uPlot draws the charts; the page's charts share one cursor: hovering one shows the time in every chart.
+    expect(await throughput.locator('canvas').count()).toBe(1);
+    const box = await throughput.locator('.u-over').boundingBox();
+    if (!box) throw new Error('the throughput chart has no plot area');
+    await page.mouse.move(box.x + box.width - 4, box.y + box.height / 2);
+    await figure(imagePerf, 'IOPS').locator('.chart-at').waitFor();
+    expect(await figure(imagePerf, 'IOPS').locator('.chart-at').textContent()).toMatch(
+      /^\w+ \d+ \w+ \d\d:\d\d:\d\d(, \d+ s average)?$/,
+    );
+    expect(await throughput.locator('.chart-zone').textContent()).toMatch(/UTC[+-]\d\d:\d\d/);
+    await shot(page, 'image-performance-hover');
+    await page.mouse.move(0, 0);
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
     await shot(page, 'image-performance');
 
     // The range selector: a longer window still holds the write.
     await imagePerf.getByRole('radio', { name: '15 min', exact: true }).check();
     await throughput
-      .getByRole('img', { name: /^Read \/ Write Throughput over the last 15 minutes: .*Write: peak 4 MiB\/s/ })
+      .getByRole('img', { name: /^Throughput over the last 15 minutes: .*Write: peak 4 MiB\/s/ })
       .waitFor();
     await imagePerf.getByRole('radio', { name: '5 min', exact: true }).check();
 
@@ -375,7 +387,7 @@ describe('Quick User Flow', () => {
     await gotoTab(page, 'Overall Performance');
     await page.getByText('Use overall charts first, then drill into per-image performance').waitFor();
     const overall = page.getByRole('region', { name: 'Overall Performance' });
-    for (const title of ['Read / Write IOPS', 'Read / Write Throughput']) {
+    for (const title of ['IOPS', 'Throughput']) {
       await figure(overall, title).locator('.chart-legend').filter({ hasText: nonzero }).waitFor({ timeout: 20_000 });
     }
     const top = (caption: string) =>
@@ -391,7 +403,7 @@ describe('Quick User Flow', () => {
 
     // A narrow window: charts and tables stack and nothing widens the page.
     await page.setViewportSize({ width: 400, height: 860 });
-    await figure(overall, 'Read / Write IOPS').waitFor();
+    await figure(overall, 'IOPS').waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
     await shot(page, 'narrow-overall-performance');
     await page.setViewportSize({ width: 1280, height: 800 });
@@ -402,12 +414,12 @@ describe('Quick User Flow', () => {
       .getByRole('tablist', { name: 'Image rbd/vm1' })
       .getByRole('tab', { name: 'Performance', selected: true })
       .waitFor();
-    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'Read / Write Throughput')
+    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'Throughput')
       .locator('.chart-legend')
       .filter({ hasText: nonzero })
       .waitFor();
     await page.setViewportSize({ width: 400, height: 860 });
-    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'Read / Write IOPS').waitFor();
+    await figure(page.getByRole('region', { name: 'Performance of rbd/vm1' }), 'IOPS').waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
     await shot(page, 'narrow-image-performance');
     await page.setViewportSize({ width: 1280, height: 800 });
@@ -453,17 +465,28 @@ describe('image management', () => {
       expect(created.status).toBe(201);
     }
     await page.getByRole('button', { name: 'Refresh the image list' }).click();
+    await page.getByText('1–12 of 12 images').waitFor();
+    await page.getByLabel('Rows per page').selectOption('10');
     await page.getByText('1–10 of 12 images').waitFor();
-    await page.getByRole('button', { name: 'Next page' }).click();
+    // Numbered pages; going to another page scrolls back to the top of the list.
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    await page.getByRole('button', { name: 'Page 2', exact: true }).click();
     await page.getByText('11–12 of 12 images').waitFor();
+    expect(await page.getByRole('button', { name: 'Page 2', exact: true }).getAttribute('aria-current')).toBe('page');
+    await page.waitForFunction(() => {
+      const tab = document.querySelector('.tab-content');
+      return tab !== null && tab.getBoundingClientRect().top >= -1;
+    });
     await page.getByLabel('Search', { exact: true }).fill('copy');
-    await page.getByText('1–1 of 1 images').waitFor();
+    await page.getByText('1 image', { exact: true }).waitFor();
     await page.getByLabel('Search', { exact: true }).fill('');
     await page.getByRole('button', { name: 'Name', exact: true }).click();
     await page.getByText('1–10 of 12 images').waitFor();
     await page.locator('th[aria-sort="descending"]').waitFor();
     expect(await page.locator('tbody th').first().textContent()).toBe('vm1-copy');
     await shot(page, 'sorted-descending');
+    await page.getByLabel('Rows per page').selectOption('25');
+    await page.getByText('1–12 of 12 images').waitFor();
   });
 
   it('namespaces: create, list with image counts, delete refused while images remain', async () => {
@@ -485,7 +508,7 @@ describe('image management', () => {
     expect(await row(page, 'tenant-a').locator('td').nth(1).textContent()).toBe('1');
     const menu = await openMenu(page, 'namespace rbd/tenant-a');
     expect(await item(menu, 'Delete').isDisabled()).toBe(true);
-    expect(await item(menu, 'Delete').textContent()).toContain('1 image remain');
+    expect(await item(menu, 'Delete').textContent()).toContain('1 image remains: delete or move it first.');
     await shot(page, 'namespace-delete-refused');
     await closeMenu(page);
   });

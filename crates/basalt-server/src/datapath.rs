@@ -33,6 +33,12 @@ pub struct Counters {
     pub read_latency_ns: AtomicU64,
     /// Sum of write latencies, nanoseconds.
     pub write_latency_ns: AtomicU64,
+    /// Bytes read by background tasks (flatten, copy, deep copy), not by clients.
+    pub bg_read_bytes: AtomicU64,
+    /// Bytes written by background tasks.
+    pub bg_write_bytes: AtomicU64,
+    /// Background operations, one per object's worth of bytes moved.
+    pub bg_ops: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +56,15 @@ pub struct Sample {
     pub read_latency_ns: u64,
     /// Sum of write latencies, nanoseconds.
     pub write_latency_ns: u64,
+    /// Bytes read by background tasks.
+    #[serde(default)]
+    pub bg_read_bytes: u64,
+    /// Bytes written by background tasks.
+    #[serde(default)]
+    pub bg_write_bytes: u64,
+    /// Background operations.
+    #[serde(default)]
+    pub bg_ops: u64,
 }
 
 impl Counters {
@@ -64,6 +79,13 @@ impl Counters {
         latency.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// Counts bytes a background task read from and wrote to this image.
+    pub fn record_background(&self, read: u64, written: u64, ops: u64) {
+        self.bg_read_bytes.fetch_add(read, Ordering::Relaxed);
+        self.bg_write_bytes.fetch_add(written, Ordering::Relaxed);
+        self.bg_ops.fetch_add(ops, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn sample(&self) -> Sample {
         Sample {
@@ -73,6 +95,9 @@ impl Counters {
             write_bytes: self.write_bytes.load(Ordering::Relaxed),
             read_latency_ns: self.read_latency_ns.load(Ordering::Relaxed),
             write_latency_ns: self.write_latency_ns.load(Ordering::Relaxed),
+            bg_read_bytes: self.bg_read_bytes.load(Ordering::Relaxed),
+            bg_write_bytes: self.bg_write_bytes.load(Ordering::Relaxed),
+            bg_ops: self.bg_ops.load(Ordering::Relaxed),
         }
     }
 }
@@ -87,6 +112,9 @@ impl Sample {
             write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
             read_latency_ns: self.read_latency_ns.saturating_sub(earlier.read_latency_ns),
             write_latency_ns: self.write_latency_ns.saturating_sub(earlier.write_latency_ns),
+            bg_read_bytes: self.bg_read_bytes.saturating_sub(earlier.bg_read_bytes),
+            bg_write_bytes: self.bg_write_bytes.saturating_sub(earlier.bg_write_bytes),
+            bg_ops: self.bg_ops.saturating_sub(earlier.bg_ops),
         }
     }
 
@@ -98,6 +126,9 @@ impl Sample {
         self.write_bytes += other.write_bytes;
         self.read_latency_ns += other.read_latency_ns;
         self.write_latency_ns += other.write_latency_ns;
+        self.bg_read_bytes += other.bg_read_bytes;
+        self.bg_write_bytes += other.bg_write_bytes;
+        self.bg_ops += other.bg_ops;
     }
 }
 

@@ -4,7 +4,9 @@
 //! blocking pool, so the async runtime never waits on the disk.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod background;
 #[cfg(feature = "ceph")]
 pub mod ceph;
 pub mod datapath;

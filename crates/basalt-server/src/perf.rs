@@ -125,7 +125,7 @@ impl History {
             .iter()
             .filter(|((origin, _), _)| origin == LOCAL)
             .filter_map(|((_, key), s)| s.minute_total(minute).map(|total| (key.clone(), total)))
-            .filter(|(_, total)| total.read_ops + total.write_ops > 0)
+            .filter(|(_, total)| total.read_ops + total.write_ops + total.bg_ops > 0)
             .collect()
     }
 
@@ -322,6 +322,9 @@ fn rates(t: u64, s: &Sample, seconds: u64) -> Value {
         "write_bps": s.write_bytes as f64 / secs,
         "read_latency_ms": lat(s.read_latency_ns, s.read_ops),
         "write_latency_ms": lat(s.write_latency_ns, s.write_ops),
+        "background_read_bps": s.bg_read_bytes as f64 / secs,
+        "background_write_bps": s.bg_write_bytes as f64 / secs,
+        "background_iops": s.bg_ops as f64 / secs,
     })
 }
 
@@ -428,13 +431,16 @@ pub(crate) async fn top(
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     type Family = (&'static str, &'static str, fn(&Sample) -> f64);
-    let families: [Family; 6] = [
+    let families: [Family; 9] = [
         ("ceph_rbd_write_ops", "RBD image writes count", |s| s.write_ops as f64),
         ("ceph_rbd_read_ops", "RBD image reads count", |s| s.read_ops as f64),
         ("ceph_rbd_write_bytes", "RBD image bytes written", |s| s.write_bytes as f64),
         ("ceph_rbd_read_bytes", "RBD image bytes read", |s| s.read_bytes as f64),
         ("ceph_rbd_write_latency_sum", "RBD image writes latency, seconds", |s| s.write_latency_ns as f64 / 1e9),
         ("ceph_rbd_read_latency_sum", "RBD image reads latency, seconds", |s| s.read_latency_ns as f64 / 1e9),
+        ("basalt_rbd_background_read_bytes", "Bytes background tasks read", |s| s.bg_read_bytes as f64),
+        ("basalt_rbd_background_write_bytes", "Bytes background tasks wrote", |s| s.bg_write_bytes as f64),
+        ("basalt_rbd_background_ops", "Background task operations (one per object moved)", |s| s.bg_ops as f64),
     ];
     let images: Vec<(String, Sample)> =
         state.registry.all().into_iter().map(|(k, v)| (k, v.counters.sample())).collect();

@@ -139,6 +139,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     // On a shared cluster, each server keeps and recovers only its own tasks.
     let task_scope = share.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+    let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
     let tasks = Tasks::scoped(store, task_scope).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
     // basalt's NBD CA exists from the first start, so certificates can be issued whatever the listener's mode.
     let nbd_ca = crate::nbd_access::NbdCa::open_or_create(&dir)
@@ -153,8 +154,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let auth = Arc::new(auth);
     let nbd_authorizer = crate::nbd_access::authorizer(nbd_tls.as_ref(), &auth);
-    let state =
-        AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone()).with_nbd_ca(Arc::new(nbd_ca));
+    let state = AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone())
+        .with_nbd_ca(Arc::new(nbd_ca))
+        .with_audit(audit);
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -25,6 +25,8 @@ pub struct AppState {
     pub history: Arc<History>,
     /// basalt's NBD certificate authority, for issuing client certificates.
     pub nbd_ca: Option<Arc<crate::nbd_access::NbdCa>>,
+    /// The audit log of mutating calls (none: not recorded).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl AppState {
@@ -36,12 +38,18 @@ impl AppState {
         registry: Arc<Registry>,
         history: Arc<History>,
     ) -> AppState {
-        AppState { backend, auth, tasks, registry, history, nbd_ca: None }
+        AppState { backend, auth, tasks, registry, history, nbd_ca: None, audit: None }
     }
 
     /// Adds the NBD certificate authority.
     pub fn with_nbd_ca(mut self, ca: Arc<crate::nbd_access::NbdCa>) -> AppState {
         self.nbd_ca = Some(ca);
+        self
+    }
+
+    /// Records mutating calls in `audit`.
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> AppState {
+        self.audit = Some(audit);
         self
     }
 

@@ -24,8 +24,10 @@ pub const ROLES: Table = Table("roles");
 pub const TOKENS: Table = Table("tokens");
 /// Task records by id.
 pub const TASKS: Table = Table("tasks");
+/// Audit records of mutating API calls, by time.
+pub const AUDIT: Table = Table("audit");
 /// Every table.
-pub const TABLES: [Table; 4] = [USERS, ROLES, TOKENS, TASKS];
+pub const TABLES: [Table; 5] = [USERS, ROLES, TOKENS, TASKS, AUDIT];
 
 /// The file name of the server store.
 pub const SERVER_DB: &str = "server.redb";

@@ -233,6 +233,10 @@ export interface PerfPoint {
   /** Average per operation; 0 when there was no operation. */
   read_latency_ms: number;
   write_latency_ms: number;
+  /** Background tasks (flatten, copy, deep copy): bytes per second read and written, operations per second. */
+  background_read_bps?: number;
+  background_write_bps?: number;
+  background_iops?: number;
 }
 
 export interface PerfHistory {

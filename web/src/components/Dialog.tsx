@@ -18,6 +18,11 @@ export function Dialog({ title, onClose, children, wide }: Props) {
     if (!dialog) return;
     const opener = document.activeElement as HTMLElement | null;
     dialog.showModal();
+    // Focus the first field, so typing goes there at once (not to the close button the browser would pick).
+    const first = dialog.querySelector<HTMLElement>(
+      '.dialog-body input:not([disabled]):not([type="hidden"]), .dialog-body select:not([disabled]), .dialog-body textarea:not([disabled])',
+    );
+    first?.focus();
     return () => opener?.focus?.();
   }, []);
   return (

@@ -1,6 +1,7 @@
 // An error shown where the action was taken: the server's message, its code, and what to do about it.
 
-import { errorText } from '../state/notices';
+import { useEffect, useRef } from 'preact/hooks';
+import { errorDetails, errorText } from '../state/notices';
 
 interface Props {
   error: unknown;
@@ -8,11 +9,21 @@ interface Props {
 }
 
 export function ErrorText({ error, hint }: Props) {
+  const ref = useRef<HTMLDivElement>(null);
+  // In a dialog the error takes the focus, scrolled into view, so a refused submit never looks like nothing happened.
+  useEffect(() => {
+    const el = ref.current;
+    if (el && el.closest('dialog')) {
+      el.focus();
+      el.scrollIntoView?.({ block: 'nearest' });
+    }
+  }, [error]);
   if (error === null || error === undefined) return null;
   return (
-    <div class="error-text" role="alert">
+    <div class="error-text" role="alert" ref={ref} tabIndex={-1}>
       <p>{errorText(error)}</p>
       {hint && <p class="hint">What to do: {hint}</p>}
+      {errorDetails(error) && <p class="error-details">{errorDetails(error)}</p>}
     </div>
   );
 }

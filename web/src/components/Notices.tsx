@@ -12,6 +12,7 @@ export function Notices() {
           <div>
             <p>{n.text}</p>
             {n.hint && <p class="hint">What to do: {n.hint}</p>}
+            {n.details && <p class="error-details">{n.details}</p>}
           </div>
           <button type="button" class="icon-button" aria-label="Dismiss" onClick={() => dismiss(n.id)}>
             ×

@@ -1,17 +1,17 @@
-// Unit tests of the chart arithmetic: figures with units, nice value axes (binary units for byte rates), local-clock
-// time ticks, scaling onto the plot box, paths that break at missing samples, and the text alternative.
+// Unit tests of the chart arithmetic: figures with units, nice value axes (binary units for byte rates), local-time
+// labels with dates and the zone, and the text alternative.
 import { describe, expect, it } from 'vitest';
 import {
   formatClock,
   formatNumber,
   formatValue,
-  linearScale,
   niceStep,
   niceTicks,
+  offsetLabel,
   summarize,
-  timeTicks,
-  tracePath,
+  timeLabels,
   valueAxis,
+  zoneLabel,
 } from './chart';
 
 describe('formatNumber and formatValue', () => {
@@ -81,68 +81,21 @@ describe('value axes', () => {
   });
 });
 
-describe('time axes', () => {
-  const base = Date.UTC(2026, 10, 25, 16, 0, 0) / 1000;
-  it('puts ticks on round times, at most the number asked for', () => {
-    expect(timeTicks(base - 300, base, 6, 0)).toEqual([-300, -240, -180, -120, -60, 0].map((d) => base + d));
-    expect(timeTicks(base - 3600, base, 5, 0)).toEqual([-3600, -2700, -1800, -900, 0].map((d) => base + d));
-    const day = timeTicks(base - 86400, base, 5, 0);
-    expect(day.length).toBeLessThanOrEqual(5);
-    expect(day.every((t) => t % 21600 === 0)).toBe(true);
-  });
-  it('aligns to the local clock, not to UTC', () => {
-    // Half an hour east of a full-hour zone (e.g. UTC+5:30): hourly ticks fall on local hours.
-    const ticks = timeTicks(base - 6 * 3600, base, 6, 5.5 * 3600);
-    expect(ticks.every((t) => (t + 5.5 * 3600) % 3600 === 0)).toBe(true);
-  });
+describe('local time labels', () => {
   it('formats local clock times with seconds only when asked', () => {
     const t = new Date(2026, 10, 25, 9, 5, 7).getTime() / 1000;
     expect(formatClock(t, false)).toBe('09:05');
     expect(formatClock(t, true)).toBe('09:05:07');
   });
-});
-
-describe('scaling and paths', () => {
-  const box = { left: 40, top: 20, width: 100, height: 50 };
-  const scale = linearScale(1000, 1100, 10, box);
-  it('maps the span onto the box, 0 at the bottom, clamping values outside the axis', () => {
-    expect(scale.x(1000)).toBe(40);
-    expect(scale.x(1100)).toBe(140);
-    expect(scale.y(0)).toBe(70);
-    expect(scale.y(10)).toBe(20);
-    expect(scale.y(5)).toBe(45);
-    expect(scale.y(50)).toBe(20);
-    expect(scale.y(-1)).toBe(70);
+  it('puts the date under the first tick and under each new day', () => {
+    const t = new Date(2026, 10, 25, 22, 0, 0).getTime() / 1000;
+    const labels = timeLabels([t, t + 3600, t + 7200, t + 10800]);
+    expect(labels).toEqual(['22:00\nWed 25 Nov', '23:00', '00:00\nThu 26 Nov', '01:00']);
+    expect(timeLabels([t, t + 10])[0]).toBe('22:00:00\nWed 25 Nov');
   });
-  it('joins consecutive samples and breaks at gaps and at missing values', () => {
-    const traced = tracePath(
-      [
-        [1000, 0],
-        [1001, 10],
-        [1002, 0],
-        [1050, 5],
-        [1051, null],
-        [1052, 5],
-        [1053, 5],
-      ],
-      scale,
-      3,
-    );
-    expect(traced.path).toBe('M40 70L41 20L42 70M92 45L93 45');
-    expect(traced.dots).toEqual([{ x: 90, y: 45 }]);
-  });
-  it('draws a lone sample as a dot and drops samples before the span', () => {
-    expect(
-      tracePath(
-        [
-          [900, 4],
-          [1010, 10],
-        ],
-        scale,
-        3,
-        1000,
-      ),
-    ).toEqual({ path: '', dots: [{ x: 50, y: 20 }] });
+  it('names the zone with its offset from UTC', () => {
+    expect(offsetLabel(0)).toMatch(/^UTC[+-]\d\d:\d\d$/);
+    expect(zoneLabel(0)).toContain(offsetLabel(0));
   });
 });
 
@@ -160,7 +113,7 @@ describe('summarize', () => {
         'bps',
       ),
     ).toBe(
-      'Read / Write Throughput over the last 5 minutes: Read: none; Write: peak 4 MiB/s at 16:02:33, latest 0 B/s.',
+      'Read / Write Throughput over the last 5 minutes: Read: none; Write: peak 4 MiB/s at 16:02:33 Wed 25 Nov, latest 0 B/s.',
     );
   });
   it('says when the window saw no I/O', () => {

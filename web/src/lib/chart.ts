@@ -1,5 +1,5 @@
-// The line charts' arithmetic without UI: value formatting with units (IOPS, B/s in binary units, ms), "nice" value
-// axes, time axes aligned to the local clock, and the SVG path of a series that breaks where samples are missing.
+// The charts' arithmetic without UI: value formatting with units (IOPS, B/s in binary units, ms), "nice" value axes,
+// local-time labels with dates and the time zone, and the text alternative's summary. Drawing is uPlot's.
 
 export type ValueKind = 'iops' | 'bps' | 'ms';
 
@@ -86,26 +86,6 @@ export function valueAxis(max: number, kind: ValueKind): ValueAxis {
   };
 }
 
-const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
-
-/**
- * Time ticks (unix seconds) between `from` and `to`, at most `maxTicks` of them, on round local-clock times.
- * `offsetSeconds` is the local zone's offset from UTC (east positive), so that hourly ticks fall on local hours.
- */
-export function timeTicks(from: number, to: number, maxTicks: number, offsetSeconds = localOffset(to)): number[] {
-  const span = Math.max(1, to - from);
-  const step = TIME_STEPS.find((s) => span / s <= Math.max(1, maxTicks)) ?? 86400;
-  const first = Math.ceil((from + offsetSeconds) / step) * step - offsetSeconds;
-  const ticks: number[] = [];
-  for (let t = first; t <= to; t += step) ticks.push(t);
-  return ticks;
-}
-
-/** The step between two time ticks, or the span when there is at most one. */
-export function tickStep(ticks: readonly number[], span: number): number {
-  return ticks.length > 1 ? (ticks[1] ?? 0) - (ticks[0] ?? 0) : span;
-}
-
 export function localOffset(unixSeconds: number): number {
   return -new Date(unixSeconds * 1000).getTimezoneOffset() * 60;
 }
@@ -119,64 +99,48 @@ export function formatClock(unixSeconds: number, withSeconds: boolean): string {
   return withSeconds ? `${hm}:${pad(d.getSeconds())}` : hm;
 }
 
-export interface Scale {
-  x: (t: number) => number;
-  y: (value: number) => number;
+const DAY = new Intl.DateTimeFormat('en-GB', { weekday: 'short', day: 'numeric', month: 'short' });
+
+/** The local date of a time: `Thu 3 Dec`. */
+export function formatDay(unixSeconds: number): string {
+  return DAY.format(new Date(unixSeconds * 1000)).replace(',', '');
 }
 
-/** A linear map from [from, to] × [0, max] onto a plot box (y grows downwards in SVG). */
-export function linearScale(
-  from: number,
-  to: number,
-  max: number,
-  box: { left: number; top: number; width: number; height: number },
-): Scale {
-  const span = to - from || 1;
-  const top = max || 1;
-  return {
-    x: (t) => box.left + ((t - from) / span) * box.width,
-    y: (v) => box.top + box.height - (Math.min(Math.max(v, 0), top) / top) * box.height,
-  };
+/** The local zone's offset as `UTC+01:00`. */
+export function offsetLabel(unixSeconds: number): string {
+  const off = localOffset(unixSeconds) / 60;
+  const sign = off < 0 ? '-' : '+';
+  const abs = Math.abs(off);
+  return `UTC${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
 }
 
-export interface Traced {
-  /** The `d` attribute of the line: one `M` per run of consecutive samples. */
-  path: string;
-  /** Samples with no neighbour in their run, drawn as dots so that a single busy second stays visible. */
-  dots: { x: number; y: number }[];
+/** The browser's time zone, named and as an offset: `Europe/Berlin, UTC+01:00`. */
+export function zoneLabel(unixSeconds: number): string {
+  let name = '';
+  try {
+    name = Intl.DateTimeFormat().resolvedOptions().timeZone ?? '';
+  } catch {
+    name = '';
+  }
+  const offset = offsetLabel(unixSeconds);
+  return name && name !== 'UTC' ? `${name}, ${offset}` : offset;
 }
 
 /**
- * Traces a series: consecutive samples are joined unless their times are more than `maxGap` seconds apart or one of
- * them has no value; samples outside [from, to] are dropped.
+ * Labels for time-axis ticks in local time: clock times (with seconds when ticks are under a minute apart), and the
+ * date under the first tick and under every tick that starts a new day.
  */
-export function tracePath(points: readonly ChartPoint[], scale: Scale, maxGap: number, from = -Infinity): Traced {
-  const runs: { x: number; y: number }[][] = [];
-  let run: { x: number; y: number }[] = [];
-  let lastT = -Infinity;
-  for (const [t, v] of points) {
-    if (t < from) continue;
-    if (v === null || t - lastT > maxGap) {
-      if (run.length > 0) runs.push(run);
-      run = [];
-    }
-    if (v !== null) {
-      run.push({ x: round(scale.x(t)), y: round(scale.y(v)) });
-      lastT = t;
-    } else {
-      lastT = -Infinity;
-    }
-  }
-  if (run.length > 0) runs.push(run);
-  const path = runs
-    .filter((r) => r.length > 1)
-    .map((r) => r.map((p, i) => `${i === 0 ? 'M' : 'L'}${p.x} ${p.y}`).join(''))
-    .join('');
-  const dots = runs.filter((r) => r.length === 1).map((r) => r[0] as { x: number; y: number });
-  return { path, dots };
+export function timeLabels(ticks: readonly number[]): string[] {
+  const step = ticks.length > 1 ? (ticks[1] ?? 0) - (ticks[0] ?? 0) : 60;
+  let lastDay = '';
+  return ticks.map((t) => {
+    const day = formatDay(t);
+    const clock = formatClock(t, step < 60);
+    if (day === lastDay) return clock;
+    lastDay = day;
+    return `${clock}\n${day}`;
+  });
 }
-
-const round = (n: number) => Math.round(n * 10) / 10;
 
 /** What a chart's text alternative needs of a series. */
 export interface SeriesFigures {
@@ -196,7 +160,7 @@ export function summarize(title: string, phrase: string, series: readonly Series
   const parts = series.map((s) =>
     s.peak === null
       ? `${s.label}: none`
-      : `${s.label}: peak ${formatValue(s.peak.value, kind)} at ${formatClock(s.peak.t, true)}, latest ${latestText(s, kind)}`,
+      : `${s.label}: peak ${formatValue(s.peak.value, kind)} at ${formatClock(s.peak.t, true)} ${formatDay(s.peak.t)}, latest ${latestText(s, kind)}`,
   );
   return `${title} over ${phrase}: ${parts.join('; ')}.`;
 }

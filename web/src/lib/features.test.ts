@@ -1,6 +1,13 @@
 // Unit tests of the feature checkbox rules: dependencies, the object-map/fast-diff interlock, edit-time locks.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_FEATURES, featureLockedReason, featuresToSend, toggleFeature, type FeatureName } from './features';
+import {
+  DEFAULT_FEATURES,
+  featureLockedReason,
+  featuresToSend,
+  toggleFeature,
+  toggleFeatureRemembering,
+  type FeatureName,
+} from './features';
 
 const set = (...names: FeatureName[]) => new Set<FeatureName>(names);
 
@@ -44,5 +51,23 @@ describe('featureLockedReason', () => {
 describe('featuresToSend', () => {
   it('never sends striping, which the server derives from the layout', () => {
     expect(featuresToSend(set('striping', 'layering'))).toEqual(['layering']);
+  });
+});
+
+describe('toggleFeatureRemembering', () => {
+  it('brings object-map and fast-diff back when exclusive-lock is ticked again', () => {
+    const all = new Set<FeatureName>(['layering', 'exclusive-lock', 'object-map', 'fast-diff']);
+    const off = toggleFeatureRemembering(all, 'exclusive-lock', false, {});
+    expect([...off.features].sort()).toEqual(['layering']);
+    const on = toggleFeatureRemembering(off.features, 'exclusive-lock', true, off.memory);
+    expect([...on.features].sort()).toEqual(['exclusive-lock', 'fast-diff', 'layering', 'object-map']);
+    expect(on.memory).toEqual({});
+  });
+  it('restores nothing that was not ticked before', () => {
+    const some = new Set<FeatureName>(['exclusive-lock']);
+    const off = toggleFeatureRemembering(some, 'exclusive-lock', false, {});
+    expect([...toggleFeatureRemembering(off.features, 'exclusive-lock', true, off.memory).features]).toEqual([
+      'exclusive-lock',
+    ]);
   });
 });

@@ -121,3 +121,30 @@ export function featuresToSend(selected: ReadonlySet<FeatureName>): FeatureName[
 export function featuresFromNames(names: readonly string[]): Set<FeatureName> {
   return new Set(FEATURES.map((f) => f.name).filter((n) => names.includes(n)));
 }
+
+/** Features an unticked feature took with it, keyed by that feature, so ticking it again brings them back. */
+export type FeatureMemory = Partial<Record<FeatureName, FeatureName[]>>;
+
+/**
+ * Like {@link toggleFeature}, remembering what an untick cleared: unticking exclusive-lock clears object-map and
+ * fast-diff, and ticking exclusive-lock again restores them (a person toggling it back expects the same form).
+ */
+export function toggleFeatureRemembering(
+  selected: ReadonlySet<FeatureName>,
+  name: FeatureName,
+  checked: boolean,
+  memory: FeatureMemory,
+): { features: Set<FeatureName>; memory: FeatureMemory } {
+  let features = toggleFeature(selected, name, checked);
+  const next: FeatureMemory = { ...memory };
+  if (!checked) {
+    const cleared = FEATURES.map((f) => f.name).filter((f) => f !== name && selected.has(f) && !features.has(f));
+    if (cleared.length > 0) next[name] = cleared;
+  } else if (features.has(name)) {
+    for (const f of FEATURES.map((i) => i.name).filter((n) => memory[name]?.includes(n))) {
+      features = toggleFeature(features, f, true);
+    }
+    delete next[name];
+  }
+  return { features, memory: next };
+}

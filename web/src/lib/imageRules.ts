@@ -2,13 +2,10 @@
 
 import type { ImageObject, Snapshot, Task } from '../api/types';
 import { imageSpec } from './names';
+import { plural, verb } from './plural';
 
 export function specOf(image: Pick<ImageObject, 'pool_name' | 'namespace' | 'name'>): string {
   return imageSpec(image.pool_name, image.namespace, image.name);
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 /** A task still running on this image (flatten, copy, rollback, delete ...), if any. */
@@ -19,15 +16,18 @@ export function runningTaskOn(image: ImageObject, executing: readonly Task[]): T
 
 export function deleteBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
   const clones = image.snapshots.reduce((n, s) => n + s.children.length, 0);
-  if (clones > 0) return `${plural(clones, 'clone')} depend on its snapshots: flatten or delete them first.`;
+  if (clones > 0)
+    return `${plural(clones, 'clone')} ${verb(clones, 'depends', 'depend')} on its snapshots: flatten or delete them first.`;
   if (image.snapshot_count > 0) return `It has ${plural(image.snapshot_count, 'snapshot')}: delete them first.`;
-  if (image.watchers.length > 0) return `Attached: ${plural(image.watchers.length, 'client')} have it open.`;
+  if (image.watchers.length > 0)
+    return `Attached: ${plural(image.watchers.length, 'client')} ${verb(image.watchers.length, 'has', 'have')} it open.`;
   const task = runningTaskOn(image, executing);
   return task ? `Task ${task.name} is running on it.` : null;
 }
 
 export function trashBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
-  if (image.watchers.length > 0) return `Attached: ${plural(image.watchers.length, 'client')} have it open.`;
+  if (image.watchers.length > 0)
+    return `Attached: ${plural(image.watchers.length, 'client')} ${verb(image.watchers.length, 'has', 'have')} it open.`;
   const task = runningTaskOn(image, executing);
   return task ? `Task ${task.name} is running on it.` : null;
 }

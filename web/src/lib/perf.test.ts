@@ -94,6 +94,17 @@ describe('series', () => {
     expect(seriesOf([], 'iops').map((s) => [s.latest, s.peak])).toEqual([
       [null, null],
       [null, null],
+      [null, null],
     ]);
+  });
+  it('adds a background series of what flatten, copy and deep copy moved, except for latency', () => {
+    const p = { t: 5, read_iops: 0, write_iops: 0, read_bps: 0, write_bps: 0, read_latency_ms: 0, write_latency_ms: 0 };
+    const busy = [p, { ...p, t: 6, background_read_bps: 1024, background_write_bps: 1024, background_iops: 2 }];
+    expect(hasActivity(busy)).toBe(true);
+    const bps = seriesOf(busy, 'bps');
+    expect(bps.map((s) => s.label)).toEqual(['Read', 'Write', 'Background']);
+    expect(bps[2]?.peak).toEqual({ value: 2048, t: 6 });
+    expect(seriesOf(busy, 'iops')[2]?.latest).toBe(2);
+    expect(seriesOf(busy, 'latency').map((s) => s.label)).toEqual(['Read', 'Write']);
   });
 });

@@ -66,7 +66,14 @@ export function visibleSpan(
 
 /** True when any sample in the window saw an operation or a byte. */
 export function hasActivity(points: readonly PerfPoint[]): boolean {
-  return points.some((p) => p.read_iops > 0 || p.write_iops > 0 || p.read_bps > 0 || p.write_bps > 0);
+  return points.some(
+    (p) => p.read_iops > 0 || p.write_iops > 0 || p.read_bps > 0 || p.write_bps > 0 || backgroundBps(p) > 0,
+  );
+}
+
+/** Bytes per second that background tasks (flatten, copy, deep copy) read and wrote. */
+export function backgroundBps(p: PerfPoint): number {
+  return (p.background_read_bps ?? 0) + (p.background_write_bps ?? 0);
 }
 
 export type Metric = 'iops' | 'bps' | 'latency';
@@ -75,7 +82,7 @@ export const METRIC_KIND: Record<Metric, ValueKind> = { iops: 'iops', bps: 'bps'
 
 /** One direction of one metric, ready to chart. */
 export interface PerfSeries {
-  label: 'Read' | 'Write';
+  label: 'Read' | 'Write' | 'Background';
   points: ChartPoint[];
   /** The newest sample's value (null: no operation then, for latency). */
   latest: number | null;
@@ -83,19 +90,30 @@ export interface PerfSeries {
   peak: { value: number; t: number } | null;
 }
 
+function figures(label: PerfSeries['label'], values: ChartPoint[]): PerfSeries {
+  let peak: PerfSeries['peak'] = null;
+  for (const [t, v] of values) if (v !== null && v > 0 && (peak === null || v > peak.value)) peak = { value: v, t };
+  const last = values[values.length - 1];
+  return { label, points: values, latest: last ? last[1] : null, peak };
+}
+
 /**
- * The read and write series of a metric. Latency is only defined where operations happened, so samples without
+ * The read and write series of a metric, and for IOPS and throughput the background series (flatten, copy and deep
+ * copy moving data inside the store). Latency is only defined where operations happened, so samples without
  * operations in that direction become gaps instead of a made-up 0 ms.
  */
 export function seriesOf(points: readonly PerfPoint[], metric: Metric): PerfSeries[] {
-  return (['read', 'write'] as const).map((dir) => {
+  const series = (['read', 'write'] as const).map((dir) => {
     const values: ChartPoint[] = points.map((p) => {
       if (metric === 'latency') return [p.t, p[`${dir}_iops`] > 0 ? p[`${dir}_latency_ms`] : null];
       return [p.t, p[`${dir}_${metric}`]];
     });
-    let peak: PerfSeries['peak'] = null;
-    for (const [t, v] of values) if (v !== null && v > 0 && (peak === null || v > peak.value)) peak = { value: v, t };
-    const last = values[values.length - 1];
-    return { label: dir === 'read' ? 'Read' : 'Write', points: values, latest: last ? last[1] : null, peak };
+    return figures(dir === 'read' ? 'Read' : 'Write', values);
   });
+  if (metric === 'latency') return series;
+  const background: ChartPoint[] = points.map((p) => [
+    p.t,
+    metric === 'iops' ? (p.background_iops ?? 0) : backgroundBps(p),
+  ]);
+  return [...series, figures('Background', background)];
 }

@@ -2,11 +2,13 @@
 
 const pad = (n: number) => String(n).padStart(2, '0');
 
-/** `2026-11-25 15:20:17` in the browser's time zone; the input unchanged when it is not a time. */
+/** `2026-11-25 15:20:17 UTC+01:00` in the browser's time zone; the input unchanged when it is not a time. */
 export function formatTime(iso: string): string {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const off = -d.getTimezoneOffset();
+  const zone = `UTC${off < 0 ? '-' : '+'}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}`;
 }
 
 /** The value a `datetime-local` input shows for a moment. */

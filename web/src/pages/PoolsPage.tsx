@@ -51,6 +51,7 @@ export function PoolsPage() {
 
   return (
     <section class="page" aria-labelledby="pools-title">
+      <p class="breadcrumb">Storage › Pools</p>
       <div class="page-head">
         <h1 id="pools-title">Pools</h1>
         {can(EP.createPool) && (

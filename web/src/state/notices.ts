@@ -1,6 +1,7 @@
 // Messages shown in the corner: results of actions and the server's refusals, announced to screen readers.
 
 import { ApiError } from '../api/client';
+import { describeCode } from '../lib/errno';
 import { createStore } from './store';
 
 export interface Notice {
@@ -9,6 +10,8 @@ export interface Notice {
   text: string;
   /** What to do about it (the seed's troubleshooting advice). */
   hint?: string;
+  /** The error's code, for reports: `EACCES (errno 13), HTTP 403`. */
+  details?: string;
 }
 
 export const notices = createStore<Notice[]>([]);
@@ -18,20 +21,32 @@ export function dismiss(id: number): void {
   notices.set(notices.get().filter((n) => n.id !== id));
 }
 
-export function notify(kind: Notice['kind'], text: string, hint?: string): void {
-  const notice: Notice = hint ? { id: nextId, kind, text, hint } : { id: nextId, kind, text };
+export function notify(kind: Notice['kind'], text: string, hint?: string, details?: string): void {
+  const notice: Notice = { id: nextId, kind, text };
+  if (hint) notice.hint = hint;
+  if (details) notice.details = details;
   nextId += 1;
   notices.set([...notices.get(), notice].slice(-3));
   // Refusals stay until dismissed so they can be read; confirmations go away by themselves.
   if (kind !== 'error') setTimeout(() => dismiss(notice.id), 6000);
 }
 
-/** The text of any error as a person should read it: the server's message and its code. */
+/** The text of any error as a person should read it: what the code means in words, then the server's message. */
 export function errorText(error: unknown): string {
-  if (error instanceof ApiError) return error.status === 0 ? error.detail : `${error.detail} (${error.code})`;
+  if (error instanceof ApiError) {
+    if (error.status === 0) return error.detail;
+    const { words } = describeCode(error.code, error.status);
+    return error.detail.toLowerCase().startsWith(words.toLowerCase()) ? error.detail : `${words}: ${error.detail}`;
+  }
   return error instanceof Error ? error.message : String(error);
 }
 
+/** The error's code for the details line (`EACCES (errno 13), HTTP 403`), or null for errors without one. */
+export function errorDetails(error: unknown): string | null {
+  if (!(error instanceof ApiError) || error.status === 0) return null;
+  return `Code ${describeCode(error.code, error.status).details}, HTTP ${error.status}`;
+}
+
 export function notifyError(error: unknown, hint?: string): void {
-  notify('error', errorText(error), hint);
+  notify('error', errorText(error), hint, errorDetails(error) ?? undefined);
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
 use super::{Body, OptionalBody, Params, parse, rfc3339, run_task};
 use crate::auth::Caller;
+use crate::background::Meter;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -416,8 +417,10 @@ pub(crate) async fn copy(
         striping: striping_of(body.stripe_unit, body.stripe_count)?,
     };
     let meta = json!({"image_spec": src.to_string(), "dest_image_spec": dest.to_string()});
+    let registry = state.registry.clone();
     Ok(run_task(&state, "rbd/copy", meta, StatusCode::CREATED, move |b, progress| {
-        b.image_copy(&src, &request, progress)?;
+        let meter = Meter::copy(b, &src, request.snap.as_ref().map(|s| s.as_str()), &request.dest);
+        meter.run(&registry, progress, || b.image_copy(&src, &request, progress))?;
         Ok(Value::Null)
     })
     .await)
@@ -442,8 +445,10 @@ pub(crate) async fn deep_copy(
     let (pool, ns) = location(&body.dest_pool_name, body.dest_namespace.as_deref())?;
     let dest = ImageSpec::new(pool, ns, parse(ImageName::new(body.dest_image_name))?);
     let meta = json!({"image_spec": src.to_string(), "dest_image_spec": dest.to_string()});
+    let registry = state.registry.clone();
     Ok(run_task(&state, "rbd/deep_copy", meta, StatusCode::CREATED, move |b, progress| {
-        b.image_deep_copy(&src, &dest, progress)?;
+        let meter = Meter::deep_copy(b, &src, &dest);
+        meter.run(&registry, progress, || b.image_deep_copy(&src, &dest, progress))?;
         Ok(Value::Null)
     })
     .await)
@@ -460,8 +465,10 @@ pub(crate) async fn flatten(
     if state.tasks.is_running("rbd/flatten", &meta) {
         return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being flattened"))));
     }
+    let registry = state.registry.clone();
     Ok(run_task(&state, "rbd/flatten", meta, StatusCode::OK, move |b, progress: &Progress| {
-        b.flatten(&spec, progress)?;
+        let meter = Meter::flatten(b, &spec);
+        meter.run(&registry, progress, || b.flatten(&spec, progress))?;
         Ok(Value::Null)
     })
     .await)

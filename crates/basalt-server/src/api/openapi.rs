@@ -107,6 +107,14 @@ pub const OPS: &[Op] = &[
     op("GET", "/api/task", "Running and finished background tasks", "", "", 200),
     op(
         "GET",
+        "/api/audit",
+        "The audit log of mutating calls, newest first (?username=&since=&until=&search=&result=&offset=&limit=)",
+        "user",
+        "update",
+        200,
+    ),
+    op(
+        "GET",
         "/api/perf/image/{image_spec}",
         "IOPS, throughput and latency of one image over ?range= seconds",
         IMG,

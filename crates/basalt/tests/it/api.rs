@@ -637,3 +637,92 @@ fn data_path_figures_reach_the_perf_api_and_metrics() {
     assert_eq!(top[0]["image"], "rbd/busy");
     assert_eq!(call(&server, "GET", "/api/perf/top?by=colour", Some(&token), None).0, 400);
 }
+
+#[test]
+fn copy_and_flatten_count_background_io_in_the_image_counters() {
+    use basalt_core::rbd_diff::{DiffRecord, DiffVersion, DiffWriter};
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let body = json!({"name": "src", "pool_name": "rbd", "size": 4u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("writer");
+    writer.write_record(&DiffRecord::Size(4 << 20)).expect("size");
+    writer.write_record(&DiffRecord::Data { offset: 0, data: vec![7u8; 1 << 20] }).expect("data");
+    let stream = writer.finish().expect("finish");
+    assert_eq!(call_bytes(&server, "POST", "/api/block/image/rbd%2Fsrc/import_diff", &token, &stream).0, 200);
+    let copy = json!({"dest_pool_name": "rbd", "dest_image_name": "dst"});
+    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fsrc/copy", Some(&token), Some(copy)).0, 201);
+    // A snapshot, a clone of it, and a flatten that copies the parent's 1 MiB up into the clone.
+    let snap = json!({"snapshot_name": "s"});
+    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fsrc/snap", Some(&token), Some(snap)).0, 201);
+    let protect = json!({"is_protected": true});
+    assert_eq!(call(&server, "PUT", "/api/block/image/rbd%2Fsrc/snap/s", Some(&token), Some(protect)).0 / 100, 2);
+    let clone = json!({"child_pool_name": "rbd", "child_image_name": "c"});
+    let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fsrc/snap/s/clone", Some(&token), Some(clone));
+    assert_eq!(status / 100, 2, "{answer}");
+    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fc/flatten", Some(&token), None).0, 200);
+
+    let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let value = |name: &str, image: &str| -> u64 {
+        let prefix = format!(r#"{name}{{pool="rbd",namespace="",image="{image}"}} "#);
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    // The copy read the source's 1 MiB and wrote it to the destination; the flatten read and wrote it in the clone.
+    assert_eq!(value("basalt_rbd_background_read_bytes", "src"), 1 << 20, "{metrics}");
+    assert_eq!(value("basalt_rbd_background_write_bytes", "dst"), 1 << 20, "{metrics}");
+    assert_eq!(value("basalt_rbd_background_read_bytes", "c"), 1 << 20, "{metrics}");
+    assert_eq!(value("basalt_rbd_background_write_bytes", "c"), 1 << 20, "{metrics}");
+    // Client counters are untouched by the tasks.
+    assert_eq!(value("ceph_rbd_read_ops", "dst"), 0, "{metrics}");
+    // The history's background series carries the same bytes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, perf) = call(&server, "GET", "/api/perf/image/rbd%2Fc?range=60", Some(&token), None);
+        let moved: f64 = perf["points"]
+            .as_array()
+            .map_or(0.0, |p| p.iter().filter_map(|x| x["background_write_bps"].as_f64()).sum());
+        if moved >= f64::from(1u32 << 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flatten never showed up: {perf}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn mutating_calls_are_audited_and_only_user_managers_read_the_log() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let body = json!({"name": "audited", "pool_name": "rbd", "size": 1u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body.clone())).0, 201);
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0 / 100, 4, "exists");
+    let viewer = json!({"username": "viewer", "password": "a-long-viewer-password-1", "roles": ["read-only"]});
+    assert_eq!(call(&server, "POST", "/api/user", Some(&token), Some(viewer)).0, 201);
+    let viewer_token = login(&server, "viewer", "a-long-viewer-password-1");
+    assert_eq!(call(&server, "DELETE", "/api/block/image/rbd%2Faudited", Some(&viewer_token), None).0, 403);
+    // Reading is not audited; the records arrive just after the answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let (status, log) = call(&server, "GET", "/api/audit?search=audited", Some(&token), None);
+        assert_eq!(status, 200, "{log}");
+        if log["total"] == 3 {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let items = log["items"].as_array().expect("items");
+    assert_eq!(items[0]["username"], "viewer");
+    assert_eq!(items[0]["method"], "DELETE");
+    assert_eq!(items[0]["path"], "/api/block/image/rbd/audited");
+    assert_eq!((items[0]["status"].as_u64(), items[0]["result"].as_str()), (Some(403), Some("failure")));
+    assert_eq!((items[2]["username"].as_str(), items[2]["status"].as_u64()), (Some("admin"), Some(201)));
+    let (_, mine) = call(&server, "GET", "/api/audit?username=viewer", Some(&token), None);
+    assert!(mine["items"].as_array().expect("items").iter().all(|r| r["username"] == "viewer"), "{mine}");
+    // No password is ever recorded, and the read-only user cannot read the log.
+    let (_, all) = call(&server, "GET", "/api/audit?limit=1000", Some(&token), None);
+    assert!(!all.to_string().contains("a-long-viewer-password-1"));
+    assert_eq!(call(&server, "GET", "/api/audit", Some(&viewer_token), None).0, 403);
+    assert_eq!(call(&server, "GET", "/api/audit?result=maybe", Some(&token), None).0, 400);
+}

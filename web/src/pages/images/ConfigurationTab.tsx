@@ -1,6 +1,7 @@
 // The Configuration tab: every option's effective value and where it comes from (global, pool or this image), and
 // the Quality of Service form that sets image overrides or resets them to the inherited value.
 
+import { humanConfigValue } from '../../lib/configValue';
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../../api/client';
 import { EP } from '../../api/endpoints';
@@ -156,7 +157,10 @@ export function ConfigurationTab({ spec }: { spec: string }) {
                 <th scope="row">
                   <code>{e.name}</code>
                 </th>
-                <td>{e.value}</td>
+                <td>
+                  {humanConfigValue(e.name, e.value) ?? e.value}
+                  {humanConfigValue(e.name, e.value) && <span class="muted"> ({e.value} bytes)</span>}
+                </td>
                 <td>
                   <span class={e.source === 'image' ? 'badge badge-info' : 'badge'}>{e.source}</span>
                 </td>

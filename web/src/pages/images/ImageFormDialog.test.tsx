@@ -34,7 +34,7 @@ afterEach(() => {
 });
 
 describe('Create RBD Image panel', () => {
-  it('clears and disables dependent features when their requirement is unchecked', () => {
+  it('clears and disables dependent features when their requirement is unchecked, and restores them', () => {
     mount();
     expect(box('object-map').checked).toBe(true);
     click(box('exclusive-lock'));
@@ -42,9 +42,16 @@ describe('Create RBD Image panel', () => {
     expect(box('fast-diff').checked).toBe(false);
     expect(box('object-map').disabled).toBe(true);
     expect(root.textContent).toContain('Needs exclusive-lock.');
+    // Ticking exclusive-lock again brings back what unticking it cleared.
     click(box('exclusive-lock'));
-    click(box('object-map'));
+    expect(box('object-map').checked).toBe(true);
     expect(box('fast-diff').checked).toBe(true);
+  });
+
+  it('focuses the first field when it opens', () => {
+    mount();
+    expect(document.activeElement?.getAttribute('autocomplete')).toBe('off');
+    expect((document.activeElement as HTMLInputElement | null)?.closest('.field')?.textContent).toContain('Name');
   });
 
   it('refuses to submit with an empty name and size, saying why', () => {

@@ -16,7 +16,8 @@ import {
   featureLockedReason,
   featuresFromNames,
   featuresToSend,
-  toggleFeature,
+  toggleFeatureRemembering,
+  type FeatureMemory,
   type FeatureName,
 } from '../../lib/features';
 import { specOf } from '../../lib/imageRules';
@@ -92,6 +93,7 @@ export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
   const [touched, setTouched] = useState<Set<ImageFormField>>(new Set());
   const [submitted, setSubmitted] = useState(false);
   const [allowShrink, setAllowShrink] = useState(false);
+  const [memory, setMemory] = useState<FeatureMemory>({});
   const action = useAction();
   const errors = validateImageForm(values);
   const shown = (field: ImageFormField) => (submitted || touched.has(field) ? errors[field] : undefined);
@@ -121,6 +123,7 @@ export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
     <Dialog title={editing ? 'Edit RBD Image' : 'Create RBD Image'} onClose={onClose} wide>
       <form noValidate onSubmit={submit}>
         <div class="dialog-body form-grid">
+          <ErrorText error={action.error} />
           <Field label="Name" required error={shown('name')}>
             {({ id, describedBy, invalid, required }) => (
               <input
@@ -213,9 +216,11 @@ export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
                       checked={values.features.has(f.name)}
                       disabled={locked !== null}
                       aria-describedby={helpId}
-                      onChange={(e) =>
-                        set({ features: toggleFeature(values.features, f.name, e.currentTarget.checked) })
-                      }
+                      onChange={(e) => {
+                        const t = toggleFeatureRemembering(values.features, f.name, e.currentTarget.checked, memory);
+                        setMemory(t.memory);
+                        set({ features: t.features });
+                      }}
                     />
                     <span class="feature-name">{f.name}</span>
                   </label>
@@ -308,7 +313,6 @@ export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
               before submitting.
             </Callout>
           )}
-          <ErrorText error={action.error} />
         </div>
         <footer class="dialog-foot">
           <button type="button" onClick={onClose}>

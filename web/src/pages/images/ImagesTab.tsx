@@ -2,20 +2,23 @@
 // rows; rows refresh by themselves when a background task ends.
 
 import { Fragment } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../../api/client';
 import { EP } from '../../api/endpoints';
-import type { ImageListQuery, ImageObject, SortKey } from '../../api/types';
+import type { ImageListQuery, ImageObject, SortKey, Task } from '../../api/types';
 import { ActionMenu, type MenuAction } from '../../components/ActionMenu';
-import { ErrorText } from '../../components/ErrorText';
+import { LoadState } from '../../components/LoadState';
+import { Pager } from '../../components/Pager';
 import { useLoad } from '../../components/useLoad';
 import {
   busyReason,
   deleteBlockedReason,
   flattenBlockedReason,
+  runningTaskOn,
   specOf,
   trashBlockedReason,
 } from '../../lib/imageRules';
+import { formatDuration, taskProgress } from '../../lib/taskProgress';
 import { formatBytes } from '../../lib/units';
 import { useSession } from '../../state/session';
 import { useStore } from '../../state/store';
@@ -25,8 +28,54 @@ import { imageNameOf, takeDrill } from './drill';
 import { ImageDialogs, type ImageDialog } from './ImageDialogs';
 import { ImageExpanded } from './ImageExpanded';
 
-const PAGE_SIZES = [10, 25, 50];
-const COLUMNS = 14;
+const PAGE_SIZES = [10, 25, 50, 100];
+const COLUMNS = 12;
+
+/** Short codes for the features column; the full names are in its tooltip. */
+const FEATURE_CODES: Record<string, string> = {
+  layering: 'L',
+  striping: 'S',
+  'exclusive-lock': 'EL',
+  'object-map': 'OM',
+  'fast-diff': 'FD',
+  'deep-flatten': 'DF',
+  journaling: 'J',
+  'data-pool': 'DP',
+  operations: 'OP',
+  migrating: 'MG',
+  'non-primary': 'NP',
+};
+
+/** Fixed column widths (rem), so columns do not jump as pages and data change; the name takes the rest. */
+const WIDTHS = [
+  '2rem', // expand
+  undefined, // name
+  '5rem', // pool
+  '6rem', // namespace
+  '4.5rem', // size
+  '6.5rem', // status or task progress
+  '4rem', // snapshots
+  '8.5rem', // features
+  '7rem', // objects × object size
+  '7.5rem', // provisioned/used
+  '7.5rem', // parent
+  '2.75rem', // actions
+];
+
+function RowStatus({ image, task, now }: { image: ImageObject; task: Task | undefined; now: number }) {
+  const badge = <span class={image.status === 'OK' ? 'badge badge-ok' : 'badge badge-warn'}>{image.status}</span>;
+  if (!task) return badge;
+  const p = taskProgress(task, now);
+  return (
+    <span class="row-task" title={`${task.name}: ${p.text}`}>
+      <progress max={100} value={p.percent} aria-label={`${p.verb} ${specOf(image)}`} />
+      <span class="row-task-text">
+        {p.percent}%{p.etaSeconds !== null ? ` · ${formatDuration(p.etaSeconds)}` : ''}
+      </span>
+      <span class="sr-only">{p.text}</span>
+    </span>
+  );
+}
 
 const SORTABLE: { key: SortKey; label: string }[] = [
   { key: 'name', label: 'Name' },
@@ -52,7 +101,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   const [searchText, setSearchText] = useState(drill ? imageNameOf(drill) : '');
   const search = useDebounced(searchText, 300);
   const [sort, setSort] = useState<ImageListQuery['sort']>('+name');
-  const [limit, setLimit] = useState(10);
+  const [limit, setLimit] = useState(25);
   const [offset, setOffset] = useState(0);
   const [expanded, setExpanded] = useState<Set<string>>(() => new Set(drill ? [drill] : []));
   const [refresh, setRefresh] = useState(0);
@@ -64,6 +113,13 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   useEffect(() => setOffset(0), [search, limit, sort]);
 
   const total = list.data?.total ?? 0;
+  const top = useRef<HTMLDivElement>(null);
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => setNow(Date.now()), [executing]);
+  const goTo = (next: number) => {
+    setOffset(next);
+    top.current?.scrollIntoView({ block: 'start' });
+  };
   // The last image of the last page went away (deleted, trashed): show the page before.
   useEffect(() => {
     if (list.data && list.data.items.length === 0 && offset > 0) setOffset(Math.max(0, offset - limit));
@@ -113,7 +169,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   );
 
   return (
-    <div class="tab-content">
+    <div class="tab-content" ref={top}>
       <div class="toolbar">
         {can(EP.createImage) && (
           <div class="create-wrap">
@@ -149,24 +205,19 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
             onInput={(e) => setSearchText(e.currentTarget.value)}
           />
         </label>
-        <label class="inline-label">
-          Rows
-          <select value={limit} onChange={(e) => setLimit(Number(e.currentTarget.value))}>
-            {PAGE_SIZES.map((n) => (
-              <option key={n} value={n}>
-                {n}
-              </option>
-            ))}
-          </select>
-        </label>
         <button type="button" onClick={reload} aria-label="Refresh the image list">
           ⟳ Refresh
         </button>
       </div>
-      <ErrorText error={list.error} />
+      <LoadState what="images" loaded={list} />
       <div class="table-wrap">
         <table class="table images-table" aria-busy={list.loading}>
           <caption class="sr-only">Block images</caption>
+          <colgroup>
+            {WIDTHS.slice(0, anyActions ? COLUMNS : COLUMNS - 1).map((w, i) => (
+              <col key={i} style={w ? { width: w } : undefined} />
+            ))}
+          </colgroup>
           <thead>
             <tr>
               <th scope="col">
@@ -185,12 +236,12 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                 </th>
               ))}
               <th scope="col">Status</th>
-              <th scope="col">Snapshots</th>
+              <th scope="col">
+                <abbr title="Snapshots">Snaps</abbr>
+              </th>
               <th scope="col">Features</th>
-              <th scope="col">Format</th>
-              <th scope="col">Objects</th>
-              <th scope="col">Object Size</th>
-              <th scope="col">Provisioned/Used</th>
+              <th scope="col">Objects × Size</th>
+              <th scope="col">Provisioned / Used</th>
               <th scope="col">Parent</th>
               {anyActions && (
                 <th scope="col">
@@ -200,6 +251,13 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
             </tr>
           </thead>
           <tbody>
+            {list.data === undefined && (
+              <tr>
+                <td colSpan={COLUMNS} class="empty loading-row" aria-busy="true">
+                  {list.error ? 'The image list could not be loaded.' : 'Loading images…'}
+                </td>
+              </tr>
+            )}
             {list.data?.items.length === 0 && (
               <tr>
                 <td colSpan={COLUMNS} class="empty">
@@ -225,26 +283,31 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                         {open ? '▾' : '▸'}
                       </button>
                     </td>
-                    <th scope="row" class="name-cell">
+                    <th scope="row" class="name-cell" title={spec}>
                       {image.name}
                     </th>
                     <td>{image.pool_name}</td>
                     <td>{image.namespace ?? <span class="muted">default</span>}</td>
                     <td>{formatBytes(image.size)}</td>
                     <td>
-                      <span class={image.status === 'OK' ? 'badge badge-ok' : 'badge badge-warn'}>{image.status}</span>
+                      <RowStatus image={image} task={runningTaskOn(image, executing)} now={now} />
                     </td>
                     <td>{image.snapshot_count}</td>
-                    <td class="features-cell">
-                      {image.features_name.map((f) => (
-                        <span class="tag" key={f}>
-                          {f}
-                        </span>
-                      ))}
+                    <td class="features-cell" title={image.features_name.join(', ') || 'no features'}>
+                      <span class="sr-only">{image.features_name.join(', ') || 'none'}</span>
+                      <span aria-hidden="true">
+                        {image.features_name.map((f) => (
+                          <abbr class="tag" key={f}>
+                            {FEATURE_CODES[f] ?? f}
+                          </abbr>
+                        ))}
+                      </span>
                     </td>
-                    <td>{image.image_format}</td>
-                    <td>{image.num_objs}</td>
-                    <td>{formatBytes(image.obj_size)}</td>
+                    <td
+                      title={`${image.num_objs} objects of ${formatBytes(image.obj_size)}, format ${image.image_format}`}
+                    >
+                      {image.num_objs.toLocaleString('en-US')} × {formatBytes(image.obj_size)}
+                    </td>
                     <td>
                       {formatBytes(image.size)} /{' '}
                       {image.disk_usage === null ? (
@@ -253,7 +316,14 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                         formatBytes(image.disk_usage)
                       )}
                     </td>
-                    <td>
+                    <td
+                      class="clip"
+                      title={
+                        image.parent
+                          ? `${image.parent.pool_name}/${image.parent.image_name}@${image.parent.snap_name}`
+                          : undefined
+                      }
+                    >
                       {image.parent ? (
                         `${image.parent.pool_name}/${image.parent.image_name}@${image.parent.snap_name}`
                       ) : (
@@ -285,17 +355,16 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
           </tbody>
         </table>
       </div>
-      <div class="pager">
-        <span role="status">
-          {total === 0 ? '0 images' : `${offset + 1}–${Math.min(offset + limit, total)} of ${total} images`}
-        </span>
-        <button type="button" disabled={offset === 0} onClick={() => setOffset(Math.max(0, offset - limit))}>
-          Previous page
-        </button>
-        <button type="button" disabled={offset + limit >= total} onClick={() => setOffset(offset + limit)}>
-          Next page
-        </button>
-      </div>
+      <Pager
+        offset={offset}
+        limit={limit}
+        shown={list.data?.items.length ?? 0}
+        total={total}
+        noun="image"
+        sizes={PAGE_SIZES}
+        onOffset={goTo}
+        onLimit={setLimit}
+      />
       {dialog && <ImageDialogs dialog={dialog} pools={pools} onClose={() => setDialog(null)} onDone={reload} />}
     </div>
   );

@@ -1,6 +1,7 @@
 // The Namespaces tab: namespaces of every rbd pool with their image counts; create; delete (refused while images
 // remain, with the reason).
 
+import { plural, verb } from '../../lib/plural';
 import { useState } from 'preact/hooks';
 import { api } from '../../api/client';
 import { EP } from '../../api/endpoints';
@@ -50,9 +51,22 @@ export function NamespacesTab({ pools }: { pools: PoolState }) {
       </p>
       <div class="toolbar">
         {can(EP.createNamespace) && (
-          <button type="button" class="primary" onClick={() => setCreating(true)} disabled={poolNames.length === 0}>
-            + Create Namespace
-          </button>
+          <div class="create-wrap">
+            <button
+              type="button"
+              class="primary"
+              onClick={() => setCreating(true)}
+              disabled={poolNames.length === 0}
+              aria-describedby={poolNames.length === 0 ? 'ns-create-reason' : undefined}
+            >
+              + Create Namespace
+            </button>
+            {pools.names !== null && poolNames.length === 0 && (
+              <span id="ns-create-reason" class="reason">
+                Disabled: no healthy pool is tagged rbd (see Storage › Pools).
+              </span>
+            )}
+          </div>
         )}
         <span class="spacer" />
         <label class="inline-label">
@@ -107,7 +121,7 @@ export function NamespacesTab({ pools }: { pools: PoolState }) {
                           onSelect: () => setDeleting(row),
                           disabledReason:
                             row.images > 0
-                              ? `${row.images} image${row.images === 1 ? '' : 's'} remain: delete or move them first.`
+                              ? `${plural(row.images, 'image')} ${verb(row.images, 'remains', 'remain')}: delete or move ${row.images === 1 ? 'it' : 'them'} first.`
                               : null,
                         },
                       ]}

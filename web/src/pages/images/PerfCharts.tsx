@@ -3,7 +3,7 @@
 
 import type { PerfHistory } from '../../api/types';
 import { LineChart } from '../../components/LineChart';
-import { formatClock } from '../../lib/chart';
+import { formatClock, offsetLabel } from '../../lib/chart';
 import {
   hasActivity,
   METRIC_KIND,
@@ -23,8 +23,8 @@ export interface LoadedHistory {
 }
 
 export const CHARTS: { metric: Metric; title: string }[] = [
-  { metric: 'iops', title: 'Read / Write IOPS' },
-  { metric: 'bps', title: 'Read / Write Throughput' },
+  { metric: 'iops', title: 'IOPS' },
+  { metric: 'bps', title: 'Throughput' },
   { metric: 'latency', title: 'Read / Write Latency' },
 ];
 
@@ -48,12 +48,14 @@ export function PerfCharts({ data, scope }: Props) {
     <div class="perf-charts">
       <p class="muted perf-updated">
         {history.resolution === 1 ? 'One point per second' : 'One point per minute'}, updated{' '}
-        {formatClock(Math.floor(at / 1000), true)}, refreshing every {refreshMs(range) / 1000} s while shown.
+        {formatClock(Math.floor(at / 1000), true)} ({offsetLabel(at / 1000)}), refreshing every{' '}
+        {refreshMs(range) / 1000} s while shown.
       </p>
       {!hasActivity(history.points) && (
         <div class="perf-empty" role="status">
           <strong>No I/O in this window.</strong> Nothing read or wrote {scope} in {range.phrase}. Figures come from the
-          NBD data path (and import/export): they appear here within seconds of a client&apos;s first I/O.
+          NBD data path, import/export, and the background tasks (flatten, copy, deep copy): they appear here within
+          seconds of a client&apos;s first I/O.
         </div>
       )}
       <div class="chart-grid">
@@ -67,6 +69,7 @@ export function PerfCharts({ data, scope }: Props) {
             to={span.to}
             resolution={history.resolution}
             phrase={range.phrase}
+            syncKey="perf"
           />
         ))}
       </div>

@@ -10,6 +10,7 @@ import { Callout } from '../../components/Callout';
 import { ConfirmDialog } from '../../components/ConfirmDialog';
 import { Dialog } from '../../components/Dialog';
 import { ErrorText } from '../../components/ErrorText';
+import { LoadState } from '../../components/LoadState';
 import { Field } from '../../components/Field';
 import { useAction } from '../../components/useAction';
 import { useLoad } from '../../components/useLoad';
@@ -73,7 +74,7 @@ export function TrashTab({ pools }: { pools: PoolState }) {
           ⟳ Refresh
         </button>
       </div>
-      <ErrorText error={trash.error} />
+      <LoadState what="trash entries" loaded={trash} />
       <div class="table-wrap">
         <table class="table">
           <caption class="sr-only">Trash</caption>
@@ -92,7 +93,14 @@ export function TrashTab({ pools }: { pools: PoolState }) {
             </tr>
           </thead>
           <tbody>
-            {entries.length === 0 && (
+            {trash.data === undefined && (
+              <tr>
+                <td colSpan={6} class="empty loading-row" aria-busy="true">
+                  {trash.error ? 'The trash could not be loaded.' : 'Loading the trash…'}
+                </td>
+              </tr>
+            )}
+            {trash.data?.length === 0 && (
               <tr>
                 <td colSpan={6} class="empty">
                   The trash is empty.
