@@ -613,3 +613,122 @@ describe('keyboard and narrow windows', () => {
     await page.setViewportSize({ width: 1280, height: 800 });
   });
 });
+
+describe('user management', () => {
+  it('creates a user with a role, a custom role as scope × permission, disables the user, and audits it all', async () => {
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'User Management' }).click();
+    await page.getByRole('heading', { name: 'User Management', level: 1 }).waitFor();
+    await row(page, 'admin').waitFor();
+
+    // A custom role: rbd-image read and update only.
+    await page.getByRole('navigation', { name: 'User Management tabs' }).getByRole('link', { name: 'Roles' }).click();
+    await page.getByRole('button', { name: '+ Create Role' }).click();
+    const roleDialog = page.getByRole('dialog', { name: 'Create Role' });
+    // The dialog focuses its first field, so typing goes there at once.
+    await page.keyboard.type('image-editor');
+    await roleDialog.getByRole('checkbox', { name: 'rbd-image read' }).check();
+    await roleDialog.getByRole('checkbox', { name: 'rbd-image update' }).check();
+    await shot(page, 'role-create');
+    await roleDialog.getByRole('button', { name: 'Create Role' }).click();
+    await roleDialog.waitFor({ state: 'detached' });
+    expect(await row(page, 'image-editor').textContent()).toContain('rbd-image: read, update');
+    // System roles cannot change.
+    await openMenu(page, 'role administrator');
+    expect(await item(page.getByRole('menu'), 'Edit').isDisabled()).toBe(true);
+    await closeMenu(page);
+
+    // A user with that role; a duplicate is refused at the top of the form, in words.
+    await page.getByRole('navigation', { name: 'User Management tabs' }).getByRole('link', { name: 'Users' }).click();
+    const createOperator = async () => {
+      await page.getByRole('button', { name: '+ Create User' }).click();
+      const dialog = page.getByRole('dialog', { name: 'Create User' });
+      await dialog.getByLabel('Username *').fill('operator');
+      await dialog.getByLabel('Password *').fill('operator-password-12345');
+      await dialog.getByRole('checkbox', { name: /^image-editor/ }).check();
+      await dialog.getByRole('button', { name: 'Create User' }).click();
+      return dialog;
+    };
+    await (await createOperator()).waitFor({ state: 'detached' });
+    await row(page, 'operator').waitFor();
+    const dialog = await createOperator();
+    const error = dialog.getByRole('alert');
+    await error.waitFor();
+    expect(await page.evaluate(() => document.activeElement?.classList.contains('error-text'))).toBe(true);
+    expect(await error.textContent()).toMatch(/Already exists|Conflict|Invalid request/);
+    expect(await error.locator('.error-details').textContent()).toMatch(/^Code /);
+    await shot(page, 'user-create-duplicate');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    expect(await row(page, 'operator').textContent()).toContain('image-editor');
+
+    // Disable, then reset the password.
+    await act(page, 'user operator', 'Disable');
+    await row(page, 'operator').getByText('Disabled').waitFor();
+    await act(page, 'user operator', 'Reset password');
+    const reset = page.getByRole('dialog', { name: 'Reset password of operator' });
+    await page.keyboard.type('another-operator-pass-678');
+    await reset.getByRole('button', { name: 'Reset password' }).click();
+    await reset.waitFor({ state: 'detached' });
+    await shot(page, 'users');
+
+    // The audit log names who did what, when, and the result.
+    await page
+      .getByRole('navigation', { name: 'User Management tabs' })
+      .getByRole('link', { name: 'Audit log' })
+      .click();
+    await page.getByLabel('Search', { exact: true }).fill('operator');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    const audit = page.locator('.audit-table tbody tr');
+    await audit.filter({ hasText: 'PUT /api/user/operator' }).first().waitFor();
+    expect(await audit.filter({ hasText: 'username=operator' }).first().textContent()).toMatch(/adminPOST \/api\/user/);
+    expect(await audit.filter({ hasText: 'Failure' }).count()).toBeGreaterThan(0);
+    expect(await page.locator('.audit-table').textContent()).not.toContain('operator-password-12345');
+    await shot(page, 'audit-log');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+});
+
+describe('screenshots at 1440×900 and 400 px', () => {
+  it('shows 20+ image rows at 1440×900 and every main page', async () => {
+    for (let i = 10; i < 24; i += 1) {
+      const created = await server.api('POST', '/api/block/image', {
+        name: `bulk-${i}`,
+        pool_name: 'rbd',
+        size: 1 << 30,
+      });
+      expect(created.status).toBe(201);
+    }
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await gotoImages(page);
+    await page.getByLabel('Search', { exact: true }).fill('');
+    await page.getByRole('button', { name: 'Refresh the image list' }).click();
+    await page.getByText(/^1–25 of \d+ images$/).waitFor();
+    const visible = await page.evaluate(
+      () =>
+        [...document.querySelectorAll('.images-table tbody tr')].filter((r) => {
+          const b = r.getBoundingClientRect();
+          return b.top >= 0 && b.bottom <= window.innerHeight;
+        }).length,
+    );
+    expect(visible).toBeGreaterThanOrEqual(20);
+    // Features are short codes with the full names in a tooltip.
+    expect(await page.locator('.images-table .features-cell').first().getAttribute('title')).toContain('layering');
+    await shot(page, 'wide-images');
+    for (const tab of ['Trash', 'Overall Performance', 'Namespaces'] as const) {
+      await gotoTab(page, tab);
+      await page.waitForLoadState('networkidle');
+      await shot(page, `wide-${tab.toLowerCase().replace(' ', '-')}`);
+    }
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Pools' }).click();
+    await page.getByText('Storage › Pools').waitFor();
+    await shot(page, 'wide-pools');
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'User Management' }).click();
+    await row(page, 'admin').waitFor();
+    await shot(page, 'wide-users');
+    await page.setViewportSize({ width: 400, height: 860 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(page, 'narrow-users');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+});

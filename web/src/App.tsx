@@ -1,5 +1,6 @@
 // The app: the login gate, then the frame and the page the route names.
 
+import { UserManagementPage } from './pages/UserManagementPage';
 import { useEffect } from 'preact/hooks';
 import { api } from './api/client';
 import { Layout } from './components/Layout';
@@ -58,6 +59,9 @@ export function App() {
   if (tab) page = <BlockImagesPage tab={tab} />;
   else if (path === ROUTES.pools) page = <PoolsPage />;
   else if (path === ROUTES.password) page = <PasswordPage username={current.username} />;
+  else if (path === ROUTES.users) page = <UserManagementPage tab="users" />;
+  else if (path === ROUTES.roles) page = <UserManagementPage tab="roles" />;
+  else if (path === ROUTES.audit) page = <UserManagementPage tab="audit" />;
   else
     page = (
       <section class="page">

@@ -25,4 +25,7 @@ export const ROUTES = {
   performance: '/block/rbd/performance',
   pools: '/pool',
   password: '/user/password',
+  users: '/user-management/users',
+  roles: '/user-management/roles',
+  audit: '/user-management/audit',
 } as const;

@@ -5,6 +5,11 @@ import { session } from '../state/session';
 import { EP, type Endpoint } from './endpoints';
 import type {
   ApiErrorBody,
+  AuditQuery,
+  AuditRecord,
+  RoleInfo,
+  UserBody,
+  UserInfo,
   AuthCheck,
   CloneBody,
   ConfigEntry,
@@ -127,6 +132,24 @@ const image = (spec: string) => ({ image_spec: spec });
 const snap = (spec: string, name: string) => ({ image_spec: spec, snap: name });
 
 export const api = {
+  users: () => json<UserInfo[]>(EP.listUsers),
+  createUser: (body: UserBody) => nothing(EP.createUser, { body }),
+  updateUser: (username: string, body: UserBody) => nothing(EP.updateUser, { params: { username }, body }),
+  deleteUser: (username: string) => nothing(EP.deleteUser, { params: { username } }),
+  roles: () => json<RoleInfo[]>(EP.listRoles),
+  createRole: (role: RoleInfo) => nothing(EP.createRole, { body: role }),
+  updateRole: (role: RoleInfo) => nothing(EP.updateRole, { params: { name: role.name }, body: role }),
+  deleteRole: (name: string) => nothing(EP.deleteRole, { params: { name } }),
+  audit: (q: AuditQuery) =>
+    json<{ total: number; items: AuditRecord[] }>(EP.audit, {
+      query: {
+        username: q.username || undefined,
+        search: q.search || undefined,
+        result: q.result,
+        offset: q.offset,
+        limit: q.limit,
+      },
+    }),
   login: (username: string, password: string) => json<LoginAnswer>(EP.login, { body: { username, password } }),
   logout: () => nothing(EP.logout),
   authCheck: () => json<AuthCheck>(EP.authCheck),

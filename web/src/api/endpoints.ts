@@ -58,6 +58,15 @@ export const EP = {
   perfImage: { method: 'GET', path: '/api/perf/image/{image_spec}', need: img('read') },
   perfOverall: { method: 'GET', path: '/api/perf/overall', need: img('read') },
   perfTop: { method: 'GET', path: '/api/perf/top', need: img('read') },
+  listUsers: { method: 'GET', path: '/api/user', need: { scope: 'user', permission: 'read' } },
+  createUser: { method: 'POST', path: '/api/user', need: { scope: 'user', permission: 'create' } },
+  updateUser: { method: 'PUT', path: '/api/user/{username}', need: { scope: 'user', permission: 'update' } },
+  deleteUser: { method: 'DELETE', path: '/api/user/{username}', need: { scope: 'user', permission: 'delete' } },
+  listRoles: { method: 'GET', path: '/api/role', need: { scope: 'user', permission: 'read' } },
+  createRole: { method: 'POST', path: '/api/role', need: { scope: 'user', permission: 'create' } },
+  updateRole: { method: 'PUT', path: '/api/role/{name}', need: { scope: 'user', permission: 'update' } },
+  deleteRole: { method: 'DELETE', path: '/api/role/{name}', need: { scope: 'user', permission: 'delete' } },
+  audit: { method: 'GET', path: '/api/audit', need: { scope: 'user', permission: 'update' } },
 } as const satisfies Record<string, Endpoint>;
 
 export type EndpointName = keyof typeof EP;

@@ -253,3 +253,50 @@ export type PerfRanking = 'iops' | 'throughput' | 'latency';
 
 /** An image's averages over the ranking window (images without operations in the window are not listed). */
 export type TopImage = Omit<PerfPoint, 't'> & { image: string };
+
+/** A user as /api/user shows it. */
+export interface UserInfo {
+  username: string;
+  roles: string[];
+  name: string;
+  email: string;
+  enabled: boolean;
+  last_update: string;
+}
+
+/** What creating or changing a user sends (only the fields that change). */
+export interface UserBody {
+  username?: string;
+  password?: string;
+  roles?: string[];
+  name?: string;
+  email?: string;
+  enabled?: boolean;
+}
+
+/** A role: permissions by scope. */
+export interface RoleInfo {
+  name: string;
+  description: string;
+  scopes_permissions: Record<string, Permission[]>;
+  system?: boolean;
+}
+
+/** One audited call. */
+export interface AuditRecord {
+  time: string;
+  username: string;
+  method: string;
+  path: string;
+  target: string;
+  status: number;
+  result: 'success' | 'failure';
+}
+
+export interface AuditQuery {
+  username?: string;
+  search?: string;
+  result?: 'success' | 'failure';
+  offset: number;
+  limit: number;
+}

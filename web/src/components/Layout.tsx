@@ -3,7 +3,9 @@
 
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
+import { EP } from '../api/endpoints';
 import { ROUTES, usePath } from '../router';
+import { useSession } from '../state/session';
 import { useStore } from '../state/store';
 import { tasks } from '../state/tasks';
 import { Link } from './Link';
@@ -18,6 +20,7 @@ interface Props {
 
 export function Layout({ username, onLogout, children }: Props) {
   const current = usePath();
+  const { can } = useSession();
   const [navOpen, setNavOpen] = useState(false);
   const running = useStore(tasks).executing.length;
   const item = (href: string, label: string, active: boolean) => (
@@ -63,6 +66,12 @@ export function Layout({ username, onLogout, children }: Props) {
         <ul>{item(ROUTES.images, 'Block Images', current.startsWith(ROUTES.images))}</ul>
         <h2 class="nav-group">Storage</h2>
         <ul>{item(ROUTES.pools, 'Pools', current.startsWith(ROUTES.pools))}</ul>
+        {can(EP.listUsers) && (
+          <>
+            <h2 class="nav-group">Administration</h2>
+            <ul>{item(ROUTES.users, 'User Management', current.startsWith('/user-management'))}</ul>
+          </>
+        )}
         <div class="nav-account">
           <h2 class="nav-group">Account ({username})</h2>
           <ul>{item(ROUTES.password, 'Change password', current === ROUTES.password)}</ul>
