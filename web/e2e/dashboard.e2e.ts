@@ -4,6 +4,8 @@
 // window. Each step saves a screenshot.
 
 import type { Locator, Page } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EP } from '../src/api/endpoints';
 import {
@@ -17,6 +19,8 @@ import {
   type Server,
 } from './harness';
 import { act, closeMenu, closeNotices, confirm, gotoImages, gotoTab, item, login, openMenu, row } from './ui';
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 let server: Server;
 let browser: Browser;
@@ -689,6 +693,34 @@ describe('user management', () => {
   });
 });
 
+/** Serious and critical accessibility violations axe-core finds on the page as it is now. */
+async function axeViolations(p: Page): Promise<string[]> {
+  // Evaluated through the DevTools protocol: the dashboard's content policy rightly refuses injected script tags.
+  if (!(await p.evaluate(() => 'axe' in window))) await p.evaluate(AXE_SOURCE);
+  const found = await p.evaluate(async () => {
+    const axe = (
+      window as unknown as {
+        axe: {
+          run: (
+            ctx: Document,
+          ) => Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }>;
+        };
+      }
+    ).axe;
+    const result = await axe.run(document);
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map(
+        (v) =>
+          `${v.impact} ${v.id}: ${v.nodes
+            .map((n) => n.target.join(' '))
+            .slice(0, 3)
+            .join(', ')}`,
+      );
+  });
+  return found;
+}
+
 describe('screenshots at 1440×900 and 400 px', () => {
   it('shows 20+ image rows at 1440×900 and every main page', async () => {
     for (let i = 10; i < 24; i += 1) {
@@ -715,17 +747,28 @@ describe('screenshots at 1440×900 and 400 px', () => {
     // Features are short codes with the full names in a tooltip.
     expect(await page.locator('.images-table .features-cell').first().getAttribute('title')).toContain('layering');
     await shot(page, 'wide-images');
+    const violations: string[] = [];
+    violations.push(...(await axeViolations(page)));
     for (const tab of ['Trash', 'Overall Performance', 'Namespaces'] as const) {
       await gotoTab(page, tab);
       await page.waitForLoadState('networkidle');
       await shot(page, `wide-${tab.toLowerCase().replace(' ', '-')}`);
+      violations.push(...(await axeViolations(page)).map((v) => `${tab}: ${v}`));
     }
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Pools' }).click();
     await page.getByText('Storage › Pools').waitFor();
     await shot(page, 'wide-pools');
+    violations.push(...(await axeViolations(page)).map((v) => `Pools: ${v}`));
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'User Management' }).click();
     await row(page, 'admin').waitFor();
     await shot(page, 'wide-users');
+    violations.push(...(await axeViolations(page)).map((v) => `Users: ${v}`));
+    for (const tab of ['Roles', 'Audit log']) {
+      await page.getByRole('navigation', { name: 'User Management tabs' }).getByRole('link', { name: tab }).click();
+      await page.waitForLoadState('networkidle');
+      violations.push(...(await axeViolations(page)).map((v) => `${tab}: ${v}`));
+    }
+    expect(violations).toEqual([]);
     await page.setViewportSize({ width: 400, height: 860 });
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
     await shot(page, 'narrow-users');

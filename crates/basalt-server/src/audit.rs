@@ -150,7 +150,7 @@ fn target_of(body: &[u8]) -> String {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else { return String::new() };
     NAMING_FIELDS
         .iter()
-        .filter_map(|f| map.get(*f).and_then(Value::as_str).map(|v| format!("{f}={v}")))
+        .filter_map(|f| map.get(*f).and_then(Value::as_str).filter(|v| !v.is_empty()).map(|v| format!("{f}={v}")))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -6,7 +6,7 @@ import { useStore } from '../state/store';
 export function Notices() {
   const list = useStore(notices);
   return (
-    <div class="notices" aria-live="polite" aria-label="Notifications">
+    <div class="notices" role="region" aria-live="polite" aria-label="Notifications">
       {list.map((n) => (
         <div key={n.id} class={`notice notice-${n.kind}`} role={n.kind === 'error' ? 'alert' : 'status'}>
           <div>

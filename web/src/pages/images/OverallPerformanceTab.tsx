@@ -134,7 +134,12 @@ export function OverallPerformanceTab() {
       </div>
       <ErrorText error={overall.error} />
       <PerfCharts data={overall.data} scope="any image" />
-      <h3>Top images in {ranked.phrase}</h3>
+      <h3>
+        Top images in {ranked.phrase}
+        {ranked.seconds < range.seconds && (
+          <span class="muted"> (the ranking covers at most the last hour; the charts above cover {range.phrase})</span>
+        )}
+      </h3>
       <p class="muted perf-updated">
         Average rates over the window; latency is per operation. Pick an image to see its own charts.
       </p>
