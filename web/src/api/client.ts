@@ -104,7 +104,7 @@ async function send(endpoint: Endpoint, options: CallOptions = {}): Promise<Resp
     // Not the API's error shape (e.g. a proxy's page): fall back to the status text below.
   }
   if (response.status === 401 && endpoint.need !== null) session.set(null);
-  throw new ApiError(response.status, body.code ?? String(response.status), body.detail ?? response.statusText);
+  throw new ApiError(response.status, String(body.code ?? response.status), body.detail ?? response.statusText);
 }
 
 async function json<T>(endpoint: Endpoint, options?: CallOptions): Promise<T> {

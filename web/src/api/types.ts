@@ -14,11 +14,12 @@ export interface AuthCheck {
   permissions: Permissions;
 }
 
+/** Ceph's error bodies: `code` is an errno as a decimal string ("17"), a name, or (a task's 404) the number 404. */
 export interface ApiErrorBody {
   detail: string;
-  code: string;
-  component?: string;
-  status?: number;
+  code: string | number;
+  component?: string | null;
+  status?: number | string;
 }
 
 export interface ParentRef {

@@ -25,7 +25,24 @@ pub(crate) struct LoginBody {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> basalt_core::Result<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(ApiError::from)
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(access_error)
+}
+
+/// A refusal of the access-control store as Ceph's user and role controllers give theirs: a missing user or role
+/// 404, others 400 in component `user` or `role` (Ceph names existing ones `username_already_exists` and
+/// `role_already_exists`).
+fn access_error(e: basalt_core::Error) -> ApiError {
+    use basalt_core::ErrorKind;
+    let kind = e.kind();
+    let role = e.message().starts_with("role");
+    let err = ApiError::from(e);
+    let err = ApiError { component: Some(if role { "role" } else { "user" }), ..err };
+    match kind {
+        ErrorKind::NotFound => err.missing_is_404(),
+        ErrorKind::AlreadyExists if role => err.named("role_already_exists"),
+        ErrorKind::AlreadyExists => err.named("username_already_exists"),
+        _ => err,
+    }
 }
 
 pub(crate) async fn login(
@@ -67,14 +84,43 @@ fn auth_error(e: basalt_core::Error) -> ApiError {
     }
 }
 
-pub(crate) async fn logout(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let auth = state.auth.clone();
     blocking(move || auth.logout(&who)).await?;
-    Ok(Json(json!({"redirect_url": "/#/login"})))
+    Ok((StatusCode::CREATED, Json(json!({"redirect_url": "/#/login"}))))
 }
 
 pub(crate) async fn check(Caller(who): Caller) -> Json<serde_json::Value> {
     Json(json!({"username": who.username, "permissions": who.grants}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenField {
+    token: Option<String>,
+}
+
+/// `POST /api/auth/check?token=...` (or `{"token"}` in the body), as Ceph's clients check a token: 201 with who it
+/// belongs to, 401 for a token that is invalid or expired.
+pub(crate) async fn check_token(
+    State(state): State<AppState>,
+    super::Params(query): super::Params<TokenField>,
+    super::OptionalBody(body): super::OptionalBody<TokenField>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let token = query
+        .token
+        .or(body.and_then(|b| b.token))
+        .ok_or_else(|| ApiError::bad_request("give the token to check as ?token= or {\"token\": ...}"))?;
+    let auth = state.auth.clone();
+    let who = tokio::task::spawn_blocking(move || auth.authenticate(&token))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::unauthorized(e.message()))?;
+    let answer = json!({"username": who.username, "permissions": who.grants, "sso": false, "pwdUpdateRequired": false});
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 #[derive(Debug, Serialize)]
@@ -119,25 +165,41 @@ pub(crate) async fn get_user(
     Ok(Json(blocking(move || auth.user(&name)).await?.into()))
 }
 
+/// A user body as Ceph's clients send it: basalt's fields, plus Ceph's password expiry and must-change flag, which
+/// basalt has no use for (noted in the answer's `Warning` header when set).
+fn user_change(mut body: serde_json::Map<String, serde_json::Value>) -> ApiResult<(UserChange, super::Ignored)> {
+    let mut ignored = super::Ignored::default();
+    let expiry = body.remove("pwdExpirationDate");
+    ignored.note("pwdExpirationDate", expiry.as_ref(), "basalt's passwords do not expire");
+    let must_change = body.remove("pwdUpdateRequired");
+    ignored.note("pwdUpdateRequired", must_change.as_ref(), "basalt does not force password changes");
+    let change = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok((change, ignored))
+}
+
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Body(change): Body<UserChange>,
-) -> ApiResult<(StatusCode, Json<UserView>)> {
+    Body(body): Body<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<(StatusCode, axum::http::HeaderMap, Json<UserView>)> {
     who.require(USER_CREATE)?;
+    let (change, ignored) = user_change(body)?;
     let auth = state.auth.clone();
-    Ok((StatusCode::CREATED, Json(blocking(move || auth.create_user(change)).await?.into())))
+    let user = blocking(move || auth.create_user(change)).await?;
+    Ok((StatusCode::CREATED, ignored.headers(), Json(user.into())))
 }
 
 pub(crate) async fn update_user(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(name): Path<String>,
-    Body(change): Body<UserChange>,
-) -> ApiResult<Json<UserView>> {
+    Body(body): Body<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<(axum::http::HeaderMap, Json<UserView>)> {
     who.require(USER_UPDATE)?;
+    let (change, ignored) = user_change(body)?;
     let auth = state.auth.clone();
-    Ok(Json(blocking(move || auth.update_user(&name, change)).await?.into()))
+    Ok((ignored.headers(), Json(blocking(move || auth.update_user(&name, change)).await?.into())))
 }
 
 pub(crate) async fn delete_user(
@@ -173,7 +235,7 @@ pub(crate) async fn change_password(
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
     match result {
-        Ok(()) => Ok(StatusCode::OK),
+        Ok(()) => Ok(StatusCode::CREATED),
         Err(e) if e.kind() == basalt_core::ErrorKind::TryAgain => Err(ApiError::too_many(e.message())),
         Err(e) if e.kind() == basalt_core::ErrorKind::NoSpace || e.kind() == basalt_core::ErrorKind::Io => {
             tracing::error!(error = %e, "changing a password failed");

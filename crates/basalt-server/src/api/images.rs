@@ -12,8 +12,9 @@ use basalt_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::compat::{Flavour, Version};
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
-use super::{Body, OptionalBody, Params, parse, rfc3339, run_task};
+use super::{Body, Ignored, OptionalBody, Params, parse, rfc3339, run_task};
 use crate::auth::Caller;
 use crate::background::Meter;
 use crate::error::{ApiError, ApiResult};
@@ -119,24 +120,41 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Params(query): Params<ListQuery>,
+    flavour: Option<axum::Extension<Flavour>>,
+    Params(mut query): Params<ListQuery>,
 ) -> ApiResult<Response> {
     who.require(RBD_READ)?;
+    let flavour = flavour.map_or(Flavour::Basalt { explicit: false }, |f| f.0);
+    match flavour {
+        // Ceph's paged list (Quincy on) shows 5 images unless asked for more.
+        Flavour::Ceph(Version(2, _)) => query.limit = query.limit.or(Some(5)),
+        // Pacific's list has no pages: every image of every pool.
+        Flavour::Ceph(_) => (query.offset, query.limit) = (0, None),
+        Flavour::Basalt { .. } => {}
+    }
+    let wanted_pool = query.pool_name.clone().filter(|p| !p.is_empty());
+    query.pool_name = wanted_pool;
     let pool = query.pool_name.map(PoolName::new).transpose().map_err(ApiError::from)?;
-    let namespace = query.namespace.as_deref().map(Namespace::parse).transpose().map_err(ApiError::from)?;
-    let (total, page) = state
-        .call(move |b| {
-            // Collect names first (cheap), filter and sort, then build full objects for one page only.
-            let mut specs: Vec<ImageSpec> = Vec::new();
-            let pools: Vec<PoolName> = match &pool {
-                Some(p) => vec![p.clone()],
-                None => b
+    let listed_pools = state
+        .call({
+            let pool = pool.clone();
+            move |b| match pool {
+                Some(p) => Ok(vec![p]),
+                None => Ok(b
                     .pool_list()?
                     .into_iter()
                     .filter(|p| p.applications.iter().any(|a| a == "rbd"))
                     .map(|p| p.name)
-                    .collect(),
-            };
+                    .collect::<Vec<_>>()),
+            }
+        })
+        .await?;
+    let namespace = query.namespace.as_deref().map(Namespace::parse).transpose().map_err(ApiError::from)?;
+    let pools = listed_pools.clone();
+    let (total, page) = state
+        .call(move |b| {
+            // Collect names first (cheap), filter and sort, then build full objects for one page only.
+            let mut specs: Vec<ImageSpec> = Vec::new();
             for pool in pools {
                 let namespaces: Vec<Namespace> = match &namespace {
                     Some(ns) => vec![ns.clone()],
@@ -206,7 +224,48 @@ pub(crate) async fn list(
         .await?;
     let mut headers = HeaderMap::new();
     headers.insert("X-Total-Count", HeaderValue::from(total as u64));
-    Ok((headers, Json(page)).into_response())
+    let Flavour::Ceph(version) = flavour else {
+        return Ok((headers, Json(page)).into_response());
+    };
+    // Ceph's shape: one entry per pool, `{pool_name, value: [images]}`; Pacific's (1.0) lists every pool with a
+    // `status` (0: the value is current), the paged one (2.0) only the pools of the page's images.
+    let mut groups: Vec<(String, Vec<Value>)> = Vec::new();
+    if version.0 == 1 {
+        groups.extend(listed_pools.iter().map(|p| (p.to_string(), Vec::new())));
+    }
+    for image in page {
+        let pool = image["pool_name"].as_str().unwrap_or_default().to_owned();
+        match groups.iter_mut().find(|(p, _)| *p == pool) {
+            Some((_, images)) => images.push(image),
+            None => groups.push((pool, vec![image])),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(pool, images)| {
+            if version.0 == 1 {
+                json!({"status": 0, "value": images, "pool_name": pool})
+            } else {
+                json!({"value": images, "pool_name": pool})
+            }
+        })
+        .collect();
+    Ok((headers, Json(Value::Array(groups))).into_response())
+}
+
+/// `GET /api/block/image/default_features`: the features an image gets when none are asked for, by name, sorted.
+pub(crate) async fn default_features(Caller(who): Caller) -> ApiResult<Json<Value>> {
+    who.require(RBD_READ)?;
+    let mut names = Features::DEFAULT.names();
+    names.sort();
+    Ok(Json(json!(names)))
+}
+
+/// `GET /api/block/image/clone_format_version`: 1, since a clone needs its parent snapshot protected (Ceph's clone
+/// format 2 does not).
+pub(crate) async fn clone_format_version(Caller(who): Caller) -> ApiResult<Json<Value>> {
+    who.require(RBD_READ)?;
+    Ok(Json(json!(1)))
 }
 
 pub(crate) async fn get_one(
@@ -216,7 +275,8 @@ pub(crate) async fn get_one(
 ) -> ApiResult<Json<Value>> {
     who.require(RBD_READ)?;
     let spec = parse(ImageSpec::parse(&spec))?;
-    Ok(Json(state.call(move |b| image_object(b, &spec)).await?))
+    // Ceph answers a missing image here with 404 (its other refusals are 400).
+    Ok(Json(state.call(move |b| image_object(b, &spec)).await.map_err(ApiError::missing_is_404)?))
 }
 
 pub(crate) fn features_of(names: Option<Vec<String>>) -> ApiResult<Option<Features>> {
@@ -249,10 +309,42 @@ pub(crate) struct CreateBody {
     size: u64,
     obj_size: Option<u64>,
     features: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_unit: Option<u64>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_count: Option<u64>,
     data_pool: Option<String>,
     configuration: Option<std::collections::BTreeMap<String, Value>>,
+    metadata: Option<std::collections::BTreeMap<String, Value>>,
+    // Ceph's mirroring fields: no mirroring here.
+    mirror_mode: Option<Value>,
+    schedule_interval: Option<Value>,
+}
+
+const NO_MIRRORING: &str = "basalt does not mirror images";
+
+/// Image metadata as Ceph's clients send it: string values set, null values removed.
+fn metadata_of(
+    metadata: Option<std::collections::BTreeMap<String, Value>>,
+) -> ApiResult<Vec<(String, Option<String>)>> {
+    let mut out = Vec::new();
+    for (key, value) in metadata.unwrap_or_default() {
+        out.push((key.clone(), config_value(&key, &value)?));
+    }
+    Ok(out)
+}
+
+fn apply_metadata(b: &dyn Backend, spec: &ImageSpec, metadata: &[(String, Option<String>)]) -> basalt_core::Result<()> {
+    for (key, value) in metadata {
+        match value {
+            Some(v) => b.image_metadata_set(spec, key, v)?,
+            None => match b.image_metadata_remove(spec, key) {
+                Err(e) if e.kind() == basalt_core::ErrorKind::NotFound => {}
+                other => other?,
+            },
+        }
+    }
+    Ok(())
 }
 
 fn config_value(name: &str, value: &Value) -> ApiResult<Option<String>> {
@@ -269,8 +361,12 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
     Body(body): Body<CreateBody>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     who.require(RBD_CREATE)?;
+    let mut ignored = Ignored::default();
+    ignored.note("mirror_mode", body.mirror_mode.as_ref(), NO_MIRRORING);
+    ignored.note("schedule_interval", body.schedule_interval.as_ref(), NO_MIRRORING);
+    let metadata = metadata_of(body.metadata)?;
     let (pool, namespace) = location(&body.pool_name, body.namespace.as_deref())?;
     let spec = ImageSpec::new(pool, namespace, parse(ImageName::new(body.name))?);
     let options = CreateOptions {
@@ -294,10 +390,10 @@ pub(crate) async fn create(
             for (name, value) in &config {
                 b.config_set(&ConfigLevel::Image(spec.clone()), name, value)?;
             }
-            Ok(())
+            apply_metadata(b, &spec, &metadata)
         })
         .await?;
-    Ok(StatusCode::CREATED)
+    Ok((ignored.headers(), StatusCode::CREATED).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +405,17 @@ pub(crate) struct EditBody {
     allow_shrink: bool,
     features: Option<Vec<String>>,
     configuration: Option<std::collections::BTreeMap<String, Value>>,
+    metadata: Option<std::collections::BTreeMap<String, Value>>,
+    // Ceph's mirroring fields: no mirroring here.
+    enable_mirror: Option<Value>,
+    primary: Option<Value>,
+    resync: Option<Value>,
+    mirror_mode: Option<Value>,
+    image_mirror_mode: Option<Value>,
+    schedule_interval: Option<Value>,
+    remove_scheduling: Option<Value>,
+    /// Ceph's "force" of a mirroring promotion.
+    force: Option<Value>,
 }
 
 pub(crate) async fn edit(
@@ -316,8 +423,22 @@ pub(crate) async fn edit(
     Caller(who): Caller,
     Path(spec): Path<String>,
     Body(body): Body<EditBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     who.require(RBD_UPDATE)?;
+    let mut ignored = Ignored::default();
+    for (field, value) in [
+        ("enable_mirror", &body.enable_mirror),
+        ("primary", &body.primary),
+        ("resync", &body.resync),
+        ("mirror_mode", &body.mirror_mode),
+        ("image_mirror_mode", &body.image_mirror_mode),
+        ("schedule_interval", &body.schedule_interval),
+        ("remove_scheduling", &body.remove_scheduling),
+        ("force", &body.force),
+    ] {
+        ignored.note(field, value.as_ref(), NO_MIRRORING);
+    }
+    let metadata = metadata_of(body.metadata)?;
     let mut spec = parse(ImageSpec::parse(&spec))?;
     let new_name = body.name.map(ImageName::new).transpose().map_err(ApiError::from)?;
     let wanted = features_of(body.features)?;
@@ -361,10 +482,11 @@ pub(crate) async fn edit(
                     },
                 }
             }
+            apply_metadata(b, &spec, &metadata)?;
             image_object(b, &spec)
         })
         .await?;
-    Ok(Json(object))
+    Ok((ignored.headers(), Json(object)).into_response())
 }
 
 fn spec_meta(spec: &ImageSpec) -> Value {
@@ -379,7 +501,8 @@ pub(crate) async fn remove(
     who.require(RBD_DELETE)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     let meta = spec_meta(&spec);
-    Ok(run_task(&state, "rbd/delete", meta, StatusCode::NO_CONTENT, move |b, progress| {
+    let missing = ApiError::missing_is_404;
+    Ok(super::run_task_mapped(&state, "rbd/delete", meta, StatusCode::NO_CONTENT, missing, move |b, progress| {
         b.image_remove(&spec, progress)?;
         Ok(Value::Null)
     })
@@ -395,8 +518,14 @@ pub(crate) struct CopyBody {
     snapshot_name: Option<String>,
     obj_size: Option<u64>,
     features: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_unit: Option<u64>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_count: Option<u64>,
+    // Ceph's: the copy's data pool, configuration and metadata.
+    data_pool: Option<Value>,
+    configuration: Option<Value>,
+    metadata: Option<Value>,
 }
 
 pub(crate) async fn copy(
@@ -416,14 +545,20 @@ pub(crate) async fn copy(
         features: features_of(body.features)?,
         striping: striping_of(body.stripe_unit, body.stripe_count)?,
     };
+    let mut ignored = Ignored::default();
+    ignored.note("data_pool", body.data_pool.as_ref(), "a copy keeps its data with the image");
+    ignored.note("configuration", body.configuration.as_ref(), "set it on the copy afterwards");
+    ignored.note("metadata", body.metadata.as_ref(), "set it on the copy afterwards");
     let meta = json!({"image_spec": src.to_string(), "dest_image_spec": dest.to_string()});
     let registry = state.registry.clone();
-    Ok(run_task(&state, "rbd/copy", meta, StatusCode::CREATED, move |b, progress| {
+    let mut answer = run_task(&state, "rbd/copy", meta, StatusCode::CREATED, move |b, progress| {
         let meter = Meter::copy(b, &src, request.snap.as_ref().map(|s| s.as_str()), &request.dest);
         meter.run(&registry, progress, || b.image_copy(&src, &request, progress))?;
         Ok(Value::Null)
     })
-    .await)
+    .await;
+    answer.headers_mut().extend(ignored.headers());
+    Ok(answer)
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,7 +601,7 @@ pub(crate) async fn flatten(
         return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being flattened"))));
     }
     let registry = state.registry.clone();
-    Ok(run_task(&state, "rbd/flatten", meta, StatusCode::OK, move |b, progress: &Progress| {
+    Ok(run_task(&state, "rbd/flatten", meta, StatusCode::CREATED, move |b, progress: &Progress| {
         let meter = Meter::flatten(b, &spec);
         meter.run(&registry, progress, || b.flatten(&spec, progress))?;
         Ok(Value::Null)
@@ -486,7 +621,7 @@ pub(crate) async fn move_trash(
     Caller(who): Caller,
     Path(spec): Path<String>,
     OptionalBody(body): OptionalBody<TrashBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     // The reference checks create (not delete) here.
     who.require(RBD_CREATE)?;
     let spec = parse(ImageSpec::parse(&spec))?;
@@ -504,7 +639,7 @@ pub(crate) async fn move_trash(
         Some(_) => return Err(ApiError::bad_request("give either delay or expires_at, not both")),
     };
     let id = state.call(move |b| b.trash_move(&spec, Timestamp(end))).await?;
-    Ok(Json(json!({"id": id})))
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
 }
 
 pub(crate) async fn du(
@@ -532,7 +667,7 @@ pub(crate) async fn du(
 pub(crate) struct DiffQuery {
     from_snap: Option<String>,
     to_snap: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::compat::flexible_bool")]
     whole_object: bool,
 }
 

@@ -8,7 +8,7 @@ use basalt_core::{ImageSpec, Namespace, PoolName, PoolNs};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Body, parse};
+use super::{Body, Ignored, parse};
 use crate::auth::{Caller, Need};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -60,56 +60,137 @@ pub(crate) struct PoolView {
 
 pub(crate) async fn list_pools(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Json<Vec<PoolView>>> {
     who.require(POOL_READ)?;
+    Ok(Json(pool_views(&state).await?))
+}
+
+/// `GET /api/pool/{pool}`: one pool as the list shows it; a missing pool is 404.
+pub(crate) async fn get_pool(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(pool): Path<String>,
+) -> ApiResult<Json<PoolView>> {
+    who.require(POOL_READ)?;
+    pool_views(&state)
+        .await?
+        .into_iter()
+        .find(|p| p.pool_name == pool)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("pool '{pool}' does not exist")).in_component("pool"))
+}
+
+async fn pool_views(state: &AppState) -> ApiResult<Vec<PoolView>> {
     let pools = state.call(|b| b.pool_list()).await?;
-    Ok(Json(
-        pools
-            .into_iter()
-            .map(|p| PoolView {
-                pool_name: p.name.to_string(),
-                pool: p.id,
-                application_metadata: p.applications,
-                health: if p.healthy { "OK" } else { "degraded" },
-                stats: json!({
-                    "image_count": p.image_count,
-                    "provisioned_bytes": p.provisioned_bytes,
-                    "used_bytes": p.used_bytes,
-                }),
-            })
-            .collect(),
-    ))
+    Ok(pools
+        .into_iter()
+        .map(|p| PoolView {
+            pool_name: p.name.to_string(),
+            pool: p.id,
+            application_metadata: p.applications,
+            health: if p.healthy { "OK" } else { "degraded" },
+            stats: json!({
+                "image_count": p.image_count,
+                "provisioned_bytes": p.provisioned_bytes,
+                "used_bytes": p.used_bytes,
+            }),
+        })
+        .collect())
+}
+
+/// Applications as Ceph's clients send them: a list, or one comma-separated string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Applications {
+    #[default]
+    None,
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Applications {
+    fn names(self) -> Vec<String> {
+        match self {
+            Applications::None => Vec::new(),
+            Applications::List(list) => list,
+            Applications::Text(text) => {
+                text.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+            }
+        }
+    }
+}
+
+/// The fields of Ceph's pool bodies that have no meaning for basalt's pools, and why; any other unknown field is
+/// refused.
+const POOL_FIELDS_WITHOUT_MEANING: &[(&str, &str)] = &[
+    ("pg_num", "basalt's pools have no placement groups"),
+    ("pg_autoscale_mode", "basalt's pools have no placement groups"),
+    ("pool_type", "basalt's pools are not replicated or erasure-coded by the engine"),
+    ("size", "basalt's pools are not replicated by the engine"),
+    ("min_size", "basalt's pools are not replicated by the engine"),
+    ("erasure_code_profile", "basalt's pools are not erasure-coded"),
+    ("rule_name", "basalt has no CRUSH rules"),
+    ("crush_rule", "basalt has no CRUSH rules"),
+    ("flags", "basalt's pools have no flags"),
+    ("configuration", "set pool configuration through /api/block/config/pool/{pool}"),
+    ("rbd_mirroring", "basalt does not mirror images"),
+    ("compression_mode", "the engine does not compress"),
+    ("compression_algorithm", "the engine does not compress"),
+    ("compression_min_blob_size", "the engine does not compress"),
+    ("compression_max_blob_size", "the engine does not compress"),
+    ("compression_required_ratio", "the engine does not compress"),
+    ("quota_max_bytes", "pool quotas are not applied by this version"),
+    ("quota_max_objects", "pool quotas are not applied by this version"),
+];
+
+/// Checks the fields beyond basalt's own: Ceph's are noted as ignored, others refused.
+fn pool_extras(extra: &serde_json::Map<String, serde_json::Value>) -> ApiResult<Ignored> {
+    let mut ignored = Ignored::default();
+    for (field, value) in extra {
+        match POOL_FIELDS_WITHOUT_MEANING.iter().find(|(name, _)| name == field) {
+            Some((_, why)) => ignored.note(field, Some(value), why),
+            None => return Err(ApiError::bad_request(format!("invalid request body: unknown field `{field}`"))),
+        }
+    }
+    Ok(ignored)
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct PoolBody {
     pool: String,
     #[serde(default)]
-    application_metadata: Vec<String>,
+    application_metadata: Applications,
+    /// Ceph's other pool fields (checked by [`pool_extras`]).
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 pub(crate) async fn create_pool(
     State(state): State<AppState>,
     Caller(who): Caller,
     Body(body): Body<PoolBody>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(axum::http::HeaderMap, StatusCode)> {
     who.require(POOL_CREATE)?;
+    let ignored = pool_extras(&body.extra)?;
+    let applications = body.application_metadata.names();
     let pool = parse(PoolName::new(body.pool))?;
     state
         .call(move |b| {
             b.pool_create(&pool)?;
-            for app in &body.application_metadata {
+            for app in &applications {
                 b.pool_application_enable(&pool, app)?;
             }
             Ok(())
         })
-        .await?;
-    Ok(StatusCode::CREATED)
+        .await
+        .map_err(|e| e.in_component("pool"))?;
+    Ok((ignored.headers(), StatusCode::CREATED))
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct PoolEdit {
-    application_metadata: Vec<String>,
+    application_metadata: Option<Applications>,
+    /// Ceph's other pool fields (checked by [`pool_extras`]).
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 pub(crate) async fn update_pool(
@@ -117,8 +198,10 @@ pub(crate) async fn update_pool(
     Caller(who): Caller,
     Path(pool): Path<String>,
     Body(body): Body<PoolEdit>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(axum::http::HeaderMap, StatusCode)> {
     who.require(POOL_UPDATE)?;
+    let ignored = pool_extras(&body.extra)?;
+    let wanted = body.application_metadata.map(Applications::names);
     let pool = parse(PoolName::new(pool))?;
     state
         .call(move |b| {
@@ -127,16 +210,18 @@ pub(crate) async fn update_pool(
                 .into_iter()
                 .find(|p| p.name == pool)
                 .ok_or_else(|| basalt_core::Error::not_found(format!("pool '{pool}' does not exist")))?;
-            for app in body.application_metadata.iter().filter(|a| !current.applications.contains(a)) {
+            let Some(wanted) = wanted else { return Ok(()) };
+            for app in wanted.iter().filter(|a| !current.applications.contains(a)) {
                 b.pool_application_enable(&pool, app)?;
             }
-            for app in current.applications.iter().filter(|a| !body.application_metadata.contains(a)) {
+            for app in current.applications.iter().filter(|a| !wanted.contains(a)) {
                 b.pool_application_disable(&pool, app)?;
             }
             Ok(())
         })
-        .await?;
-    Ok(StatusCode::OK)
+        .await
+        .map_err(|e| e.in_component("pool"))?;
+    Ok((ignored.headers(), StatusCode::OK))
 }
 
 pub(crate) async fn delete_pool(
@@ -146,7 +231,7 @@ pub(crate) async fn delete_pool(
 ) -> ApiResult<StatusCode> {
     who.require(POOL_DELETE)?;
     let pool = parse(PoolName::new(pool))?;
-    state.call(move |b| b.pool_remove(&pool)).await?;
+    state.call(move |b| b.pool_remove(&pool)).await.map_err(|e| e.in_component("pool"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,6 +2,7 @@
 //! The contract is `docs/API.md`.
 
 mod access;
+pub mod compat;
 mod images;
 mod misc;
 mod nbd;
@@ -16,6 +17,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Origin;
@@ -26,13 +28,13 @@ use crate::tasks::Started;
 /// Builds the API for one listener.
 pub fn router(state: AppState, origin: Origin) -> Router {
     let image = "/api/block/image/{image_spec}";
-    Router::new()
+    let api = Router::new()
         .route("/api/health", get(misc::health))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/docs", get(openapi::docs_page))
         .route("/api/auth", post(access::login))
         .route("/api/auth/logout", post(access::logout))
-        .route("/api/auth/check", get(access::check))
+        .route("/api/auth/check", get(access::check).post(access::check_token))
         .route("/api/user", get(access::list_users).post(access::create_user))
         .route("/api/user/{username}", get(access::get_user).put(access::update_user).delete(access::delete_user))
         .route("/api/user/{username}/change_password", post(access::change_password))
@@ -46,13 +48,15 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route("/api/perf/top", get(crate::perf::top))
         .route("/metrics", get(metrics))
         .route("/api/pool", get(misc::list_pools).post(misc::create_pool))
-        .route("/api/pool/{pool}", put(misc::update_pool).delete(misc::delete_pool))
+        .route("/api/pool/{pool}", get(misc::get_pool).put(misc::update_pool).delete(misc::delete_pool))
         .route("/api/block/pool/{pool}/namespace", get(misc::list_namespaces).post(misc::create_namespace))
         .route("/api/block/pool/{pool}/namespace/{namespace}", axum::routing::delete(misc::delete_namespace))
         .route("/api/block/config/global", get(misc::config_global).put(misc::set_config_global))
         .route("/api/block/config/pool/{pool}", get(misc::config_pool).put(misc::set_config_pool))
         .route("/api/block/config/image/{image_spec}", get(misc::config_image).put(misc::set_config_image))
         .route("/api/block/image", get(images::list).post(images::create))
+        .route("/api/block/image/default_features", get(images::default_features))
+        .route("/api/block/image/clone_format_version", get(images::clone_format_version))
         .route("/api/block/image/trash", get(trash::list))
         .route("/api/block/image/trash/purge", post(trash::purge))
         .route(
@@ -78,12 +82,15 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/snap/{{snap}}/rollback"), post(snaps::rollback))
         .route(&format!("{image}/snap/{{snap}}/clone"), post(snaps::clone))
         .route(&format!("{image}/snap/{{snap}}/children"), get(snaps::children))
+        .route_layer(axum::middleware::from_fn(compat::versioning))
         .fallback(crate::ui::fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::record))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::Extension(origin))
-        .with_state(state)
+        .with_state(state);
+    // Trailing slashes come off before routing, so the outer router sends everything to the API.
+    Router::new().fallback_service(compat::TrailingSlash(api))
 }
 
 /// The longest request target (path and query) the API takes.
@@ -216,6 +223,53 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     }
 }
 
+/// Fields of Ceph's request bodies that basalt takes but does not apply (mirroring, placement groups...), each
+/// with the reason; the answer names them in a `Warning` header (`299 basalt "..."`).
+#[derive(Debug, Default)]
+pub(crate) struct Ignored(Vec<String>);
+
+impl Ignored {
+    /// Notes `field` as ignored for `why` when the client set it to something other than null, false or "".
+    pub(crate) fn note(&mut self, field: &str, value: Option<&serde_json::Value>, why: &str) {
+        use serde_json::Value;
+        match value {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(_) => self.0.push(format!("{field} ignored: {why}")),
+        }
+    }
+
+    /// The `Warning` header naming what was ignored (none when nothing was).
+    pub(crate) fn headers(&self) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        if !self.0.is_empty() {
+            let text = format!("299 basalt \"{}\"", self.0.join("; ").replace(['"', '\\'], "'"));
+            if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+                headers.insert(axum::http::header::WARNING, value);
+            }
+        }
+        headers
+    }
+}
+
+/// Deserializes an optional count that Ceph's clients may send as a number or as a string of digits.
+pub(crate) fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Count>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Count::Number(n)) => Ok(Some(n)),
+        Some(Count::Text(t)) if t.is_empty() => Ok(None),
+        Some(Count::Text(t)) => {
+            t.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("invalid number '{t}'")))
+        }
+    }
+}
+
 /// Turns a bad name or spec into a 400.
 pub(crate) fn parse<T>(result: basalt_core::Result<T>) -> ApiResult<T> {
     result.map_err(ApiError::from)
@@ -234,16 +288,35 @@ where
         + Send
         + 'static,
 {
-    let started = state.tasks.start(state.backend.clone(), name, metadata, work).await;
-    task_response(started, success)
+    run_task_mapped(state, name, metadata, success, |e| e, work).await
 }
 
-/// Answers a task call: the synchronous answer if it finished in time, else 202 with the task.
-fn task_response(started: Started, success: StatusCode) -> Response {
+/// [`run_task`], with the task's refusal adjusted by `map_err` before it is reported (Ceph answers some missing
+/// objects with 404).
+pub(crate) async fn run_task_mapped<F>(
+    state: &AppState,
+    name: &str,
+    metadata: serde_json::Value,
+    success: StatusCode,
+    map_err: fn(ApiError) -> ApiError,
+    work: F,
+) -> Response
+where
+    F: FnOnce(&dyn basalt_core::Backend, &basalt_core::Progress) -> basalt_core::Result<serde_json::Value>
+        + Send
+        + 'static,
+{
+    let started = state.tasks.start(state.backend.clone(), name, metadata.clone(), work).await;
+    task_response(started, success, |e| map_err(e).in_task(name, &metadata))
+}
+
+/// Answers a task call: the synchronous answer if it finished in time, else 202 with the task; a refusal names the
+/// task, as Ceph's do.
+fn task_response(started: Started, success: StatusCode, refused: impl FnOnce(ApiError) -> ApiError) -> Response {
     match started {
         Started::Done(Ok(_)) if success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
         Started::Done(Ok(value)) => (success, axum::Json(value)).into_response(),
-        Started::Done(Err(err)) => err.into_response(),
+        Started::Done(Err(err)) => refused(err).into_response(),
         Started::Running(info) => (
             StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({"name": info.name, "metadata": info.metadata, "id": info.id})),

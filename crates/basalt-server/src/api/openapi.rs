@@ -67,8 +67,17 @@ pub const OPS: &[Op] = &[
         ok: 201,
         task: None,
     },
-    op("POST", "/api/auth/logout", "Invalidate the caller's token", "", "", 200),
+    op("POST", "/api/auth/logout", "Invalidate the caller's token", "", "", 201),
     op("GET", "/api/auth/check", "Who the token belongs to and what it may do", "", "", 200),
+    Op {
+        method: "POST",
+        path: "/api/auth/check",
+        summary: "Check a token given as ?token= or {\"token\"} (Ceph's form): who it belongs to",
+        need: None,
+        body: None,
+        ok: 201,
+        task: None,
+    },
     op("GET", "/api/user", "List users", "user", "read", 200),
     with_body(
         op("POST", "/api/user", "Create a user", "user", "create", 201),
@@ -81,7 +90,7 @@ pub const OPS: &[Op] = &[
     ),
     op("DELETE", "/api/user/{username}", "Remove a user", "user", "delete", 204),
     with_body(
-        op("POST", "/api/user/{username}/change_password", "Change one's own password", "", "", 200),
+        op("POST", "/api/user/{username}/change_password", "Change one's own password", "", "", 201),
         r#"{"old_password":"...","new_password":"..."}"#,
     ),
     op(
@@ -132,6 +141,7 @@ pub const OPS: &[Op] = &[
         op("PUT", "/api/pool/{pool}", "Set a pool's application tags", "pool", "update", 200),
         r#"{"application_metadata":["rbd"]}"#,
     ),
+    op("GET", "/api/pool/{pool}", "One pool", "pool", "read", 200),
     op("DELETE", "/api/pool/{pool}", "Remove an empty pool", "pool", "delete", 204),
     op("GET", "/api/block/pool/{pool}/namespace", "List namespaces with image counts", IMG, "read", 200),
     with_body(
@@ -155,6 +165,8 @@ pub const OPS: &[Op] = &[
         r#"{"name":"rbd_qos_iops_limit","value":500}"#,
     ),
     op("GET", "/api/block/image", "List images (paging, search, sort; X-Total-Count)", IMG, "read", 200),
+    op("GET", "/api/block/image/default_features", "Features of a new image by default", IMG, "read", 200),
+    op("GET", "/api/block/image/clone_format_version", "The clone format (1: parents are protected)", IMG, "read", 200),
     with_body(
         op("POST", "/api/block/image", "Create an image", IMG, "create", 201),
         r#"{"name":"vm1","pool_name":"rbd","size":10737418240,"features":["layering","exclusive-lock","object-map","fast-diff"]}"#,
@@ -203,7 +215,7 @@ pub const OPS: &[Op] = &[
             "Copy the parent's data into a clone and detach it",
             IMG,
             "update",
-            200,
+            201,
         ),
         "rbd/flatten",
     ),
@@ -214,7 +226,7 @@ pub const OPS: &[Op] = &[
             "Move to the trash with a deferment",
             IMG,
             "create",
-            200,
+            201,
         ),
         r#"{"delay":86400}"#,
     ),
@@ -274,7 +286,7 @@ pub const OPS: &[Op] = &[
             "Restore the image to the snapshot",
             IMG,
             "update",
-            200,
+            201,
         ),
         "rbd/snap/rollback",
     ),
@@ -291,12 +303,12 @@ pub const OPS: &[Op] = &[
             "Remove expired trash entries (those clones keep are reported)",
             IMG,
             "delete",
-            200,
+            201,
         ),
         "rbd/trash/purge",
     ),
     with_body(
-        op("POST", "/api/block/image/trash/{image_id_spec}/restore", "Restore a trash entry", IMG, "create", 200),
+        op("POST", "/api/block/image/trash/{image_id_spec}/restore", "Restore a trash entry", IMG, "create", 201),
         r#"{"new_image_name":"vm1"}"#,
     ),
     as_task(
@@ -368,7 +380,7 @@ pub fn document() -> Value {
                 .insert("202".into(), json!({"description": format!("still running as task {task}: poll /api/task")}));
         }
         for (code, what) in
-            [("400", "bad input"), ("404", "not found"), ("409", "refused in the object's current state")]
+            [("400", "refused: bad input, or the object's state (code: the errno)"), ("404", "not found")]
         {
             responses.insert(code.into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
@@ -408,9 +420,12 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["detail", "code", "component"], "properties": {
-                "detail": {"type": "string"}, "code": {"type": "string", "description": "errno name, e.g. ENOENT"},
-                "component": {"type": "string"}, "status": {"type": "integer"}
+            "schemas": {"Error": {"type": "object", "required": ["detail", "code"], "properties": {
+                "detail": {"type": "string"},
+                "code": {"type": ["string", "integer"], "description": "the errno as a decimal string, e.g. \"17\""},
+                "component": {"type": ["string", "null"]},
+                "status": {"type": ["integer", "string"]},
+                "task": {"type": "object", "properties": {"name": {"type": "string"}, "metadata": {"type": "object"}}}
             }}}
         }
     })

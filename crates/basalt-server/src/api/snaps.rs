@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::time::{Duration, Instant};
 
 use basalt_core::{Backend, CloneRequest, ImageName, ImageSpec, Progress, SnapName, SnapSpec};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::images::{features_of, location, order_of, striping_of};
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
-use super::{Body, parse, run_task};
+use super::{Body, Ignored, parse, run_task};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -25,6 +25,9 @@ fn snap_spec(image: &str, snap: String) -> ApiResult<SnapSpec> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     snapshot_name: String,
+    /// Ceph's: take a mirroring snapshot instead (no mirroring here: an ordinary snapshot is taken).
+    #[serde(rename = "mirrorImageSnapshot")]
+    mirror_image_snapshot: Option<Value>,
 }
 
 pub(crate) async fn create(
@@ -32,11 +35,18 @@ pub(crate) async fn create(
     Caller(who): Caller,
     Path(spec): Path<String>,
     Body(body): Body<CreateBody>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     who.require(RBD_CREATE)?;
+    let mut ignored = Ignored::default();
+    ignored.note(
+        "mirrorImageSnapshot",
+        body.mirror_image_snapshot.as_ref(),
+        "basalt does not mirror images; an ordinary snapshot was taken",
+    );
     let spec = snap_spec(&spec, body.snapshot_name)?;
-    state.call(move |b| b.snap_create(&spec)).await?;
-    Ok(StatusCode::CREATED)
+    let meta = json!({"image_spec": spec.image.to_string(), "snapshot_name": spec.snap.as_str()});
+    state.call(move |b| b.snap_create(&spec)).await.map_err(|e| e.in_task("rbd/snap/create", &meta))?;
+    Ok((ignored.headers(), StatusCode::CREATED).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +108,7 @@ pub(crate) async fn rollback(
     who.require(RBD_UPDATE)?;
     let spec = snap_spec(&spec, snap)?;
     let meta = json!({"image_spec": spec.image.to_string(), "snapshot_name": spec.snap.as_str()});
-    Ok(run_task(&state, "rbd/snap/rollback", meta, StatusCode::OK, move |b, progress: &Progress| {
+    Ok(run_task(&state, "rbd/snap/rollback", meta, StatusCode::CREATED, move |b, progress: &Progress| {
         wait_for_writers_to_detach(b, &spec.image);
         b.snap_rollback(&spec, progress)?;
         Ok(Value::Null)
@@ -132,8 +142,14 @@ pub(crate) struct CloneBody {
     child_image_name: String,
     obj_size: Option<u64>,
     features: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_unit: Option<u64>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
     stripe_count: Option<u64>,
+    // Ceph's: the clone's data pool, configuration and metadata.
+    data_pool: Option<Value>,
+    configuration: Option<Value>,
+    metadata: Option<Value>,
 }
 
 pub(crate) async fn clone(
@@ -141,8 +157,12 @@ pub(crate) async fn clone(
     Caller(who): Caller,
     Path((spec, snap)): Path<(String, String)>,
     Body(body): Body<CloneBody>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     who.require(RBD_CREATE)?;
+    let mut ignored = Ignored::default();
+    ignored.note("data_pool", body.data_pool.as_ref(), "a clone keeps its data with the image");
+    ignored.note("configuration", body.configuration.as_ref(), "set it on the clone afterwards");
+    ignored.note("metadata", body.metadata.as_ref(), "set it on the clone afterwards");
     let parent = snap_spec(&spec, snap)?;
     let (pool, namespace) = location(&body.child_pool_name, body.child_namespace.as_deref())?;
     let child = ImageSpec::new(pool, namespace, parse(ImageName::new(body.child_image_name))?);
@@ -151,8 +171,14 @@ pub(crate) async fn clone(
         features: features_of(body.features)?,
         striping: striping_of(body.stripe_unit, body.stripe_count)?,
     };
-    state.call(move |b| b.clone_image(&parent, &child, &request)).await?;
-    Ok(StatusCode::CREATED)
+    let meta = json!({
+        "parent_image_spec": parent.image.to_string(),
+        "child_pool_name": child.pool().as_str(),
+        "child_namespace": child.namespace().as_str(),
+        "child_image_name": child.image.as_str(),
+    });
+    state.call(move |b| b.clone_image(&parent, &child, &request)).await.map_err(|e| e.in_task("rbd/clone", &meta))?;
+    Ok((ignored.headers(), StatusCode::CREATED).into_response())
 }
 
 pub(crate) async fn children(

@@ -38,7 +38,7 @@ pub(crate) async fn list(
     Params(query): Params<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(RBD_READ)?;
-    let pool = query.pool_name.map(PoolName::new).transpose().map_err(ApiError::from)?;
+    let pool = query.pool_name.filter(|p| !p.is_empty()).map(PoolName::new).transpose().map_err(ApiError::from)?;
     let namespace = query.namespace.as_deref().map(Namespace::parse).transpose().map_err(ApiError::from)?;
     let groups = state
         .call(move |b| {
@@ -101,6 +101,7 @@ pub(crate) async fn restore(
     Path(spec): Path<String>,
     OptionalBody(body): OptionalBody<RestoreBody>,
 ) -> ApiResult<StatusCode> {
+    let meta = json!({"image_id_spec": spec});
     // The reference checks create here.
     who.require(RBD_CREATE)?;
     let (location, id) = id_spec(&spec)?;
@@ -110,14 +111,17 @@ pub(crate) async fn restore(
         .map(ImageName::new)
         .transpose()
         .map_err(ApiError::from)?;
-    state.call(move |b| b.trash_restore(&location, &id, name.as_ref())).await?;
-    Ok(StatusCode::OK)
+    state
+        .call(move |b| b.trash_restore(&location, &id, name.as_ref()))
+        .await
+        .map_err(|e| e.in_task("rbd/trash/restore", &meta))?;
+    Ok(StatusCode::CREATED)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RemoveQuery {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::compat::flexible_bool")]
     force: bool,
 }
 
@@ -152,7 +156,7 @@ pub(crate) async fn purge(
     who.require(RBD_DELETE)?;
     let pool = query.pool_name.filter(|p| !p.is_empty()).map(PoolName::new).transpose().map_err(ApiError::from)?;
     let meta = json!({"pool_name": pool.as_ref().map(|p| p.as_str())});
-    Ok(run_task(&state, "rbd/trash/purge", meta, StatusCode::OK, move |b, progress: &Progress| {
+    Ok(run_task(&state, "rbd/trash/purge", meta, StatusCode::CREATED, move |b, progress: &Progress| {
         let pools: Vec<PoolName> = match pool {
             Some(p) => vec![p],
             None => b.pool_list()?.into_iter().map(|p| p.name).collect(),
@@ -163,10 +167,9 @@ pub(crate) async fn purge(
             let report = b.trash_purge(&pool, Timestamp(now.secs()), progress)?;
             removed.extend(report.removed);
             skipped.extend(
-                report
-                    .skipped
-                    .into_iter()
-                    .map(|(id, err)| json!({"id": id, "detail": err.message(), "code": err.kind().name()})),
+                report.skipped.into_iter().map(
+                    |(id, err)| json!({"id": id, "detail": err.message(), "code": err.kind().errno().to_string()}),
+                ),
             );
         }
         Ok(json!({"removed": removed, "skipped": skipped}))

@@ -267,6 +267,10 @@ impl Api {
         match (detail, code) {
             (Some(detail), code) => {
                 let mut failure = Failure::from_code(code.as_deref().unwrap_or_default(), detail);
+                if status == 404 {
+                    // Ceph's 404 bodies (a missing image read or deleted) carry the status as their code.
+                    failure.exit_code = 2;
+                }
                 if status == 401 {
                     failure.message.push_str(" (log in with 'basalt login --server URL', or set BASALT_TOKEN)");
                     failure.exit_code = 13;

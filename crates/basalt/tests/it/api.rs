@@ -214,7 +214,7 @@ fn authentication_401_and_logout() {
     let token = login(&server, "admin", ADMIN_PASSWORD);
     let (status, body) = call(&server, "GET", "/api/auth/check", Some(&token), None);
     assert_eq!((status, body["username"].as_str()), (200, Some("admin")));
-    assert_eq!(call(&server, "POST", "/api/auth/logout", Some(&token), None).0, 200);
+    assert_eq!(call(&server, "POST", "/api/auth/logout", Some(&token), None).0, 201);
     assert_eq!(call(&server, "GET", "/api/auth/check", Some(&token), None).0, 401);
     // Repeated failures are rate limited.
     for _ in 0..5 {
@@ -328,8 +328,9 @@ fn the_seed_quick_flow_and_its_refusals() {
     let clone_body = json!({"child_pool_name": "rbd", "child_image_name": "vm1"});
     let (status, err) =
         call(&server, "POST", "/api/block/image/rbd%2Fgolden/snap/base/clone", t, Some(clone_body.clone()));
-    assert_eq!((status, err["code"].as_str()), (400, Some("EINVAL")), "{err}");
+    assert_eq!((status, err["code"].as_str(), err["component"].as_str()), (400, Some("22"), Some("rbd")), "{err}");
     assert!(err["detail"].as_str().unwrap_or("").contains("not protected"), "{err}");
+    assert_eq!(err["task"]["name"], "rbd/clone", "Ceph runs a clone as a task and names it in the refusal: {err}");
     assert_eq!(
         call(&server, "PUT", "/api/block/image/rbd%2Fgolden/snap/base", t, Some(json!({"is_protected": true}))).0,
         200
@@ -339,15 +340,19 @@ fn the_seed_quick_flow_and_its_refusals() {
     assert_eq!(vm1["parent"]["image_name"], "golden");
     assert_eq!(vm1["parent"]["snap_name"], "base");
 
+    // A refused operation is 400 with the errno as a number in a string; one that ran as a task names it.
     let (status, err) = call(&server, "DELETE", "/api/block/image/rbd%2Fgolden", t, None);
-    assert_eq!((status, err["code"].as_str()), (409, Some("ENOTEMPTY")), "{err}");
+    assert_eq!((status, err["code"].as_str(), err["component"].as_str()), (400, Some("39"), Some("rbd")), "{err}");
+    assert_eq!(err["status"], 400, "{err}");
+    assert_eq!(err["task"], json!({"name": "rbd/delete", "metadata": {"image_spec": "rbd/golden"}}), "{err}");
     let (status, err) =
         call(&server, "PUT", "/api/block/image/rbd%2Fgolden/snap/base", t, Some(json!({"is_protected": false})));
-    assert_eq!((status, err["code"].as_str()), (409, Some("EBUSY")), "{err}");
+    assert_eq!((status, err["code"].as_str()), (400, Some("16")), "{err}");
+    assert!(err.get("task").is_none(), "a snapshot edit is not a task here: {err}");
 
     let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fvm1/flatten", t, None);
     match status {
-        200 => {}
+        201 => {}
         202 => assert_eq!(wait_task(&server, &token, &answer)["success"], true),
         other => panic!("flatten answered {other}: {answer}"),
     }
@@ -356,12 +361,13 @@ fn the_seed_quick_flow_and_its_refusals() {
 
     let (status, moved) =
         call(&server, "POST", "/api/block/image/rbd%2Fvm1/move_trash", t, Some(json!({"delay": 3600})));
-    assert_eq!(status, 200, "{moved}");
+    assert_eq!(status, 201, "{moved}");
     let id = moved["id"].as_str().expect("trash id").to_owned();
     let (_, trash) = call(&server, "GET", "/api/block/image/trash?pool_name=rbd", t, None);
     assert_eq!(trash[0]["value"][0]["name"], "vm1");
     let (status, err) = call(&server, "DELETE", &format!("/api/block/image/trash/rbd%2F{id}"), t, None);
-    assert_eq!((status, err["code"].as_str()), (409, Some("EPERM")), "{err}");
+    assert_eq!((status, err["code"].as_str()), (400, Some("1")), "{err}");
+    assert_eq!(err["task"]["name"], "rbd/trash/remove", "{err}");
     assert!(err["detail"].as_str().unwrap_or("").contains("deferment time has not expired"));
     let restore = call(
         &server,
@@ -370,13 +376,13 @@ fn the_seed_quick_flow_and_its_refusals() {
         t,
         Some(json!({"new_image_name": "vm1-back"})),
     );
-    assert_eq!(restore.0, 200, "{}", restore.1);
+    assert_eq!(restore.0, 201, "{}", restore.1);
     assert_eq!(call(&server, "GET", "/api/block/image/rbd%2Fvm1-back", t, None).0, 200);
     let (status, moved) = call(&server, "POST", "/api/block/image/rbd%2Fvm1-back/move_trash", t, None);
-    assert_eq!(status, 200);
+    assert_eq!(status, 201);
     let id = moved["id"].as_str().expect("trash id").to_owned();
     let (status, purged) = call(&server, "POST", "/api/block/image/trash/purge?pool_name=rbd", t, None);
-    assert_eq!(status, 200, "{purged}");
+    assert_eq!(status, 201, "{purged}");
     assert_eq!(purged["removed"], json!([id]));
 
     // Namespaces: create, list with counts, refuse removal while images remain.
@@ -386,7 +392,7 @@ fn the_seed_quick_flow_and_its_refusals() {
     let (_, namespaces) = call(&server, "GET", "/api/block/pool/rbd/namespace", t, None);
     assert_eq!(namespaces, json!([{"namespace": "tenant", "num_images": 1}]));
     let (status, err) = call(&server, "DELETE", "/api/block/pool/rbd/namespace/tenant", t, None);
-    assert_eq!((status, err["code"].as_str()), (409, Some("EBUSY")));
+    assert_eq!((status, err["code"].as_str()), (400, Some("16")));
 }
 
 #[test]
@@ -426,10 +432,140 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     }
     let (_, list) = call(&server, "GET", "/api/block/image", t, None);
     assert_eq!(list, json!([]), "refused requests created nothing");
+    // A missing image is 404 with CherryPy's body, as Ceph gives it.
     let (status, err) = call(&server, "GET", "/api/block/image/rbd%2Fghost", t, None);
-    assert_eq!((status, err["code"].as_str()), (404, Some("ENOENT")));
+    assert_eq!((status, err["code"].as_str(), err["status"].as_str()), (404, Some("2"), Some("404 Not Found")));
     let (status, _) = call(&server, "GET", "/api/no/such/route", t, None);
     assert_eq!(status, 404);
+}
+
+/// A request with an `Accept` header; returns the status, the raw head and the JSON body.
+fn call_accepting(server: &Server, method: &str, path: &str, token: &str, accept: &str) -> (u16, String, Value) {
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nAccept: {accept}\r\nContent-Length: 0\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
+    (status, head.to_ascii_lowercase(), serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn ceph_clients_conventions_are_understood() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let t = Some(token.as_str());
+
+    // Ceph's pool form: placement groups, type, rule, compression and quotas are taken; those without meaning here
+    // are named in a Warning header; an unknown field is still refused and creates nothing.
+    let pool = json!({"pool": "p1", "pool_type": "replicated", "pg_num": 32, "rule_name": "replicated_rule",
+        "compression_mode": "aggressive", "application_metadata": "rbd", "quota_max_objects": 10});
+    let (status, head, body) = {
+        let body = pool.to_string();
+        let mut stream = TcpStream::connect(&server.addr).expect("connect");
+        let request = format!(
+            "POST /api/pool HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read");
+        let status: u16 = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, raw.to_ascii_lowercase(), raw)
+    };
+    assert_eq!(status, 201, "{body}");
+    for field in ["pg_num ignored", "pool_type ignored", "rule_name ignored", "compression_mode ignored"] {
+        assert!(head.contains("warning: 299 basalt") && head.contains(field), "{field}: {head}");
+    }
+    let (_, pools) = call(&server, "GET", "/api/pool", t, None);
+    let p1 = pools.as_array().expect("pools").iter().find(|p| p["pool_name"] == "p1").cloned().expect("p1");
+    assert_eq!(p1["application_metadata"], json!(["rbd"]), "the application, given as Ceph's string, is honoured");
+    let (status, err) = call(&server, "POST", "/api/pool", t, Some(json!({"pool": "p2", "colour": "red"})));
+    assert_eq!((status, err["code"].as_str()), (400, Some("22")), "{err}");
+    assert_eq!(call(&server, "GET", "/api/pool/p2", t, None).0, 404);
+
+    for name in ["b", "a", "c"] {
+        let body = json!({"name": name, "pool_name": "p1", "size": 4096});
+        assert_eq!(call(&server, "POST", "/api/block/image", t, Some(body)).0, 201);
+    }
+    assert_eq!(
+        call(&server, "POST", "/api/block/image", t, Some(json!({"name": "r", "pool_name": "rbd", "size": 4096}))).0,
+        201
+    );
+
+    // The image list per pool: Ceph's paged form (2.0) groups one page by pool with the total in X-Total-Count;
+    // Pacific's (1.0) lists every pool with a status; basalt's own flavour stays a flat list.
+    let v2 = "application/vnd.ceph.api.v2.0+json";
+    let (status, head, page) =
+        call_accepting(&server, "GET", "/api/block/image?offset=1&limit=2&sort=%2Bname", &token, v2);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        head.contains("x-total-count: 4") && head.contains("content-type: application/vnd.ceph.api.v2.0+json"),
+        "{head}"
+    );
+    let names: Vec<(String, Vec<String>)> = page
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let images =
+                g["value"].as_array().expect("value").iter().map(|i| i["name"].as_str().unwrap_or("").to_owned());
+            (g["pool_name"].as_str().unwrap_or("").to_owned(), images.collect())
+        })
+        .collect();
+    assert_eq!(names, vec![("p1".to_owned(), vec!["b".to_owned(), "c".to_owned()])], "{page}");
+    assert!(page[0].get("status").is_none() && page[0]["value"][0].get("watchers").is_none(), "{page}");
+    let (_, _, first) = call_accepting(&server, "GET", "/api/block/image", &token, v2);
+    assert_eq!(
+        first.as_array().map(|g| g.iter().map(|g| g["value"].as_array().map_or(0, Vec::len)).sum::<usize>()),
+        Some(4)
+    );
+    let (_, _, pacific) =
+        call_accepting(&server, "GET", "/api/block/image?pool_name=p1", &token, "application/vnd.ceph.api.v1.0+json");
+    assert_eq!(pacific.as_array().map(Vec::len), Some(1), "{pacific}");
+    assert_eq!((pacific[0]["status"].as_i64(), pacific[0]["value"].as_array().map(Vec::len)), (Some(0), Some(3)));
+    let (_, flat) = call(&server, "GET", "/api/block/image?pool_name=p1", t, None);
+    assert_eq!(flat.as_array().map(Vec::len), Some(3));
+    assert!(flat[0]["watchers"].is_array(), "basalt's flavour keeps its extra keys: {flat}");
+
+    // default_features and clone_format_version are answers, not image names.
+    let (status, features) = call(&server, "GET", "/api/block/image/default_features", t, None);
+    assert_eq!(
+        (status, features),
+        (200, json!(["deep-flatten", "exclusive-lock", "fast-diff", "layering", "object-map"]))
+    );
+    assert_eq!(call(&server, "GET", "/api/block/image/clone_format_version", t, None), (200, json!(1)));
+
+    // Trailing slashes route as without; Python's booleans are flags.
+    let (status, trash) = call(&server, "GET", "/api/block/image/trash/?pool_name=p1", t, None);
+    assert_eq!((status, trash[0]["pool_name"].as_str()), (200, Some("p1")), "{trash}");
+    assert_eq!(call(&server, "GET", "/api/block/image/p1%2Fa/", t, None).0, 200);
+    let (status, moved) = call(&server, "POST", "/api/block/image/p1%2Fa/move_trash/", t, Some(json!({"delay": 3600})));
+    assert_eq!(status, 201, "{moved}");
+    let id = moved["id"].as_str().expect("id").to_owned();
+    let (status, err) = call(&server, "DELETE", &format!("/api/block/image/trash/p1%2F{id}?force=False"), t, None);
+    assert_eq!((status, err["code"].as_str()), (400, Some("1")), "not forced: the deferment holds: {err}");
+    let (status, err) = call(&server, "DELETE", &format!("/api/block/image/trash/p1%2F{id}?force=maybe"), t, None);
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = call(&server, "DELETE", &format!("/api/block/image/trash/p1%2F{id}?force=True"), t, None);
+    assert!(status == 204 || status == 202, "{status}");
+    let (_, trash) = call(&server, "GET", "/api/block/image/trash?pool_name=p1", t, None);
+    assert_eq!(trash[0]["value"], json!([]));
+
+    // Newer snapshot creation sends mirrorImageSnapshot: taken; true is noted as ignored (no mirroring here).
+    let snap = json!({"snapshot_name": "s1", "mirrorImageSnapshot": false});
+    assert_eq!(call(&server, "POST", "/api/block/image/p1%2Fb/snap", t, Some(snap)).0, 201);
+    let snap = json!({"snapshot_name": "s2", "mirrorImageSnapshot": true});
+    assert_eq!(call(&server, "POST", "/api/block/image/p1%2Fb/snap", t, Some(snap)).0, 201);
+    let (_, b) = call(&server, "GET", "/api/block/image/p1%2Fb", t, None);
+    assert_eq!(b["snapshots"].as_array().map(Vec::len), Some(2), "{b}");
 }
 
 #[test]
@@ -538,8 +674,10 @@ fn export_and_import_diff_round_trip_through_the_api() {
     assert_eq!(image["size"], 2u64 << 20);
     assert_eq!(image["snapshots"][0]["name"], "s1");
     // Importing the same stream again is refused: the snapshot exists.
-    let (status, _) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fa/import_diff", &token, &stream);
-    assert_eq!(status, 409);
+    let (status, answer) = call_bytes(&server, "POST", "/api/block/image/rbd%2Fa/import_diff", &token, &stream);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    let refusal: Value = serde_json::from_slice(&answer).expect("a JSON refusal");
+    assert_eq!(refusal["code"], "17", "{refusal}");
 
     // A full export from s1 carries exactly the written data; importing it into b makes b equal.
     let (status, full) = call_bytes(&server, "GET", "/api/block/image/rbd%2Fa/export?snap=s1", &token, b"");
@@ -660,7 +798,7 @@ fn copy_and_flatten_count_background_io_in_the_image_counters() {
     let clone = json!({"child_pool_name": "rbd", "child_image_name": "c"});
     let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fsrc/snap/s/clone", Some(&token), Some(clone));
     assert_eq!(status / 100, 2, "{answer}");
-    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fc/flatten", Some(&token), None).0, 200);
+    assert_eq!(call(&server, "POST", "/api/block/image/rbd%2Fc/flatten", Some(&token), None).0, 201);
 
     let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
     let metrics = String::from_utf8_lossy(&metrics).into_owned();

@@ -5,6 +5,7 @@ mod api;
 mod ceph;
 mod cli;
 mod common;
+mod contract;
 mod files;
 mod nbd;
 mod security;

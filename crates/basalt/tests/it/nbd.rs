@@ -367,7 +367,7 @@ fn rollback_right_after_an_nbd_client_exits_succeeds() {
     for round in 0..20 {
         write_and_hang_up(&server, "rbd/vm");
         let (status, answer) = call(&server, "POST", "/api/block/image/rbd%2Fvm/snap/s/rollback", Some(&token), None);
-        assert_eq!(status, 200, "round {round}: rollback right after the client hung up: {answer}");
+        assert_eq!(status, 201, "round {round}: rollback right after the client hung up: {answer}");
     }
     // The same in a script, with qemu-io and the CLI.
     let qemu_io = tool("qemu-io", "qemu-utils");
