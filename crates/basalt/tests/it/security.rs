@@ -326,12 +326,15 @@ fn answers_carry_security_headers_and_errors_their_json_body() {
         format!("GET /api/health?x={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(9000));
     let (head, body) = raw(&server, &long_target);
     assert!(head.starts_with("http/1.1 414"), "{head}");
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON body")["status"], 414);
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON body")["status"], "414 URI Too Long");
     let big_headers =
         format!("GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(40_000));
     let (head, body) = raw(&server, &big_headers);
     assert!(head.starts_with("http/1.1 431"), "{head}");
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON body")["status"], 431);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON body")["status"],
+        "431 Request Header Fields Too Large"
+    );
 }
 
 #[test]
@@ -342,7 +345,8 @@ fn a_snapshot_edit_names_an_existing_snapshot_and_bodies_must_be_objects() {
         let (status, answer) =
             crate::api::try_call(&server, "PUT", "/api/block/image/rbd%2Fnope/snap/x", Some(&token), Some(body))
                 .expect("call");
-        assert_eq!(status, 404, "{body}: {answer}");
+        // A missing image or snapshot is 400 with errno 2, as Ceph's librbd call answers it.
+        assert_eq!((status, answer["code"].as_str()), (400, Some("2")), "{body}: {answer}");
     }
     for body in ["[null,null]", "[]", "1", "\"x\""] {
         let (status, answer) =
@@ -355,7 +359,11 @@ fn a_snapshot_edit_names_an_existing_snapshot_and_bodies_must_be_objects() {
     let (status, answer) =
         crate::api::try_call(&server, "PUT", "/api/block/image/rbd%2Fimg/snap/x", Some(&token), Some("{}"))
             .expect("call");
-    assert_eq!(status, 404, "a missing snapshot of an existing image: {answer}");
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("2")),
+        "a missing snapshot of an existing image: {answer}"
+    );
     // `sort=+name` as API.md writes it: the unencoded `+` arrives as a space.
     let (status, listed) = call(&server, "GET", "/api/block/image?sort=+name", Some(&token), None);
     assert_eq!(status, 200, "{listed}");
