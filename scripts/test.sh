@@ -4,7 +4,8 @@
 # end-to-end tests in a real browser.
 #
 # Installs (as root, with apt-get) the real clients the data-path tests drive: qemu-utils (qemu-img, qemu-io),
-# libnbd-bin (nbdinfo, nbdcopy), fio, and Debian's chromium for the dashboard tests; Ceph's daemons and CLIs
+# libnbd-bin (nbdinfo, nbdcopy), fio, prometheus (with promtool) and python3-yaml for scripts/prometheus-test.py,
+# and Debian's chromium for the dashboard tests; Ceph's daemons and CLIs
 # (ceph-mon, ceph-osd, ceph-mgr, ceph-common) for the throw-away cluster of scripts/ceph/micro-ceph.sh, and
 # librbd-dev and librados-dev, which the Ceph backend links; and the dashboard's npm packages with `npm ci`.
 # Everything else comes from crates.io through cargo.
@@ -19,6 +20,8 @@ need_packages=()
 command -v qemu-io >/dev/null 2>&1 || need_packages+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need_packages+=(libnbd-bin)
 command -v fio >/dev/null 2>&1 || need_packages+=(fio)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_packages+=(prometheus)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_packages+=(python3-yaml)
 if [ -f web/package.json ] && [ ! -x /usr/bin/chromium ]; then need_packages+=(chromium); fi
 command -v ceph-mon >/dev/null 2>&1 || need_packages+=(ceph-mon)
 command -v ceph-osd >/dev/null 2>&1 || need_packages+=(ceph-osd)
@@ -79,6 +82,9 @@ else
 fi
 stop_cluster
 trap - EXIT
+
+echo "== /metrics against a real Prometheus: Ceph's RBD dashboards under fio, promtool, Ceph's pool alerts"
+python3 scripts/prometheus-test.py "${CARGO_TARGET_DIR:-target}/debug/basalt"
 
 if [ -f web/package.json ] && grep -q '"e2e"' web/package.json; then
   echo "== dashboard: end-to-end tests in chromium"

@@ -379,6 +379,20 @@ impl CephBackend {
         })
     }
 
+    /// A pool's quotas `(max_bytes, max_objects)` from the monitors (`ceph osd pool get-quota`).
+    fn pool_quota(&self, pool: &str) -> Result<(u64, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Quota {
+            quota_max_bytes: u64,
+            quota_max_objects: u64,
+        }
+        let command = serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
+        let (out, _) = self.cluster.mon_command(&command.to_string())?;
+        let quota: Quota = serde_json::from_str(&out)
+            .map_err(|err| Error::io(format!("cannot read the quota of pool '{pool}': {err}")))?;
+        Ok((quota.quota_max_bytes, quota.quota_max_objects))
+    }
+
     /// The global overrides: `rbd_*` options of the `client` (or `global`) section of the monitors' database.
     fn global_overrides(&self) -> Result<Vec<(String, String)>> {
         #[derive(serde::Deserialize)]
@@ -444,6 +458,7 @@ impl Backend for CephBackend {
                 }
             }
             let stat = io.pool_stat()?;
+            let (quota_max_bytes, quota_max_objects) = self.pool_quota(&name)?;
             pools.push(PoolInfo {
                 name: pool,
                 id: u64::try_from(io.pool_id()).unwrap_or(0),
@@ -451,10 +466,27 @@ impl Backend for CephBackend {
                 image_count,
                 provisioned_bytes,
                 used_bytes: stat.num_bytes,
+                objects: stat.num_objects,
+                quota_max_bytes,
+                quota_max_objects,
                 healthy: true,
             });
         }
         Ok(pools)
+    }
+
+    fn pool_set_quota(&self, pool: &PoolName, max_bytes: Option<u64>, max_objects: Option<u64>) -> Result<()> {
+        self.pool_ctx(pool)?;
+        // The cluster's own quota: the monitors mark the pool full and the OSDs refuse writes to it.
+        for (field, value) in [("max_bytes", max_bytes), ("max_objects", max_objects)] {
+            if let Some(value) = value {
+                let command = serde_json::json!({
+                    "prefix": "osd pool set-quota", "pool": pool.as_str(), "field": field, "val": value.to_string()
+                });
+                self.cluster.mon_command(&command.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     fn pool_remove(&self, pool: &PoolName) -> Result<()> {

@@ -259,6 +259,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn pool_application_enable(&self, pool: &PoolName, app: &str) -> Result<()>;
     /// Removes an application tag.
     fn pool_application_disable(&self, pool: &PoolName, app: &str) -> Result<()>;
+    /// Sets a pool's quotas as `ceph osd pool set-quota` does: `Some(0)` removes one, `None` leaves it unchanged.
+    /// Once the pool's usage reaches a quota, writes to it answer EDQUOT until data is removed or the quota raised.
+    fn pool_set_quota(&self, pool: &PoolName, max_bytes: Option<u64>, max_objects: Option<u64>) -> Result<()>;
 
     // --- namespaces ---
     /// Creates a namespace in a pool.

@@ -587,8 +587,22 @@ pub struct PoolInfo {
     pub provisioned_bytes: u64,
     /// Bytes stored for the pool's images and snapshots.
     pub used_bytes: u64,
+    /// Objects holding data (the embedded engine: allocated objects of every layer; Ceph: RADOS objects).
+    pub objects: u64,
+    /// The pool's quota in bytes, as `ceph osd pool set-quota POOL max_bytes` sets it (0: none).
+    pub quota_max_bytes: u64,
+    /// The pool's quota in objects, as `ceph osd pool set-quota POOL max_objects` sets it (0: none).
+    pub quota_max_objects: u64,
     /// Healthy or not.
     pub healthy: bool,
+}
+
+impl PoolInfo {
+    /// Whether the pool reached a quota: writes that need new space answer EDQUOT, as Ceph's full pools do.
+    pub fn quota_reached(&self) -> bool {
+        (self.quota_max_bytes > 0 && self.used_bytes >= self.quota_max_bytes)
+            || (self.quota_max_objects > 0 && self.objects >= self.quota_max_objects)
+    }
 }
 
 /// A namespace with its image count.

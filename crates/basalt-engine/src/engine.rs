@@ -74,6 +74,7 @@ impl Engine {
             images: std::sync::Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
             failed: std::sync::Mutex::new(None),
+            pool_full: std::sync::Mutex::new(Default::default()),
         });
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
@@ -801,7 +802,8 @@ impl Backend for Engine {
         let pools = txn.open_table(POOLS).map_err(db_err)?;
         let images = txn.open_table(IMAGES).map_err(db_err)?;
         let blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
-        let mut stats: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        // (images, provisioned bytes, used bytes, objects)
+        let mut stats: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
         for entry in images.iter().map_err(db_err)? {
             let (_, value) = entry.map_err(db_err)?;
             let rec: ImageRec = decode(value.value())?;
@@ -810,29 +812,50 @@ impl Backend for Engine {
                 stat.0 += 1;
                 stat.1 += rec.size;
             }
+            // Data counts against the data pool when the image has one.
+            let stat = stats.entry(rec.data_pool.clone().unwrap_or_else(|| rec.pool.clone())).or_default();
             for layer in &rec.layers {
                 for bits in blocks.range((layer.id, 0u64)..=(layer.id, u64::MAX)).map_err(db_err)? {
                     let (_, value) = bits.map_err(db_err)?;
                     let half = value.value().len() / 2;
                     let data_blocks: u64 = value.value()[..half].iter().map(|b| u64::from(b.count_ones())).sum();
                     stat.2 += data_blocks * BLOCK_SIZE;
+                    stat.3 += u64::from(data_blocks > 0);
                 }
             }
         }
+        // A store from before quotas has no quota table: no pool has a quota.
+        let quotas: BTreeMap<String, (u64, u64)> = match txn.open_table(records::POOL_QUOTAS) {
+            Ok(table) => table
+                .iter()
+                .map_err(db_err)?
+                .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value())).map_err(db_err))
+                .collect::<Result<_>>()?,
+            Err(redb::TableError::TableDoesNotExist(_)) => BTreeMap::new(),
+            Err(err) => return Err(db_err(err)),
+        };
         let mut out = Vec::new();
         for entry in pools.iter().map_err(db_err)? {
             let (name, value) = entry.map_err(db_err)?;
             let rec: PoolRec = decode(value.value())?;
-            let (image_count, provisioned_bytes, used_bytes) = stats.get(name.value()).copied().unwrap_or_default();
-            out.push(PoolInfo {
+            let (image_count, provisioned_bytes, used_bytes, objects) =
+                stats.get(name.value()).copied().unwrap_or_default();
+            let (quota_max_bytes, quota_max_objects) = quotas.get(name.value()).copied().unwrap_or_default();
+            let info = PoolInfo {
                 name: PoolName::new(name.value())?,
                 id: rec.id,
                 applications: rec.applications,
                 image_count,
                 provisioned_bytes,
                 used_bytes,
+                objects,
+                quota_max_bytes,
+                quota_max_objects,
                 healthy: true,
-            });
+            };
+            // Ceph marks a pool full from its usage statistics; this listing is where basalt takes them.
+            self.store.pool_full_flag(name.value()).store(info.quota_reached(), std::sync::atomic::Ordering::Relaxed);
+            out.push(info);
         }
         Ok(out)
     }
@@ -867,8 +890,31 @@ impl Backend for Engine {
             schedules.retain(|level, _| level != pool.as_str() && !level.starts_with(&nested)).map_err(db_err)?;
             let mut runs = txn.open_table(records::PURGE_RUNS).map_err(db_err)?;
             runs.retain(|(p, _), _| p != pool.as_str()).map_err(db_err)?;
+            txn.open_table(records::POOL_QUOTAS).map_err(db_err)?.remove(pool.as_str()).map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)
+        txn.commit().map_err(db_err)?;
+        self.store.pool_full_flag(pool.as_str()).store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn pool_set_quota(&self, pool: &PoolName, max_bytes: Option<u64>, max_objects: Option<u64>) -> Result<()> {
+        let txn = self.write_txn()?;
+        {
+            if txn.open_table(POOLS).map_err(db_err)?.get(pool.as_str()).map_err(db_err)?.is_none() {
+                bail!(NotFound, "pool '{pool}' does not exist");
+            }
+            let mut quotas = txn.open_table(records::POOL_QUOTAS).map_err(db_err)?;
+            let (bytes, objects) = quotas.get(pool.as_str()).map_err(db_err)?.map(|v| v.value()).unwrap_or_default();
+            let wanted = (max_bytes.unwrap_or(bytes), max_objects.unwrap_or(objects));
+            if wanted == (0, 0) {
+                quotas.remove(pool.as_str()).map_err(db_err)?;
+            } else {
+                quotas.insert(pool.as_str(), wanted).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        // Takes the new quota into the pool's full flag at once.
+        self.pool_list().map(|_| ())
     }
 
     fn pool_application_enable(&self, pool: &PoolName, app: &str) -> Result<()> {

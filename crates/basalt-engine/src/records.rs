@@ -33,6 +33,8 @@ pub const CONFIG: TableDefinition<(&str, &str), &str> = TableDefinition::new("co
 pub const PURGE_SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("purge_schedules");
 /// The last scheduled trash purge of each namespace: `(pool, namespace)` to Unix seconds.
 pub const PURGE_RUNS: TableDefinition<(&str, &str), u64> = TableDefinition::new("purge_runs");
+/// Pool quotas: pool name to `(max_bytes, max_objects)`, 0 meaning none (a store without the table has none).
+pub const POOL_QUOTAS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("pool_quotas");
 
 /// The trash purge schedule of one level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

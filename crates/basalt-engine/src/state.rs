@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, Result, Timestamp, Watcher, ZeroMode};
@@ -26,6 +26,8 @@ pub(crate) struct Store {
     pub next_handle: AtomicU64,
     /// Set after a failed sync: the store refuses further changes until it is reopened.
     pub failed: Mutex<Option<String>>,
+    /// Per pool, set while the pool's usage is at or over a quota (refreshed by `pool_list` and `pool_set_quota`).
+    pub pool_full: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 impl Store {
@@ -42,6 +44,11 @@ impl Store {
     /// Stops the store after a failed sync.
     pub fn fail(&self, err: &Error) {
         mutex_lock(&self.failed).get_or_insert_with(|| err.message().to_owned());
+    }
+
+    /// The full flag of a pool (the data pool of images that have one).
+    pub fn pool_full_flag(&self, pool: &str) -> Arc<AtomicBool> {
+        mutex_lock(&self.pool_full).entry(pool.to_owned()).or_default().clone()
     }
 
     /// Path of a layer's file.
@@ -84,6 +91,7 @@ impl Store {
             persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
+            pool_full: self.pool_full_flag(rec.data_pool.as_deref().unwrap_or(&rec.pool)),
         });
         let head = state.build_head(&rec)?;
         *state.head_write() = head;
@@ -164,6 +172,8 @@ pub(crate) struct ImageState {
     persist: Mutex<()>,
     layers: Mutex<HashMap<u64, Arc<Layer>>>,
     watchers: Mutex<Vec<WatcherEntry>>,
+    /// The pool's full flag: writes through handles answer EDQUOT while it is set.
+    pub pool_full: Arc<AtomicBool>,
 }
 
 impl ImageState {
@@ -189,6 +199,7 @@ impl ImageState {
             persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
+            pool_full: Arc::default(),
         }
     }
 
@@ -442,6 +453,12 @@ impl ImageIo for Handle {
     }
 
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
+        if self.state.pool_full.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::QuotaExceeded,
+                "the pool is full: it reached its quota (pool set-quota)",
+            ));
+        }
         {
             let head = self.writable_head()?;
             check_range(offset, data.len() as u64, head.view.size)?;

@@ -444,6 +444,9 @@ impl Backend for MeteredBackend {
     fn pool_application_disable(&self, pool: &PoolName, app: &str) -> Result<()> {
         self.inner.pool_application_disable(pool, app)
     }
+    fn pool_set_quota(&self, pool: &PoolName, max_bytes: Option<u64>, max_objects: Option<u64>) -> Result<()> {
+        self.inner.pool_set_quota(pool, max_bytes, max_objects)
+    }
     fn namespace_create(&self, location: &PoolNs) -> Result<()> {
         self.inner.namespace_create(location)
     }

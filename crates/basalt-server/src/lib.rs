@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod background;
+pub mod capacity;
 #[cfg(feature = "ceph")]
 pub mod ceph;
 pub mod datapath;

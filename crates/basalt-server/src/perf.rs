@@ -427,63 +427,159 @@ pub(crate) async fn top(
     )))
 }
 
-/// Prometheus text with Ceph's per-image series (`ceph_rbd_*` with pool, namespace, image labels).
+/// A value as Ceph's exporter writes it: a Go-compatible float (`8.0`, `1.5e+20`, `NaN`).
+pub(crate) fn floatstr(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else if value.fract() != 0.0 {
+        format!("{value}")
+    } else if value.abs() < 1e16 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:e}").replace('e', "e+")
+    }
+}
+
+/// A label value escaped for the text format (backslash, double quote, line feed).
+pub(crate) fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One metric family in the text format: `# HELP`, `# TYPE`, then one line per label set.
+pub(crate) fn family(out: &mut String, name: &str, help: &str, kind: &str, rows: &[(String, f64)]) {
+    let _ = write!(out, "\n# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        if labels.is_empty() {
+            let _ = write!(out, "\n{name} {}", floatstr(*value));
+        } else {
+            let _ = write!(out, "\n{name}{{{labels}}} {}", floatstr(*value));
+        }
+    }
+}
+
+/// The label set of Ceph's per-image series: `pool`, `namespace` (empty for the default one), `image`.
+fn image_labels(key: &str) -> String {
+    match ImageSpec::parse(key) {
+        Ok(spec) => format!(
+            "pool=\"{}\",namespace=\"{}\",image=\"{}\"",
+            label_value(spec.pool().as_str()),
+            label_value(spec.namespace().as_str()),
+            label_value(spec.image.as_str())
+        ),
+        Err(_) => format!("pool=\"\",namespace=\"\",image=\"{}\"", label_value(key)),
+    }
+}
+
+/// The per-image families as Ceph's mgr `prometheus` module writes them (`rbd_stats_pools`): the same names, order,
+/// `# HELP` texts, types and label set, with the latency sums in nanoseconds.
+pub(crate) fn rbd_families(out: &mut String, images: &[(String, Sample)]) {
+    type Value = fn(&Sample) -> u64;
+    let families: [(&str, &str, Value); 8] = [
+        ("ceph_rbd_write_ops", "RBD image writes count", |s| s.write_ops),
+        ("ceph_rbd_read_ops", "RBD image reads count", |s| s.read_ops),
+        ("ceph_rbd_write_bytes", "RBD image bytes written", |s| s.write_bytes),
+        ("ceph_rbd_read_bytes", "RBD image bytes read", |s| s.read_bytes),
+        ("ceph_rbd_write_latency_sum", "RBD image writes latency (msec) Total", |s| s.write_latency_ns),
+        ("ceph_rbd_write_latency_count", "RBD image writes latency (msec) Count", |s| s.write_ops),
+        ("ceph_rbd_read_latency_sum", "RBD image reads latency (msec) Total", |s| s.read_latency_ns),
+        ("ceph_rbd_read_latency_count", "RBD image reads latency (msec) Count", |s| s.read_ops),
+    ];
+    let labelled: Vec<(String, &Sample)> = images.iter().map(|(key, s)| (image_labels(key), s)).collect();
+    for (name, help, value) in families {
+        let rows: Vec<(String, f64)> = labelled.iter().map(|(l, s)| (l.clone(), value(s) as f64)).collect();
+        family(out, name, help, "counter", &rows);
+    }
+}
+
+/// basalt's own per-image families, in the same style: background task I/O (copy, deep copy, flatten), which the
+/// `ceph_rbd_*` client counters leave out.
+pub(crate) fn background_families(out: &mut String, images: &[(String, Sample)]) {
+    type Value = fn(&Sample) -> u64;
+    let families: [(&str, &str, Value); 3] = [
+        ("basalt_rbd_background_read_bytes", "Bytes background tasks read", |s| s.bg_read_bytes),
+        ("basalt_rbd_background_write_bytes", "Bytes background tasks wrote", |s| s.bg_write_bytes),
+        ("basalt_rbd_background_ops", "Background task operations (one per object moved)", |s| s.bg_ops),
+    ];
+    for (name, help, value) in families {
+        let rows: Vec<(String, f64)> = images.iter().map(|(k, s)| (image_labels(k), value(s) as f64)).collect();
+        family(out, name, help, "counter", &rows);
+    }
+}
+
+/// Prometheus text at `/metrics`: Ceph's per-image series (`ceph_rbd_*`), then basalt's own (`basalt_*`).
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
-    type Family = (&'static str, &'static str, fn(&Sample) -> f64);
-    let families: [Family; 9] = [
-        ("ceph_rbd_write_ops", "RBD image writes count", |s| s.write_ops as f64),
-        ("ceph_rbd_read_ops", "RBD image reads count", |s| s.read_ops as f64),
-        ("ceph_rbd_write_bytes", "RBD image bytes written", |s| s.write_bytes as f64),
-        ("ceph_rbd_read_bytes", "RBD image bytes read", |s| s.read_bytes as f64),
-        ("ceph_rbd_write_latency_sum", "RBD image writes latency, seconds", |s| s.write_latency_ns as f64 / 1e9),
-        ("ceph_rbd_read_latency_sum", "RBD image reads latency, seconds", |s| s.read_latency_ns as f64 / 1e9),
-        ("basalt_rbd_background_read_bytes", "Bytes background tasks read", |s| s.bg_read_bytes as f64),
-        ("basalt_rbd_background_write_bytes", "Bytes background tasks wrote", |s| s.bg_write_bytes as f64),
-        ("basalt_rbd_background_ops", "Background task operations (one per object moved)", |s| s.bg_ops as f64),
-    ];
-    let images: Vec<(String, Sample)> =
+    let mut images: Vec<(String, Sample)> =
         state.registry.all().into_iter().map(|(k, v)| (k, v.counters.sample())).collect();
-    let labels = |key: &str| -> String {
-        let spec = ImageSpec::parse(key).ok();
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        match spec {
-            Some(spec) => format!(
-                "pool=\"{}\",namespace=\"{}\",image=\"{}\"",
-                esc(spec.pool().as_str()),
-                esc(spec.namespace().as_str()),
-                esc(spec.image.as_str())
-            ),
-            None => format!("image=\"{}\"", esc(key)),
-        }
-    };
-    for (name, help, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (key, sample) in &images {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(key), value(sample));
-        }
-    }
-    for (name, ops) in [("ceph_rbd_write_latency_count", true), ("ceph_rbd_read_latency_count", false)] {
-        let _ = writeln!(out, "# HELP {name} RBD image operations timed\n# TYPE {name} counter");
-        for (key, s) in &images {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(key), if ops { s.write_ops } else { s.read_ops });
-        }
+    images.sort_by(|a, b| a.0.cmp(&b.0));
+    rbd_families(&mut out, &images);
+    background_families(&mut out, &images);
+    if let Some(snapshot) = state.capacity.last() {
+        snapshot.write_metrics(&mut out);
     }
     let (running, _) = state.tasks.list();
-    let _ = writeln!(out, "# HELP basalt_up The server is up\n# TYPE basalt_up gauge\nbasalt_up 1");
-    let _ = writeln!(out, "# HELP basalt_tasks_running Background tasks running\n# TYPE basalt_tasks_running gauge");
-    let _ = writeln!(out, "basalt_tasks_running {}", running.len());
-    let _ = writeln!(
-        out,
-        "# HELP basalt_images_tracked Images with data-path statistics\n# TYPE basalt_images_tracked gauge"
+    family(&mut out, "basalt_up", "The server is up (1)", "gauge", &[(String::new(), 1.0)]);
+    family(
+        &mut out,
+        "basalt_tasks_running",
+        "Background tasks running",
+        "gauge",
+        &[(String::new(), running.len() as f64)],
     );
-    let _ = writeln!(out, "basalt_images_tracked {}", images.len());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    family(
+        &mut out,
+        "basalt_images_tracked",
+        "Images with data-path counters (opened since the server started)",
+        "gauge",
+        &[(String::new(), images.len() as f64)],
+    );
+    out.push('\n');
+    let body = out.trim_start().to_owned();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_and_labels_are_written_as_cephs_exporter_writes_them() {
+        assert_eq!(floatstr(8.0), "8.0");
+        assert_eq!(floatstr(0.25), "0.25");
+        assert_eq!(floatstr(1.5e20), "1.5e+20");
+        assert_eq!(floatstr(f64::NAN), "NaN");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut out = String::new();
+        let busy = Sample { write_ops: 2, write_bytes: 8192, write_latency_ns: 92_000, ..Sample::default() };
+        rbd_families(&mut out, &[("rbd/tenant/vm".to_owned(), busy)]);
+        let text = out.trim_start();
+        assert!(text.starts_with(
+            "# HELP ceph_rbd_write_ops RBD image writes count\n# TYPE ceph_rbd_write_ops counter\n\
+             ceph_rbd_write_ops{pool=\"rbd\",namespace=\"tenant\",image=\"vm\"} 2.0\n"
+        ));
+        assert!(text.contains(
+            "# HELP ceph_rbd_write_latency_sum RBD image writes latency (msec) Total\n\
+             # TYPE ceph_rbd_write_latency_sum counter\n\
+             ceph_rbd_write_latency_sum{pool=\"rbd\",namespace=\"tenant\",image=\"vm\"} 92000.0\n"
+        ));
+        assert!(text.contains("ceph_rbd_write_latency_count{pool=\"rbd\",namespace=\"tenant\",image=\"vm\"} 2.0"));
+        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        assert_eq!(
+            names,
+            [
+                "ceph_rbd_write_ops counter",
+                "ceph_rbd_read_ops counter",
+                "ceph_rbd_write_bytes counter",
+                "ceph_rbd_read_bytes counter",
+                "ceph_rbd_write_latency_sum counter",
+                "ceph_rbd_write_latency_count counter",
+                "ceph_rbd_read_latency_sum counter",
+                "ceph_rbd_read_latency_count counter",
+            ]
+        );
+    }
 
     #[test]
     fn series_keep_deltas_at_two_resolutions() {

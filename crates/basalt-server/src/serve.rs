@@ -154,9 +154,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let auth = Arc::new(auth);
     let nbd_authorizer = crate::nbd_access::authorizer(nbd_tls.as_ref(), &auth);
-    let state = AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone())
+    let mut state = AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone())
         .with_nbd_ca(Arc::new(nbd_ca))
         .with_audit(audit);
+    if config.ceph.is_none() {
+        state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone()));
+    }
 
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -200,12 +203,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     ));
     let nbd_unix_task = tokio::spawn(basalt_nbd::serve(nbd_unix.into(), state.backend.clone(), stop_rx.clone()));
     let sampler_task = tokio::spawn(crate::perf::run_sampler(registry, history, share, stop_rx.clone()));
+    let capacity_task =
+        tokio::spawn(crate::capacity::run(state.backend.clone(), state.capacity.clone(), stop_rx.clone()));
     let schedule_task = tokio::spawn(crate::trash_schedule::run(state.backend.clone(), stop_rx.clone()));
     shutdown.await;
     tracing::info!("shutting down: stopping background tasks at their next safe point");
     state.tasks.cancel_all();
     let _ = stop_tx.send(true);
     let _ = sampler_task.await;
+    let _ = capacity_task.await;
     let _ = schedule_task.await;
     let _ = nbd_tcp_task.await;
     let _ = nbd_unix_task.await;

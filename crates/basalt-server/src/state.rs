@@ -27,6 +27,8 @@ pub struct AppState {
     pub nbd_ca: Option<Arc<crate::nbd_access::NbdCa>>,
     /// The audit log of mutating calls (none: not recorded).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Pool usage and health for `/metrics` (the embedded engine's).
+    pub capacity: Arc<crate::capacity::Capacity>,
 }
 
 impl AppState {
@@ -38,7 +40,7 @@ impl AppState {
         registry: Arc<Registry>,
         history: Arc<History>,
     ) -> AppState {
-        AppState { backend, auth, tasks, registry, history, nbd_ca: None, audit: None }
+        AppState { backend, auth, tasks, registry, history, nbd_ca: None, audit: None, capacity: Arc::default() }
     }
 
     /// Adds the NBD certificate authority.

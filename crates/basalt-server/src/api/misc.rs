@@ -55,6 +55,8 @@ pub(crate) struct PoolView {
     pool: u64,
     application_metadata: Vec<String>,
     health: &'static str,
+    quota_max_bytes: u64,
+    quota_max_objects: u64,
     stats: serde_json::Value,
 }
 
@@ -85,12 +87,16 @@ async fn pool_views(state: &AppState) -> ApiResult<Vec<PoolView>> {
         .map(|p| PoolView {
             pool_name: p.name.to_string(),
             pool: p.id,
-            application_metadata: p.applications,
+            application_metadata: p.applications.clone(),
             health: if p.healthy { "OK" } else { "degraded" },
+            quota_max_bytes: p.quota_max_bytes,
+            quota_max_objects: p.quota_max_objects,
             stats: json!({
                 "image_count": p.image_count,
                 "provisioned_bytes": p.provisioned_bytes,
                 "used_bytes": p.used_bytes,
+                "objects": p.objects,
+                "quota_reached": p.quota_reached(),
             }),
         })
         .collect())
@@ -137,8 +143,6 @@ const POOL_FIELDS_WITHOUT_MEANING: &[(&str, &str)] = &[
     ("compression_min_blob_size", "the engine does not compress"),
     ("compression_max_blob_size", "the engine does not compress"),
     ("compression_required_ratio", "the engine does not compress"),
-    ("quota_max_bytes", "pool quotas are not applied by this version"),
-    ("quota_max_objects", "pool quotas are not applied by this version"),
 ];
 
 /// Checks the fields beyond basalt's own: Ceph's are noted as ignored, others refused.
@@ -158,6 +162,10 @@ pub(crate) struct PoolBody {
     pool: String,
     #[serde(default)]
     application_metadata: Applications,
+    /// As `ceph osd pool set-quota POOL max_bytes N`: 0 is none.
+    quota_max_bytes: Option<u64>,
+    /// As `ceph osd pool set-quota POOL max_objects N`: 0 is none.
+    quota_max_objects: Option<u64>,
     /// Ceph's other pool fields (checked by [`pool_extras`]).
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
@@ -178,6 +186,9 @@ pub(crate) async fn create_pool(
             for app in &applications {
                 b.pool_application_enable(&pool, app)?;
             }
+            if body.quota_max_bytes.is_some() || body.quota_max_objects.is_some() {
+                b.pool_set_quota(&pool, body.quota_max_bytes, body.quota_max_objects)?;
+            }
             Ok(())
         })
         .await
@@ -188,6 +199,10 @@ pub(crate) async fn create_pool(
 #[derive(Debug, Deserialize)]
 pub(crate) struct PoolEdit {
     application_metadata: Option<Applications>,
+    /// As `ceph osd pool set-quota POOL max_bytes N`: 0 removes the quota.
+    quota_max_bytes: Option<u64>,
+    /// As `ceph osd pool set-quota POOL max_objects N`: 0 removes the quota.
+    quota_max_objects: Option<u64>,
     /// Ceph's other pool fields (checked by [`pool_extras`]).
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
@@ -202,6 +217,7 @@ pub(crate) async fn update_pool(
     who.require(POOL_UPDATE)?;
     let ignored = pool_extras(&body.extra)?;
     let wanted = body.application_metadata.map(Applications::names);
+    let (max_bytes, max_objects) = (body.quota_max_bytes, body.quota_max_objects);
     let pool = parse(PoolName::new(pool))?;
     state
         .call(move |b| {
@@ -210,6 +226,9 @@ pub(crate) async fn update_pool(
                 .into_iter()
                 .find(|p| p.name == pool)
                 .ok_or_else(|| basalt_core::Error::not_found(format!("pool '{pool}' does not exist")))?;
+            if max_bytes.is_some() || max_objects.is_some() {
+                b.pool_set_quota(&pool, max_bytes, max_objects)?;
+            }
             let Some(wanted) = wanted else { return Ok(()) };
             for app in wanted.iter().filter(|a| !current.applications.contains(a)) {
                 b.pool_application_enable(&pool, app)?;

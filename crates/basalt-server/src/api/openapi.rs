@@ -138,8 +138,8 @@ pub const OPS: &[Op] = &[
         r#"{"pool":"fast","application_metadata":["rbd"]}"#,
     ),
     with_body(
-        op("PUT", "/api/pool/{pool}", "Set a pool's application tags", "pool", "update", 200),
-        r#"{"application_metadata":["rbd"]}"#,
+        op("PUT", "/api/pool/{pool}", "Set a pool's application tags and quotas", "pool", "update", 200),
+        r#"{"application_metadata":["rbd"],"quota_max_bytes":10737418240,"quota_max_objects":0}"#,
     ),
     op("GET", "/api/pool/{pool}", "One pool", "pool", "read", 200),
     op("DELETE", "/api/pool/{pool}", "Remove an empty pool", "pool", "delete", 204),

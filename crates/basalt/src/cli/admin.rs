@@ -232,5 +232,36 @@ pub fn pool(api: &Api, command: &PoolCommand) -> Result<()> {
             api.call("PUT", &path, Some(&json!({ "application_metadata": apps })))?;
             Ok(())
         }
+        PoolCommand::SetQuota(a) => {
+            let name = pool_name(&a.pool)?;
+            let value = if a.field == "max_bytes" {
+                basalt_core::units::parse_size(&a.value, 1).map_err(|e| Failure::core(&e))?
+            } else {
+                a.value.trim().parse::<u64>().map_err(|_| {
+                    Failure::invalid(format!("invalid max_objects '{}': expected a whole number", a.value))
+                })?
+            };
+            let field = format!("quota_{}", a.field);
+            let path = format!("/api/pool/{}", encode_segment(name.as_str()));
+            api.call("PUT", &path, Some(&json!({ field: value })))?;
+            Ok(())
+        }
+        PoolCommand::GetQuota(a) => {
+            let name = pool_name(&a.pool)?;
+            let pools: Vec<Pool> = api.get("/api/pool")?;
+            let pool = pools
+                .into_iter()
+                .find(|p| p.pool_name == name.as_str())
+                .ok_or_else(|| Failure::kind(ErrorKind::NotFound, format!("pool '{name}' does not exist")))?;
+            let objects = match pool.quota_max_objects {
+                0 => "N/A".to_owned(),
+                n => format!("{n} objects"),
+            };
+            let bytes = match pool.quota_max_bytes {
+                0 => "N/A".to_owned(),
+                n => format_size(n),
+            };
+            print_text(&format!("quotas for pool '{name}':\n  max objects: {objects}\n  max bytes  : {bytes}\n"))
+        }
     }
 }

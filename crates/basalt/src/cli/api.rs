@@ -552,6 +552,12 @@ pub struct Pool {
     /// Usage.
     #[serde(default)]
     pub stats: Option<PoolStats>,
+    /// Quota in bytes (0: none).
+    #[serde(default)]
+    pub quota_max_bytes: u64,
+    /// Quota in objects (0: none).
+    #[serde(default)]
+    pub quota_max_objects: u64,
 }
 
 /// A pool's usage.

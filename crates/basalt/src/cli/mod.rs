@@ -748,6 +748,23 @@ enum PoolCommand {
         #[command(subcommand)]
         command: PoolApplicationCommand,
     },
+    /// Set a quota, as ceph osd pool set-quota: pool set-quota POOL max_bytes|max_objects N (0 removes it)
+    SetQuota(PoolQuotaArgs),
+    /// Show a pool's quotas: pool get-quota POOL
+    GetQuota(PoolNameArgs),
+}
+
+#[derive(Args, Debug)]
+struct PoolQuotaArgs {
+    /// Pool name
+    #[arg(value_name = "POOL")]
+    pool: String,
+    /// Which quota
+    #[arg(value_name = "FIELD", value_parser = ["max_bytes", "max_objects"])]
+    field: String,
+    /// Bytes (with an optional unit: 10G) or objects; 0 removes the quota
+    #[arg(value_name = "N")]
+    value: String,
 }
 
 #[derive(Args, Debug)]

@@ -751,8 +751,17 @@ fn data_path_figures_reach_the_perf_api_and_metrics() {
     assert_eq!(call_bytes(&server, "POST", "/api/block/image/rbd%2Fbusy/import_diff", &token, &stream).0, 200);
     let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
-    assert!(metrics.contains(r#"ceph_rbd_write_ops{pool="rbd",namespace="",image="busy"} 8"#), "{metrics}");
-    assert!(metrics.contains(r#"ceph_rbd_write_bytes{pool="rbd",namespace="",image="busy"} 32768"#), "{metrics}");
+    assert!(metrics.contains("# TYPE ceph_rbd_write_ops counter\n"), "{metrics}");
+    assert!(metrics.contains(r#"ceph_rbd_write_ops{pool="rbd",namespace="",image="busy"} 8.0"#), "{metrics}");
+    assert!(metrics.contains(r#"ceph_rbd_write_bytes{pool="rbd",namespace="",image="busy"} 32768.0"#), "{metrics}");
+    assert!(metrics.contains(r#"ceph_rbd_write_latency_count{pool="rbd",namespace="",image="busy"} 8.0"#), "{metrics}");
+    // The latency sum is in nanoseconds, as Ceph's: eight writes to a file take more than 8 µs.
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"ceph_rbd_write_latency_sum{pool="rbd",namespace="",image="busy"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no latency sum: {metrics}"));
+    assert!(sum > 8_000.0, "{sum} ns for 8 writes");
     // The sampler folds the counters into the history once a second.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -804,7 +813,8 @@ fn copy_and_flatten_count_background_io_in_the_image_counters() {
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
     let value = |name: &str, image: &str| -> u64 {
         let prefix = format!(r#"{name}{{pool="rbd",namespace="",image="{image}"}} "#);
-        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        let value = metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse::<f64>().ok());
+        value.map_or(0, |v| v as u64)
     };
     // The copy read the source's 1 MiB and wrote it to the destination; the flatten read and wrote it in the clone.
     assert_eq!(value("basalt_rbd_background_read_bytes", "src"), 1 << 20, "{metrics}");
@@ -863,4 +873,64 @@ fn mutating_calls_are_audited_and_only_user_managers_read_the_log() {
     assert!(!all.to_string().contains("a-long-viewer-password-1"));
     assert_eq!(call(&server, "GET", "/api/audit", Some(&viewer_token), None).0, 403);
     assert_eq!(call(&server, "GET", "/api/audit?result=maybe", Some(&token), None).0, 400);
+}
+
+/// Writes `count` 4 KiB blocks of ones from `first_block` on through an import-diff; answers the status and body.
+fn write_blocks(server: &Server, token: &str, spec: &str, first_block: u64, count: u64) -> (u16, Value) {
+    use basalt_core::rbd_diff::{DiffRecord, DiffVersion, DiffWriter};
+    let mut writer = DiffWriter::new(Vec::new(), DiffVersion::V1).expect("writer");
+    writer.write_record(&DiffRecord::Size(4 << 20)).expect("size");
+    for i in first_block..first_block + count {
+        writer.write_record(&DiffRecord::Data { offset: i * 4096, data: vec![1u8; 4096] }).expect("data");
+    }
+    let stream = writer.finish().expect("finish");
+    let (status, body) = call_bytes(server, "POST", &format!("/api/block/image/{spec}/import_diff"), token, &stream);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_pool_quota_stops_writes_with_edquot_and_shows_in_the_pool_series() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let body = json!({"pool": "small", "application_metadata": ["rbd"], "quota_max_bytes": 65536});
+    assert_eq!(call(&server, "POST", "/api/pool", Some(&token), Some(body)).0, 201);
+    let body = json!({"name": "fill", "pool_name": "small", "size": 4u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    // Bad input changes nothing.
+    let bad = json!({"quota_max_bytes": -1});
+    assert_eq!(call(&server, "PUT", "/api/pool/small", Some(&token), Some(bad)).0, 400);
+
+    // 128 KiB go in while the pool is under its 64 KiB quota (Ceph, too, lets the write that crosses it land).
+    assert_eq!(write_blocks(&server, &token, "small%2Ffill", 0, 32).0, 200);
+    let (_, pools) = call(&server, "GET", "/api/pool", Some(&token), None);
+    let small = pools.as_array().and_then(|p| p.iter().find(|p| p["pool_name"] == "small")).cloned().expect("pool");
+    assert_eq!(small["quota_max_bytes"], 65536, "{small}");
+    assert_eq!(small["stats"]["used_bytes"], 131072, "{small}");
+    assert_eq!(small["stats"]["quota_reached"], true, "{small}");
+    // Now the pool is full: new writes answer EDQUOT.
+    let (status, refusal) = write_blocks(&server, &token, "small%2Ffill", 64, 1);
+    assert_eq!((status, refusal["code"].as_str()), (400, Some("EDQUOT")), "{refusal}");
+
+    // The pool series show it full, and Ceph's POOL_FULL check is raised.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        if metrics.contains("ceph_health_detail{name=\"POOL_FULL\",severity=\"HEALTH_WARN\"} 1.0") {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "POOL_FULL never raised: {metrics}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let id = small["pool"].as_u64().expect("pool id");
+    assert!(metrics.contains(&format!("ceph_pool_metadata{{pool_id=\"{id}\",name=\"small\",")), "{metrics}");
+    assert!(metrics.contains(&format!("ceph_pool_quota_bytes{{pool_id=\"{id}\"}} 65536.0")), "{metrics}");
+    assert!(metrics.contains(&format!("ceph_pool_stored{{pool_id=\"{id}\"}} 131072.0")), "{metrics}");
+    assert!(metrics.contains(&format!("ceph_pool_percent_used{{pool_id=\"{id}\"}} 1.0")), "{metrics}");
+    assert!(metrics.contains("\nceph_health_status 1.0"), "{metrics}");
+
+    // Removing the quota (0, as ceph osd pool set-quota takes it) lets writes in again.
+    let lift = json!({"quota_max_bytes": 0});
+    assert_eq!(call(&server, "PUT", "/api/pool/small", Some(&token), Some(lift)).0, 200);
+    assert_eq!(write_blocks(&server, &token, "small%2Ffill", 64, 1).0, 200);
 }
