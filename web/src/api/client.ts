@@ -165,6 +165,8 @@ export const api = {
     nothing(EP.createPool, { body: { pool, application_metadata: applications } }),
   setPoolApplications: (pool: string, applications: string[]) =>
     nothing(EP.updatePool, { params: { pool }, body: { application_metadata: applications } }),
+  setPoolQuota: (pool: string, quota: { quota_max_bytes: number; quota_max_objects: number }) =>
+    nothing(EP.updatePool, { params: { pool }, body: quota }),
   deletePool: (pool: string) => nothing(EP.deletePool, { params: { pool } }),
 
   namespaces: (pool: string) => json<NamespaceInfo[]>(EP.listNamespaces, { params: { pool } }),

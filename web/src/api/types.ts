@@ -192,7 +192,16 @@ export interface Pool {
   pool: number;
   application_metadata: string[];
   health: string;
-  stats: { image_count: number; provisioned_bytes: number; used_bytes: number };
+  /** As `ceph osd pool set-quota`: 0 is no quota. */
+  quota_max_bytes: number;
+  quota_max_objects: number;
+  stats: {
+    image_count: number;
+    provisioned_bytes: number;
+    used_bytes: number;
+    objects: number;
+    quota_reached: boolean;
+  };
 }
 
 export type ConfigSource = 'global' | 'pool' | 'image';

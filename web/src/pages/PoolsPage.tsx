@@ -13,12 +13,20 @@ import { Field } from '../components/Field';
 import { useAction } from '../components/useAction';
 import { useLoad } from '../components/useLoad';
 import { nameError } from '../lib/names';
-import { formatBytes } from '../lib/units';
+import { formatBytes, parseSize } from '../lib/units';
 import { notify } from '../state/notices';
 import { useSession } from '../state/session';
 import { isRbdPool } from './rbdPools';
 
-type Open = { kind: 'create' } | { kind: 'delete' | 'untag'; pool: Pool } | null;
+type Open = { kind: 'create' } | { kind: 'delete' | 'untag' | 'quota'; pool: Pool } | null;
+
+/** A pool's quotas in words: `4 GiB`, `1000 objects`, both, or none. */
+function quotaText(pool: Pool): string {
+  const parts = [];
+  if (pool.quota_max_bytes > 0) parts.push(formatBytes(pool.quota_max_bytes));
+  if (pool.quota_max_objects > 0) parts.push(`${pool.quota_max_objects} objects`);
+  return parts.length ? parts.join(', ') : 'none';
+}
 
 export function PoolsPage() {
   const { can } = useSession();
@@ -43,6 +51,7 @@ export function PoolsPage() {
     }
     if (can(EP.updatePool) && isRbdPool(pool))
       list.push({ label: 'Remove rbd tag', onSelect: () => setOpen({ kind: 'untag', pool }) });
+    if (can(EP.updatePool)) list.push({ label: 'Set quota', onSelect: () => setOpen({ kind: 'quota', pool }) });
     if (can(EP.deletePool))
       list.push({ label: 'Delete', danger: true, onSelect: () => setOpen({ kind: 'delete', pool }) });
     return list;
@@ -73,6 +82,7 @@ export function PoolsPage() {
               <th scope="col">Images</th>
               <th scope="col">Provisioned</th>
               <th scope="col">Used</th>
+              <th scope="col">Quota</th>
               {anyActions && (
                 <th scope="col">
                   <span class="sr-only">Actions</span>
@@ -83,7 +93,7 @@ export function PoolsPage() {
           <tbody>
             {pools.data?.length === 0 && (
               <tr>
-                <td colSpan={7} class="empty">
+                <td colSpan={8} class="empty">
                   No pools yet.
                 </td>
               </tr>
@@ -108,6 +118,10 @@ export function PoolsPage() {
                 <td>{pool.stats.image_count}</td>
                 <td>{formatBytes(pool.stats.provisioned_bytes)}</td>
                 <td>{formatBytes(pool.stats.used_bytes)}</td>
+                <td>
+                  {quotaText(pool)}
+                  {pool.stats.quota_reached && <span class="badge badge-warn">full</span>}
+                </td>
                 {anyActions && (
                   <td class="actions-cell">
                     <ActionMenu subject={`pool ${pool.pool_name}`} actions={actionsFor(pool)} />
@@ -119,6 +133,7 @@ export function PoolsPage() {
         </table>
       </div>
       {open?.kind === 'create' && <CreatePoolDialog onClose={close} onDone={pools.reload} />}
+      {open?.kind === 'quota' && <QuotaDialog pool={open.pool} onClose={close} onDone={pools.reload} />}
       {open?.kind === 'untag' && (
         <ConfirmDialog
           title="Remove the rbd tag"
@@ -212,6 +227,73 @@ function CreatePoolDialog({ onClose, onDone }: { onClose: () => void; onDone: ()
           </button>
           <button type="submit" class="primary" disabled={action.busy}>
             Create Pool
+          </button>
+        </footer>
+      </form>
+    </Dialog>
+  );
+}
+
+/** Sets a pool's quotas, as `ceph osd pool set-quota`: empty or 0 removes one. */
+function QuotaDialog({ pool, onClose, onDone }: { pool: Pool; onClose: () => void; onDone: () => void }) {
+  const [bytes, setBytes] = useState(pool.quota_max_bytes ? String(pool.quota_max_bytes / 1024 ** 3) : '');
+  const [objects, setObjects] = useState(pool.quota_max_objects ? String(pool.quota_max_objects) : '');
+  const action = useAction();
+  const size = bytes.trim() === '' ? ({ ok: true, bytes: 0 } as const) : parseSize(bytes, 'GiB', 'Max size');
+  const count = objects.trim() === '' ? 0 : /^\d+$/.test(objects.trim()) ? Number(objects.trim()) : NaN;
+  return (
+    <Dialog title={`Quota of pool ${pool.pool_name}`} onClose={onClose}>
+      <form
+        onSubmit={async (e) => {
+          e.preventDefault();
+          if (!size.ok || Number.isNaN(count)) return;
+          const quota = { quota_max_bytes: size.bytes, quota_max_objects: count };
+          if (await action.run(() => api.setPoolQuota(pool.pool_name, quota))) {
+            notify('success', `The quota of pool ${pool.pool_name} is set.`);
+            onDone();
+            onClose();
+          }
+        }}
+      >
+        <div class="dialog-body">
+          <Field label="Max size (GiB)" error={size.ok ? undefined : size.error}>
+            {({ id, describedBy, invalid }) => (
+              <input
+                id={id}
+                inputMode="decimal"
+                placeholder="no quota"
+                value={bytes}
+                aria-describedby={describedBy}
+                aria-invalid={invalid}
+                onInput={(e) => setBytes(e.currentTarget.value)}
+              />
+            )}
+          </Field>
+          <Field label="Max objects" error={Number.isNaN(count) ? 'Max objects must be a whole number.' : undefined}>
+            {({ id, describedBy, invalid }) => (
+              <input
+                id={id}
+                inputMode="numeric"
+                placeholder="no quota"
+                value={objects}
+                aria-describedby={describedBy}
+                aria-invalid={invalid}
+                onInput={(e) => setObjects(e.currentTarget.value)}
+              />
+            )}
+          </Field>
+          <p class="muted">
+            Once the pool's data reaches a quota, writes to its images fail (EDQUOT) until data is removed or the quota
+            raised. Leave a field empty for no quota.
+          </p>
+          <ErrorText error={action.error} />
+        </div>
+        <footer class="dialog-foot">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={action.busy || !size.ok || Number.isNaN(count)}>
+            Set quota
           </button>
         </footer>
       </form>
