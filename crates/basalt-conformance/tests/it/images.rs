@@ -264,3 +264,40 @@ fn namespaces_isolate_and_refuse_removal_while_used() {
         assert_eq!(kind(e.namespace_remove(&ns)), ErrorKind::NotFound);
     });
 }
+
+#[test]
+fn pool_quotas_are_set_listed_and_removed_as_ceph_osd_pool_set_quota_does() {
+    for_each_backend("c-quota", |t| {
+        let e = &*t.backend;
+        let pool = t.extra_pool("quota", true);
+        let listed = |e: &dyn basalt_core::Backend| {
+            let pools = e.pool_list().expect("pools");
+            let p = pools.into_iter().find(|p| p.name == pool).expect("pool listed");
+            (p.quota_max_bytes, p.quota_max_objects)
+        };
+        assert_eq!(listed(e), (0, 0));
+        e.pool_set_quota(&pool, Some(MIB), None).expect("max_bytes");
+        assert_eq!(listed(e), (MIB, 0));
+        e.pool_set_quota(&pool, None, Some(100)).expect("max_objects");
+        assert_eq!(listed(e), (MIB, 100), "setting one quota keeps the other");
+        e.pool_set_quota(&pool, Some(0), Some(0)).expect("remove");
+        assert_eq!(listed(e), (0, 0));
+        let missing = basalt_core::PoolName::new("no-such-pool-q").expect("name");
+        assert_eq!(kind(e.pool_set_quota(&missing, Some(MIB), None)), ErrorKind::NotFound);
+
+        if t.kind == basalt_conformance::Kind::Engine {
+            // Once usage reaches the quota, writes answer EDQUOT; removing the quota lets them in again.
+            let spec = basalt_core::ImageSpec::parse(&format!("{pool}/a")).expect("spec");
+            e.image_create(&spec, &CreateOptions::with_size(8 * MIB)).expect("create");
+            e.pool_set_quota(&pool, Some(MIB), None).expect("quota");
+            let io = e.open(&spec, &OpenTarget::Head, "t").expect("open");
+            io.write(0, &vec![1u8; 2 * MIB as usize], Durability::Buffered).expect("under the quota");
+            assert!(e.pool_list().expect("pools").iter().any(|p| p.name == pool && p.quota_reached()));
+            let err = io.write(4 * MIB, &[1u8; 4096], Durability::Buffered).expect_err("over the quota");
+            assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
+            io.discard(0, MIB, Durability::Buffered).expect("a discard frees space in a full pool");
+            e.pool_set_quota(&pool, Some(0), None).expect("remove");
+            io.write(4 * MIB, &[1u8; 4096], Durability::Buffered).expect("no quota");
+        }
+    });
+}
