@@ -453,14 +453,14 @@ impl ImageIo for Handle {
     }
 
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
-        if self.state.pool_full.load(Ordering::Relaxed) {
-            return Err(Error::new(
-                ErrorKind::QuotaExceeded,
-                "the pool is full: it reached its quota (pool set-quota)",
-            ));
-        }
         {
             let head = self.writable_head()?;
+            if self.state.pool_full.load(Ordering::Relaxed) {
+                return Err(Error::new(
+                    ErrorKind::QuotaExceeded,
+                    "the pool is full: it reached its quota (pool set-quota)",
+                ));
+            }
             check_range(offset, data.len() as u64, head.view.size)?;
             head.view.write(&self.state.locks, offset, data)?;
         }

@@ -145,6 +145,14 @@ fn seed_quick_flow_and_refusals_through_the_cli() {
     s.ok(&["pool", "rm", "p2"]);
     s.ok(&["pool", "create", "--application", "rbd", "p3"]);
     assert!(s.ok(&["pool", "ls", "-l"]).lines().any(|l| l.starts_with("p3") && l.contains(" rbd ")));
+    // Quotas as ceph osd pool set-quota sets them, shown as ceph osd pool get-quota shows them.
+    s.ok(&["pool", "set-quota", "p3", "max_bytes", "10G"]);
+    s.ok(&["pool", "set-quota", "p3", "max_objects", "1000"]);
+    let quota = s.ok(&["pool", "get-quota", "p3"]);
+    assert_eq!(quota, "quotas for pool 'p3':\n  max objects: 1000 objects\n  max bytes  : 10 GiB\n");
+    s.fails(&["pool", "set-quota", "p3", "max_objects", "lots"], 22, "whole number");
+    s.ok(&["pool", "set-quota", "p3", "max_bytes", "0"]);
+    assert!(s.ok(&["pool", "get-quota", "p3"]).contains("max bytes  : N/A"));
     s.ok(&["pool", "rm", "p3"]);
 
     // Configuration with its source.
