@@ -292,6 +292,8 @@ fn pool_quotas_are_set_listed_and_removed_as_ceph_osd_pool_set_quota_does() {
             e.pool_set_quota(&pool, Some(MIB), None).expect("quota");
             let io = e.open(&spec, &OpenTarget::Head, "t").expect("open");
             io.write(0, &vec![1u8; 2 * MIB as usize], Durability::Buffered).expect("under the quota");
+            // Usage counts what is persisted, as Ceph's counts what the OSDs reported.
+            io.flush().expect("flush");
             assert!(e.pool_list().expect("pools").iter().any(|p| p.name == pool && p.quota_reached()));
             let err = io.write(4 * MIB, &[1u8; 4096], Durability::Buffered).expect_err("over the quota");
             assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
