@@ -7,7 +7,8 @@
 # libnbd-bin (nbdinfo, nbdcopy), fio, prometheus (with promtool) and python3-yaml for scripts/prometheus-test.py,
 # and Debian's chromium for the dashboard tests; Ceph's daemons and CLIs
 # (ceph-mon, ceph-osd, ceph-mgr, ceph-common) for the throw-away cluster of scripts/ceph/micro-ceph.sh, and
-# librbd-dev and librados-dev, which the Ceph backend links; and the dashboard's npm packages with `npm ci`.
+# librbd-dev and librados-dev, which the Ceph backend links; qemu-system-x86, busybox-static, nbd-client and
+# e2fsprogs for the real-guest tests; and the dashboard's npm packages with `npm ci`.
 # Everything else comes from crates.io through cargo.
 #
 # The cluster listens on 127.0.0.1 from port $MICRO_CEPH_PORT (default 15300) upwards; it is stopped and its
@@ -31,6 +32,12 @@ command -v ceph-mgr >/dev/null 2>&1 || need_packages+=(ceph-mgr)
 [ -f /usr/include/rados/librados.h ] || need_packages+=(librados-dev)
 command -v uuidgen >/dev/null 2>&1 || need_packages+=(uuid-runtime)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
+# The real-guest tests (scripts/guest/run-tests.sh): QEMU, a static busybox for the initramfs, Debian's nbd-client
+# and e2fsprogs; the guest kernel itself is fetched there with apt-get download.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_packages+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
+[ -x /usr/sbin/nbd-client ] || need_packages+=(nbd-client)
+{ command -v debugfs && command -v mke2fs && command -v e2fsck; } >/dev/null 2>&1 || need_packages+=(e2fsprogs)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "== apt-get install -y ${need_packages[*]}"
   if [ "$(id -u)" != 0 ]; then
@@ -40,6 +47,8 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_packages[@]}" >/dev/null
+  # Debian's qemu-system-x86 replaces a newer qemu-utils (a backport) with its own version: put qemu-utils back.
+  command -v qemu-io >/dev/null 2>&1 || apt-get install -y -qq qemu-utils >/dev/null
 fi
 
 echo "== cargo fmt --check"
@@ -90,5 +99,8 @@ if [ -f web/package.json ] && grep -q '"e2e"' web/package.json; then
   echo "== dashboard: end-to-end tests in chromium"
   (cd web && npm run e2e)
 fi
+
+echo "== real-guest tests: device map, VM disks, reconnect and TLS in a QEMU guest (scripts/guest/run-tests.sh)"
+bash scripts/guest/run-tests.sh
 
 echo "== all passed in $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s"

@@ -168,6 +168,36 @@ describe('Quick User Flow', () => {
     await shot(page, 'image-created');
   });
 
+  it('2b. connect: after Create Image, in Details and on snapshot rows, with copy buttons and the warning', async () => {
+    // Right after the create, the seed's next step: how to attach the new image.
+    const created = page.getByRole('region', { name: 'Connect rbd/vm1' });
+    await created.getByText('Attach an image read-write to one workload at a time').waitFor();
+    const drive = await created.getByRole('figure', { name: 'QEMU -drive', exact: true }).locator('pre').textContent();
+    expect(drive).toMatch(/^-drive file=nbd:\/\/127\.0\.0\.1:\d+\/rbd\/vm1,format=raw,if=virtio/);
+    expect(
+      await created.getByRole('figure', { name: 'basalt device map', exact: true }).locator('pre').textContent(),
+    ).toMatch(/^basalt device map --nbd-address 127\.0\.0\.1:\d+ rbd\/vm1$/);
+    expect(
+      await created.getByRole('figure', { name: 'libvirt disk', exact: true }).locator('pre').textContent(),
+    ).toContain("<source protocol='nbd' name='rbd/vm1'>");
+    await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await created.getByRole('button', { name: 'Copy QEMU -drive' }).click();
+    await created.getByText('Copied').waitFor();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(drive);
+    await shot(page, 'connect-after-create');
+    await page.getByRole('button', { name: 'Hide connection details' }).click();
+    await created.waitFor({ state: 'detached' });
+
+    // The same panel in the image's Details tab, read-write.
+    await expand('vm1', 'rbd/vm1');
+    const details = page.locator('.expanded').getByRole('region', { name: 'Connect rbd/vm1' });
+    await details.getByText('Attaches read-write').waitFor();
+    expect(
+      await details.getByRole('figure', { name: 'nbd-client', exact: true }).locator('pre').textContent(),
+    ).toContain('-name rbd/vm1');
+    await shot(page, 'connect-details');
+  });
+
   it('3. details: the expanded row shows identity, features and parent state', async () => {
     await expand('vm1', 'rbd/vm1');
     await page.getByText('None: standalone image').waitFor();
@@ -192,6 +222,20 @@ describe('Quick User Flow', () => {
     expect(await item(menu, 'Clone').textContent()).toContain('Protect snapshot first, then run clone.');
     await shot(page, 'snapshot-clone-needs-protection');
     await closeMenu(page);
+
+    // A snapshot row connects read-only.
+    await row(page, 'snap1').getByRole('button', { name: 'Connect snapshot snap1 (read-only)' }).click();
+    const connect = page.getByRole('dialog', { name: 'Connect rbd/vm1@snap1' });
+    await connect.getByText('A snapshot attaches read-only.').waitFor();
+    expect(
+      await connect.getByRole('figure', { name: 'QEMU -drive', exact: true }).locator('pre').textContent(),
+    ).toMatch(/readonly=on$/);
+    expect(
+      await connect.getByRole('figure', { name: 'basalt device map', exact: true }).locator('pre').textContent(),
+    ).toContain('--read-only rbd/vm1@snap1');
+    await shot(page, 'connect-snapshot');
+    await connect.getByRole('button', { name: 'Done', exact: true }).click();
+    await connect.waitFor({ state: 'detached' });
   });
 
   it('5. protect and clone: the clone appears with its parent', async () => {

@@ -154,9 +154,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let auth = Arc::new(auth);
     let nbd_authorizer = crate::nbd_access::authorizer(nbd_tls.as_ref(), &auth);
+    let endpoint = crate::state::NbdEndpoint {
+        tcp: config.nbd_listen,
+        tls: nbd_tls.is_some(),
+        client_certificates: nbd_authorizer.is_some(),
+        unix_socket: std::path::absolute(dir.join(NBD_SOCKET)).unwrap_or_else(|_| dir.join(NBD_SOCKET)),
+    };
     let mut state = AppState::new(backend, auth, Arc::new(tasks), registry.clone(), history.clone())
         .with_nbd_ca(Arc::new(nbd_ca))
-        .with_audit(audit);
+        .with_audit(audit)
+        .with_nbd_endpoint(endpoint);
     if config.ceph.is_none() {
         state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone()));
     }

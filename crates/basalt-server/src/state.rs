@@ -29,6 +29,21 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Pool usage and health for `/metrics` (the embedded engine's).
     pub capacity: Arc<crate::capacity::Capacity>,
+    /// Where the NBD data path listens, for the connection details of `GET .../connection`.
+    pub nbd_endpoint: Option<Arc<NbdEndpoint>>,
+}
+
+/// Where and how the NBD data path is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdEndpoint {
+    /// The TCP listener's address.
+    pub tcp: std::net::SocketAddr,
+    /// The TCP listener requires TLS.
+    pub tls: bool,
+    /// The TCP listener requires client certificates (each names a basalt user).
+    pub client_certificates: bool,
+    /// The Unix socket (`DATA_DIR/nbd.sock`), absolute.
+    pub unix_socket: std::path::PathBuf,
 }
 
 impl AppState {
@@ -40,7 +55,17 @@ impl AppState {
         registry: Arc<Registry>,
         history: Arc<History>,
     ) -> AppState {
-        AppState { backend, auth, tasks, registry, history, nbd_ca: None, audit: None, capacity: Arc::default() }
+        AppState {
+            backend,
+            auth,
+            tasks,
+            registry,
+            history,
+            nbd_ca: None,
+            audit: None,
+            capacity: Arc::default(),
+            nbd_endpoint: None,
+        }
     }
 
     /// Adds the NBD certificate authority.
@@ -52,6 +77,12 @@ impl AppState {
     /// Records mutating calls in `audit`.
     pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> AppState {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Adds where the NBD data path listens.
+    pub fn with_nbd_endpoint(mut self, endpoint: NbdEndpoint) -> AppState {
+        self.nbd_endpoint = Some(Arc::new(endpoint));
         self
     }
 

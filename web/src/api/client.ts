@@ -12,6 +12,7 @@ import type {
   UserInfo,
   AuthCheck,
   CloneBody,
+  ConnectionInfo,
   ConfigEntry,
   CopyImageBody,
   CreateImageBody,
@@ -191,6 +192,8 @@ export const api = {
     task(withSnapshots ? EP.deepCopyImage : EP.copyImage, { params: image(spec), body }),
   flatten: (spec: string) => task(EP.flatten, { params: image(spec) }),
   moveToTrash: (spec: string, body: MoveTrashBody) => json<{ id: string }>(EP.moveTrash, { params: image(spec), body }),
+  connection: (spec: string, snapName?: string) =>
+    json<ConnectionInfo>(EP.connection, { params: image(spec), query: { snap: snapName } }),
 
   createSnapshot: (spec: string, name: string) =>
     nothing(EP.createSnapshot, { params: image(spec), body: { snapshot_name: name } }),

@@ -42,6 +42,7 @@ export const EP = {
   deepCopyImage: { method: 'POST', path: `${IMAGE}/deep_copy`, need: img('create') },
   flatten: { method: 'POST', path: `${IMAGE}/flatten`, need: img('update') },
   moveTrash: { method: 'POST', path: `${IMAGE}/move_trash`, need: img('create') },
+  connection: { method: 'GET', path: `${IMAGE}/connection`, need: img('read') },
   createSnapshot: { method: 'POST', path: `${IMAGE}/snap`, need: img('create') },
   editSnapshot: { method: 'PUT', path: SNAP, need: img('update') },
   deleteSnapshot: { method: 'DELETE', path: SNAP, need: img('delete') },

@@ -310,3 +310,21 @@ export interface AuditQuery {
   offset: number;
   limit: number;
 }
+
+/** How to attach an image or snapshot over NBD (GET /api/block/image/{spec}/connection). */
+export interface ConnectionInfo {
+  image_spec: string;
+  snapshot: string | null;
+  export_name: string;
+  size: number;
+  read_only: boolean;
+  exclusive_lock: boolean;
+  nbd: { address: string; host: string; port: number; tls: boolean; client_certificates: boolean; unix_socket: string };
+  uris: { tcp: string | null; tls: string | null; unix: string };
+  qemu: { drive: string; drive_unix: string; blockdev: string };
+  libvirt: { tcp: string; unix: string };
+  device_map: { tcp: string; unix: string };
+  nbd_client: { tcp: string; unix: string };
+  credentials: { tcp: string; unix: string; cert_dir: string; user: string; your_access: 'read-write' | 'read-only' };
+  warning: string;
+}

@@ -3,6 +3,7 @@
 
 mod access;
 pub mod compat;
+mod connection;
 mod images;
 mod misc;
 mod nbd;
@@ -72,6 +73,7 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/flatten"), post(images::flatten))
         .route(&format!("{image}/move_trash"), post(images::move_trash))
         .route(&format!("{image}/du"), get(images::du))
+        .route(&format!("{image}/connection"), get(connection::connection))
         .route(&format!("{image}/export"), get(transfer::export))
         .route(&format!("{image}/import_diff"), post(transfer::import_diff))
         .route(&format!("{image}/diff"), get(images::diff))

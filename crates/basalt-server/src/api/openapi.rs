@@ -234,6 +234,14 @@ pub const OPS: &[Op] = &[
     op("GET", "/api/block/image/{image_spec}/diff", "Changed extents between snapshots", IMG, "read", 200),
     op(
         "GET",
+        "/api/block/image/{image_spec}/connection",
+        "How to attach the image or a snapshot: NBD URIs, QEMU, libvirt, device map, nbd-client, credentials",
+        IMG,
+        "read",
+        200,
+    ),
+    op(
+        "GET",
         "/api/block/image/{image_spec}/export",
         "Stream the changes from_snap..snap (or all data) as an rbd diff v1 stream",
         IMG,

@@ -6,6 +6,7 @@
 mod admin;
 mod api;
 mod auth;
+mod device;
 mod error;
 mod fsck;
 mod http;
@@ -150,6 +151,11 @@ enum Command {
     Trash {
         #[command(subcommand)]
         command: TrashCommand,
+    },
+    /// Attach images: how to connect (device connection)
+    Device {
+        #[command(subcommand)]
+        command: device::DeviceCommand,
     },
     /// NBD client certificates
     Nbd {
@@ -848,6 +854,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Login(args) => auth::login(&global, &args),
         Command::Logout => auth::logout(&global),
+        Command::Device { command } => {
+            device::run(&global, &command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         command => {
             let api = auth::connect(&global)?;
             dispatch(&api, command)?;
@@ -883,7 +893,12 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Config { command } => admin::config(api, &command),
         Command::Pool { command } => admin::pool(api, &command),
         Command::Perf { command: PerfCommand::Image { command: PerfImageCommand::Iostat(a) } } => perf::iostat(api, &a),
-        Command::Serve(_) | Command::Fsck | Command::Version | Command::Login(_) | Command::Logout => Ok(()),
+        Command::Serve(_)
+        | Command::Fsck
+        | Command::Version
+        | Command::Login(_)
+        | Command::Logout
+        | Command::Device { .. } => Ok(()),
     }
 }
 

@@ -50,10 +50,15 @@ fn config(roots: &TlsRoots) -> io::Result<ClientConfig> {
 
 /// Makes a TLS connection to `host` over `tcp` (the handshake is done before returning, so certificate problems
 /// surface here) and returns the plaintext end.
-pub(crate) fn connect(mut tcp: TcpStream, host: &str, roots: &TlsRoots) -> io::Result<UnixStream> {
+pub(crate) fn connect(tcp: TcpStream, host: &str, roots: &TlsRoots) -> io::Result<UnixStream> {
+    connect_with(tcp, host, Arc::new(config(roots)?))
+}
+
+/// [`connect`] with a client configuration of the caller's (NBD's, with a client certificate).
+pub(crate) fn connect_with(mut tcp: TcpStream, host: &str, config: Arc<ClientConfig>) -> io::Result<UnixStream> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| io::Error::other(format!("'{host}' is not a valid TLS server name: {e}")))?;
-    let mut conn = ClientConnection::new(Arc::new(config(roots)?), name).map_err(io::Error::other)?;
+    let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}: {e}")))?;
     }

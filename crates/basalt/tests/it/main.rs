@@ -1,6 +1,7 @@
 //! End-to-end tests of the `basalt` binary: it is started as a user would start it.
 
 mod api;
+mod attach;
 #[cfg(feature = "ceph")]
 mod ceph;
 mod cli;

@@ -3,8 +3,10 @@
 import type { ComponentChildren } from 'preact';
 import type { ImageObject } from '../../api/types';
 import { Callout } from '../../components/Callout';
+import { specOf } from '../../lib/imageRules';
 import { formatTime } from '../../lib/time';
 import { formatBytes } from '../../lib/units';
+import { ConnectPanel } from './ConnectPanel';
 
 function Item({ term, children }: { term: string; children: ComponentChildren }) {
   return (
@@ -67,6 +69,7 @@ export function DetailsTab({ image }: { image: ImageObject }) {
             : image.watchers.map((w) => `${w.client}${w.writable ? ' (read/write)' : ''}`).join(', ')}
         </Item>
       </dl>
+      <ConnectPanel spec={specOf(image)} />
     </div>
   );
 }

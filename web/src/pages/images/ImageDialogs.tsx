@@ -22,6 +22,8 @@ interface Props {
   pools: PoolState;
   onClose: () => void;
   onDone: () => void;
+  /** After Create Image: the new image's spec. */
+  onCreated?: (spec: string) => void;
 }
 
 /** Reports a call that may have become a background task. */
@@ -29,7 +31,7 @@ function reportTask(result: { done: boolean }, done: string, running: string): v
   notify(result.done ? 'success' : 'info', result.done ? done : running);
 }
 
-export function ImageDialogs({ dialog, pools, onClose, onDone }: Props) {
+export function ImageDialogs({ dialog, pools, onClose, onDone, onCreated }: Props) {
   if (dialog.kind === 'create' || dialog.kind === 'edit') {
     return (
       <ImageFormDialog
@@ -37,6 +39,7 @@ export function ImageDialogs({ dialog, pools, onClose, onDone }: Props) {
         pools={pools}
         onClose={onClose}
         onDone={onDone}
+        {...(onCreated ? { onCreated } : {})}
       />
     );
   }

@@ -21,6 +21,7 @@ import {
   type FeatureName,
 } from '../../lib/features';
 import { specOf } from '../../lib/imageRules';
+import { imageSpec } from '../../lib/names';
 import { createBody, validateImageForm, type ImageFormField, type ImageFormValues } from '../../lib/imageForm';
 import {
   formatBytes,
@@ -41,6 +42,8 @@ interface Props {
   pools: PoolState;
   onClose: () => void;
   onDone: () => void;
+  /** Called with the new image's spec after a create (the Images tab then shows how to connect it). */
+  onCreated?: (spec: string) => void;
 }
 
 function initialValues(image: ImageObject | null, pools: PoolState): ImageFormValues {
@@ -87,7 +90,7 @@ function editBody(image: ImageObject, v: ImageFormValues, allowShrink: boolean):
   return body;
 }
 
-export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
+export function ImageFormDialog({ image, pools, onClose, onDone, onCreated }: Props) {
   const editing = image !== null;
   const [values, setValues] = useState<ImageFormValues>(() => initialValues(image, pools));
   const [touched, setTouched] = useState<Set<ImageFormField>>(new Set());
@@ -115,6 +118,7 @@ export function ImageFormDialog({ image, pools, onClose, onDone }: Props) {
     if (ok) {
       notify('success', editing ? `Image ${values.name} was updated.` : `Image ${values.name} was created.`);
       onDone();
+      if (!editing) onCreated?.(imageSpec(values.pool, values.namespace || null, values.name));
       onClose();
     }
   };

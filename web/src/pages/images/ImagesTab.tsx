@@ -24,6 +24,7 @@ import { useSession } from '../../state/session';
 import { useStore } from '../../state/store';
 import { onTaskEnded, tasks } from '../../state/tasks';
 import type { PoolState } from './BlockImagesPage';
+import { ConnectPanel } from './ConnectPanel';
 import { imageNameOf, takeDrill } from './drill';
 import { ImageDialogs, type ImageDialog } from './ImageDialogs';
 import { ImageExpanded } from './ImageExpanded';
@@ -106,6 +107,8 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   const [expanded, setExpanded] = useState<Set<string>>(() => new Set(drill ? [drill] : []));
   const [refresh, setRefresh] = useState(0);
   const [dialog, setDialog] = useState<ImageDialog | null>(null);
+  // The seed's next step after Create Image: how to attach the new image.
+  const [created, setCreated] = useState<string | null>(null);
 
   const list = useLoad(() => api.listImages({ offset, limit, search, sort }), [offset, limit, search, sort, refresh]);
   const reload = () => setRefresh((n) => n + 1);
@@ -210,6 +213,14 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
         </button>
       </div>
       <LoadState what="images" loaded={list} />
+      {created && (
+        <div class="connect-created">
+          <ConnectPanel spec={created} />
+          <button type="button" onClick={() => setCreated(null)}>
+            Hide connection details
+          </button>
+        </div>
+      )}
       <div class="table-wrap">
         <table class="table images-table" aria-busy={list.loading}>
           <caption class="sr-only">Block images</caption>
@@ -365,7 +376,15 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
         onOffset={goTo}
         onLimit={setLimit}
       />
-      {dialog && <ImageDialogs dialog={dialog} pools={pools} onClose={() => setDialog(null)} onDone={reload} />}
+      {dialog && (
+        <ImageDialogs
+          dialog={dialog}
+          pools={pools}
+          onClose={() => setDialog(null)}
+          onDone={reload}
+          onCreated={setCreated}
+        />
+      )}
     </div>
   );
 }

@@ -13,10 +13,12 @@ import { formatBytes } from '../../lib/units';
 import { notify, notifyError } from '../../state/notices';
 import { useSession } from '../../state/session';
 import type { PoolState } from './BlockImagesPage';
+import { ConnectDialog } from './ConnectPanel';
 import { ImageDialogs } from './ImageDialogs';
 import { SnapshotNameDialog } from './SnapshotNameDialog';
 
-type Open = { kind: 'create' } | { kind: 'rename' | 'clone' | 'rollback' | 'delete'; snap: Snapshot } | null;
+type Open =
+  { kind: 'create' } | { kind: 'rename' | 'clone' | 'rollback' | 'delete' | 'connect'; snap: Snapshot } | null;
 
 interface Props {
   image: ImageObject;
@@ -69,7 +71,7 @@ export function SnapshotsTab({ image, pools, onChanged }: Props) {
     ];
     return all.filter((a) => a.allowed);
   };
-  const anyActions = [EP.editSnapshot, EP.clone, EP.rollback, EP.deleteSnapshot].some(can);
+  const anyActions = [EP.editSnapshot, EP.clone, EP.rollback, EP.deleteSnapshot, EP.connection].some(can);
 
   return (
     <div>
@@ -132,7 +134,19 @@ export function SnapshotsTab({ image, pools, onChanged }: Props) {
                 </td>
                 {anyActions && (
                   <td class="actions-cell">
-                    <ActionMenu subject={`snapshot ${snap.name}`} actions={actionsFor(snap)} />
+                    {can(EP.connection) && (
+                      <button
+                        type="button"
+                        class="link-button"
+                        aria-label={`Connect snapshot ${snap.name} (read-only)`}
+                        onClick={() => setOpen({ kind: 'connect', snap })}
+                      >
+                        Connect
+                      </button>
+                    )}
+                    {actionsFor(snap).length > 0 && (
+                      <ActionMenu subject={`snapshot ${snap.name}`} actions={actionsFor(snap)} />
+                    )}
                   </td>
                 )}
               </tr>
@@ -140,6 +154,7 @@ export function SnapshotsTab({ image, pools, onChanged }: Props) {
           </tbody>
         </table>
       </div>
+      {open?.kind === 'connect' && <ConnectDialog spec={spec} snap={open.snap.name} onClose={close} />}
       {open?.kind === 'create' && <SnapshotNameDialog image={image} onClose={close} onDone={onChanged} />}
       {open?.kind === 'rename' && (
         <SnapshotNameDialog image={image} rename={open.snap.name} onClose={close} onDone={onChanged} />
