@@ -379,6 +379,38 @@ impl CephBackend {
         })
     }
 
+    /// What [`Backend::pool_list`] shows of one pool.
+    fn pool_info(&self, pool: PoolName, name: &str) -> Result<PoolInfo> {
+        let io = self.cluster.ioctx(name)?;
+        let applications = io.application_list()?;
+        let (mut image_count, mut provisioned_bytes) = (0, 0);
+        if applications.iter().any(|a| a == "rbd") {
+            let mut namespaces = vec![String::new()];
+            namespaces.extend(io.namespace_list()?);
+            for namespace in namespaces {
+                let mut ns_io = io.duplicate()?;
+                ns_io.set_namespace(&namespace)?;
+                let stats = ns_io.rbd_pool_stats()?;
+                image_count += stats.images;
+                provisioned_bytes += stats.image_provisioned_bytes;
+            }
+        }
+        let stat = io.pool_stat()?;
+        let (quota_max_bytes, quota_max_objects) = self.pool_quota(name)?;
+        Ok(PoolInfo {
+            name: pool,
+            id: u64::try_from(io.pool_id()).unwrap_or(0),
+            applications,
+            image_count,
+            provisioned_bytes,
+            used_bytes: stat.num_bytes,
+            objects: stat.num_objects,
+            quota_max_bytes,
+            quota_max_objects,
+            healthy: true,
+        })
+    }
+
     /// A pool's quotas `(max_bytes, max_objects)` from the monitors (`ceph osd pool get-quota`).
     fn pool_quota(&self, pool: &str) -> Result<(u64, u64)> {
         #[derive(serde::Deserialize)]
@@ -443,34 +475,12 @@ impl Backend for CephBackend {
         let mut pools = Vec::new();
         for name in self.cluster.pool_list()? {
             let Ok(pool) = PoolName::new(&name) else { continue };
-            let io = self.cluster.ioctx(&name)?;
-            let applications = io.application_list()?;
-            let (mut image_count, mut provisioned_bytes) = (0, 0);
-            if applications.iter().any(|a| a == "rbd") {
-                let mut namespaces = vec![String::new()];
-                namespaces.extend(io.namespace_list()?);
-                for namespace in namespaces {
-                    let mut ns_io = io.duplicate()?;
-                    ns_io.set_namespace(&namespace)?;
-                    let stats = ns_io.rbd_pool_stats()?;
-                    image_count += stats.images;
-                    provisioned_bytes += stats.image_provisioned_bytes;
-                }
+            // A pool removed while the list is being read is left out, as if it had gone a moment earlier.
+            match self.pool_info(pool, &name) {
+                Ok(info) => pools.push(info),
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
             }
-            let stat = io.pool_stat()?;
-            let (quota_max_bytes, quota_max_objects) = self.pool_quota(&name)?;
-            pools.push(PoolInfo {
-                name: pool,
-                id: u64::try_from(io.pool_id()).unwrap_or(0),
-                applications,
-                image_count,
-                provisioned_bytes,
-                used_bytes: stat.num_bytes,
-                objects: stat.num_objects,
-                quota_max_bytes,
-                quota_max_objects,
-                healthy: true,
-            });
         }
         Ok(pools)
     }

@@ -31,7 +31,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> basalt_core::Result<T> 
 /// A refusal of the access-control store as Ceph's user and role controllers give theirs: a missing user or role
 /// 404, others 400 in component `user` or `role` (Ceph names existing ones `username_already_exists` and
 /// `role_already_exists`).
-fn access_error(e: basalt_core::Error) -> ApiError {
+pub(super) fn access_error(e: basalt_core::Error) -> ApiError {
     use basalt_core::ErrorKind;
     let kind = e.kind();
     let role = e.message().starts_with("role");

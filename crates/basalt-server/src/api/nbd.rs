@@ -34,7 +34,7 @@ pub(crate) async fn issue_certificate(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (username, issued, ca_cert) = issued?;
+    let (username, issued, ca_cert) = issued.map_err(super::access::access_error)?;
     tracing::info!(user = %username, by = %who.username, "issued an NBD client certificate");
     Ok((
         StatusCode::CREATED,
