@@ -1,7 +1,7 @@
 //! The embedded engine: opening a store, and every control operation of the Backend trait.
 //!
-//! Metadata changes are single redb transactions; data reaches layer files before the bitmaps that point at it
-//! (see `ImageState::persist`). Control operations on one image are serialised by its `op` lock, taken before the
+//! Metadata changes are single redb transactions; every layer change is logged in the journal before it is
+//! acknowledged, and bitmaps reach redb at checkpoints, after the data they point at (see `Store::checkpoint`). Control operations on one image are serialised by its `op` lock, taken before the
 //! head lock and before any write transaction, so lock order is: op -> head -> stripe locks -> layer map.
 
 use std::collections::BTreeMap;
@@ -50,14 +50,51 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The directory of layer files inside the data directory.
 pub const LAYERS_DIR: &str = "layers";
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Size of each of the two journal files, preallocated.
+    pub journal_file_size: u64,
+    /// Background checkpoints: when records waited this long, or the active journal file is half full. `None`
+    /// checkpoints only when the journal is full and in control operations, so the sequence of I/O is
+    /// deterministic (for the simulated disk's crash tests).
+    pub checkpoint_interval: Option<std::time::Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            journal_file_size: crate::journal::DEFAULT_FILE_SIZE,
+            checkpoint_interval: Some(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// A small journal and no background checkpoints: for simulated disks.
+    pub fn deterministic() -> EngineOptions {
+        EngineOptions { journal_file_size: 1 << 20, checkpoint_interval: None }
+    }
+}
+
 impl Engine {
     /// Opens (or creates) a store in `root` on the real file system.
     pub fn open(root: &Path, clock: Arc<dyn Clock>) -> Result<Engine> {
-        Engine::open_with_vfs(Arc::new(OsVfs), root, clock)
+        Engine::open_with_options(Arc::new(OsVfs), root, clock, EngineOptions::default())
     }
 
-    /// Opens (or creates) a store in `root` on the given disk.
+    /// Opens (or creates) a store in `root` on the given disk, with [`EngineOptions::deterministic`].
     pub fn open_with_vfs(vfs: Arc<dyn Vfs>, root: &Path, clock: Arc<dyn Clock>) -> Result<Engine> {
+        Engine::open_with_options(vfs, root, clock, EngineOptions::deterministic())
+    }
+
+    /// Opens (or creates) a store in `root` on the given disk: replays the journal, then starts checkpoints.
+    pub fn open_with_options(
+        vfs: Arc<dyn Vfs>,
+        root: &Path,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> Result<Engine> {
         vfs.create_dir_all(root)?;
         let lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
         let layers_dir = root.join(LAYERS_DIR);
@@ -67,6 +104,23 @@ impl Engine {
         vfs.sync_dir(root)?;
         let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
         records::init(&db, clock.now().secs())?;
+        let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
+        let boot = vfs.boot_id();
+        let replayed = crate::recover::replay(vfs.as_ref(), &db, &files, &layers_dir, &boot)?;
+        for file in &files {
+            crate::journal::write_header(file.as_ref(), &boot)?;
+            file.sync_data()?;
+        }
+        // New seqs start past any a journal file could still hold in a torn tail, so no stale record can ever
+        // continue a new run of seqs.
+        let skip = options.journal_file_size / 60 + 1;
+        let journal = Arc::new(crate::journal::Journal::new(
+            files,
+            options.journal_file_size,
+            options.checkpoint_interval,
+            replayed.last_seq + skip,
+            replayed.applied,
+        ));
         let store = Arc::new(Store {
             vfs,
             db,
@@ -75,7 +129,28 @@ impl Engine {
             next_handle: AtomicU64::new(1),
             failed: std::sync::Mutex::new(None),
             pool_full: std::sync::Mutex::new(Default::default()),
+            journal: journal.clone(),
+            checkpoint_lock: std::sync::Mutex::new(()),
         });
+        let weak = Arc::downgrade(&store);
+        journal.set_checkpointer(Box::new(move || match weak.upgrade() {
+            Some(store) => store.checkpoint(|_| Ok(())),
+            None => Err(Error::io("the store is closing")),
+        }));
+        if options.checkpoint_interval.is_some() {
+            let weak = Arc::downgrade(&store);
+            let journal = journal.clone();
+            std::thread::Builder::new()
+                .name("basalt-checkpoint".into())
+                .spawn(move || {
+                    while journal.wait_checkpoint_due(std::time::Duration::from_millis(500)) {
+                        let Some(store) = weak.upgrade() else { return };
+                        // A failure stops the store (its next operations say so); nothing else to tell here.
+                        let _ = store.checkpoint(|_| Ok(()));
+                    }
+                })
+                .map_err(|e| Error::io(format!("cannot start the checkpoint thread: {e}")))?;
+        }
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
         Ok(engine)
@@ -101,6 +176,9 @@ impl Engine {
     /// (cancellation, a name taken meanwhile) nothing was published and they go now.
     fn discard_copy_files(&self, err: &Error, ids: &[u64]) {
         if !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
+            // Checkpoints may have stored bitmaps of these layers already: they go with the files.
+            self.store.journal.forget_layers(ids);
+            let _ = self.store.checkpoint(|txn| Self::delete_layer_bits(txn, ids));
             self.store.remove_layer_files(ids);
         }
     }
@@ -495,24 +573,27 @@ impl Engine {
     fn delete_image(&self, state: &ImageState, rec: &ImageRec) -> Result<()> {
         let layers: Vec<u64> = rec.layers.iter().map(|l| l.id).collect();
         let _head = state.head_write();
-        let txn = self.write_txn()?;
-        {
-            let mut images = txn.open_table(IMAGES).map_err(db_err)?;
-            images.remove(rec.id.as_str()).map_err(db_err)?;
-            if rec.trash.is_none() {
-                // A trashed image has no name entry; another image may have taken its name since.
-                let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
-                names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+        // Through a checkpoint, so no later one writes bitmaps of these layers back.
+        self.store.journal.forget_layers(&layers);
+        self.store.checkpoint(|txn| {
+            {
+                let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+                images.remove(rec.id.as_str()).map_err(db_err)?;
+                if rec.trash.is_none() {
+                    // A trashed image has no name entry; another image may have taken its name since.
+                    let mut names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
+                    names.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.name.as_str())).map_err(db_err)?;
+                }
+                let mut trash = txn.open_table(TRASH).map_err(db_err)?;
+                trash.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.id.as_str())).map_err(db_err)?;
+                if let Some(parent) = &rec.parent {
+                    let mut children = txn.open_table(CHILDREN).map_err(db_err)?;
+                    children.remove((parent.image_id.as_str(), parent.snap_id, rec.id.as_str())).map_err(db_err)?;
+                }
             }
-            let mut trash = txn.open_table(TRASH).map_err(db_err)?;
-            trash.remove((rec.pool.as_str(), rec.namespace.as_str(), rec.id.as_str())).map_err(db_err)?;
-            if let Some(parent) = &rec.parent {
-                let mut children = txn.open_table(CHILDREN).map_err(db_err)?;
-                children.remove((parent.image_id.as_str(), parent.snap_id, rec.id.as_str())).map_err(db_err)?;
-            }
-        }
-        Self::delete_layer_bits(&txn, &layers)?;
-        txn.commit().map_err(db_err)?;
+            Self::delete_layer_bits(txn, &layers)?;
+            Ok(())
+        })?;
         state.drop_layers(&layers);
         self.store.forget(&rec.id);
         self.store.remove_layer_files(&layers);
@@ -1100,8 +1181,9 @@ impl Backend for Engine {
                 for (blk, _) in top.present_blocks(object_no) {
                     let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
                     if image_off >= tail_end {
-                        top.set_range(object_no, blk, blk, BlockSt::Absent);
-                        punch.push(layout.file_offset(object_no, blk << BLOCK_SHIFT));
+                        let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+                        top.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
+                        punch.push(file_off);
                     }
                 }
             }
@@ -2037,15 +2119,16 @@ impl Engine {
             layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum()
         };
         let mut block = vec![0u8; BLOCK_SIZE as usize];
-        let mut copy_block = |from: &crate::layer::Layer, to: &crate::layer::Layer, object_no: u64, blk: u64, st| {
-            let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-            if st == BlockSt::Data {
-                from.file.read_at(&mut block, file_off)?;
-                to.write_data(&block, file_off)?;
-            }
-            to.set_range(object_no, blk, blk, st);
-            Ok::<(), Error>(())
-        };
+        let mut copy_block =
+            |from: &Arc<crate::layer::Layer>, to: &Arc<crate::layer::Layer>, object_no: u64, blk: u64, st| {
+                let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+                if st == BlockSt::Data {
+                    from.file.read_at(&mut block, file_off)?;
+                    to.write_blocks(object_no, blk, &block, file_off)
+                } else {
+                    to.mark_blocks(object_no, blk, blk, st, file_off)
+                }
+            };
         let min_size = lower.min_size.min(upper.min_size);
         if count(&low) <= count(&up) {
             // The lower layer's blocks that the upper one lacks and still shows move up; the lower layer goes.
@@ -2077,8 +2160,9 @@ impl Engine {
             for (blk, _) in low.present_blocks(object_no) {
                 let hidden = layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size;
                 if hidden && up.state(object_no, blk) == BlockSt::Absent {
-                    low.set_range(object_no, blk, blk, BlockSt::Absent);
-                    punch.push(layout.file_offset(object_no, blk << BLOCK_SHIFT));
+                    let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+                    low.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
+                    punch.push(file_off);
                 }
             }
         }

@@ -7,11 +7,12 @@
 //! at most one 4 KiB block.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use basalt_core::{BlockExtent, BlockState, Error, Result};
 
+use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
 use crate::vfs::VfsFile;
 
@@ -34,7 +35,7 @@ pub struct ObjBits {
 }
 
 impl ObjBits {
-    fn new(blocks: u64) -> ObjBits {
+    pub(crate) fn new(blocks: u64) -> ObjBits {
         let words = blocks.div_ceil(64) as usize;
         ObjBits { data: vec![0; words], zero: vec![0; words] }
     }
@@ -50,9 +51,11 @@ impl ObjBits {
         }
     }
 
-    fn set(&mut self, blk: u64, st: BlockSt) {
+    /// Sets a block's state; returns true when it changed.
+    pub(crate) fn set(&mut self, blk: u64, st: BlockSt) -> bool {
         let (w, b) = ((blk / 64) as usize, blk % 64);
         let mask = 1u64 << b;
+        let before = (self.data[w] & mask, self.zero[w] & mask);
         self.data[w] &= !mask;
         self.zero[w] &= !mask;
         match st {
@@ -60,9 +63,10 @@ impl ObjBits {
             BlockSt::Zero => self.zero[w] |= mask,
             BlockSt::Absent => {}
         }
+        before != (self.data[w] & mask, self.zero[w] & mask)
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.data.iter().chain(&self.zero).all(|w| *w == 0)
     }
 
@@ -138,6 +142,16 @@ pub struct Layer {
     /// the file before that sync, so it is durable. A change still inside `write_at` while a sync runs is counted
     /// only after it returns, so it is never taken as covered by that sync (docs/FORMAT.md, crash analysis).
     synced: AtomicU64,
+    /// The store's journal: every change of this layer is logged there before it is acknowledged.
+    journal: Arc<Journal>,
+    /// True while the journal counts this layer as changed since the last checkpoint.
+    pub(crate) in_changed: AtomicBool,
+    /// True while the journal counts this layer as holding kind-2 bytes not yet synced.
+    pub(crate) in_large: AtomicBool,
+    /// The seq of the last record logged for this layer.
+    last_seq: AtomicU64,
+    /// The seq of the last kind-2 record logged for this layer.
+    last_large_seq: AtomicU64,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -154,7 +168,13 @@ pub(crate) fn mutex_lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Layer {
     /// A layer with the given bitmaps.
-    pub fn new(id: u64, file: Arc<dyn VfsFile>, blocks_per_object: u64, objects: HashMap<u64, ObjBits>) -> Layer {
+    pub fn new(
+        id: u64,
+        file: Arc<dyn VfsFile>,
+        blocks_per_object: u64,
+        objects: HashMap<u64, ObjBits>,
+        journal: Arc<Journal>,
+    ) -> Layer {
         Layer {
             id,
             file,
@@ -162,12 +182,79 @@ impl Layer {
             map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            journal,
+            in_changed: AtomicBool::new(false),
+            in_large: AtomicBool::new(false),
+            last_seq: AtomicU64::new(0),
+            last_large_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Writes whole blocks of one object into the layer file, logs them in the journal and marks them data: the
+    /// only way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal;
+    /// longer ones a crc32c per block, and the next flush syncs this file before it marks them durable.
+    pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
+        debug_assert!(!data.is_empty() && data.len() % BLOCK_SIZE as usize == 0);
+        let blocks = data.len() as u64 >> BLOCK_SHIFT;
+        let place = self.place(object_no, first_blk, blocks, file_off)?;
+        self.write_data(data, file_off)?;
+        let last = first_blk + blocks - 1;
+        let apply = || {
+            self.journal.note_changed(self);
+            self.set_range(object_no, first_blk, last, BlockSt::Data);
+        };
+        if data.len() < INLINE_MAX {
+            let seq = self.journal.log(Kind::Data, &place, &Body::Bytes(data), apply)?;
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        } else {
+            // Registered before the record is appended, so a flush that covers the record syncs these bytes.
+            self.journal.note_large(self);
+            let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(crc32c::crc32c).collect();
+            let seq = self.journal.log(Kind::DataCrc, &place, &Body::Crcs(&crcs), apply)?;
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+            self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Logs and sets a zero or absent state for blocks `first..=last` of one object.
+    pub fn mark_blocks(
+        self: &Arc<Self>,
+        object_no: u64,
+        first: u64,
+        last: u64,
+        st: BlockSt,
+        file_off: u64,
+    ) -> Result<()> {
+        let kind = match st {
+            BlockSt::Zero => Kind::Zero,
+            BlockSt::Absent => Kind::Absent,
+            BlockSt::Data => return Err(Error::io("data blocks are written with their bytes")),
+        };
+        let place = self.place(object_no, first, last - first + 1, file_off)?;
+        let seq = self.journal.log(kind, &place, &Body::Empty, || {
+            self.journal.note_changed(self);
+            self.set_range(object_no, first, last, st);
+        })?;
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn place(&self, object: u64, first_blk: u64, blocks: u64, file_off: u64) -> Result<Place> {
+        match (u32::try_from(first_blk), u32::try_from(blocks)) {
+            (Ok(first_blk), Ok(blocks)) => Ok(Place { layer: self.id, object, file_off, first_blk, blocks }),
+            _ => Err(Error::io("a block range does not fit a journal record")),
+        }
+    }
+
+    /// The seqs a flush of this layer must wait for: its last record, and its last kind-2 record.
+    pub fn flush_targets(&self) -> (u64, u64) {
+        (self.last_seq.load(Ordering::SeqCst), self.last_large_seq.load(Ordering::SeqCst))
     }
 
     /// Writes block data into the layer file. The change is counted once the write returned, never before: a sync
     /// that runs while it is still in progress must not be taken as covering it.
-    pub fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
+    fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
         let result = self.file.write_at(data, offset);
         // Counted even when it failed: part of it may have reached the file.
         self.written.fetch_add(1, Ordering::SeqCst);
@@ -196,11 +283,6 @@ impl Layer {
         Ok(())
     }
 
-    /// True when the file or the bitmaps changed since they were last made durable.
-    pub fn needs_persist(&self) -> bool {
-        self.written.load(Ordering::SeqCst) > self.synced.load(Ordering::SeqCst) || self.has_dirty()
-    }
-
     /// Blocks per object of the image this layer belongs to.
     pub fn blocks_per_object(&self) -> u64 {
         self.blocks_per_object
@@ -211,18 +293,21 @@ impl Layer {
         read_lock(&self.map).objects.get(&object_no).map_or(BlockSt::Absent, |o| o.get(blk))
     }
 
-    /// Sets the state of blocks `first..=last` of one object.
-    pub fn set_range(&self, object_no: u64, first: u64, last: u64, st: BlockSt) {
+    /// Sets the state of blocks `first..=last` of one object in memory (callers log the change first).
+    fn set_range(&self, object_no: u64, first: u64, last: u64, st: BlockSt) {
         let mut map = write_lock(&self.map);
         let bpo = self.blocks_per_object;
         let obj = map.objects.entry(object_no).or_insert_with(|| ObjBits::new(bpo));
+        let mut changed = false;
         for blk in first..=last {
-            obj.set(blk, st);
+            changed |= obj.set(blk, st);
         }
         if obj.is_empty() {
             map.objects.remove(&object_no);
         }
-        map.dirty.insert(object_no);
+        if changed {
+            map.dirty.insert(object_no);
+        }
     }
 
     /// True when every block `first..=last` of the object holds data in this layer.
@@ -241,11 +326,6 @@ impl Layer {
     /// Marks objects dirty again after a failed write to the store.
     pub fn restore_dirty(&self, objects: impl IntoIterator<Item = u64>) {
         write_lock(&self.map).dirty.extend(objects);
-    }
-
-    /// True when some bitmaps were not yet written to the store.
-    pub fn has_dirty(&self) -> bool {
-        !read_lock(&self.map).dirty.is_empty()
     }
 
     /// True when this layer has any state (data or zero) for the object.
@@ -626,9 +706,9 @@ impl View {
         let object_no = first.object_no;
         let (first_blk, last_blk) = (first.block_in_object(), last.block_in_object());
         let file_off = self.layout.file_offset(object_no, first.object_offset);
-        if top.all_data(object_no, first_blk, last_blk) {
-            // Overwrite in place: the blocks are this layer's own.
-            return top.write_data(data, file_off);
+        if top.all_data(object_no, first_blk, last_blk) && run.iter().all(|p| p.length == BLOCK_SIZE) {
+            // Overwrite of whole blocks in place: the blocks are this layer's own.
+            return top.write_blocks(object_no, first_blk, data, file_off);
         }
         let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
         let mut at = 0usize;
@@ -637,8 +717,7 @@ impl View {
                 Segment::Whole(first, last) => {
                     let len = ((last.block_in_object() - first.block_in_object() + 1) * BLOCK_SIZE) as usize;
                     let off = self.layout.file_offset(object_no, first.object_offset);
-                    top.write_data(&data[at..at + len], off)?;
-                    top.set_range(object_no, first.block_in_object(), last.block_in_object(), BlockSt::Data);
+                    top.write_blocks(object_no, first.block_in_object(), &data[at..at + len], off)?;
                     at += len;
                 }
                 Segment::Partial(piece) => {
@@ -655,22 +734,19 @@ impl View {
     fn write_partial(&self, piece: &Piece, data: &[u8]) -> Result<()> {
         let top = &self.chain[0].layer;
         let blk = piece.block_in_object();
-        let file_off = self.layout.file_offset(piece.object_no, piece.object_offset);
-        if top.state(piece.object_no, blk) == BlockSt::Data {
-            return top.write_data(data, file_off);
-        }
         let block_image_start = piece.image_offset - piece.offset_in_block();
+        let block_file_off = self.layout.file_offset(piece.object_no, piece.object_offset - piece.offset_in_block());
         let mut block = vec![0u8; BLOCK_SIZE as usize];
-        if top.state(piece.object_no, blk) == BlockSt::Absent {
+        match top.state(piece.object_no, blk) {
+            // The block is this layer's own: complete it from the file, so the journal holds the whole block.
+            BlockSt::Data => top.file.read_at(&mut block, block_file_off)?,
             // Copy up what the block holds below, limited by the top layer's size floor.
-            self.read_below_top(block_image_start, &mut block)?;
+            BlockSt::Absent => self.read_below_top(block_image_start, &mut block)?,
+            BlockSt::Zero => {}
         }
         let in_block = piece.offset_in_block() as usize;
         block[in_block..in_block + data.len()].copy_from_slice(data);
-        let block_file_off = self.layout.file_offset(piece.object_no, piece.object_offset - piece.offset_in_block());
-        top.write_data(&block, block_file_off)?;
-        top.set_range(piece.object_no, blk, blk, BlockSt::Data);
-        Ok(())
+        top.write_blocks(piece.object_no, blk, &block, block_file_off)
     }
 
     /// Reads one block as the layers below the top show it.
@@ -700,8 +776,8 @@ impl View {
                 match segment {
                     Segment::Whole(first, last) => {
                         let (b0, b1) = (first.block_in_object(), last.block_in_object());
-                        top.set_range(object_no, b0, b1, whole_state);
                         let off = self.layout.file_offset(object_no, first.object_offset);
+                        top.mark_blocks(object_no, b0, b1, whole_state, off)?;
                         top.punch(off, (b1 - b0 + 1) << BLOCK_SHIFT)?;
                     }
                     Segment::Partial(piece) => self.write_partial(&piece, &zeros[..piece.length as usize])?,
@@ -736,8 +812,7 @@ impl View {
                 continue;
             }
             base.read_clipped(image_off, &mut block)?;
-            bottom.write_data(&block, object_no * object_size + (blk << BLOCK_SHIFT))?;
-            bottom.set_range(object_no, blk, blk, BlockSt::Data);
+            bottom.write_blocks(object_no, blk, &block, object_no * object_size + (blk << BLOCK_SHIFT))?;
         }
         Ok(())
     }

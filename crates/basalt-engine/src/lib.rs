@@ -8,12 +8,15 @@
 
 mod engine;
 pub mod fsck;
+mod journal;
 mod layer;
 pub mod layout;
 mod records;
+mod recover;
 pub mod sim;
 mod state;
 pub mod vfs;
 
-pub use engine::{DB_FILE, Engine, LAYERS_DIR, LOCK_FILE};
+pub use engine::{DB_FILE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};
+pub use journal::JOURNAL_DIR;
 pub use records::FORMAT_VERSION;

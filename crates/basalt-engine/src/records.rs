@@ -1,4 +1,4 @@
-//! The metadata store's tables and records (format version 1): what `docs/FORMAT.md` describes, in code.
+//! The metadata store's tables and records (format version 2): what `docs/FORMAT.md` describes, in code.
 //!
 //! Records are encoded with postcard; a change here is a format change and needs a version bump.
 
@@ -9,9 +9,12 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
-/// Store-wide values: `format_version`, `next_id`.
+/// The `META` key of the last journal seq whose change the store holds (version 2).
+pub const JOURNAL_APPLIED: &str = "journal_applied";
+
+/// Store-wide values: `format_version`, `next_id`, `journal_applied`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Pools by name.
 pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
@@ -246,6 +249,15 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
             let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => return Ok(()),
+                Some(1) => {
+                    return Err(Error::new(
+                        basalt_core::ErrorKind::NotSupported,
+                        format!(
+                            "the store has format version 1; this basalt uses version {FORMAT_VERSION}: stop basalt \
+                             and run `basalt upgrade --data-dir DIR` once to upgrade it (offline, safe to rerun)"
+                        ),
+                    ));
+                }
                 Some(other) => {
                     return Err(Error::new(
                         basalt_core::ErrorKind::NotSupported,
@@ -261,6 +273,7 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
         let mut meta = txn.open_table(META).map_err(db_err)?;
         meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
         meta.insert("next_id", 1).map_err(db_err)?;
+        meta.insert(JOURNAL_APPLIED, 0).map_err(db_err)?;
         txn.open_table(POOLS).map_err(db_err)?;
         txn.open_table(NAMESPACES).map_err(db_err)?;
         txn.open_table(IMAGE_NAMES).map_err(db_err)?;

@@ -82,6 +82,8 @@ pub struct SimVfs {
     fault_at: Arc<Mutex<Option<(u64, Fault)>>>,
     /// A gate the next `write_at` stops at, before it changes anything.
     hold: Arc<Mutex<Option<WriteGate>>>,
+    /// Power cuts this disk went through: the simulated kernel's boot id.
+    boots: u64,
 }
 
 #[derive(Debug, Default)]
@@ -215,6 +217,7 @@ impl SimVfs {
             ops: Arc::new(AtomicU64::new(0)),
             fault_at: Arc::new(Mutex::new(None)),
             hold: Arc::new(Mutex::new(None)),
+            boots: self.boots + 1,
         }
     }
 
@@ -305,6 +308,10 @@ impl VfsFile for SimFile {
         data.pending.clear();
         Ok(())
     }
+
+    fn allocate(&self, length: u64) -> io::Result<()> {
+        if self.len()? < length { self.set_len(length) } else { Ok(()) }
+    }
 }
 
 #[derive(Debug)]
@@ -364,6 +371,10 @@ impl Vfs for SimVfs {
         state.durable_files.retain(|p, _| p.parent() != Some(dir));
         state.durable_files.extend(live);
         Ok(())
+    }
+
+    fn boot_id(&self) -> String {
+        format!("simulated-boot-{}", self.boots)
     }
 
     fn lock(&self, _path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, Result, Timestamp, Watcher, ZeroMode};
 use redb::ReadableDatabase;
 
+use crate::journal::Journal;
 use crate::layer::{Base, Layer, ObjBits, StripeLocks, View, ViewLayer, mutex_lock};
 use crate::layout::Layout;
 use crate::records::{self, BLOCKS, ImageRec, db_err};
@@ -28,6 +29,16 @@ pub(crate) struct Store {
     pub failed: Mutex<Option<String>>,
     /// Per pool, set while the pool's usage is at or over a quota (refreshed by `pool_list` and `pool_set_quota`).
     pub pool_full: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The write-ahead journal of every layer change.
+    pub journal: Arc<Journal>,
+    /// Serialises checkpoints.
+    pub checkpoint_lock: Mutex<()>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.journal.shutdown();
+    }
 }
 
 impl Store {
@@ -37,8 +48,69 @@ impl Store {
             Some(why) => Err(Error::io(format!(
                 "the store stopped after an i/o error ({why}): restart basalt to reopen it consistently"
             ))),
-            None => Ok(()),
+            None => self.journal.check_healthy(),
         }
+    }
+
+    /// Moves every changed bitmap from memory to the metadata store, together with `extra` writes in the same
+    /// transaction, and records that the journal's records up to that point are applied (docs/FORMAT.md,
+    /// "Checkpoints"). This is the only way bitmaps reach the store: layer files are synced first.
+    pub fn checkpoint(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        let _one = mutex_lock(&self.checkpoint_lock);
+        self.check_healthy()?;
+        // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
+        // in the bitmaps taken here, and its bytes were written to the layer file before.
+        let (applied, taken) = {
+            let _frozen = self.journal.freeze();
+            let applied = self.journal.last_seq();
+            let taken: Vec<(Arc<Layer>, DirtyBits)> = self
+                .journal
+                .take_changed()
+                .into_iter()
+                .map(|l| {
+                    let dirty = l.take_dirty();
+                    (l, dirty)
+                })
+                .collect();
+            (applied, taken)
+        };
+        let result = (|| -> Result<()> {
+            for (layer, _) in &taken {
+                if let Err(err) = layer.sync_if_needed() {
+                    // After a failed sync the kernel may have dropped the unsynced pages and a retry could
+                    // succeed without them: stop rather than acknowledge data that may be gone.
+                    self.fail(&err);
+                    return Err(err);
+                }
+            }
+            let txn = self.db.begin_write().map_err(db_err)?;
+            {
+                let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+                for (layer, dirty) in &taken {
+                    for (object_no, bits) in dirty {
+                        match bits {
+                            Some(bytes) => blocks.insert((layer.id, *object_no), bytes.as_slice()).map_err(db_err)?,
+                            None => blocks.remove((layer.id, *object_no)).map_err(db_err)?,
+                        };
+                    }
+                }
+                let mut meta = txn.open_table(records::META).map_err(db_err)?;
+                meta.insert(records::JOURNAL_APPLIED, applied).map_err(db_err)?;
+            }
+            extra(&txn)?;
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })();
+        match &result {
+            Ok(()) => self.journal.set_applied(applied),
+            Err(_) => {
+                for (layer, dirty) in taken {
+                    layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
+                    self.journal.note_changed(&layer);
+                }
+            }
+        }
+        result
     }
 
     /// Stops the store after a failed sync.
@@ -88,7 +160,6 @@ impl Store {
             head: RwLock::new(Head::placeholder(&rec)?),
             locks: StripeLocks::default(),
             op: Mutex::new(()),
-            persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             pool_full: self.pool_full_flag(rec.data_pool.as_deref().unwrap_or(&rec.pool)),
@@ -168,8 +239,6 @@ pub(crate) struct ImageState {
     pub locks: StripeLocks,
     /// Serialises control operations on this image; taken before `head` and before any write transaction.
     pub op: Mutex<()>,
-    /// Orders bitmap commits: a later snapshot of a bitmap must never be committed before an earlier one.
-    persist: Mutex<()>,
     layers: Mutex<HashMap<u64, Arc<Layer>>>,
     watchers: Mutex<Vec<WatcherEntry>>,
     /// The pool's full flag: writes through handles answer EDQUOT while it is set.
@@ -196,7 +265,6 @@ impl ImageState {
             }),
             locks: StripeLocks::default(),
             op: Mutex::new(()),
-            persist: Mutex::new(()),
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             pool_full: Arc::default(),
@@ -217,6 +285,11 @@ impl ImageState {
         if let Some(layer) = layers.get(&id) {
             return Ok(layer.clone());
         }
+        // A layer changed since the last checkpoint is still in memory: its bitmaps in the store are behind.
+        if let Some(layer) = self.store.journal.changed_layer(id) {
+            layers.insert(id, layer.clone());
+            return Ok(layer);
+        }
         let file = self.store.vfs.open(&self.store.layer_path(id), false).map_err(|e| {
             Error::io(format!("a layer file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
         })?;
@@ -227,7 +300,7 @@ impl ImageState {
             let (key, value) = entry.map_err(db_err)?;
             objects.insert(key.value().1, ObjBits::decode(value.value(), blocks_per_object)?);
         }
-        let layer = Arc::new(Layer::new(id, file, blocks_per_object, objects));
+        let layer = Arc::new(Layer::new(id, file, blocks_per_object, objects, self.store.journal.clone()));
         layers.insert(id, layer.clone());
         Ok(layer)
     }
@@ -238,6 +311,7 @@ impl ImageState {
         for id in ids {
             layers.remove(id);
         }
+        self.store.journal.forget_layers(ids);
     }
 
     /// Returns every loaded layer.
@@ -280,60 +354,21 @@ impl ImageState {
         Ok(())
     }
 
-    /// Writes every changed bitmap to the store after syncing the layer files, together with `extra` writes in the
-    /// same transaction. This is the only way bitmaps reach the store: data first, then the map that points at it.
+    /// Commits `extra` together with every changed bitmap of the store (a checkpoint, see [`Store::checkpoint`]).
     pub fn persist(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
-        let _ordered = mutex_lock(&self.persist);
-        let layers = self.loaded_layers();
-        // The bitmaps are taken before the files are synced, and that order is what makes this safe: a bit is set
-        // only after the write it marks returned from the file, so every bit taken here marks a write that the
-        // sync below covers. A bit set after this point (its write may still have been in flight during the sync)
-        // stays dirty for the next persist, which syncs again first.
-        let mut taken: Vec<(Arc<Layer>, DirtyBits)> = Vec::new();
-        for layer in layers {
-            if layer.needs_persist() {
-                let dirty = layer.take_dirty();
-                taken.push((layer, dirty));
-            }
-        }
-        let result = (|| -> Result<()> {
-            self.store.check_healthy()?;
-            for (layer, _) in &taken {
-                if let Err(err) = layer.sync_if_needed() {
-                    // After a failed sync the kernel may have dropped the unsynced pages and a retry could
-                    // succeed without them: stop rather than acknowledge data that may be gone.
-                    self.store.fail(&err);
-                    return Err(err);
-                }
-            }
-            let txn = self.store.db.begin_write().map_err(db_err)?;
-            {
-                let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
-                for (layer, dirty) in &taken {
-                    for (object_no, bits) in dirty {
-                        match bits {
-                            Some(bytes) => blocks.insert((layer.id, *object_no), bytes.as_slice()).map_err(db_err)?,
-                            None => blocks.remove((layer.id, *object_no)).map_err(db_err)?,
-                        };
-                    }
-                }
-            }
-            extra(&txn)?;
-            txn.commit().map_err(db_err)?;
-            Ok(())
-        })();
-        if result.is_err() {
-            for (layer, dirty) in taken {
-                layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
-            }
-        }
-        result
+        self.store.checkpoint(extra)
     }
 
-    /// Makes every acknowledged write durable.
+    /// Makes every acknowledged write to this image durable: waits for the journal's group commit to cover the
+    /// records its layers logged; returns at once, with no sync, when they are durable already.
     pub fn flush(&self) -> Result<()> {
-        let _head = self.head_read();
-        self.persist(|_| Ok(()))
+        let (mut target, mut large) = (0, 0);
+        for layer in self.loaded_layers() {
+            let (t, l) = layer.flush_targets();
+            target = target.max(t);
+            large = large.max(l);
+        }
+        self.store.journal.sync_through(target, large)
     }
 
     fn add_watcher(&self, watcher: Watcher, snap_id: Option<u64>) -> u64 {
@@ -414,7 +449,7 @@ impl Handle {
     fn after_write(&self, durability: Durability) -> Result<()> {
         match durability {
             Durability::Buffered => Ok(()),
-            Durability::ForceUnitAccess => self.state.persist(|_| Ok(())),
+            Durability::ForceUnitAccess => self.state.flush(),
         }
     }
 }

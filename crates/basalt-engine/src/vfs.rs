@@ -27,6 +27,8 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn set_len(&self, length: u64) -> io::Result<()>;
     /// Makes every completed write to this file durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Reserves space for the first `length` bytes (growing the file), so later writes there never need new space.
+    fn allocate(&self, length: u64) -> io::Result<()>;
 }
 
 /// A directory tree of files.
@@ -43,6 +45,9 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on the store held until the returned guard drops; fails if another process has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>>;
+    /// Names the running kernel (changes at every boot, or every power cut of a simulated disk): what a process
+    /// wrote before it died is still readable through the page cache exactly when this is unchanged.
+    fn boot_id(&self) -> String;
 }
 
 /// The real file system.
@@ -110,6 +115,28 @@ impl VfsFile for OsFile {
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+
+    fn allocate(&self, length: u64) -> io::Result<()> {
+        let Ok(len) = i64::try_from(length) else { return Err(io::Error::from_raw_os_error(libc::EINVAL)) };
+        // SAFETY: fallocate on a valid open descriptor with plain integer arguments; no memory is shared.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            // No fallocate here: write zeros, which reserves the space as well.
+            let zeros = vec![0u8; 1 << 20];
+            let mut done = self.file.metadata()?.len();
+            while done < length {
+                let n = (length - done).min(zeros.len() as u64);
+                self.file.write_all_at(&zeros[..n as usize], done)?;
+                done += n;
+            }
+            return Ok(());
+        }
+        Err(io::Error::new(err.kind(), format!("reserve space for {}: {err}", self.path.display())))
+    }
 }
 
 /// The mode of the files the engine creates: readable and writable by the owner only.
@@ -123,6 +150,10 @@ struct OsLock {
 }
 
 impl Vfs for OsVfs {
+    fn boot_id(&self) -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+    }
+
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
         // Image data and the metadata store are the owner's alone, whatever the umask.
         let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;

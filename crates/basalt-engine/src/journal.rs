@@ -1,0 +1,614 @@
+//! The write-ahead journal: every change of a layer is logged here before it is acknowledged, flushes are one
+//! shared `fdatasync` of the journal (group commit), and checkpoints move the bitmaps to the metadata store in the
+//! background. `docs/FORMAT.md` ("The journal") describes the format and the crash analysis this code implements.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use basalt_core::{Error, Result};
+
+use crate::layer::{Layer, mutex_lock};
+use crate::layout::BLOCK_SIZE;
+use crate::vfs::{Vfs, VfsFile};
+
+/// The journal's directory inside the data directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// Bytes at the start of each journal file taken by its header.
+pub(crate) const HEADER_LEN: u64 = 4096;
+const HEADER_MAGIC: &[u8; 8] = b"BSLTJNL\0";
+const HEADER_VERSION: u32 = 1;
+const RECORD_MAGIC: u32 = 0x4c4a_5342;
+/// Bytes of a record before its body.
+const RECORD_HEAD: usize = 56;
+/// Bytes of the trailing checksum.
+const RECORD_TAIL: usize = 4;
+/// Writes shorter than this carry their bytes in the journal (kind 1); longer ones a checksum per block (kind 2).
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
+/// The default size of each of the two journal files.
+pub const DEFAULT_FILE_SIZE: u64 = 64 << 20;
+
+/// What a record says about its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The blocks hold the bytes the record carries.
+    Data = 1,
+    /// The blocks hold bytes written to the layer file, whose crc32c the record carries.
+    DataCrc = 2,
+    /// The blocks read as zeros.
+    Zero = 3,
+    /// The blocks have no state in the layer.
+    Absent = 4,
+    /// Every kind-2 record up to `covers` has its bytes on disk.
+    Mark = 5,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Data,
+            2 => Kind::DataCrc,
+            3 => Kind::Zero,
+            4 => Kind::Absent,
+            5 => Kind::Mark,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a record's change applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub layer: u64,
+    pub object: u64,
+    /// Layer file offset of the first block.
+    pub file_off: u64,
+    /// First block in the object.
+    pub first_blk: u32,
+    /// Number of blocks.
+    pub blocks: u32,
+}
+
+/// A record's body.
+pub(crate) enum Body<'a> {
+    /// Kind 1: the blocks' bytes.
+    Bytes(&'a [u8]),
+    /// Kind 2: the blocks' checksums.
+    Crcs(&'a [u32]),
+    /// Kinds 3 and 4.
+    Empty,
+    /// Kind 5.
+    Covers(u64),
+}
+
+fn encode(seq: u64, kind: Kind, place: &Place, body: &Body<'_>) -> Vec<u8> {
+    let body_len = match body {
+        Body::Bytes(b) => b.len(),
+        Body::Crcs(c) => c.len() * 4,
+        Body::Empty => 0,
+        Body::Covers(_) => 8,
+    };
+    let total = RECORD_HEAD + body_len + RECORD_TAIL;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    out.extend_from_slice(&place.blocks.to_le_bytes());
+    out.extend_from_slice(&place.layer.to_le_bytes());
+    out.extend_from_slice(&place.object.to_le_bytes());
+    out.extend_from_slice(&place.file_off.to_le_bytes());
+    out.extend_from_slice(&place.first_blk.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    match body {
+        Body::Bytes(b) => out.extend_from_slice(b),
+        Body::Crcs(c) => c.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Body::Empty => {}
+        Body::Covers(s) => out.extend_from_slice(&s.to_le_bytes()),
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// A valid record read back from a journal file.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadRecord {
+    pub seq: u64,
+    pub kind: Kind,
+    pub place: Place,
+    /// Which journal file it is in.
+    pub file: usize,
+    /// Offset of its body in that file.
+    pub body_off: u64,
+    /// Kind 2: the checksums; kind 5: `covers` in the first entry's place (see `covers`).
+    pub crcs: Vec<u32>,
+    pub covers: u64,
+}
+
+/// Reads a journal file's header boot id and its valid records (stopping at the first invalid one).
+pub(crate) fn read_file(file: &dyn VfsFile, index: usize) -> Result<(Option<String>, Vec<ReadRecord>)> {
+    let len = file.len()?;
+    if len < HEADER_LEN {
+        return Ok((None, Vec::new()));
+    }
+    let mut header = vec![0u8; HEADER_LEN as usize];
+    file.read_at(&mut header, 0)?;
+    let boot = if &header[..8] == HEADER_MAGIC && le_u32(&header, 8) == HEADER_VERSION {
+        let n = (le_u32(&header, 12) as usize).min(HEADER_LEN as usize - 16);
+        Some(String::from_utf8_lossy(&header[16..16 + n]).into_owned())
+    } else {
+        None
+    };
+    let mut records = Vec::new();
+    let mut at = HEADER_LEN;
+    // Read in large chunks; records straddle chunk ends, so keep a window.
+    const CHUNK: usize = 1 << 20;
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_start = at;
+    let mut prev_seq: Option<u64> = None;
+    loop {
+        let need_head = (at - window_start) as usize + RECORD_HEAD;
+        if window.len() < need_head {
+            if window_start + window.len() as u64 >= len {
+                break;
+            }
+            let mut chunk = vec![0u8; CHUNK.min((len - window_start - window.len() as u64) as usize)];
+            file.read_at(&mut chunk, window_start + window.len() as u64)?;
+            window.extend_from_slice(&chunk);
+            continue;
+        }
+        let rel = (at - window_start) as usize;
+        let head = &window[rel..rel + RECORD_HEAD];
+        if le_u32(head, 0) != RECORD_MAGIC {
+            break;
+        }
+        let total = le_u32(head, 4) as usize;
+        if total < RECORD_HEAD + RECORD_TAIL || at + total as u64 > len {
+            break;
+        }
+        if window.len() < rel + total {
+            let mut chunk =
+                vec![
+                    0u8;
+                    (rel + total - window.len()).max(CHUNK).min((len - window_start - window.len() as u64) as usize)
+                ];
+            file.read_at(&mut chunk, window_start + window.len() as u64)?;
+            window.extend_from_slice(&chunk);
+            continue;
+        }
+        let rec = &window[rel..rel + total];
+        if crc32c::crc32c(&rec[..total - RECORD_TAIL]) != le_u32(rec, total - RECORD_TAIL) {
+            break;
+        }
+        let seq = le_u64(rec, 8);
+        if prev_seq.is_some_and(|p| seq != p + 1) {
+            break;
+        }
+        let Some(kind) = Kind::from_u8(rec[16]) else { break };
+        let place = Place {
+            blocks: le_u32(rec, 20),
+            layer: le_u64(rec, 24),
+            object: le_u64(rec, 32),
+            file_off: le_u64(rec, 40),
+            first_blk: le_u32(rec, 48),
+        };
+        let body = &rec[RECORD_HEAD..total - RECORD_TAIL];
+        let expected = match kind {
+            Kind::Data => place.blocks as usize * BLOCK_SIZE as usize,
+            Kind::DataCrc => place.blocks as usize * 4,
+            Kind::Zero | Kind::Absent => 0,
+            Kind::Mark => 8,
+        };
+        if body.len() != expected {
+            break;
+        }
+        let crcs =
+            if kind == Kind::DataCrc { body.chunks_exact(4).map(|c| le_u32(c, 0)).collect() } else { Vec::new() };
+        let covers = if kind == Kind::Mark { le_u64(body, 0) } else { 0 };
+        records.push(ReadRecord { seq, kind, place, file: index, body_off: at + RECORD_HEAD as u64, crcs, covers });
+        prev_seq = Some(seq);
+        at += total as u64;
+        if rel + total > CHUNK * 2 {
+            // Drop what was consumed so the window stays small.
+            window.drain(..rel + total);
+            window_start = at;
+        }
+    }
+    Ok((boot, records))
+}
+
+/// Writes a journal file's header with the given boot id.
+pub(crate) fn write_header(file: &dyn VfsFile, boot_id: &str) -> Result<()> {
+    let mut header = vec![0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(HEADER_MAGIC);
+    header[8..12].copy_from_slice(&HEADER_VERSION.to_le_bytes());
+    let boot = boot_id.as_bytes();
+    let n = boot.len().min(HEADER_LEN as usize - 16);
+    header[12..16].copy_from_slice(&(n as u32).to_le_bytes());
+    header[16..16 + n].copy_from_slice(&boot[..n]);
+    file.write_at(&header, 0)?;
+    Ok(())
+}
+
+/// Paths of the two journal files.
+pub(crate) fn file_paths(root: &Path) -> [std::path::PathBuf; 2] {
+    let dir = root.join(JOURNAL_DIR);
+    [dir.join("0.log"), dir.join("1.log")]
+}
+
+/// Creates (or completes) the journal files of a store: the directory, two preallocated files, their headers.
+pub(crate) fn create_files(vfs: &dyn Vfs, root: &Path, file_size: u64) -> Result<[Arc<dyn VfsFile>; 2]> {
+    let dir = root.join(JOURNAL_DIR);
+    vfs.create_dir_all(&dir)?;
+    let [p0, p1] = file_paths(root);
+    let f0 = vfs.open(&p0, true)?;
+    let f1 = vfs.open(&p1, true)?;
+    for f in [&f0, &f1] {
+        if f.len()? < file_size {
+            f.allocate(file_size)?;
+        }
+        f.sync_data()?;
+    }
+    vfs.sync_dir(&dir)?;
+    vfs.sync_dir(root)?;
+    Ok([f0, f1])
+}
+
+#[derive(Debug)]
+struct Inner {
+    active: usize,
+    /// Next append offset in the active file.
+    offset: u64,
+    /// The last seq appended.
+    last_seq: u64,
+    /// The last seq appended to each file in its current turn (0 when it holds none).
+    file_last: [u64; 2],
+    /// Every record up to this seq is durable.
+    synced: u64,
+    /// Every kind-2 record up to this seq has its bytes on disk (a durable mark says so).
+    marked: u64,
+    /// Records up to this seq are in the metadata store (checkpointed).
+    applied: u64,
+    syncing: bool,
+    failed: Option<String>,
+    checkpoint_wanted: bool,
+    shutdown: bool,
+    last_checkpoint: Instant,
+}
+
+/// The journal of a store.
+pub(crate) struct Journal {
+    files: [Arc<dyn VfsFile>; 2],
+    file_size: u64,
+    interval: Option<Duration>,
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    /// Shared by every log-and-apply section; taken exclusively by a checkpoint for an instant.
+    freeze: RwLock<()>,
+    /// Layers changed since the last checkpoint (bitmaps or file bytes).
+    changed: Mutex<HashMap<u64, Arc<Layer>>>,
+    /// Layers with kind-2 bytes not yet synced.
+    large: Mutex<HashMap<u64, Arc<Layer>>>,
+    /// Runs a checkpoint of the store (set once the store exists).
+    checkpointer: std::sync::OnceLock<Checkpointer>,
+}
+
+/// How the journal asks its store for a checkpoint.
+pub(crate) type Checkpointer = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("file_size", &self.file_size).finish_non_exhaustive()
+    }
+}
+
+fn lock_inner(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Journal {
+    /// A journal over opened files whose records up to `applied` are checkpointed and whose seqs so far end at
+    /// `last_seq`. Both files start their turn empty; the headers must already carry this boot's id.
+    pub fn new(
+        files: [Arc<dyn VfsFile>; 2],
+        file_size: u64,
+        interval: Option<Duration>,
+        last_seq: u64,
+        applied: u64,
+    ) -> Journal {
+        Journal {
+            files,
+            file_size,
+            interval,
+            inner: Mutex::new(Inner {
+                active: 0,
+                offset: HEADER_LEN,
+                last_seq,
+                file_last: [0, 0],
+                synced: last_seq,
+                marked: last_seq,
+                applied,
+                syncing: false,
+                failed: None,
+                checkpoint_wanted: false,
+                shutdown: false,
+                last_checkpoint: Instant::now(),
+            }),
+            cond: Condvar::new(),
+            freeze: RwLock::new(()),
+            changed: Mutex::new(HashMap::new()),
+            large: Mutex::new(HashMap::new()),
+            checkpointer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets how the journal asks for a checkpoint when it runs out of space.
+    pub fn set_checkpointer(&self, checkpointer: Checkpointer) {
+        let _ = self.checkpointer.set(checkpointer);
+    }
+
+    fn run_checkpoint(&self) -> Result<()> {
+        match self.checkpointer.get() {
+            Some(run) => run(),
+            None => Err(Error::io("the journal is full and nothing can checkpoint it")),
+        }
+    }
+
+    fn failed_error(why: &str) -> Error {
+        Error::io(format!("the journal stopped after an i/o error ({why}): restart basalt to recover from it"))
+    }
+
+    /// Refuses work after a journal failure.
+    pub fn check_healthy(&self) -> Result<()> {
+        match &lock_inner(&self.inner).failed {
+            Some(why) => Err(Self::failed_error(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, g: &mut Inner, err: &dyn std::fmt::Display) {
+        g.failed.get_or_insert_with(|| err.to_string());
+        self.cond.notify_all();
+    }
+
+    /// Appends a record and runs `apply` (the in-memory change it describes) before any checkpoint can start;
+    /// returns the record's seq.
+    pub fn log(&self, kind: Kind, place: &Place, body: &Body<'_>, apply: impl FnOnce()) -> Result<u64> {
+        let mut bytes = encode(0, kind, place, body);
+        if bytes.len() as u64 > self.file_size - HEADER_LEN {
+            return Err(Error::io(format!(
+                "a journal record of {} bytes does not fit a journal file of {} bytes",
+                bytes.len(),
+                self.file_size
+            )));
+        }
+        loop {
+            let freeze = self.freeze.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut g = lock_inner(&self.inner);
+            if let Some(why) = &g.failed {
+                return Err(Self::failed_error(why));
+            }
+            if g.offset + bytes.len() as u64 > self.file_size {
+                let other = 1 - g.active;
+                if g.file_last[other] > g.applied {
+                    // The other file still holds records the metadata store lacks: checkpoint first (this thread
+                    // holds no lock a checkpoint takes).
+                    drop(g);
+                    drop(freeze);
+                    self.run_checkpoint()?;
+                    continue;
+                }
+                // Switch files; the one that stops being active is synced first, so a flush syncs one file.
+                let active = g.active;
+                if let Err(e) = self.files[active].sync_data() {
+                    self.fail(&mut g, &e);
+                    return Err(Self::failed_error(&e.to_string()));
+                }
+                g.synced = g.synced.max(g.last_seq);
+                g.active = other;
+                g.offset = HEADER_LEN;
+                g.file_last[other] = 0;
+            }
+            let seq = g.last_seq + 1;
+            bytes[8..16].copy_from_slice(&seq.to_le_bytes());
+            let end = bytes.len() - RECORD_TAIL;
+            let crc = crc32c::crc32c(&bytes[..end]);
+            bytes[end..].copy_from_slice(&crc.to_le_bytes());
+            if let Err(e) = self.files[g.active].write_at(&bytes, g.offset) {
+                self.fail(&mut g, &e);
+                return Err(Self::failed_error(&e.to_string()));
+            }
+            g.last_seq = seq;
+            g.offset += bytes.len() as u64;
+            let active = g.active;
+            g.file_last[active] = seq;
+            if !g.checkpoint_wanted && g.offset - HEADER_LEN > (self.file_size - HEADER_LEN) / 2 {
+                g.checkpoint_wanted = true;
+                self.cond.notify_all();
+            }
+            drop(g);
+            apply();
+            drop(freeze);
+            return Ok(seq);
+        }
+    }
+
+    /// Registers a layer as changed since the last checkpoint.
+    pub fn note_changed(&self, layer: &Arc<Layer>) {
+        if !layer.in_changed.swap(true, Ordering::SeqCst) {
+            mutex_lock(&self.changed).insert(layer.id, layer.clone());
+        }
+    }
+
+    /// Registers a layer as holding kind-2 bytes not yet synced.
+    pub fn note_large(&self, layer: &Arc<Layer>) {
+        if !layer.in_large.swap(true, Ordering::SeqCst) {
+            mutex_lock(&self.large).insert(layer.id, layer.clone());
+        }
+    }
+
+    /// A changed layer not yet checkpointed, if any: it must be reused rather than loaded again from the store.
+    pub fn changed_layer(&self, id: u64) -> Option<Arc<Layer>> {
+        mutex_lock(&self.changed).get(&id).cloned()
+    }
+
+    /// Forgets layers that were deleted.
+    pub fn forget_layers(&self, ids: &[u64]) {
+        let mut changed = mutex_lock(&self.changed);
+        let mut large = mutex_lock(&self.large);
+        for id in ids {
+            changed.remove(id);
+            large.remove(id);
+        }
+    }
+
+    /// The freeze lock, exclusively: no record is being logged while it is held.
+    pub fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
+        self.freeze.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The freeze lock, shared.
+    #[allow(dead_code)]
+    pub fn freeze_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.freeze.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The last seq appended.
+    pub fn last_seq(&self) -> u64 {
+        lock_inner(&self.inner).last_seq
+    }
+
+    /// Takes every changed layer (the caller holds the freeze lock exclusively).
+    pub fn take_changed(&self) -> Vec<Arc<Layer>> {
+        let mut changed = mutex_lock(&self.changed);
+        let layers: Vec<Arc<Layer>> = changed.drain().map(|(_, l)| l).collect();
+        for l in &layers {
+            l.in_changed.store(false, Ordering::SeqCst);
+        }
+        layers
+    }
+
+    /// Records that a checkpoint committed every record up to `seq`.
+    pub fn set_applied(&self, seq: u64) {
+        let mut g = lock_inner(&self.inner);
+        g.applied = g.applied.max(seq);
+        g.checkpoint_wanted = false;
+        g.last_checkpoint = Instant::now();
+        self.cond.notify_all();
+    }
+
+    /// Makes durable every record up to `target` and, for kind-2 records, every one up to `large_target` with its
+    /// bytes. Concurrent callers share one leader's syncs; a caller whose records are durable already returns
+    /// without any sync.
+    pub fn sync_through(&self, target: u64, large_target: u64) -> Result<()> {
+        let mut g = lock_inner(&self.inner);
+        loop {
+            if let Some(why) = &g.failed {
+                return Err(Self::failed_error(why));
+            }
+            if g.synced >= target && g.marked >= large_target {
+                return Ok(());
+            }
+            if !g.syncing {
+                g.syncing = true;
+                break;
+            }
+            g = self.cond.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let need_mark = g.marked < large_target || !mutex_lock(&self.large).is_empty();
+        drop(g);
+        let result = self.lead_sync(need_mark);
+        let mut g = lock_inner(&self.inner);
+        g.syncing = false;
+        let outcome = match result {
+            Ok((synced, marked)) => {
+                g.synced = g.synced.max(synced);
+                if let Some(m) = marked {
+                    g.marked = g.marked.max(m);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&mut g, &e);
+                Err(e)
+            }
+        };
+        self.cond.notify_all();
+        outcome
+    }
+
+    fn lead_sync(&self, need_mark: bool) -> Result<(u64, Option<u64>)> {
+        let mut marked = None;
+        if need_mark {
+            // Every kind-2 record up to `covers` was appended after its bytes returned from the layer file.
+            let covers = self.last_seq();
+            let layers: Vec<Arc<Layer>> = {
+                let mut large = mutex_lock(&self.large);
+                let layers: Vec<Arc<Layer>> = large.drain().map(|(_, l)| l).collect();
+                for l in &layers {
+                    l.in_large.store(false, Ordering::SeqCst);
+                }
+                layers
+            };
+            for layer in &layers {
+                if let Err(e) = layer.sync_if_needed() {
+                    for l in &layers {
+                        self.note_large(l);
+                    }
+                    return Err(e);
+                }
+            }
+            let place = Place { layer: 0, object: 0, file_off: 0, first_blk: 0, blocks: 0 };
+            self.log(Kind::Mark, &place, &Body::Covers(covers), || {})?;
+            marked = Some(covers);
+        }
+        let (target, file) = {
+            let g = lock_inner(&self.inner);
+            (g.last_seq, g.active)
+        };
+        self.files[file].sync_data()?;
+        Ok((target, marked))
+    }
+
+    /// Waits until a checkpoint is due (the active file is half full, a writer waits for space, or records waited
+    /// longer than the interval); false once the store closes.
+    pub fn wait_checkpoint_due(&self, poll: Duration) -> bool {
+        let mut g = lock_inner(&self.inner);
+        loop {
+            if g.shutdown {
+                return false;
+            }
+            if g.failed.is_some() {
+                return false;
+            }
+            let pending = g.last_seq > g.applied;
+            let overdue = self.interval.is_some_and(|i| pending && g.last_checkpoint.elapsed() >= i);
+            if (g.checkpoint_wanted && pending) || overdue {
+                return true;
+            }
+            g = self.cond.wait_timeout(g, poll).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+    }
+
+    /// Stops the background checkpoints and wakes every waiter.
+    pub fn shutdown(&self) {
+        let mut g = lock_inner(&self.inner);
+        g.shutdown = true;
+        self.cond.notify_all();
+    }
+}

@@ -1,0 +1,169 @@
+//! Replaying the journal when a store opens: what `docs/FORMAT.md` ("Opening a store: replay") describes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use basalt_core::{Error, Result};
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::journal::{Kind, ReadRecord, read_file};
+use crate::layer::{BlockSt, ObjBits};
+use crate::layout::BLOCK_SIZE;
+use crate::records::{self, BLOCKS, IMAGES, ImageRec, db_err, decode};
+use crate::state::layout_of;
+use crate::vfs::{Vfs, VfsFile};
+
+/// What replay found: the highest seq in either journal file, and the seq the store now holds every change up to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replayed {
+    pub last_seq: u64,
+    pub applied: u64,
+    /// Records replayed (for tests and logs).
+    pub records: usize,
+}
+
+/// Applies the journal's records that the metadata store lacks, then commits the result.
+pub(crate) fn replay(
+    vfs: &dyn Vfs,
+    db: &redb::Database,
+    journal: &[Arc<dyn VfsFile>; 2],
+    layers_dir: &Path,
+    boot_id: &str,
+) -> Result<Replayed> {
+    let applied = {
+        let txn = db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(records::META).map_err(db_err)?;
+        meta.get(records::JOURNAL_APPLIED).map_err(db_err)?.map_or(0, |v| v.value())
+    };
+    let mut boots: [Option<String>; 2] = [None, None];
+    let mut all: Vec<ReadRecord> = Vec::new();
+    let mut last_seq = applied;
+    for (i, file) in journal.iter().enumerate() {
+        let (boot, records) = read_file(file.as_ref(), i)?;
+        boots[i] = boot;
+        last_seq = records.iter().map(|r| r.seq).fold(last_seq, u64::max);
+        all.extend(records);
+    }
+    all.retain(|r| r.seq > applied);
+    all.sort_by_key(|r| r.seq);
+    if all.is_empty() {
+        return Ok(Replayed { last_seq, applied, records: 0 });
+    }
+    let covers = all.iter().filter(|r| r.kind == Kind::Mark).map(|r| r.covers).max().unwrap_or(0);
+
+    // Blocks per object of every layer an image refers to; records of other layers (deleted since) are skipped.
+    let mut bpo_of: HashMap<u64, u64> = HashMap::new();
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        for entry in images.iter().map_err(db_err)? {
+            let (_, value) = entry.map_err(db_err)?;
+            let rec: ImageRec = decode(value.value())?;
+            let bpo = layout_of(&rec)?.blocks_per_object();
+            for layer in &rec.layers {
+                bpo_of.insert(layer.id, bpo);
+            }
+        }
+    }
+
+    // Each block's records, oldest first: (record index, block index in the record).
+    let mut history: BTreeMap<(u64, u64, u64), Vec<(usize, u64)>> = BTreeMap::new();
+    for (ri, r) in all.iter().enumerate() {
+        if r.kind == Kind::Mark || !bpo_of.contains_key(&r.place.layer) {
+            continue;
+        }
+        for i in 0..u64::from(r.place.blocks) {
+            let blk = u64::from(r.place.first_blk) + i;
+            history.entry((r.place.layer, r.place.object, blk)).or_default().push((ri, i));
+        }
+    }
+
+    let mut bits: BTreeMap<(u64, u64), ObjBits> = BTreeMap::new();
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        for &(layer, object, _) in history.keys() {
+            if bits.contains_key(&(layer, object)) {
+                continue;
+            }
+            let bpo = bpo_of[&layer];
+            let obj = match blocks.get((layer, object)).map_err(db_err)? {
+                Some(v) => ObjBits::decode(v.value(), bpo)?,
+                None => ObjBits::new(bpo),
+            };
+            bits.insert((layer, object), obj);
+        }
+    }
+
+    let mut files: HashMap<u64, Arc<dyn VfsFile>> = HashMap::new();
+    let mut rewritten: BTreeSet<u64> = BTreeSet::new();
+    let mut block = vec![0u8; BLOCK_SIZE as usize];
+    for (&(layer, object, blk), records) in &history {
+        let file = match files.get(&layer) {
+            Some(f) => f.clone(),
+            None => {
+                let path = layers_dir.join(format!("{layer:016x}.layer"));
+                let f = vfs.open(&path, false).map_err(|e| {
+                    Error::io(format!(
+                        "layer file {} is missing while replaying the journal ({e}): run fsck",
+                        path.display()
+                    ))
+                })?;
+                files.insert(layer, f.clone());
+                f
+            }
+        };
+        // The newest record decides, unless it is an untrusted kind-2 record whose bytes never reached the file.
+        let mut outcome = None;
+        for &(ri, i) in records.iter().rev() {
+            let r = &all[ri];
+            let file_off = r.place.file_off + i * BLOCK_SIZE;
+            match r.kind {
+                Kind::Absent => outcome = Some(BlockSt::Absent),
+                Kind::Zero => outcome = Some(BlockSt::Zero),
+                Kind::Data => {
+                    journal[r.file].read_at(&mut block, r.body_off + i * BLOCK_SIZE)?;
+                    file.write_at(&block, file_off)?;
+                    rewritten.insert(layer);
+                    outcome = Some(BlockSt::Data);
+                }
+                Kind::DataCrc => {
+                    let trusted = boots[r.file].as_deref() == Some(boot_id) || r.seq <= covers;
+                    let matches = trusted || {
+                        file.read_at(&mut block, file_off)?;
+                        crc32c::crc32c(&block) == r.crcs[i as usize]
+                    };
+                    if matches {
+                        outcome = Some(BlockSt::Data);
+                    }
+                }
+                Kind::Mark => {}
+            }
+            if outcome.is_some() {
+                break;
+            }
+        }
+        if let (Some(st), Some(obj)) = (outcome, bits.get_mut(&(layer, object))) {
+            obj.set(blk, st);
+        }
+    }
+    for layer in &rewritten {
+        files[layer].sync_data()?;
+    }
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        for ((layer, object), obj) in &bits {
+            if obj.is_empty() {
+                blocks.remove((*layer, *object)).map_err(db_err)?;
+            } else {
+                blocks.insert((*layer, *object), obj.encode().as_slice()).map_err(db_err)?;
+            }
+        }
+        let mut meta = txn.open_table(records::META).map_err(db_err)?;
+        meta.insert(records::JOURNAL_APPLIED, last_seq).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)?;
+    Ok(Replayed { last_seq, applied: last_seq, records: all.len() })
+}
