@@ -168,7 +168,33 @@ impl Engine {
             }
         }
         self.store.remove_layer_files(&removed);
-        Ok(())
+        self.remove_orphan_bitmaps(&referenced)
+    }
+
+    /// Deletes the bitmaps of layers no image refers to: those of a copy that failed after a checkpoint had stored
+    /// some of them. Layer ids are never reused, so nothing can come to refer to them later.
+    fn remove_orphan_bitmaps(&self, referenced: &std::collections::BTreeSet<u64>) -> Result<()> {
+        let mut orphans = Vec::new();
+        {
+            let txn = self.read_txn()?;
+            let blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+            // One lookup per layer, not per bitmap: jump past each layer found.
+            let mut from = 0u64;
+            loop {
+                let next = blocks.range((from, 0u64)..).map_err(db_err)?.next();
+                let Some(entry) = next else { break };
+                let layer = entry.map_err(db_err)?.0.value().0;
+                if !referenced.contains(&layer) {
+                    orphans.push(layer);
+                }
+                let Some(after) = layer.checked_add(1) else { break };
+                from = after;
+            }
+        }
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        self.store.checkpoint(|txn| Self::delete_layer_bits(txn, &orphans))
     }
 
     /// Cleans up the files of a copy that failed. After an i/o error the publishing commit may still have reached
@@ -319,6 +345,31 @@ impl Engine {
         self.store.remove_layer_files(&dead_layers);
         state.refresh(head, &rec)?;
         Ok(result)
+    }
+
+    /// Marks the head's own blocks at image offsets `from..until` (a block boundary up to the end, or `until`)
+    /// absent, and returns their file offsets.
+    fn clear_head_past(
+        &self,
+        state: &ImageState,
+        layout: &crate::layout::Layout,
+        from: u64,
+        until: Option<u64>,
+    ) -> Result<Vec<u64>> {
+        let head = state.head_read();
+        let top = head.view.chain[0].layer.clone();
+        let mut cleared = Vec::new();
+        for object_no in top.objects() {
+            for (blk, _) in top.present_blocks(object_no) {
+                let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
+                if image_off >= from && until.is_none_or(|end| image_off < end) {
+                    let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+                    top.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
+                    cleared.push(file_off);
+                }
+            }
+        }
+        Ok(cleared)
     }
 
     fn delete_layer_bits(txn: &WriteTransaction, layers: &[u64]) -> Result<()> {
@@ -1168,26 +1219,9 @@ impl Backend for Engine {
                     rec.size
                 );
             }
-            // Zero the partial tail block and forget the head's own blocks past the new size; lower layers are
-            // hidden by the head's size floor.
-            let head = state.head_read();
-            let tail_end = size_bytes.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-            if tail_end > size_bytes {
-                head.view.zero(&state.locks, size_bytes, tail_end.min(rec.size) - size_bytes)?;
-            }
-            let top = head.view.chain[0].layer.clone();
-            let mut punch = Vec::new();
-            for object_no in top.objects() {
-                for (blk, _) in top.present_blocks(object_no) {
-                    let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
-                    if image_off >= tail_end {
-                        let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-                        top.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
-                        punch.push(file_off);
-                    }
-                }
-            }
-            drop(head);
+            // The new size and the head's size floor commit first, in one step: the bytes past it vanish at once
+            // (lower layers are hidden by the floor). Then the head's own blocks past the size go, to give the space
+            // back; a crash before that leaves them hidden, and a later grow clears them before it exposes them.
             let now = self.now().secs();
             self.update_image(&state, |_, rec| {
                 rec.size = size_bytes;
@@ -1198,12 +1232,22 @@ impl Backend for Engine {
                 rec.modified = now;
                 Ok(((), Vec::new()))
             })?;
-            // Space goes back only after the bitmaps no longer point at it.
-            for off in punch {
+            let freed = self.clear_head_past(&state, &layout, size_bytes.div_ceil(BLOCK_SIZE) * BLOCK_SIZE, None)?;
+            // The blocks are past the size, so their space may go back before their absence is durable.
+            let top = state.head_read().view.chain[0].layer.clone();
+            for off in freed {
                 let _ = top.punch(off, BLOCK_SIZE);
             }
             return Ok(());
         }
+        // Growing exposes what lies past the old size: the head's own bytes there (left by an earlier shrink) are
+        // cleared first. They are invisible until the new size commits, so a crash in between changes nothing.
+        let tail_end = rec.size.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+        if tail_end > rec.size {
+            let head = state.head_read();
+            head.view.zero(&state.locks, rec.size, tail_end.min(size_bytes) - rec.size)?;
+        }
+        self.clear_head_past(&state, &layout, tail_end, Some(size_bytes))?;
         let now = self.now().secs();
         self.update_image(&state, |_, rec| {
             rec.size = size_bytes;

@@ -142,6 +142,7 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
             }
         }
     }
+    let mut orphan_bitmaps = BTreeSet::new();
     for entry in blocks.iter().map_err(db_err)? {
         let (key, value) = entry.map_err(db_err)?;
         let (layer, object_no) = key.value();
@@ -151,8 +152,15 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
                     report.errors.push(format!("image {image} layer {layer} object {object_no}: {e}"));
                 }
             }
-            None => report.errors.push(format!("bitmap of object {object_no} belongs to unknown layer {layer}")),
+            None => {
+                orphan_bitmaps.insert(layer);
+            }
         }
+    }
+    for layer in orphan_bitmaps {
+        report.notes.push(format!(
+            "the bitmaps of layer {layer} are not referenced (left by an interrupted copy; the next open removes them)"
+        ));
     }
     if let Ok(files) = vfs.list(&root.join(LAYERS_DIR)) {
         for name in files {

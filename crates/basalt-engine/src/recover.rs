@@ -19,8 +19,6 @@ use crate::vfs::{Vfs, VfsFile};
 pub(crate) struct Replayed {
     pub last_seq: u64,
     pub applied: u64,
-    /// Records replayed (for tests and logs).
-    pub records: usize,
 }
 
 /// Applies the journal's records that the metadata store lacks, then commits the result.
@@ -48,7 +46,7 @@ pub(crate) fn replay(
     all.retain(|r| r.seq > applied);
     all.sort_by_key(|r| r.seq);
     if all.is_empty() {
-        return Ok(Replayed { last_seq, applied, records: 0 });
+        return Ok(Replayed { last_seq, applied });
     }
     let covers = all.iter().filter(|r| r.kind == Kind::Mark).map(|r| r.covers).max().unwrap_or(0);
 
@@ -98,18 +96,31 @@ pub(crate) fn replay(
 
     let mut files: HashMap<u64, Arc<dyn VfsFile>> = HashMap::new();
     let mut rewritten: BTreeSet<u64> = BTreeSet::new();
+    let mut missing: BTreeSet<u64> = BTreeSet::new();
     let mut block = vec![0u8; BLOCK_SIZE as usize];
     for (&(layer, object, blk), records) in &history {
+        if missing.contains(&layer) {
+            continue;
+        }
         let file = match files.get(&layer) {
             Some(f) => f.clone(),
             None => {
                 let path = layers_dir.join(format!("{layer:016x}.layer"));
-                let f = vfs.open(&path, false).map_err(|e| {
-                    Error::io(format!(
-                        "layer file {} is missing while replaying the journal ({e}): run fsck",
-                        path.display()
-                    ))
-                })?;
+                let f = match vfs.open(&path, false) {
+                    Ok(f) => f,
+                    // A damaged store: the image whose file is gone refuses to open, and says so (fsck names it);
+                    // the store's other images stay usable.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        missing.insert(layer);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(Error::io(format!(
+                            "cannot open layer file {} to replay the journal: {e}",
+                            path.display()
+                        )));
+                    }
+                };
                 files.insert(layer, f.clone());
                 f
             }
@@ -165,5 +176,5 @@ pub(crate) fn replay(
         meta.insert(records::JOURNAL_APPLIED, last_seq).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
-    Ok(Replayed { last_seq, applied: last_seq, records: all.len() })
+    Ok(Replayed { last_seq, applied: last_seq })
 }
