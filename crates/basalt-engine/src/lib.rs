@@ -14,6 +14,7 @@ pub mod layout;
 mod records;
 mod recover;
 pub mod sim;
+pub mod upgrade;
 mod state;
 pub mod vfs;
 

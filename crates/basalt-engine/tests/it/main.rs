@@ -5,3 +5,4 @@ mod model;
 mod purge_schedule;
 mod refusals;
 mod striping;
+mod upgrade;

@@ -1,4 +1,5 @@
-//! `basalt fsck`: checks a stopped store with the embedded engine directly (no server involved).
+//! `basalt fsck` and `basalt upgrade`: check or upgrade a stopped store with the embedded engine directly (no server
+//! involved).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,4 +26,22 @@ pub fn run(dir: &Path) -> Result<ExitCode> {
         if report.is_clean() { "clean".to_owned() } else { format!("{} error(s)", report.errors.len()) }
     );
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Upgrades the store's format in place; exits 2 when it cannot (a running server holds the store, an unknown
+/// version).
+pub fn upgrade(dir: &Path) -> Result<ExitCode> {
+    use basalt_engine::upgrade::Upgraded;
+    let done = basalt_engine::upgrade::upgrade(dir).map_err(|e| Failure::new(2, e.to_string()))?;
+    match done {
+        Upgraded::From(old) => println!(
+            "upgraded the store in {} from format {old} to format {}",
+            dir.display(),
+            basalt_engine::FORMAT_VERSION
+        ),
+        Upgraded::AlreadyCurrent => {
+            println!("the store in {} already has format {}", dir.display(), basalt_engine::FORMAT_VERSION)
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

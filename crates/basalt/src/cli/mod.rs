@@ -1,4 +1,4 @@
-//! The `basalt` command line: rbd's command set over the REST API, plus `serve` and `fsck`.
+//! The `basalt` command line: rbd's command set over the REST API, plus `serve`, `fsck` and `upgrade`.
 //!
 //! Argument parsing is clap's; each command resolves its specs with basalt-core's parser, makes the API calls of
 //! docs/API.md through [`api::Api`], and prints rbd's layout or, with `--format json`, the API's objects.
@@ -97,6 +97,8 @@ enum Command {
     Serve(ServeArgs),
     /// Check a stopped store; exits 1 if anything is inconsistent
     Fsck,
+    /// Upgrade a stopped store to this basalt's format version (offline; running it again changes nothing)
+    Upgrade,
     /// Print the version
     Version,
     /// Create an image
@@ -848,6 +850,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph, args.api, args.nbd)
         }
         Command::Fsck => fsck::run(&global.data_dir),
+        Command::Upgrade => fsck::upgrade(&global.data_dir),
         Command::Version => {
             println!("basalt {} (store format {})", env!("CARGO_PKG_VERSION"), basalt_engine::FORMAT_VERSION);
             Ok(ExitCode::SUCCESS)
@@ -895,6 +898,7 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Perf { command: PerfCommand::Image { command: PerfImageCommand::Iostat(a) } } => perf::iostat(api, &a),
         Command::Serve(_)
         | Command::Fsck
+        | Command::Upgrade
         | Command::Version
         | Command::Login(_)
         | Command::Logout
