@@ -930,6 +930,11 @@ impl Backend for Engine {
     }
 
     fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+        // Usage is counted from the bitmaps in the store: bring them up to date first. A store that cannot (it
+        // stopped after an i/o error) still lists its pools, with the usage of its last checkpoint.
+        if self.store.journal.has_changes() {
+            let _ = self.store.checkpoint(|_| Ok(()));
+        }
         let txn = self.read_txn()?;
         let pools = txn.open_table(POOLS).map_err(db_err)?;
         let images = txn.open_table(IMAGES).map_err(db_err)?;

@@ -221,6 +221,27 @@ impl SimVfs {
         }
     }
 
+    /// Returns the disk as a process that died (`kill -9`) leaves it: the kernel outlives the process, so every
+    /// completed write survives, synced or not, and the boot stays the same.
+    pub fn after_process_crash(&self) -> SimVfs {
+        let state = lock(&self.state);
+        let mut files = BTreeMap::new();
+        for (path, file) in &state.live_files {
+            let data = lock(file).live.clone();
+            let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
+            files.insert(path.clone(), Arc::new(Mutex::new(fresh)));
+        }
+        let new_state =
+            SimState { durable_files: files.clone(), live_files: files, dirs: state.dirs.clone(), powered_off: false };
+        SimVfs {
+            state: Arc::new(Mutex::new(new_state)),
+            ops: Arc::new(AtomicU64::new(0)),
+            fault_at: Arc::new(Mutex::new(None)),
+            hold: Arc::new(Mutex::new(None)),
+            boots: self.boots,
+        }
+    }
+
     /// Counts one mutating operation and applies an armed fault.
     fn tick(&self, what: &str) -> io::Result<()> {
         if lock(&self.state).powered_off {

@@ -224,6 +224,30 @@ const OVERWRITE_FLUSH: Op = Op {
     },
 };
 
+/// Whole objects (64 KiB each here), so the journal logs block checksums rather than the bytes: part over A's blocks
+/// (in place), part new.
+const LARGE_WRITE_FLUSH: Op = Op {
+    name: "large write+flush",
+    base: Base::Image,
+    judge: Judge::Blockwise,
+    run: |e| {
+        let io = e.open(&spec("img"), &OpenTarget::Head, "crash-test")?;
+        io.write(64 << 10, &pattern(15, 128 << 10), Durability::Buffered)?;
+        io.flush()
+    },
+};
+
+/// One whole object with FUA, over A's first blocks.
+const LARGE_WRITE_FUA: Op = Op {
+    name: "large write FUA",
+    base: Base::Image,
+    judge: Judge::Blockwise,
+    run: |e| {
+        let io = e.open(&spec("img"), &OpenTarget::Head, "crash-test")?;
+        io.write(0, &pattern(16, 64 << 10), Durability::ForceUnitAccess)
+    },
+};
+
 const WRITE_FUA: Op = Op {
     name: "write FUA",
     base: Base::Image,
@@ -870,6 +894,16 @@ fn power_cut_during_overwrite_and_flush() {
 }
 
 #[test]
+fn power_cut_during_large_write_and_flush() {
+    sweep_power_cuts(&LARGE_WRITE_FLUSH);
+}
+
+#[test]
+fn power_cut_during_large_fua_write() {
+    sweep_power_cuts(&LARGE_WRITE_FUA);
+}
+
+#[test]
 fn power_cut_during_fua_write() {
     sweep_power_cuts(&WRITE_FUA);
 }
@@ -1161,6 +1195,11 @@ fn eio_during_write_and_flush() {
 #[test]
 fn enospc_during_write_and_flush() {
     sweep_single_faults(&WRITE_FLUSH, Fault::Enospc);
+}
+
+#[test]
+fn eio_during_large_write_and_flush() {
+    sweep_single_faults(&LARGE_WRITE_FLUSH, Fault::Eio);
 }
 
 #[test]

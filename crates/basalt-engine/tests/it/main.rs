@@ -1,6 +1,7 @@
 //! The engine's integration tests: the model-based property test, crash and fault injection, and the refusals.
 
 mod crash;
+mod journal;
 mod model;
 mod purge_schedule;
 mod refusals;

@@ -1,0 +1,95 @@
+//! The journal's promises, on the simulated disk: a flush with nothing new costs no I/O, and a process crash
+//! (`kill -9`: the kernel keeps what was written) loses no completed write, flushed or not.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use basalt_core::{Backend, Clock, CreateOptions, Durability, ImageSpec, ManualClock, OpenTarget, PoolName, Timestamp};
+use basalt_engine::Engine;
+use basalt_engine::sim::{CrashSurvivors, SimVfs};
+use basalt_engine::vfs::Vfs;
+
+const ROOT: &str = "/store";
+const MIB: u64 = 1 << 20;
+
+fn open(vfs: &SimVfs) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let vfs: Arc<dyn Vfs> = Arc::new(vfs.clone());
+    Engine::open_with_vfs(vfs, Path::new(ROOT), clock).expect("open")
+}
+
+fn spec() -> ImageSpec {
+    ImageSpec::parse("rbd/vm").expect("spec")
+}
+
+fn store_with_image() -> (SimVfs, Engine) {
+    let vfs = SimVfs::new();
+    let engine = open(&vfs);
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+    (vfs, engine)
+}
+
+fn fill(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_mul(31).wrapping_add((i % 253) as u8)).collect()
+}
+
+fn read(engine: &Engine, offset: u64, len: usize) -> Vec<u8> {
+    let io = engine.open(&spec(), &OpenTarget::Head, "check").expect("open");
+    let mut buf = vec![0u8; len];
+    io.read(offset, &mut buf).expect("read");
+    buf
+}
+
+#[test]
+fn a_flush_with_nothing_new_does_no_io() {
+    let (vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    io.write(4096, &fill(1, 4096), Durability::Buffered).expect("small write");
+    io.write(MIB, &fill(2, 256 << 10), Durability::Buffered).expect("large write");
+    let before = vfs.op_count();
+    io.flush().expect("flush");
+    assert!(vfs.op_count() > before, "the first flush makes the writes durable");
+    let after_first = vfs.op_count();
+    io.flush().expect("flush again");
+    io.flush().expect("and again");
+    assert_eq!(vfs.op_count(), after_first, "a flush with nothing new did I/O");
+    io.write(0, &fill(3, 4096), Durability::ForceUnitAccess).expect("FUA write");
+    let after_fua = vfs.op_count();
+    io.flush().expect("flush after FUA");
+    assert_eq!(vfs.op_count(), after_fua, "a flush after a FUA write with nothing else new did I/O");
+}
+
+#[test]
+fn a_process_crash_loses_no_completed_write_and_a_power_cut_no_flushed_one() {
+    let (vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    // Flushed: small writes (logged with their bytes) and whole objects (logged with block checksums).
+    io.write(8192, &fill(4, 12_288), Durability::Buffered).expect("small");
+    io.write(4 * MIB, &fill(5, 4 * MIB as usize), Durability::Buffered).expect("large");
+    io.write(1000, &fill(6, 3000), Durability::Buffered).expect("unaligned");
+    io.flush().expect("flush");
+    // Then more writes, completed but never flushed.
+    io.write(2 * MIB, &fill(7, 4096), Durability::Buffered).expect("small, unflushed");
+    io.write(3 * MIB, &fill(8, 512 << 10), Durability::Buffered).expect("large, unflushed");
+    let mut flushed = vec![0u8; 20_480];
+    flushed[1000..4000].copy_from_slice(&fill(6, 3000));
+    flushed[8192..].copy_from_slice(&fill(4, 12_288));
+
+    // A power cut keeps what was flushed.
+    let cut = open(&vfs.after_crash(CrashSurvivors::None));
+    assert!(read(&cut, 0, 20_480) == flushed, "flushed small writes lost in a power cut");
+    assert!(read(&cut, 4 * MIB, 4 * MIB as usize) == fill(5, 4 * MIB as usize), "flushed large write lost");
+    drop(cut);
+
+    // A process crash keeps every completed write: the kernel still has the pages.
+    let killed = open(&vfs.after_process_crash());
+    assert!(read(&killed, 0, 20_480) == flushed, "flushed small writes lost in a process crash");
+    assert!(read(&killed, 4 * MIB, 4 * MIB as usize) == fill(5, 4 * MIB as usize));
+    assert!(read(&killed, 2 * MIB, 4096) == fill(7, 4096), "an unflushed small write lost in a process crash");
+    assert!(read(&killed, 3 * MIB, 512 << 10) == fill(8, 512 << 10), "an unflushed large write lost");
+    let report = basalt_engine::fsck::fsck_vfs(Arc::new(vfs.after_process_crash()), Path::new(ROOT)).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+}
