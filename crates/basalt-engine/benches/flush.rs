@@ -54,8 +54,7 @@ fn main() {
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("tag");
     let size = (ops as u64 + 16) * 4096 * 2;
-    let specs: Vec<ImageSpec> =
-        (0..THREADS).map(|i| ImageSpec::parse(&format!("rbd/img{i}")).expect("spec")).collect();
+    let specs: Vec<ImageSpec> = (0..THREADS).map(|i| ImageSpec::parse(&format!("rbd/img{i}")).expect("spec")).collect();
     for spec in &specs {
         engine.image_create(spec, &CreateOptions::with_size(size.max(64 * MIB))).expect("create");
     }

@@ -930,11 +930,6 @@ impl Backend for Engine {
     }
 
     fn pool_list(&self) -> Result<Vec<PoolInfo>> {
-        // Usage is counted from the bitmaps in the store: bring them up to date first. A store that cannot (it
-        // stopped after an i/o error) still lists its pools, with the usage of its last checkpoint.
-        if self.store.journal.has_changes() {
-            let _ = self.store.checkpoint(|_| Ok(()));
-        }
         let txn = self.read_txn()?;
         let pools = txn.open_table(POOLS).map_err(db_err)?;
         let images = txn.open_table(IMAGES).map_err(db_err)?;
@@ -952,6 +947,13 @@ impl Backend for Engine {
             // Data counts against the data pool when the image has one.
             let stat = stats.entry(rec.data_pool.clone().unwrap_or_else(|| rec.pool.clone())).or_default();
             for layer in &rec.layers {
+                // A layer changed since the last checkpoint is counted from its bitmaps in memory.
+                if let Some(changed) = self.store.journal.changed_layer(layer.id) {
+                    let (data_blocks, objects) = changed.data_usage();
+                    stat.2 += data_blocks * BLOCK_SIZE;
+                    stat.3 += objects;
+                    continue;
+                }
                 for bits in blocks.range((layer.id, 0u64)..=(layer.id, u64::MAX)).map_err(db_err)? {
                     let (_, value) = bits.map_err(db_err)?;
                     let half = value.value().len() / 2;

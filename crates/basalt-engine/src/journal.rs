@@ -462,11 +462,6 @@ impl Journal {
         }
     }
 
-    /// Whether any layer changed since the last checkpoint.
-    pub fn has_changes(&self) -> bool {
-        !mutex_lock(&self.changed).is_empty()
-    }
-
     /// A changed layer not yet checkpointed, if any: it must be reused rather than loaded again from the store.
     pub fn changed_layer(&self, id: u64) -> Option<Arc<Layer>> {
         mutex_lock(&self.changed).get(&id).cloned()

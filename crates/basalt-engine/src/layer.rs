@@ -340,6 +340,18 @@ impl Layer {
         objects
     }
 
+    /// Returns `(data blocks, objects holding data)`, as a pool's usage counts them.
+    pub fn data_usage(&self) -> (u64, u64) {
+        let map = read_lock(&self.map);
+        let mut usage = (0, 0);
+        for obj in map.objects.values() {
+            let blocks: u64 = obj.data.iter().map(|w| u64::from(w.count_ones())).sum();
+            usage.0 += blocks;
+            usage.1 += u64::from(blocks > 0);
+        }
+        usage
+    }
+
     /// Returns `(block, state)` for every block of `object_no` that is not absent.
     pub fn present_blocks(&self, object_no: u64) -> Vec<(u64, BlockSt)> {
         let map = read_lock(&self.map);

@@ -14,8 +14,8 @@ pub mod layout;
 mod records;
 mod recover;
 pub mod sim;
-pub mod upgrade;
 mod state;
+pub mod upgrade;
 pub mod vfs;
 
 pub use engine::{DB_FILE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};

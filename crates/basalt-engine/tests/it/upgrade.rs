@@ -18,11 +18,8 @@ fn pattern() -> Vec<u8> {
 fn unpack_v1_store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/data/v1-store.tar.gz");
-    let status = std::process::Command::new("tar")
-        .args(["-xzf", fixture, "-C"])
-        .arg(dir.path())
-        .status()
-        .expect("run tar");
+    let status =
+        std::process::Command::new("tar").args(["-xzf", fixture, "-C"]).arg(dir.path()).status().expect("run tar");
     assert!(status.success(), "tar failed");
     dir
 }
