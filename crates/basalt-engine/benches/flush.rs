@@ -104,7 +104,8 @@ fn main() {
         move |i: u64| io.write((i % 4096) * 4096, &block, Durability::ForceUnitAccess).expect("fua write")
     });
     let plain_rate = parallel(run_for, |t| {
-        let f = File::options().read(true).write(true).create(true).open(root.join(format!("p{t}.bin"))).expect("f");
+        let f =
+            File::options().read(true).write(true).create_new(true).open(root.join(format!("p{t}.bin"))).expect("f");
         let block = block.clone();
         move |i: u64| {
             f.write_all_at(&block, (i % 4096) * 4096).expect("pwrite");

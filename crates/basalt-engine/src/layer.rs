@@ -194,7 +194,7 @@ impl Layer {
     /// only way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal;
     /// longer ones a crc32c per block, and the next flush syncs this file before it marks them durable.
     pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
-        debug_assert!(!data.is_empty() && data.len() % BLOCK_SIZE as usize == 0);
+        debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
         let place = self.place(object_no, first_blk, blocks, file_off)?;
         self.write_data(data, file_off)?;

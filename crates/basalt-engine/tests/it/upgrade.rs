@@ -36,7 +36,7 @@ fn read_all(engine: &Engine, target: OpenTarget, spec: &str) -> Vec<u8> {
 fn a_format_1_store_is_refused_until_upgraded_then_keeps_every_byte() {
     let dir = unpack_v1_store();
     let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
-    let err = Engine::open(dir.path(), clock.clone()).err().expect("a format-1 store is refused");
+    let Err(err) = Engine::open(dir.path(), clock.clone()) else { panic!("a format-1 store opened") };
     assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
     assert!(err.message().contains("basalt upgrade --data-dir"), "the refusal names the way out: {err}");
 
