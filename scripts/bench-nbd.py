@@ -38,8 +38,10 @@ JOBS = [
     ("randwrite4k_qd1", ["--rw=randwrite", "--bs=4k", "--iodepth=1"], "iops"),
     ("seqwrite1m_qd8", ["--rw=write", "--bs=1m", "--iodepth=8"], "mibs"),
     ("seqread1m_qd8", ["--rw=read", "--bs=1m", "--iodepth=8"], "mibs"),
+    # A guest that flushes after every write (a database's commit): the cost of a flush.
+    ("randwrite4k_flush", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"], "iops"),
 ]
-WRITE_JOBS = {"randwrite4k_qd32", "randwrite4k_qd1"}
+WRITE_JOBS = {"randwrite4k_qd32", "randwrite4k_qd1", "randwrite4k_flush"}
 
 
 def fio(engine_args, job_args, runtime, size):
