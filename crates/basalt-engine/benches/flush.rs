@@ -93,6 +93,22 @@ fn main() {
             plain.sync_data().expect("fdatasync");
         }),
     );
+    // After a snapshot every write to a block the snapshot holds goes to a block the head does not hold yet.
+    let snapped = engine.open(&specs[1], &OpenTarget::Head, "bench").expect("open");
+    for i in 0..ops as u64 {
+        snapped.write(i * 8192, &block, Durability::Buffered).expect("fill");
+    }
+    snapped.flush().expect("flush");
+    let snap = basalt_core::SnapSpec { image: specs[1].clone(), snap: basalt_core::SnapName::new("s").expect("name") };
+    engine.snap_create(&snap).expect("snapshot");
+    report(
+        "engine: 4k write over a snapshot's block + flush",
+        timed(ops, |i| {
+            snapped.write(i as u64 * 8192, &block, Durability::Buffered).expect("write");
+            snapped.flush().expect("flush");
+        }),
+    );
+    drop(snapped);
     report("engine: flush with nothing new", timed(ops, |_| io.flush().expect("flush")));
     report("plain file: fdatasync with nothing new", timed(ops, |_| plain.sync_data().expect("fdatasync")));
     drop(io);
