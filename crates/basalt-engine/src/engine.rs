@@ -59,13 +59,20 @@ pub struct EngineOptions {
     /// checkpoints only when the journal is full and in control operations, so the sequence of I/O is
     /// deterministic (for the simulated disk's crash tests).
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// The metadata store's page cache, in bytes (redb's own default is 1 GiB).
+    pub metadata_cache_bytes: usize,
 }
+
+/// The metadata store's default page cache: the bitmaps of about 1 TiB of fully written 4 MiB objects (more are
+/// read from disk when needed).
+const DEFAULT_METADATA_CACHE: usize = 64 << 20;
 
 impl Default for EngineOptions {
     fn default() -> EngineOptions {
         EngineOptions {
             journal_file_size: crate::journal::DEFAULT_FILE_SIZE,
             checkpoint_interval: Some(std::time::Duration::from_secs(5)),
+            metadata_cache_bytes: DEFAULT_METADATA_CACHE,
         }
     }
 }
@@ -73,7 +80,7 @@ impl Default for EngineOptions {
 impl EngineOptions {
     /// A small journal and no background checkpoints: for simulated disks.
     pub fn deterministic() -> EngineOptions {
-        EngineOptions { journal_file_size: 1 << 20, checkpoint_interval: None }
+        EngineOptions { journal_file_size: 1 << 20, checkpoint_interval: None, metadata_cache_bytes: 4 << 20 }
     }
 }
 
@@ -102,7 +109,10 @@ impl Engine {
         let db_path = root.join(DB_FILE);
         let db_file = vfs.open(&db_path, true)?;
         vfs.sync_dir(root)?;
-        let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
+        let db = redb::Database::builder()
+            .set_cache_size(options.metadata_cache_bytes)
+            .create_with_backend(RedbFile(db_file))
+            .map_err(db_err)?;
         records::init(&db, clock.now().secs())?;
         let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
         let boot = vfs.boot_id();
