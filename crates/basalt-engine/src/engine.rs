@@ -139,6 +139,7 @@ impl Engine {
             next_handle: AtomicU64::new(1),
             failed: std::sync::Mutex::new(None),
             pool_full: std::sync::Mutex::new(Default::default()),
+            file_len_ok: std::sync::atomic::AtomicU64::new(0),
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
         });
@@ -382,6 +383,25 @@ impl Engine {
         Ok(cleared)
     }
 
+    /// Refuses a size whose layer files the file system cannot hold (object `n` lies at `n × object size`).
+    fn check_file_len(&self, layout: &crate::layout::Layout, size_bytes: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let len = layout.num_objects(size_bytes).saturating_mul(layout.object_size());
+        if len <= self.store.file_len_ok.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.store.vfs.holds_file_of(&self.store.layers_dir, len)? {
+            self.store.file_len_ok.fetch_max(len, Ordering::Relaxed);
+            return Ok(());
+        }
+        bail!(
+            InvalidArgument,
+            "an image of {size_bytes} bytes needs layer files of {len} bytes, more than the file system under the \
+             data directory holds in one file (16 TiB on ext4 with 4 KiB blocks): use a smaller size, or a data \
+             directory on a file system with larger files (XFS, btrfs)"
+        );
+    }
+
     fn delete_layer_bits(txn: &WriteTransaction, layers: &[u64]) -> Result<()> {
         let mut blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
         for id in layers {
@@ -451,6 +471,7 @@ impl Engine {
         parent: Option<ParentRec>,
     ) -> Result<ImageRec> {
         basalt_core::check_size(size)?;
+        self.check_file_len(&layout, size)?;
         if features.contains(Features::OBJECT_MAP) && layout.num_objects(size) > OBJECT_MAP_OBJECTS_MAX {
             bail!(
                 InvalidArgument,
@@ -1257,6 +1278,7 @@ impl Backend for Engine {
             }
             return Ok(());
         }
+        self.check_file_len(&layout, size_bytes)?;
         // Growing exposes what lies past the old size: the head's own bytes there (left by an earlier shrink) are
         // cleared first. They are invisible until the new size commits, so a crash in between changes nothing.
         let tail_end = rec.size.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;

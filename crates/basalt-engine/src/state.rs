@@ -29,6 +29,8 @@ pub(crate) struct Store {
     pub failed: Mutex<Option<String>>,
     /// Per pool, set while the pool's usage is at or over a quota (refreshed by `pool_list` and `pool_set_quota`).
     pub pool_full: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The largest layer file length the file system was seen to hold (probed once per larger size).
+    pub file_len_ok: std::sync::atomic::AtomicU64,
     /// The write-ahead journal of every layer change.
     pub journal: Arc<Journal>,
     /// Serialises checkpoints.

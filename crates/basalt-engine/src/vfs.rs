@@ -48,6 +48,12 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Names the running kernel (changes at every boot, or every power cut of a simulated disk): what a process
     /// wrote before it died is still readable through the page cache exactly when this is unchanged.
     fn boot_id(&self) -> String;
+    /// Whether a file in `dir` can grow to `len` bytes: a file system has a largest file (16 TiB on ext4 with 4 KiB
+    /// blocks). The simulated disk holds any size.
+    fn holds_file_of(&self, dir: &Path, len: u64) -> io::Result<bool> {
+        let _ = (dir, len);
+        Ok(true)
+    }
 }
 
 /// The real file system.
@@ -150,6 +156,21 @@ struct OsLock {
 }
 
 impl Vfs for OsVfs {
+    fn holds_file_of(&self, dir: &Path, len: u64) -> io::Result<bool> {
+        // A sparse probe: setting the length allocates nothing, and the file goes at once.
+        let path = dir.join(".size-probe");
+        let file = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&path)?;
+        const EFBIG: i32 = 27;
+        let fits = match file.set_len(len) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(EFBIG) => Ok(false),
+            Err(e) => Err(e),
+        };
+        drop(file);
+        std::fs::remove_file(&path)?;
+        fits
+    }
+
     fn boot_id(&self) -> String {
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
     }
