@@ -271,22 +271,91 @@ impl Qos {
     }
 }
 
-/// Everything the data path keeps per image: counters and QoS.
+/// I/O errors an image's data path met: counted, and the last one kept while no operation has succeeded since.
+#[derive(Debug, Default)]
+pub struct IoHealth {
+    /// I/O errors since the server started.
+    pub errors: AtomicU64,
+    /// I/O errors since the last operation that succeeded (0: healthy).
+    pub failing: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+impl IoHealth {
+    /// Records a failed operation (only EIO counts: a refusal such as a read past the end is not damage).
+    pub fn failed(&self, err: &basalt_core::Error) {
+        if err.kind() != basalt_core::ErrorKind::Io {
+            return;
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.failing.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.message().to_owned());
+    }
+
+    /// Records a successful operation: the image is healthy again.
+    pub fn succeeded(&self) {
+        if self.failing.load(Ordering::Relaxed) != 0 {
+            self.failing.store(0, Ordering::Relaxed);
+            *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+
+    /// While failing: how many errors since the last success and the last error's message.
+    pub fn failing(&self) -> Option<(u64, String)> {
+        let n = self.failing.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Some((n, last.unwrap_or_default()))
+    }
+
+    fn observe<T>(&self, result: &Result<T>) {
+        match result {
+            Ok(_) => self.succeeded(),
+            Err(e) => self.failed(e),
+        }
+    }
+}
+
+/// Everything the data path keeps per image: counters, QoS and I/O errors.
 #[derive(Debug, Default)]
 pub struct ImageStats {
     /// Counters.
     pub counters: Counters,
     /// QoS.
     pub qos: Qos,
+    /// I/O errors.
+    pub health: IoHealth,
 }
 
-/// The registry of per-image statistics, keyed by `pool[/ns]/image`.
+/// The registry of per-image statistics, keyed by `pool[/ns]/image`, and whether the store has stopped.
 #[derive(Debug, Default)]
 pub struct Registry {
     images: RwLock<HashMap<String, Arc<ImageStats>>>,
+    stopped: Mutex<Option<String>>,
+    /// What reading images found wrong with them (see [`crate::status`]).
+    pub(crate) found: crate::status::Found,
 }
 
 impl Registry {
+    /// Looks at an error from any backend call: the engine refuses every change after a failed sync, with an EIO
+    /// that says the store (or its journal, or its metadata store) "stopped after" an i/o error, until it is
+    /// reopened. The first such error is kept: the store stays stopped until the server restarts.
+    pub fn observe(&self, err: &basalt_core::Error) {
+        if err.kind() == basalt_core::ErrorKind::Io && err.message().contains("stopped after") {
+            let mut stopped = self.stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if stopped.is_none() {
+                *stopped = Some(err.message().to_owned());
+            }
+        }
+    }
+
+    /// Why the store stopped, once a call has said so.
+    pub fn store_stopped(&self) -> Option<String> {
+        self.stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Returns (creating on first use) the statistics of an image.
     pub fn image(&self, spec: &ImageSpec) -> Arc<ImageStats> {
         let key = spec.to_string();
@@ -295,6 +364,11 @@ impl Registry {
         }
         let mut images = self.images.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         images.entry(key).or_default().clone()
+    }
+
+    /// The statistics of an image, if it has any.
+    pub fn get(&self, key: &str) -> Option<Arc<ImageStats>> {
+        self.images.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
 
     /// Every image with statistics.
@@ -311,6 +385,7 @@ impl Registry {
 struct MeteredIo {
     inner: Box<dyn ImageIo>,
     stats: Arc<ImageStats>,
+    registry: Arc<Registry>,
 }
 
 impl MeteredIo {
@@ -320,6 +395,10 @@ impl MeteredIo {
         let result = op();
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.counters.record(dir, bytes, ns);
+        self.stats.health.observe(&result);
+        if let Err(e) = &result {
+            self.registry.observe(e);
+        }
         result
     }
 }
@@ -357,7 +436,12 @@ impl ImageIo for MeteredIo {
     }
 
     fn flush(&self) -> Result<()> {
-        self.inner.flush()
+        let result = self.inner.flush();
+        self.stats.health.observe(&result);
+        if let Err(e) = &result {
+            self.registry.observe(e);
+        }
+        result
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
@@ -386,6 +470,12 @@ impl ImageIo for MeteredIo {
         for request in requests.iter() {
             if let Some(dir) = dir_of(request) {
                 self.stats.counters.record(dir, request.data_bytes(), ns);
+            }
+        }
+        for result in &results {
+            self.stats.health.observe(result);
+            if let Err(e) = result {
+                self.registry.observe(e);
             }
         }
         results
@@ -593,11 +683,22 @@ impl Backend for MeteredBackend {
         self.inner.diff(spec, from, to, granularity)
     }
     fn open(&self, spec: &ImageSpec, target: &OpenTarget, client: &str) -> Result<Box<dyn ImageIo>> {
-        let inner = self.inner.open(spec, target, client)?;
+        let inner = match self.inner.open(spec, target, client) {
+            Ok(inner) => inner,
+            Err(e) => {
+                // An image that cannot be opened for lack of its files is damaged: its status says so.
+                if e.kind() == basalt_core::ErrorKind::Io {
+                    self.registry.image(spec).health.failed(&e);
+                }
+                self.registry.observe(&e);
+                return Err(e);
+            }
+        };
         let stats = self.registry.image(spec);
+        stats.health.succeeded();
         let entries = self.inner.config_list(&ConfigLevel::Image(spec.clone()))?;
         stats.qos.set_limits(QosLimits::from_config(&entries));
-        Ok(Box::new(MeteredIo { inner, stats }))
+        Ok(Box::new(MeteredIo { inner, stats, registry: self.registry.clone() }))
     }
 }
 

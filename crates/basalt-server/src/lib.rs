@@ -17,6 +17,7 @@ pub mod nbd_access;
 pub mod perf;
 mod serve;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod tasks;
 mod trash_schedule;

@@ -508,6 +508,28 @@ pub(crate) fn background_families(out: &mut String, images: &[(String, Sample)])
     }
 }
 
+/// `basalt_image_status`: one series per image and status (`OK`, `degraded`, `migrating`), 1 for the image's
+/// status and 0 for the others, for every image the server knows something of (see [`crate::status`]).
+fn image_status_family(out: &mut String, ctx: &crate::status::StatusCtx) {
+    let mut rows = Vec::new();
+    for key in ctx.known_images() {
+        let status = ctx.known(&key).status;
+        for candidate in
+            [basalt_core::ImageStatus::Ok, basalt_core::ImageStatus::Degraded, basalt_core::ImageStatus::Migrating]
+        {
+            let value = if candidate == status { 1.0 } else { 0.0 };
+            rows.push((format!("{},status=\"{}\"", image_labels(&key), candidate.as_str()), value));
+        }
+    }
+    family(
+        out,
+        "basalt_image_status",
+        "Image status (1 for the current one): OK, degraded or migrating",
+        "gauge",
+        &rows,
+    );
+}
+
 /// Prometheus text at `/metrics`: Ceph's per-image series (`ceph_rbd_*`), then basalt's own (`basalt_*`).
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
@@ -520,6 +542,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         snapshot.write_metrics(&mut out);
     }
     let (running, _) = state.tasks.list();
+    image_status_family(&mut out, &crate::status::StatusCtx::new(state.registry.clone(), running.clone()));
     family(&mut out, "basalt_up", "The server is up (1)", "gauge", &[(String::new(), 1.0)]);
     family(
         &mut out,

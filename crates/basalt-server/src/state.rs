@@ -86,15 +86,24 @@ impl AppState {
         self
     }
 
+    /// What deriving images' statuses reads, as of now.
+    pub fn status_ctx(&self) -> crate::status::StatusCtx {
+        crate::status::StatusCtx::new(self.registry.clone(), self.tasks.list().0)
+    }
+
     /// Runs a backend call on the blocking pool and maps its error to the API's.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Backend) -> basalt_core::Result<T> + Send + 'static,
     ) -> ApiResult<T> {
         let backend = self.backend.clone();
+        let registry = self.registry.clone();
         tokio::task::spawn_blocking(move || f(backend.as_ref()))
             .await
             .map_err(|e| ApiError::internal(format!("a backend call failed: {e}")))?
-            .map_err(ApiError::from)
+            .map_err(|e| {
+                registry.observe(&e);
+                ApiError::from(e)
+            })
     }
 }

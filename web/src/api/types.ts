@@ -75,7 +75,10 @@ export interface ImageObject {
   parent: ParentRef | null;
   timestamp: string;
   modify_timestamp: string;
+  /** OK, degraded or migrating. */
   status: string;
+  /** Why the status is not OK (basalt's own key; absent from Ceph's answers). */
+  status_detail?: string | null;
   snapshot_count: number;
   snap_limit: number | null;
   disk_usage: number | null;

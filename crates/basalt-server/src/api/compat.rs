@@ -216,7 +216,10 @@ fn remove(value: &mut Value, keys: &[&str]) {
 /// An image as Ceph's `RbdService` describes it: no status, watchers, metadata, modification time or snapshot
 /// counts; a parent of pool, namespace, image and snapshot; snapshot children named by `pool_namespace`.
 fn ceph_image(image: &mut Value) {
-    remove(image, &["metadata", "modify_timestamp", "snap_limit", "snapshot_count", "status", "watchers"]);
+    remove(
+        image,
+        &["metadata", "modify_timestamp", "snap_limit", "snapshot_count", "status", "status_detail", "watchers"],
+    );
     if let Some(parent) = image.get_mut("parent").filter(|p| p.is_object()) {
         remove(parent, &["image_id", "overlap", "in_trash"]);
     }
@@ -343,7 +346,7 @@ mod tests {
     #[test]
     fn images_lose_the_keys_ceph_lacks() {
         let mut image = json!({
-            "name": "a", "status": "OK", "watchers": [], "metadata": {}, "snap_limit": null,
+            "name": "a", "status": "degraded", "status_detail": "x", "watchers": [], "metadata": {}, "snap_limit": null,
             "parent": {"pool_name": "rbd", "pool_namespace": "", "image_name": "p", "snap_name": "s",
                        "image_id": "x", "overlap": 1, "in_trash": false},
             "snapshots": [{"name": "s", "children": [{"pool_name": "rbd", "namespace": "", "image_name": "c"}]}],

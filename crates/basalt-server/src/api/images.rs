@@ -19,10 +19,46 @@ use crate::auth::Caller;
 use crate::background::Meter;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::status::{Status, StatusCtx};
 
-/// Everything the dashboard shows of an image, as one JSON object.
-pub(crate) fn image_object(backend: &dyn Backend, spec: &ImageSpec) -> basalt_core::Result<Value> {
+/// Everything the dashboard shows of an image, as one JSON object; an image that is listed but cannot be read is
+/// shown degraded, with its name and why, rather than failing the call (or vanishing from a list).
+pub(crate) fn image_object(backend: &dyn Backend, spec: &ImageSpec, ctx: &StatusCtx) -> basalt_core::Result<Value> {
+    match readable_image_object(backend, spec, ctx) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let listed = backend
+                .image_list(&PoolNs::new(spec.pool().clone(), spec.namespace().clone()))
+                .ok()
+                .and_then(|list| list.into_iter().find(|e| e.name == spec.image));
+            match listed {
+                Some(entry) => Ok(unreadable_json(spec, &entry.id, &ctx.unreadable(spec, &err))),
+                None => Err(err),
+            }
+        }
+    }
+}
+
+/// The little that is known of an image whose information cannot be read.
+fn unreadable_json(spec: &ImageSpec, id: &str, status: &Status) -> Value {
+    json!({
+        "id": id,
+        "name": spec.image.as_str(),
+        "pool_name": spec.pool().as_str(),
+        "namespace": if spec.namespace().is_default() { Value::Null } else { json!(spec.namespace().as_str()) },
+        "unique_id": format!("{}/{id}", PoolNs::new(spec.pool().clone(), spec.namespace().clone())),
+        "size": null, "obj_size": null, "num_objs": null, "order": null, "block_name_prefix": null,
+        "features": null, "features_name": [], "stripe_unit": null, "stripe_count": null, "data_pool": null,
+        "image_format": 2, "parent": null, "timestamp": null, "modify_timestamp": null,
+        "status": status.status.as_str(), "status_detail": status.detail,
+        "snapshot_count": null, "snap_limit": null, "disk_usage": null, "total_disk_usage": null,
+        "snapshots": [], "configuration": [], "metadata": {}, "watchers": [],
+    })
+}
+
+fn readable_image_object(backend: &dyn Backend, spec: &ImageSpec, ctx: &StatusCtx) -> basalt_core::Result<Value> {
     let info = backend.image_info(spec)?;
+    let status = ctx.of(backend, spec, &info);
     let snaps = backend.snap_list(spec)?;
     let config = backend.config_list(&ConfigLevel::Image(spec.clone()))?;
     let metadata = backend.image_metadata_list(spec)?;
@@ -48,11 +84,12 @@ pub(crate) fn image_object(backend: &dyn Backend, spec: &ImageSpec) -> basalt_co
     }
     let disk_usage = du.as_ref().and_then(|d| d.last()).map(|e| e.used_bytes);
     let total_disk_usage = du.as_ref().map(|d| d.iter().map(|e| e.used_bytes).sum::<u64>());
-    Ok(info_json(&info, disk_usage, total_disk_usage, snapshots, config, metadata))
+    Ok(info_json(&info, &status, disk_usage, total_disk_usage, snapshots, config, metadata))
 }
 
 fn info_json(
     info: &ImageInfo,
+    status: &Status,
     disk_usage: Option<u64>,
     total_disk_usage: Option<u64>,
     snapshots: Vec<Value>,
@@ -89,7 +126,8 @@ fn info_json(
         })),
         "timestamp": rfc3339(info.created.secs()),
         "modify_timestamp": rfc3339(info.modified.secs()),
-        "status": info.status.as_str(),
+        "status": status.status.as_str(),
+        "status_detail": status.detail,
         "snapshot_count": info.snapshot_count,
         "snap_limit": info.snap_limit,
         "disk_usage": disk_usage,
@@ -151,6 +189,7 @@ pub(crate) async fn list(
         .await?;
     let namespace = query.namespace.as_deref().map(Namespace::parse).transpose().map_err(ApiError::from)?;
     let pools = listed_pools.clone();
+    let ctx = state.status_ctx();
     let (total, page) = state
         .call(move |b| {
             // Collect names first (cheap), filter and sort, then build full objects for one page only.
@@ -212,7 +251,7 @@ pub(crate) async fn list(
             };
             let mut page = Vec::new();
             for spec in specs.iter().skip(offset).take(limit) {
-                match image_object(b, spec) {
+                match image_object(b, spec, &ctx) {
                     Ok(obj) => page.push(obj),
                     // Removed between listing and reading: leave it out.
                     Err(e) if e.kind() == basalt_core::ErrorKind::NotFound => {}
@@ -276,7 +315,8 @@ pub(crate) async fn get_one(
     who.require(RBD_READ)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     // Ceph answers a missing image here with 404 (its other refusals are 400).
-    Ok(Json(state.call(move |b| image_object(b, &spec)).await.map_err(ApiError::missing_is_404)?))
+    let ctx = state.status_ctx();
+    Ok(Json(state.call(move |b| image_object(b, &spec, &ctx)).await.map_err(ApiError::missing_is_404)?))
 }
 
 pub(crate) fn features_of(names: Option<Vec<String>>) -> ApiResult<Option<Features>> {
@@ -448,6 +488,7 @@ pub(crate) async fn edit(
         config.push((name.clone(), config_value(&name, &value)?));
     }
     let policy = if body.allow_shrink { ResizePolicy::AllowShrink } else { ResizePolicy::GrowOnly };
+    let ctx = state.status_ctx();
     let object = state
         .call(move |b| {
             // The reference order: rename, resize, disable features, enable features, configuration.
@@ -483,7 +524,7 @@ pub(crate) async fn edit(
                 }
             }
             apply_metadata(b, &spec, &metadata)?;
-            image_object(b, &spec)
+            image_object(b, &spec, &ctx)
         })
         .await?;
     Ok((ignored.headers(), Json(object)).into_response())

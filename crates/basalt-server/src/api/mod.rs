@@ -308,6 +308,14 @@ where
         + Send
         + 'static,
 {
+    let registry = state.registry.clone();
+    let work = move |b: &dyn basalt_core::Backend, p: &basalt_core::Progress| {
+        let result = work(b, p);
+        if let Err(e) = &result {
+            registry.observe(e);
+        }
+        result
+    };
     let started = state.tasks.start(state.backend.clone(), name, metadata.clone(), work).await;
     task_response(started, success, |e| map_err(e).in_task(name, &metadata))
 }

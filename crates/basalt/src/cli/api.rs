@@ -365,16 +365,22 @@ pub struct Image {
     /// Name.
     pub name: String,
     /// Virtual size in bytes.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub size: u64,
     /// Object size in bytes.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub obj_size: u64,
     /// Number of objects.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub num_objs: u64,
     /// Object order.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub order: u8,
     /// Prefix of data object names.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub block_name_prefix: String,
     /// Feature bits.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub features: u64,
     /// Stripe unit in bytes.
     #[serde(default)]
@@ -406,6 +412,21 @@ pub struct Image {
     /// Clients that have the image open.
     #[serde(default)]
     pub watchers: Vec<Watcher>,
+    /// OK, degraded or migrating (older servers: absent).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Why the status is not OK.
+    #[serde(default)]
+    pub status_detail: Option<String>,
+}
+
+/// A field an unreadable image (status degraded) has as null reads as its default.
+fn null_as_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A clone's parent.

@@ -120,17 +120,21 @@ pub fn ls(api: &Api, a: &LsArgs) -> Result<()> {
         ("FMT", Align::Right),
         ("PROT", Align::Left),
         ("LOCK", Align::Left),
+        ("STATUS", Align::Left),
     ]);
     for image in &images {
         let parent = image.parent.as_ref().map(api::Parent::spec).unwrap_or_default();
         let format = image.image_format.unwrap_or(2).to_string();
+        // An image whose information cannot be read has no object size: its size is unknown.
+        let size = if image.obj_size == 0 { "?".to_owned() } else { format_size(image.size) };
         table.row(vec![
             image.name.clone(),
-            format_size(image.size),
+            size,
             parent.clone(),
             format.clone(),
             String::new(),
             lock_column(image),
+            image.status.clone().unwrap_or_else(|| "OK".into()),
         ]);
         let mut snaps = image.snapshots.clone();
         snaps.sort_by_key(|s| s.id);
@@ -142,6 +146,7 @@ pub fn ls(api: &Api, a: &LsArgs) -> Result<()> {
                 parent.clone(),
                 format.clone(),
                 protected.into(),
+                String::new(),
                 String::new(),
             ]);
         }
@@ -208,6 +213,12 @@ pub fn info(api: &Api, a: &InfoArgs) -> Result<()> {
     out.push_str("\tflags: \n");
     out.push_str(&format!("\tcreate_timestamp: {}\n", show_time(image.timestamp.as_deref())));
     out.push_str(&format!("\tmodify_timestamp: {}\n", show_time(image.modify_timestamp.as_deref())));
+    if let Some(status) = &image.status {
+        match &image.status_detail {
+            Some(detail) => out.push_str(&format!("\tstatus: {status} ({detail})\n")),
+            None => out.push_str(&format!("\tstatus: {status}\n")),
+        }
+    }
     if let Some(s) = &snapshot {
         out.push_str(&format!("\tprotected: {}\n", if s.is_protected == Some(true) { "True" } else { "False" }));
     }

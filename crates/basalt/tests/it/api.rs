@@ -934,3 +934,63 @@ fn a_pool_quota_stops_writes_with_edquot_and_shows_in_the_pool_series() {
     assert_eq!(call(&server, "PUT", "/api/pool/small", Some(&token), Some(lift)).0, 200);
     assert_eq!(write_blocks(&server, &token, "small%2Ffill", 64, 1).0, 200);
 }
+
+#[test]
+fn an_image_whose_files_are_gone_is_degraded_with_the_reason_in_the_api_and_metrics() {
+    let server = start(Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let body = json!({"name": "broken", "pool_name": "rbd", "size": 4u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    assert_eq!(write_blocks(&server, &token, "rbd%2Fbroken", 0, 4).0, 200);
+    let layers = server.dir.path().join(basalt_engine::LAYERS_DIR);
+    let files_of = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&layers).expect("layers dir").map(|e| e.expect("entry").path()).collect()
+    };
+    let broken_files = files_of();
+    assert!(!broken_files.is_empty(), "the image has a layer file");
+    let body = json!({"name": "healthy", "pool_name": "rbd", "size": 4u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    let (_, image) = call(&server, "GET", "/api/block/image/rbd%2Fbroken", Some(&token), None);
+    assert_eq!((image["status"].as_str(), &image["status_detail"]), (Some("OK"), &Value::Null), "{image}");
+    let id = image["id"].clone();
+
+    // The disk loses the image's files while the server is down.
+    let dir = kill9(server);
+    for file in &broken_files {
+        std::fs::remove_file(file).expect("remove layer file");
+    }
+    let server = start_at(dir, Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    let (status, err) = write_blocks(&server, &token, "rbd%2Fbroken", 0, 1);
+    assert!(status >= 500, "writing to an image without its files fails: {status} {err}");
+
+    let (_, image) = call(&server, "GET", "/api/block/image/rbd%2Fbroken", Some(&token), None);
+    assert_eq!(image["status"], "degraded", "{image}");
+    let detail = image["status_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("cannot be read") && detail.contains("layer file") && detail.contains("run fsck"),
+        "{image}"
+    );
+    assert_eq!(image["id"], id, "the listed facts are kept: {image}");
+    let (_, list) = call(&server, "GET", "/api/block/image?pool_name=rbd", Some(&token), None);
+    let statuses: Vec<(&str, &str)> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap_or_default(), i["status"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(statuses, [("broken", "degraded"), ("healthy", "OK")], "{list}");
+    // Ceph's flavour keeps its own shape: no status keys.
+    let (_, _, ceph) =
+        call_accepting(&server, "GET", "/api/block/image/rbd%2Fbroken", &token, "application/vnd.ceph.api.v1.0+json");
+    assert!(ceph.get("status").is_none() && ceph.get("status_detail").is_none(), "{ceph}");
+
+    let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(metrics.contains("# TYPE basalt_image_status gauge\n"), "{metrics}");
+    for (state, value) in [("OK", "0.0"), ("degraded", "1.0"), ("migrating", "0.0")] {
+        let line =
+            format!("basalt_image_status{{pool=\"rbd\",namespace=\"\",image=\"broken\",status=\"{state}\"}} {value}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+}

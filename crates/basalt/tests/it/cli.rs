@@ -24,8 +24,8 @@ fn seed_quick_flow_and_refusals_through_the_cli() {
     assert_eq!(lines(&s.ok(&["ls"])), ["vm1", "vm2"]);
     let listing = s.ok(&["ls", "-l", "rbd"]);
     let rows = lines(&listing);
-    assert_eq!(rows[0], "NAME  SIZE     PARENT  FMT  PROT  LOCK", "{listing}");
-    assert!(rows[1].starts_with("vm1     1 GiB") && rows[1].ends_with('2'), "{listing}");
+    assert_eq!(rows[0], "NAME  SIZE     PARENT  FMT  PROT  LOCK  STATUS", "{listing}");
+    assert!(rows[1].starts_with("vm1     1 GiB            2") && rows[1].ends_with("  OK"), "{listing}");
     assert!(rows[2].starts_with("vm2   100 MiB"), "{listing}");
     let json = s.json(&["ls", "--format", "json"]);
     assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
@@ -418,4 +418,31 @@ fn the_server_runs_a_due_purge_schedule() {
     let next = status[0]["schedule_time"].as_str().expect("a next run");
     let next = basalt_core::time::parse_time(next).expect("time");
     assert!(next > i64::try_from(now()).expect("time"), "the run was not recorded: next run {next}");
+}
+
+#[test]
+fn ls_and_info_show_an_image_degraded_when_its_files_are_gone() {
+    let mut s = Server::start();
+    s.ok(&["create", "--size", "4M", "rbd/broken"]);
+    let layers = s.data.path().join(basalt_engine::LAYERS_DIR);
+    let files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(&layers).expect("layers dir").map(|e| e.expect("entry").path()).collect();
+    assert!(!files.is_empty(), "the image has a layer file");
+    s.ok(&["create", "--size", "4M", "rbd/healthy"]);
+    assert!(s.ok(&["info", "broken"]).contains("\tstatus: OK\n"));
+
+    s.stop();
+    for file in &files {
+        std::fs::remove_file(file).expect("remove layer file");
+    }
+    s.start_again(&[]);
+    let listing = s.ok(&["ls", "-l"]);
+    let rows = lines(&listing);
+    assert_eq!(rows[0], "NAME     SIZE   PARENT  FMT  PROT  LOCK  STATUS", "{listing}");
+    assert!(rows[1].starts_with("broken       ?") && rows[1].ends_with("  degraded"), "{listing}");
+    assert!(rows[2].starts_with("healthy  4 MiB") && rows[2].ends_with("  OK"), "{listing}");
+    let info = s.ok(&["info", "broken"]);
+    assert!(info.contains("\tstatus: degraded (its information cannot be read: a layer file of image"), "{info}");
+    let json = s.json(&["info", "--format", "json", "broken"]);
+    assert_eq!(json["status"], "degraded", "{json}");
 }

@@ -7,6 +7,7 @@ import { specOf } from '../../lib/imageRules';
 import { formatTime } from '../../lib/time';
 import { formatBytes } from '../../lib/units';
 import { ConnectPanel } from './ConnectPanel';
+import { StatusBadge } from './StatusBadge';
 
 function Item({ term, children }: { term: string; children: ComponentChildren }) {
   return (
@@ -44,7 +45,10 @@ export function DetailsTab({ image }: { image: ImageObject }) {
         <Item term="Namespace">{image.namespace ?? 'default'}</Item>
         <Item term="Image ID">{image.id}</Item>
         <Item term="Block name prefix">{image.block_name_prefix}</Item>
-        <Item term="Status">{image.status}</Item>
+        <Item term="Status">
+          <StatusBadge image={image} />
+          {image.status_detail && <span class="status-detail"> {image.status_detail}</span>}
+        </Item>
         <Item term="Format">{image.image_format}</Item>
         <Item term="Size">{formatBytes(image.size)}</Item>
         <Item term="Objects">

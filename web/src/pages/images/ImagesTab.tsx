@@ -28,6 +28,7 @@ import { ConnectPanel } from './ConnectPanel';
 import { imageNameOf, takeDrill } from './drill';
 import { ImageDialogs, type ImageDialog } from './ImageDialogs';
 import { ImageExpanded } from './ImageExpanded';
+import { StatusBadge } from './StatusBadge';
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const COLUMNS = 12;
@@ -64,8 +65,9 @@ const WIDTHS = [
 ];
 
 function RowStatus({ image, task, now }: { image: ImageObject; task: Task | undefined; now: number }) {
-  const badge = <span class={image.status === 'OK' ? 'badge badge-ok' : 'badge badge-warn'}>{image.status}</span>;
-  if (!task) return badge;
+  const badge = <StatusBadge image={image} />;
+  // A degraded image says so even while a task runs on it.
+  if (!task || image.status === 'degraded') return badge;
   const p = taskProgress(task, now);
   return (
     <span class="row-task" title={`${task.name}: ${p.text}`}>
