@@ -1,5 +1,6 @@
 // The app: the login gate, then the frame and the page the route names.
 
+import { AlertsPage } from './pages/AlertsPage';
 import { UserManagementPage } from './pages/UserManagementPage';
 import { useEffect } from 'preact/hooks';
 import { api } from './api/client';
@@ -62,6 +63,7 @@ export function App() {
   else if (path === ROUTES.users) page = <UserManagementPage tab="users" />;
   else if (path === ROUTES.roles) page = <UserManagementPage tab="roles" />;
   else if (path === ROUTES.audit) page = <UserManagementPage tab="audit" />;
+  else if (path === ROUTES.alerts) page = <AlertsPage />;
   else
     page = (
       <section class="page">

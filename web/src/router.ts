@@ -28,4 +28,5 @@ export const ROUTES = {
   users: '/user-management/users',
   roles: '/user-management/roles',
   audit: '/user-management/audit',
+  alerts: '/monitoring/alerts',
 } as const;

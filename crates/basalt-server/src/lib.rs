@@ -3,6 +3,7 @@
 //! Wire shapes (JSON) and HTTP status codes live here and nowhere else. Every backend call runs on tokio's
 //! blocking pool, so the async runtime never waits on the disk.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;

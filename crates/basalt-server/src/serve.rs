@@ -164,6 +164,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .with_nbd_ca(Arc::new(nbd_ca))
         .with_audit(audit)
         .with_nbd_endpoint(endpoint);
+    let mut certificates =
+        vec![("NBD CA".to_owned(), dir.join(crate::nbd_access::NBD_TLS_DIR).join(crate::nbd_access::CA_CERT))];
+    match (&config.nbd_tls, config.nbd.tls_auto) {
+        (Some(files), _) => certificates.push(("NBD server".to_owned(), files.cert.clone())),
+        (None, true) => certificates.push((
+            "NBD server".to_owned(),
+            dir.join(crate::nbd_access::NBD_TLS_DIR).join(crate::nbd_access::SERVER_CERT),
+        )),
+        (None, false) => {}
+    }
+    if let Some(tls) = &config.api.tls {
+        certificates.push(("API".to_owned(), tls.cert.clone()));
+    }
+    state.certificates = Arc::new(crate::alerts::Certificates(certificates));
     if config.ceph.is_none() {
         state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone()));
     }

@@ -31,6 +31,10 @@ pub struct AppState {
     pub capacity: Arc<crate::capacity::Capacity>,
     /// Where the NBD data path listens, for the connection details of `GET .../connection`.
     pub nbd_endpoint: Option<Arc<NbdEndpoint>>,
+    /// The certificate files whose expiry raises alerts.
+    pub certificates: Arc<crate::alerts::Certificates>,
+    /// When each current alert was first seen.
+    pub alerts_seen: Arc<crate::alerts::FirstSeen>,
 }
 
 /// Where and how the NBD data path is reached.
@@ -65,6 +69,8 @@ impl AppState {
             audit: None,
             capacity: Arc::default(),
             nbd_endpoint: None,
+            certificates: Arc::default(),
+            alerts_seen: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@ import { session } from '../state/session';
 import { EP, type Endpoint } from './endpoints';
 import type {
   ApiErrorBody,
+  Alert,
   AuditQuery,
   AuditRecord,
   RoleInfo,
@@ -133,6 +134,7 @@ const image = (spec: string) => ({ image_spec: spec });
 const snap = (spec: string, name: string) => ({ image_spec: spec, snap: name });
 
 export const api = {
+  alerts: () => json<Alert[]>(EP.alerts),
   users: () => json<UserInfo[]>(EP.listUsers),
   createUser: (body: UserBody) => nothing(EP.createUser, { body }),
   updateUser: (username: string, body: UserBody) => nothing(EP.updateUser, { params: { username }, body }),

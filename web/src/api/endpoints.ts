@@ -68,6 +68,7 @@ export const EP = {
   updateRole: { method: 'PUT', path: '/api/role/{name}', need: { scope: 'user', permission: 'update' } },
   deleteRole: { method: 'DELETE', path: '/api/role/{name}', need: { scope: 'user', permission: 'delete' } },
   audit: { method: 'GET', path: '/api/audit', need: { scope: 'user', permission: 'update' } },
+  alerts: { method: 'GET', path: '/api/alerts', need: 'user' },
 } as const satisfies Record<string, Endpoint>;
 
 export type EndpointName = keyof typeof EP;

@@ -331,3 +331,13 @@ export interface ConnectionInfo {
   credentials: { tcp: string; unix: string; cert_dir: string; user: string; your_access: 'read-write' | 'read-only' };
   warning: string;
 }
+
+/** One alert of `GET /api/alerts`. */
+export interface Alert {
+  id: string;
+  severity: 'warning' | 'critical';
+  summary: string;
+  detail: string;
+  /** Seconds since the epoch when the server first saw it. */
+  since: number;
+}

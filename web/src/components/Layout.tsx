@@ -8,6 +8,7 @@ import { ROUTES, usePath } from '../router';
 import { useSession } from '../state/session';
 import { useStore } from '../state/store';
 import { tasks } from '../state/tasks';
+import { AlertsBadge } from './AlertsBadge';
 import { Link } from './Link';
 import { Notices } from './Notices';
 import { TasksPanel } from './TasksPanel';
@@ -48,6 +49,7 @@ export function Layout({ username, onLogout, children }: Props) {
         </button>
         <span class="brand">basalt</span>
         <span class="spacer" />
+        <AlertsBadge />
         <button type="button" class="task-count" onClick={() => setNavOpen(true)} aria-controls="sidebar">
           {running === 0 ? 'No running tasks' : `${running} running task${running === 1 ? '' : 's'}`}
         </button>
@@ -66,6 +68,8 @@ export function Layout({ username, onLogout, children }: Props) {
         <ul>{item(ROUTES.images, 'Block Images', current.startsWith(ROUTES.images))}</ul>
         <h2 class="nav-group">Storage</h2>
         <ul>{item(ROUTES.pools, 'Pools', current.startsWith(ROUTES.pools))}</ul>
+        <h2 class="nav-group">Monitoring</h2>
+        <ul>{item(ROUTES.alerts, 'Alerts', current === ROUTES.alerts)}</ul>
         {can(EP.listUsers) && (
           <>
             <h2 class="nav-group">Administration</h2>

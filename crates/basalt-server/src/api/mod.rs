@@ -44,6 +44,7 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route("/api/role/{name}", get(access::get_role).put(access::update_role).delete(access::delete_role))
         .route("/api/task", get(misc::tasks))
         .route("/api/audit", get(crate::audit::list))
+        .route("/api/alerts", get(crate::alerts::list))
         .route("/api/perf/image/{image_spec}", get(crate::perf::image))
         .route("/api/perf/overall", get(crate::perf::overall))
         .route("/api/perf/top", get(crate::perf::top))

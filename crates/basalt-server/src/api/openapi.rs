@@ -116,6 +116,14 @@ pub const OPS: &[Op] = &[
     op("GET", "/api/task", "Running and finished background tasks", "", "", 200),
     op(
         "GET",
+        "/api/alerts",
+        "What needs attention: full pools or disk, degraded images, failed tasks, a stopped store, expiring certificates",
+        "",
+        "",
+        200,
+    ),
+    op(
+        "GET",
         "/api/audit",
         "The audit log of mutating calls, newest first (?username=&since=&until=&search=&result=&offset=&limit=)",
         "user",

@@ -184,6 +184,8 @@ enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
+    /// What needs attention: full pools or disk, degraded images, failed tasks, a stopped store, expiring certificates
+    Alerts(AlertsArgs),
     /// Performance figures: perf image iostat
     Perf {
         #[command(subcommand)]
@@ -248,6 +250,13 @@ struct CreateArgs {
     /// Image format; only 2 exists here
     #[arg(long, value_name = "FORMAT")]
     image_format: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+struct AlertsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
 }
 
 #[derive(Args, Debug)]
@@ -895,6 +904,7 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Nbd { command } => nbd::run(api, &command),
         Command::Config { command } => admin::config(api, &command),
         Command::Pool { command } => admin::pool(api, &command),
+        Command::Alerts(a) => alerts(api, &a),
         Command::Perf { command: PerfCommand::Image { command: PerfImageCommand::Iostat(a) } } => perf::iostat(api, &a),
         Command::Serve(_)
         | Command::Fsck
@@ -904,6 +914,36 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         | Command::Logout
         | Command::Device { .. } => Ok(()),
     }
+}
+
+/// `alerts [--format json]`: one line per alert, critical first; exits 0 (alerts are facts, not failures).
+fn alerts(api: &api::Api, a: &AlertsArgs) -> anyhow::Result<()> {
+    let value = api.get_value("/api/alerts")?;
+    if a.format == Format::Json {
+        return output::print_json(&value);
+    }
+    let items = value.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return output::print_text("no alerts\n");
+    }
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let mut table = output::Table::new(&[
+        ("SEVERITY", output::Align::Left),
+        ("SINCE", output::Align::Left),
+        ("SUMMARY", output::Align::Left),
+        ("DETAIL", output::Align::Left),
+    ]);
+    for item in &items {
+        let since = item.get("since").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        table.row(vec![
+            text(item, "severity"),
+            output::ctime(i64::try_from(since).unwrap_or(0)),
+            text(item, "summary"),
+            text(item, "detail"),
+        ]);
+    }
+    table.print()
 }
 
 #[cfg(test)]

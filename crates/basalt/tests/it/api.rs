@@ -994,3 +994,82 @@ fn an_image_whose_files_are_gone_is_degraded_with_the_reason_in_the_api_and_metr
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
+
+#[test]
+fn alerts_name_a_full_pool_a_failed_task_and_an_expiring_certificate() {
+    // An NBD certificate valid for 10 more days.
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let (cert, key) = (dir.path().join("nbd-cert.pem"), dir.path().join("nbd-key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "10"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let server = start_with(dir, Some(ADMIN_PASSWORD), &["--nbd-tls-cert", cert, "--nbd-tls-key", key]);
+    assert_eq!(call(&server, "GET", "/api/alerts", None, None).0, 401, "only logged-in users read alerts");
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+
+    // A pool over its quota, and a task that failed (flattening an image that is no clone).
+    let body = json!({"pool": "small", "application_metadata": ["rbd"], "quota_max_bytes": 65536});
+    assert_eq!(call(&server, "POST", "/api/pool", Some(&token), Some(body)).0, 201);
+    let body = json!({"name": "fill", "pool_name": "small", "size": 4u64 << 20});
+    assert_eq!(call(&server, "POST", "/api/block/image", Some(&token), Some(body)).0, 201);
+    assert_eq!(write_blocks(&server, &token, "small%2Ffill", 0, 32).0, 200);
+    let (status, _) = call(&server, "POST", "/api/block/image/small%2Ffill/flatten", Some(&token), None);
+    assert_eq!(status, 400, "a flatten of an image without parent fails");
+
+    // A read-only user sees the same alerts; pool figures arrive with the next capacity refresh.
+    let body = json!({"username": "viewer", "password": "viewer-secret-1", "roles": ["read-only"]});
+    assert_eq!(call(&server, "POST", "/api/user", Some(&token), Some(body)).0, 201);
+    let viewer = login(&server, "viewer", "viewer-secret-1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let (status, alerts) = call(&server, "GET", "/api/alerts", Some(&viewer), None);
+        assert_eq!(status, 200, "{alerts}");
+        if alerts.as_array().is_some_and(|a| a.iter().any(|x| x["id"] == "pool_full:small")) {
+            break alerts;
+        }
+        assert!(Instant::now() < deadline, "no pool alert: {alerts}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let find = |prefix: &str| -> Value {
+        alerts
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"].as_str().is_some_and(|id| id.starts_with(prefix))).cloned())
+            .unwrap_or_else(|| panic!("no {prefix} alert in {alerts}"))
+    };
+    let pool = find("pool_full:small");
+    assert_eq!(pool["severity"], "critical", "{pool}");
+    assert!(pool["summary"].as_str().is_some_and(|s| s.starts_with("pool small is full")), "{pool}");
+    assert!(pool["since"].as_u64().is_some_and(|s| s > 0), "{pool}");
+    let task = find("task_failed:");
+    assert_eq!(
+        (task["severity"].as_str(), task["summary"].as_str()),
+        (Some("warning"), Some("task rbd/flatten failed"))
+    );
+    assert!(task["detail"].as_str().is_some_and(|d| d.contains("small/fill")), "{task}");
+    let cert = find("certificate_expiring:NBD server");
+    assert_eq!(cert["severity"], "warning", "{cert}");
+    let summary = cert["summary"].as_str().unwrap_or_default();
+    assert!(summary == "the NBD server certificate expires in 9 day(s)" || summary.ends_with("in 10 day(s)"), "{cert}");
+    assert!(alerts.as_array().is_some_and(|a| !a.iter().any(|x| x["id"] == "certificate_expiring:NBD CA")), "{alerts}");
+    assert_eq!(alerts[0]["severity"], "critical", "critical first: {alerts}");
+
+    // Lifting the quota clears the pool's alert.
+    let lift = json!({"quota_max_bytes": 0});
+    assert_eq!(call(&server, "PUT", "/api/pool/small", Some(&token), Some(lift)).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, alerts) = call(&server, "GET", "/api/alerts", Some(&token), None);
+        if alerts.as_array().is_some_and(|a| !a.iter().any(|x| x["id"] == "pool_full:small")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool alert stayed: {alerts}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

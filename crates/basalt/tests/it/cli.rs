@@ -446,3 +446,27 @@ fn ls_and_info_show_an_image_degraded_when_its_files_are_gone() {
     let json = s.json(&["info", "--format", "json", "broken"]);
     assert_eq!(json["status"], "degraded", "{json}");
 }
+
+#[test]
+fn alerts_lists_a_failed_task() {
+    let s = Server::start();
+    // The host's disk may itself be nearly full: only the task alerts are this test's.
+    let tasks = |json: &serde_json::Value| -> Vec<serde_json::Value> {
+        let all = json.as_array().cloned().unwrap_or_default();
+        all.into_iter().filter(|a| a["id"].as_str().is_some_and(|id| id.starts_with("task_failed:"))).collect()
+    };
+    assert_eq!(tasks(&s.json(&["alerts", "--format", "json"])), Vec::<serde_json::Value>::new());
+    s.ok(&["create", "--size", "4M", "rbd/plain"]);
+    s.fails(&["flatten", "rbd/plain"], 22, "");
+    let out = s.ok(&["alerts"]);
+    let rows = lines(&out);
+    assert!(
+        rows[0].starts_with("SEVERITY  SINCE") && rows[0].contains("  SUMMARY  ") && rows[0].ends_with("DETAIL"),
+        "{out}"
+    );
+    assert!(rows.iter().any(|r| r.starts_with("warning ") && r.contains("task rbd/flatten failed  ")), "{out}");
+    let failed = tasks(&s.json(&["alerts", "--format", "json"]));
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["severity"], "warning");
+    assert!(failed[0]["detail"].as_str().is_some_and(|d| d.contains("rbd/plain")), "{failed:?}");
+}

@@ -1,0 +1,270 @@
+//! `GET /api/alerts`: what needs an operator's attention, computed on request from what the server already keeps: the
+//! last pool and file-system figures (see [`crate::capacity`]), image statuses (see [`crate::status`]), failed tasks,
+//! the store's state, and the expiry of the NBD and API certificates. Nothing here scans the store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use basalt_core::PoolInfo;
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// A share of a quota or of the file system that raises a warning.
+pub const NEAR_FULL: f64 = 0.85;
+/// A share that raises a critical alert.
+pub const FULL: f64 = 0.95;
+/// Failed tasks stay alerts this long after they ended.
+pub const FAILED_TASK_SECS: u64 = 24 * 3600;
+/// Certificates expiring within this many days raise a warning (critical within 7 days, or expired).
+pub const CERT_WARN_DAYS: i64 = 30;
+
+/// How bad an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Needs attention soon.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Stable while the condition lasts (`pool_full:rbd`).
+    pub id: String,
+    /// Warning or critical.
+    pub severity: Severity,
+    /// One line.
+    pub summary: String,
+    /// What was seen and what to do.
+    pub detail: String,
+    /// When the server first saw it (seconds since the epoch).
+    pub since: u64,
+}
+
+/// When each alert was first seen, so `since` holds across requests.
+#[derive(Debug, Default)]
+pub struct FirstSeen(Mutex<HashMap<String, u64>>);
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn share(used: u64, quota: u64) -> f64 {
+    if quota == 0 { 0.0 } else { used as f64 / quota as f64 }
+}
+
+/// Pool alerts from pool figures: full at 95% of a quota (or reached), nearly full at 85%.
+pub fn pool_alerts(pools: &[PoolInfo]) -> Vec<(String, Severity, String, String)> {
+    let mut out = Vec::new();
+    for pool in pools {
+        let ratio = share(pool.used_bytes, pool.quota_max_bytes).max(share(pool.objects, pool.quota_max_objects));
+        let figures = format!(
+            "{} bytes of a {} byte quota, {} objects of a {} object quota (0: none)",
+            pool.used_bytes, pool.quota_max_bytes, pool.objects, pool.quota_max_objects
+        );
+        if pool.quota_reached() || ratio >= FULL {
+            out.push((
+                format!("pool_full:{}", pool.name),
+                Severity::Critical,
+                format!("pool {} is full ({:.0}% of its quota)", pool.name, ratio * 100.0),
+                format!("{figures}. Writes are refused with EDQUOT once the quota is reached: raise the quota or free space."),
+            ));
+        } else if ratio >= NEAR_FULL {
+            out.push((
+                format!("pool_near_full:{}", pool.name),
+                Severity::Warning,
+                format!("pool {} is nearly full ({:.0}% of its quota)", pool.name, ratio * 100.0),
+                format!("{figures}. Raise the quota or free space before writes are refused."),
+            ));
+        }
+    }
+    out
+}
+
+/// The certificate files to watch: (what it is, its PEM file).
+#[derive(Debug, Clone, Default)]
+pub struct Certificates(pub Vec<(String, PathBuf)>);
+
+/// Seconds since the epoch at which the first certificate of a PEM file expires.
+pub fn not_after(pem: &[u8]) -> Result<i64, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("no PEM certificate: {e}"))?;
+    let cert = pem.parse_x509().map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+fn cert_alerts(certs: &Certificates, at: u64) -> Vec<(String, Severity, String, String)> {
+    let mut out = Vec::new();
+    for (what, path) in &certs.0 {
+        let id = format!("certificate_expiring:{what}");
+        let expiry = std::fs::read(path).map_err(|e| e.to_string()).and_then(|pem| not_after(&pem));
+        match expiry {
+            Ok(end) => {
+                let left = end - at as i64;
+                let days = left.div_euclid(86_400);
+                if left <= 0 {
+                    out.push((
+                        id,
+                        Severity::Critical,
+                        format!("the {what} certificate has expired"),
+                        format!(
+                            "{} expired at {}: replace it and restart basalt.",
+                            path.display(),
+                            crate::api::rfc3339(end.max(0) as u64)
+                        ),
+                    ));
+                } else if days < CERT_WARN_DAYS {
+                    let severity = if days < 7 { Severity::Critical } else { Severity::Warning };
+                    out.push((
+                        id,
+                        severity,
+                        format!("the {what} certificate expires in {days} day(s)"),
+                        format!(
+                            "{} is valid until {}: renew it before then.",
+                            path.display(),
+                            crate::api::rfc3339(end as u64)
+                        ),
+                    ));
+                }
+            }
+            Err(e) => out.push((
+                id,
+                Severity::Warning,
+                format!("the {what} certificate cannot be read"),
+                format!("{}: {e}", path.display()),
+            )),
+        }
+    }
+    out
+}
+
+/// Every alert now, critical first.
+pub fn current(state: &AppState) -> Vec<Alert> {
+    let at = now();
+    let mut raw: Vec<(String, Severity, String, String)> = Vec::new();
+    if let Some(why) = state.registry.store_stopped() {
+        raw.push((
+            "store_stopped".into(),
+            Severity::Critical,
+            "the store stopped".into(),
+            format!("{why}. It refuses every change until basalt is restarted."),
+        ));
+    }
+    if let Some(snapshot) = state.capacity.last() {
+        raw.extend(pool_alerts(&snapshot.pools));
+        if let Some(fs) = snapshot.fs
+            && fs.total > 0
+        {
+            let ratio = fs.total.saturating_sub(fs.avail) as f64 / fs.total as f64;
+            let detail = format!(
+                "the data directory's file system has {} of {} bytes free. Free space or grow it: a full disk stops writes.",
+                fs.avail, fs.total
+            );
+            if ratio >= FULL {
+                raw.push((
+                    "filesystem_full".into(),
+                    Severity::Critical,
+                    format!("the data directory's file system is full ({:.0}%)", ratio * 100.0),
+                    detail,
+                ));
+            } else if ratio >= NEAR_FULL {
+                raw.push((
+                    "filesystem_near_full".into(),
+                    Severity::Warning,
+                    format!("the data directory's file system is nearly full ({:.0}%)", ratio * 100.0),
+                    detail,
+                ));
+            }
+        }
+    }
+    let ctx = state.status_ctx();
+    for image in ctx.known_images() {
+        let status = ctx.known(&image);
+        if status.status == basalt_core::ImageStatus::Degraded {
+            raw.push((
+                format!("image_degraded:{image}"),
+                Severity::Critical,
+                format!("image {image} is degraded"),
+                status.detail.unwrap_or_default(),
+            ));
+        }
+    }
+    let (_, finished) = state.tasks.list();
+    let mut failed_since: HashMap<String, u64> = HashMap::new();
+    for task in finished.iter().filter(|t| t.success == Some(false)) {
+        let ended = task.end_time.unwrap_or(task.begin_time);
+        if at.saturating_sub(ended) > FAILED_TASK_SECS {
+            continue;
+        }
+        let id = format!("task_failed:{}", task.id);
+        failed_since.insert(id.clone(), ended);
+        let why = task.exception.as_ref().map(|e| format!("{} ({})", e.detail, e.code)).unwrap_or_default();
+        raw.push((id, Severity::Warning, format!("task {} failed", task.name), format!("on {}: {why}", task.metadata)));
+    }
+    raw.extend(cert_alerts(&state.certificates, at));
+
+    let mut seen = state.alerts_seen.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.retain(|id, _| raw.iter().any(|(i, ..)| i == id));
+    let mut alerts: Vec<Alert> = raw
+        .into_iter()
+        .map(|(id, severity, summary, detail)| {
+            let since = failed_since.get(&id).copied().unwrap_or_else(|| *seen.entry(id.clone()).or_insert(at));
+            Alert { id, severity, summary, detail, since }
+        })
+        .collect();
+    alerts.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.since.cmp(&b.since)).then(a.id.cmp(&b.id)));
+    alerts
+}
+
+/// `GET /api/alerts`: any logged-in user may read them.
+pub(crate) async fn list(State(state): State<AppState>, Caller(_who): Caller) -> ApiResult<Json<Vec<Alert>>> {
+    Ok(Json(current(&state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(used: u64, objects: u64, quota_bytes: u64, quota_objects: u64) -> PoolInfo {
+        PoolInfo {
+            name: basalt_core::PoolName::new("p").expect("name"),
+            id: 1,
+            applications: vec!["rbd".into()],
+            image_count: 1,
+            provisioned_bytes: 0,
+            used_bytes: used,
+            objects,
+            quota_max_bytes: quota_bytes,
+            quota_max_objects: quota_objects,
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn pools_are_nearly_full_at_85_percent_and_full_at_95_of_either_quota() {
+        let ids = |p: PoolInfo| pool_alerts(&[p]).into_iter().map(|(id, s, ..)| (id, s)).collect::<Vec<_>>();
+        assert_eq!(ids(pool(84, 0, 100, 0)), []);
+        assert_eq!(ids(pool(85, 0, 100, 0)), [("pool_near_full:p".to_owned(), Severity::Warning)]);
+        assert_eq!(ids(pool(95, 0, 100, 0)), [("pool_full:p".to_owned(), Severity::Critical)]);
+        assert_eq!(ids(pool(0, 9, 0, 10)), [("pool_near_full:p".to_owned(), Severity::Warning)]);
+        assert_eq!(ids(pool(1 << 40, 1 << 20, 0, 0)), [], "no quota, no alert");
+    }
+
+    #[test]
+    fn the_expiry_of_a_certificate_is_read_from_its_pem() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 5, 6);
+        let cert = params.self_signed(&key).expect("cert");
+        assert_eq!(not_after(cert.pem().as_bytes()), Ok(1_935_792_000));
+        assert!(not_after(b"not a certificate").is_err());
+    }
+}
