@@ -104,7 +104,7 @@ describe('Quick User Flow', () => {
     await page.getByRole('heading', { name: 'Pools' }).waitFor();
     await act(page, 'pool rbd', 'Remove rbd tag');
     await confirm(page, 'Remove rbd tag');
-    await row(page, 'rbd').getByText('none').waitFor();
+    await row(page, 'rbd').locator('span.muted', { hasText: /^none$/ }).waitFor();
     await gotoImages(page);
     await page.getByRole('heading', { name: 'No healthy rbd pool' }).waitFor();
     expect(await page.getByRole('button', { name: '+ Create Image' }).isDisabled()).toBe(true);
