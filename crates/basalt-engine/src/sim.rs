@@ -207,18 +207,9 @@ impl SimVfs {
                     apply(&mut data, op);
                 }
             }
-            let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
-            files.insert(path.clone(), Arc::new(Mutex::new(fresh)));
+            files.insert(path.clone(), data);
         }
-        let new_state =
-            SimState { durable_files: files.clone(), live_files: files, dirs: state.dirs.clone(), powered_off: false };
-        SimVfs {
-            state: Arc::new(Mutex::new(new_state)),
-            ops: Arc::new(AtomicU64::new(0)),
-            fault_at: Arc::new(Mutex::new(None)),
-            hold: Arc::new(Mutex::new(None)),
-            boots: self.boots + 1,
-        }
+        Self::restarted(files, state.dirs.clone(), self.boots + 1)
     }
 
     /// Returns the disk as a process that died (`kill -9`) leaves it: the kernel outlives the process, so every
@@ -227,18 +218,27 @@ impl SimVfs {
         let state = lock(&self.state);
         let mut files = BTreeMap::new();
         for (path, file) in &state.live_files {
-            let data = lock(file).live.clone();
-            let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
-            files.insert(path.clone(), Arc::new(Mutex::new(fresh)));
+            files.insert(path.clone(), lock(file).live.clone());
         }
-        let new_state =
-            SimState { durable_files: files.clone(), live_files: files, dirs: state.dirs.clone(), powered_off: false };
+        Self::restarted(files, state.dirs.clone(), self.boots)
+    }
+
+    /// A disk holding `contents`, all durable, as a restarted system finds it.
+    fn restarted(contents: BTreeMap<PathBuf, Vec<u8>>, dirs: Vec<PathBuf>, boots: u64) -> SimVfs {
+        let files: BTreeMap<_, _> = contents
+            .into_iter()
+            .map(|(path, data)| {
+                let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
+                (path, Arc::new(Mutex::new(fresh)))
+            })
+            .collect();
+        let new_state = SimState { durable_files: files.clone(), live_files: files, dirs, powered_off: false };
         SimVfs {
             state: Arc::new(Mutex::new(new_state)),
             ops: Arc::new(AtomicU64::new(0)),
             fault_at: Arc::new(Mutex::new(None)),
             hold: Arc::new(Mutex::new(None)),
-            boots: self.boots,
+            boots,
         }
     }
 
