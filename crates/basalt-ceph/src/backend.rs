@@ -380,7 +380,7 @@ impl CephBackend {
     }
 
     /// What [`Backend::pool_list`] shows of one pool.
-    fn pool_info(&self, pool: PoolName, name: &str) -> Result<PoolInfo> {
+    fn pool_info(&self, pool: PoolName, name: &str, quotas: &HashMap<String, (u64, u64)>) -> Result<PoolInfo> {
         let io = self.cluster.ioctx(name)?;
         let applications = io.application_list()?;
         let (mut image_count, mut provisioned_bytes) = (0, 0);
@@ -396,7 +396,7 @@ impl CephBackend {
             }
         }
         let stat = io.pool_stat()?;
-        let (quota_max_bytes, quota_max_objects) = self.pool_quota(name)?;
+        let (quota_max_bytes, quota_max_objects) = quotas.get(name).copied().unwrap_or_default();
         Ok(PoolInfo {
             name: pool,
             id: u64::try_from(io.pool_id()).unwrap_or(0),
@@ -411,18 +411,22 @@ impl CephBackend {
         })
     }
 
-    /// A pool's quotas `(max_bytes, max_objects)` from the monitors (`ceph osd pool get-quota`).
-    fn pool_quota(&self, pool: &str) -> Result<(u64, u64)> {
+    /// Every pool's quotas `(max_bytes, max_objects)` from the monitors' OSD map (`ceph osd pool ls detail`): unlike
+    /// `get-quota`, it answers for a pool so new that it has no statistics yet.
+    fn pool_quotas(&self) -> Result<HashMap<String, (u64, u64)>> {
         #[derive(serde::Deserialize)]
-        struct Quota {
+        struct Pool {
+            pool_name: String,
+            #[serde(default)]
             quota_max_bytes: u64,
+            #[serde(default)]
             quota_max_objects: u64,
         }
-        let command = serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
+        let command = serde_json::json!({"prefix": "osd pool ls", "detail": "detail", "format": "json"});
         let (out, _) = self.cluster.mon_command(&command.to_string())?;
-        let quota: Quota = serde_json::from_str(&out)
-            .map_err(|err| Error::io(format!("cannot read the quota of pool '{pool}': {err}")))?;
-        Ok((quota.quota_max_bytes, quota.quota_max_objects))
+        let pools: Vec<Pool> =
+            serde_json::from_str(&out).map_err(|err| Error::io(format!("cannot read the pools' quotas: {err}")))?;
+        Ok(pools.into_iter().map(|p| (p.pool_name, (p.quota_max_bytes, p.quota_max_objects))).collect())
     }
 
     /// The global overrides: `rbd_*` options of the `client` (or `global`) section of the monitors' database.
@@ -473,12 +477,13 @@ impl Backend for CephBackend {
 
     fn pool_list(&self) -> Result<Vec<PoolInfo>> {
         let mut pools = Vec::new();
+        let quotas = self.pool_quotas()?;
         for name in self.cluster.pool_list()? {
             let Ok(pool) = PoolName::new(&name) else { continue };
             // A pool removed while the list is being read is left out, as if it had gone a moment earlier.
-            match self.pool_info(pool, &name) {
+            match self.pool_info(pool, &name, &quotas) {
                 Ok(info) => pools.push(info),
-                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) if err.kind() == ErrorKind::NotFound && !self.cluster.pool_list()?.contains(&name) => {}
                 Err(err) => return Err(err),
             }
         }
