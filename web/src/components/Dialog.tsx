@@ -1,7 +1,7 @@
 // A modal dialog on the native <dialog> element: focus stays inside, Escape closes, the title labels it.
 
 import type { ComponentChildren } from 'preact';
-import { useEffect, useId, useRef } from 'preact/hooks';
+import { useId, useLayoutEffect, useRef } from 'preact/hooks';
 
 interface Props {
   title: string;
@@ -13,7 +13,9 @@ interface Props {
 export function Dialog({ title, onClose, children, wide }: Props) {
   const ref = useRef<HTMLDialogElement>(null);
   const titleId = useId();
-  useEffect(() => {
+  // A layout effect runs in the same task as the render, so a key pressed right after the click that opened the
+  // dialog already lands in its first field (a plain effect runs after paint, and such keys were lost).
+  useLayoutEffect(() => {
     const dialog = ref.current;
     if (!dialog) return;
     const opener = document.activeElement as HTMLElement | null;
