@@ -2,7 +2,8 @@
 """basalt's /metrics against a real Prometheus (Debian's `prometheus` package, with promtool).
 
 1. `basalt serve` on a throw-away data directory, scraped every second by Prometheus (job "basalt").
-2. `promtool check metrics` on /metrics, `promtool check rules` on monitoring/basalt-alerts.yml.
+2. `promtool check metrics` on /metrics, `promtool check rules` on monitoring/basalt-alerts.yml, and
+   `promtool test rules` on monitoring/tests/basalt-alerts-test.yml (basalt's own alerts on synthetic series).
 3. Under fio load over NBD, every expression of Ceph's RBD Overview and RBD Details dashboards
    (monitoring/tests/ceph-rbd-dashboards.json) returns series with values in its panel's unit; the latency panels
    are printed beside the latency fio measured.
@@ -10,6 +11,7 @@
    fails. The series Prometheus recorded from basalt meanwhile become the input of `promtool test rules`, which must
    show Ceph's CephPoolNearFull and CephPoolFull alerts firing (on a stretched time axis: one recorded second is one
    minute, as the rules wait 5 and 1 minutes).
+5. A failed task (a flatten of an image that is no clone) makes Prometheus fire BasaltTaskFailed.
 
 Usage: scripts/prometheus-test.py [BASALT_BINARY]   (default target/debug/basalt). Ends with 'N passed, N failed'.
 """
@@ -33,6 +35,7 @@ NBD_PORT = API_PORT + 1
 PROM_PORT = API_PORT + 2
 RULES = os.path.join(ROOT, "monitoring", "basalt-alerts.yml")
 DASHBOARDS = os.path.join(ROOT, "monitoring", "tests", "ceph-rbd-dashboards.json")
+STATIC_TESTS = os.path.join(ROOT, "monitoring", "tests", "basalt-alerts-test.yml")
 
 results = []
 
@@ -129,6 +132,13 @@ scrape_configs:
         rules = subprocess.run(["promtool", "check", "rules", RULES], capture_output=True, text=True)
         check("promtool check rules monitoring/basalt-alerts.yml", rules.returncode == 0,
               (rules.stdout + rules.stderr).strip().splitlines()[-1])
+        static = subprocess.run(["promtool", "test", "rules", STATIC_TESTS], capture_output=True, text=True)
+        check("promtool test rules monitoring/tests/basalt-alerts-test.yml (basalt's own alerts)",
+              static.returncode == 0, (static.stdout + static.stderr).strip().replace("\n", " | ")[-600:])
+        for name in ("basalt_store_stopped 0.0", "basalt_tasks_failed_recent 0.0",
+                     "basalt_certificate_expiry_timestamp_seconds"):
+            check(f"/metrics has {name.split()[0]}" + (f" at {name.split()[1]}" if " " in name else ""),
+                  f"\n{name}" in text or f"# TYPE {name} " in text)
         wait_for("the first scrape", lambda: query('up{job="basalt"}') and query('up{job="basalt"}')[0]["value"][1] == "1")
 
         # Load: fio over NBD on rbd/load, 4 KiB random reads and writes at queue depth 1, for 20 s.
@@ -246,6 +256,13 @@ scrape_configs:
         firing = query('ALERTS{alertname="CephPoolFull"}')
         check("Prometheus itself has CephPoolFull pending or firing", bool(firing),
               " ".join(r["metric"].get("alertstate", "") for r in firing))
+
+        # A task that fails (flattening an image that is no clone) raises BasaltTaskFailed in Prometheus.
+        out = basalt(data, "flatten", "small/fill", check_rc=False)
+        check("flattening an image that is no clone fails", out.returncode != 0, out.stderr.strip()[-200:])
+        firing = wait_for("BasaltTaskFailed", lambda: query('ALERTS{alertname="BasaltTaskFailed",alertstate="firing"}'))
+        check("Prometheus fires BasaltTaskFailed", bool(firing), firing[0]["metric"].get("severity", ""))
+        check("and not BasaltStoreStopped", not query('ALERTS{alertname="BasaltStoreStopped"}'))
     except Exception as err:  # noqa: BLE001 - reported as a failure
         check("the test ran to its end", False, repr(err))
     finally:

@@ -3,7 +3,7 @@
 //! the store's state, and the expiry of the NBD and API certificates. Nothing here scans the store.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::perf::{family, label_value};
 use crate::state::AppState;
+use crate::tasks::TaskInfo;
 
 /// A share of a quota or of the file system that raises a warning.
 pub const NEAR_FULL: f64 = 0.85;
@@ -101,11 +103,23 @@ pub fn not_after(pem: &[u8]) -> Result<i64, String> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// Each watched certificate: what it is, its file, and when it expires (seconds since the epoch) or why that
+/// cannot be read.
+fn expiries(certs: &Certificates) -> Vec<(&str, &Path, Result<i64, String>)> {
+    certs
+        .0
+        .iter()
+        .map(|(what, path)| {
+            let end = std::fs::read(path).map_err(|e| e.to_string()).and_then(|pem| not_after(&pem));
+            (what.as_str(), path.as_path(), end)
+        })
+        .collect()
+}
+
 fn cert_alerts(certs: &Certificates, at: u64) -> Vec<(String, Severity, String, String)> {
     let mut out = Vec::new();
-    for (what, path) in &certs.0 {
+    for (what, path, expiry) in expiries(certs) {
         let id = format!("certificate_expiring:{what}");
-        let expiry = std::fs::read(path).map_err(|e| e.to_string()).and_then(|pem| not_after(&pem));
         match expiry {
             Ok(end) => {
                 let left = end - at as i64;
@@ -144,6 +158,46 @@ fn cert_alerts(certs: &Certificates, at: u64) -> Vec<(String, Severity, String, 
         }
     }
     out
+}
+
+/// The failed tasks that still count as alerts at `at`: those that ended within [`FAILED_TASK_SECS`].
+fn recent_failures(finished: &[TaskInfo], at: u64) -> impl Iterator<Item = &TaskInfo> {
+    finished.iter().filter(move |t| {
+        t.success == Some(false) && at.saturating_sub(t.end_time.unwrap_or(t.begin_time)) <= FAILED_TASK_SECS
+    })
+}
+
+/// The families behind the alert rules of `monitoring/basalt-alerts.yml` that `/metrics` has no other source for:
+/// the store's state, recent failed tasks and certificate expiry (pool, file-system and image-status families are
+/// written elsewhere). A certificate that cannot be read has no series; `/api/alerts` names it.
+pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut String) {
+    let stopped = if state.registry.store_stopped().is_some() { 1.0 } else { 0.0 };
+    family(
+        out,
+        "basalt_store_stopped",
+        "The store stopped and refuses changes until a restart (1)",
+        "gauge",
+        &[(String::new(), stopped)],
+    );
+    let failed = recent_failures(finished, now()).count();
+    family(
+        out,
+        "basalt_tasks_failed_recent",
+        "Background tasks that failed in the last 24 hours",
+        "gauge",
+        &[(String::new(), failed as f64)],
+    );
+    let rows: Vec<(String, f64)> = expiries(&state.certificates)
+        .into_iter()
+        .filter_map(|(what, _, end)| Some((format!("certificate=\"{}\"", label_value(what)), end.ok()? as f64)))
+        .collect();
+    family(
+        out,
+        "basalt_certificate_expiry_timestamp_seconds",
+        "When a certificate basalt serves expires (seconds since the epoch)",
+        "gauge",
+        &rows,
+    );
 }
 
 /// Every alert now, critical first.
@@ -199,11 +253,8 @@ pub fn current(state: &AppState) -> Vec<Alert> {
     }
     let (_, finished) = state.tasks.list();
     let mut failed_since: HashMap<String, u64> = HashMap::new();
-    for task in finished.iter().filter(|t| t.success == Some(false)) {
+    for task in recent_failures(&finished, at) {
         let ended = task.end_time.unwrap_or(task.begin_time);
-        if at.saturating_sub(ended) > FAILED_TASK_SECS {
-            continue;
-        }
         let id = format!("task_failed:{}", task.id);
         failed_since.insert(id.clone(), ended);
         let why = task.exception.as_ref().map(|e| format!("{} ({})", e.detail, e.code)).unwrap_or_default();

@@ -541,8 +541,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     if let Some(snapshot) = state.capacity.last() {
         snapshot.write_metrics(&mut out);
     }
-    let (running, _) = state.tasks.list();
+    let (running, finished) = state.tasks.list();
     image_status_family(&mut out, &crate::status::StatusCtx::new(state.registry.clone(), running.clone()));
+    crate::alerts::write_metrics(&state, &finished, &mut out);
     family(&mut out, "basalt_up", "The server is up (1)", "gauge", &[(String::new(), 1.0)]);
     family(
         &mut out,

@@ -1060,6 +1060,19 @@ fn alerts_name_a_full_pool_a_failed_task_and_an_expiring_certificate() {
     assert!(alerts.as_array().is_some_and(|a| !a.iter().any(|x| x["id"] == "certificate_expiring:NBD CA")), "{alerts}");
     assert_eq!(alerts[0]["severity"], "critical", "critical first: {alerts}");
 
+    // The same conditions feed the Prometheus families behind monitoring/basalt-alerts.yml.
+    let (_, metrics) = call_bytes(&server, "GET", "/metrics", &token, b"");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let expiry = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("basalt_certificate_expiry_timestamp_seconds{certificate=\"NBD server\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no NBD certificate expiry in {metrics}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!((9.0 * 86400.0..=10.0 * 86400.0 + 60.0).contains(&(expiry - now)), "expiry {expiry}, now {now}");
+    assert!(metrics.contains("\nbasalt_tasks_failed_recent 1.0\n"), "{metrics}");
+    assert!(metrics.contains("\nbasalt_store_stopped 0.0\n"), "{metrics}");
+
     // Lifting the quota clears the pool's alert.
     let lift = json!({"quota_max_bytes": 0});
     assert_eq!(call(&server, "PUT", "/api/pool/small", Some(&token), Some(lift)).0, 200);
