@@ -4,7 +4,8 @@
 // window. Each step saves a screenshot.
 
 import type { Locator, Page } from 'playwright-core';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EP } from '../src/api/endpoints';
@@ -104,7 +105,9 @@ describe('Quick User Flow', () => {
     await page.getByRole('heading', { name: 'Pools' }).waitFor();
     await act(page, 'pool rbd', 'Remove rbd tag');
     await confirm(page, 'Remove rbd tag');
-    await row(page, 'rbd').locator('span.muted', { hasText: /^none$/ }).waitFor();
+    await row(page, 'rbd')
+      .locator('span.muted', { hasText: /^none$/ })
+      .waitFor();
     await gotoImages(page);
     await page.getByRole('heading', { name: 'No healthy rbd pool' }).waitFor();
     expect(await page.getByRole('button', { name: '+ Create Image' }).isDisabled()).toBe(true);
@@ -764,6 +767,60 @@ async function axeViolations(p: Page): Promise<string[]> {
   });
   return found;
 }
+
+describe('status and alerts', () => {
+  it('an image whose files are lost is degraded in its row, raises a critical alert, and the header links to it', async () => {
+    await page.setViewportSize({ width: 1440, height: 900 });
+    const layers = join(server.dataDir, 'layers');
+    const before = new Set(readdirSync(layers));
+    expect(
+      (await server.api('POST', '/api/block/image', { name: 'lost', pool_name: 'rbd', size: 4 << 20 })).status,
+    ).toBe(201);
+    await qemuIo(server, 'rbd/lost', 'write -P 0x5a 0 64k');
+    const files = readdirSync(layers).filter((f) => !before.has(f));
+    expect(files.length).toBeGreaterThan(0);
+    // The disk loses the image's files while basalt is down; the next read finds out.
+    await server.restart(() => files.forEach((f) => rmSync(join(layers, f))));
+    await expect(qemuIo(server, 'rbd/lost', 'read 0 4k')).rejects.toThrow();
+
+    await page.goto(`${server.url}/`);
+    if (await page.getByRole('button', { name: 'Log in' }).isVisible())
+      await login(page, server.url, 'admin', ADMIN_PASSWORD);
+    await gotoImages(page);
+    await page.getByLabel('Search', { exact: true }).fill('lost');
+    const badge = row(page, 'lost').getByTestId('image-status');
+    await badge.getByText('degraded').waitFor();
+    expect(await badge.getAttribute('title')).toMatch(/cannot be read/);
+    // Its figures are unknown, and only removal is offered.
+    expect(await row(page, 'lost').locator('td').nth(3).textContent()).toBe('?');
+    expect(await badge.getAttribute('class')).toContain('badge-err');
+    await shot(page, 'status-degraded');
+
+    // The header counts the alerts, red while one is critical, and leads to the Alerts page.
+    const header = page.getByRole('banner').getByRole('link', { name: /^\d+ alerts?$/ });
+    await header.waitFor();
+    expect(await header.getAttribute('class')).toContain('badge-err');
+    await header.click();
+    await page.getByRole('heading', { name: 'Alerts', level: 1 }).waitFor();
+    const alert = page.locator('tr[data-alert-id="image_degraded:rbd/lost"]');
+    await alert.waitFor();
+    expect(await alert.locator('td').nth(0).textContent()).toBe('critical');
+    expect(await alert.locator('td').nth(1).textContent()).toBe('image rbd/lost is degraded');
+    expect(await alert.locator('td').nth(2).textContent()).toMatch(/layer file/);
+    // Critical alerts come first.
+    const severities = await page.locator('tbody tr td:first-child').allTextContents();
+    expect(
+      severities.indexOf('warning') === -1 || severities.lastIndexOf('critical') < severities.indexOf('warning'),
+    ).toBe(true);
+    expect(await axeViolations(page)).toEqual([]);
+    await shot(page, 'alerts');
+    await page.setViewportSize({ width: 400, height: 860 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    expect(await header.isVisible()).toBe(true);
+    await shot(page, 'narrow-alerts');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+});
 
 describe('screenshots at 1440×900 and 400 px', () => {
   it('shows 20+ image rows at 1440×900 and every main page', async () => {

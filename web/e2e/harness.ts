@@ -34,14 +34,14 @@ export interface Server {
   /** The NBD URI of an export (`pool/image`) on the server's unix socket, for qemu-io and friends. */
   nbdUri: (exportName: string) => string;
   stop: () => Promise<void>;
+  /** Stops the server, runs `whileDown` (to change its data directory as a failing disk would), starts it again. */
+  restart: (whileDown?: () => void) => Promise<void>;
   /** Calls the API as `username` (setup and checks; the UI is what the tests drive). */
   api: (method: string, path: string, body?: unknown, username?: string) => Promise<{ status: number; body: unknown }>;
 }
 
-export async function startServer(): Promise<Server> {
-  const binary = process.env.BASALT_BIN ?? join(REPO, 'target', 'debug', 'basalt');
-  const dataDir = mkdtempSync(join(tmpdir(), 'basalt-e2e-data-'));
-  const [http, nbd] = [await freePort(), await freePort()];
+/** Runs `basalt serve` on `dataDir` and waits until it answers /api/health. */
+async function spawnServe(binary: string, dataDir: string, http: number, nbd: number): Promise<ChildProcess> {
   const url = `http://127.0.0.1:${http}`;
   const child: ChildProcess = spawn(
     binary,
@@ -65,13 +65,30 @@ export async function startServer(): Promise<Server> {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`basalt serve exited with ${child.exitCode}:\n${log}`);
     try {
-      if ((await fetch(`${url}/api/health`)).ok) break;
+      if ((await fetch(`${url}/api/health`)).ok) return child;
     } catch {
       // Not listening yet.
     }
     if (Date.now() > deadline) throw new Error(`basalt serve did not answer /api/health within 30 s:\n${log}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Stops a `basalt serve` the way a service manager does: SIGTERM, then SIGKILL after 10 s. */
+async function stopServe(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+export async function startServer(): Promise<Server> {
+  const binary = process.env.BASALT_BIN ?? join(REPO, 'target', 'debug', 'basalt');
+  const dataDir = mkdtempSync(join(tmpdir(), 'basalt-e2e-data-'));
+  const [http, nbd] = [await freePort(), await freePort()];
+  const url = `http://127.0.0.1:${http}`;
+  let child = await spawnServe(binary, dataDir, http, nbd);
 
   const passwords = new Map([['admin', ADMIN_PASSWORD]]);
   const tokens = new Map<string, string>();
@@ -113,13 +130,14 @@ export async function startServer(): Promise<Server> {
     nbdUri: (exportName) => `nbd+unix:///${exportName}?socket=${join(dataDir, 'nbd.sock')}`,
     api,
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-        if (child.exitCode === null) child.kill('SIGKILL');
-      }
+      await stopServe(child);
       rmSync(dataDir, { recursive: true, force: true });
+    },
+    async restart(whileDown) {
+      await stopServe(child);
+      whileDown?.();
+      child = await spawnServe(binary, dataDir, http, nbd);
+      tokens.clear();
     },
   };
 }

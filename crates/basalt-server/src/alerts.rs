@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::extract::State;
 use basalt_core::PoolInfo;
+use basalt_core::units::format_size;
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -69,9 +70,13 @@ pub fn pool_alerts(pools: &[PoolInfo]) -> Vec<(String, Severity, String, String)
     let mut out = Vec::new();
     for pool in pools {
         let ratio = share(pool.used_bytes, pool.quota_max_bytes).max(share(pool.objects, pool.quota_max_objects));
+        let of = |quota: u64, text: String| if quota == 0 { "no quota".to_owned() } else { format!("a {text} quota") };
         let figures = format!(
-            "{} bytes of a {} byte quota, {} objects of a {} object quota (0: none)",
-            pool.used_bytes, pool.quota_max_bytes, pool.objects, pool.quota_max_objects
+            "{} used of {}, {} objects of {}",
+            format_size(pool.used_bytes),
+            of(pool.quota_max_bytes, format_size(pool.quota_max_bytes)),
+            pool.objects,
+            of(pool.quota_max_objects, format!("{} object", pool.quota_max_objects))
         );
         if pool.quota_reached() || ratio >= FULL {
             out.push((
@@ -167,6 +172,18 @@ fn recent_failures(finished: &[TaskInfo], at: u64) -> impl Iterator<Item = &Task
     })
 }
 
+/// What a task worked on, from its metadata, as a user reads it: `rbd/vm1`, `rbd/vm1@snap` for a snapshot task,
+/// `rbd/vm1 → rbd/vm1-copy` for a copy; the raw metadata for anything else.
+fn subjects(metadata: &serde_json::Value) -> String {
+    let field = |key: &str| metadata.get(key).and_then(serde_json::Value::as_str);
+    match (field("image_spec").or(field("image_id_spec")), field("snapshot_name"), field("dest_image_spec")) {
+        (Some(image), Some(snap), _) => format!("{image}@{snap}"),
+        (Some(image), None, Some(dest)) => format!("{image} → {dest}"),
+        (Some(image), None, None) => image.to_owned(),
+        _ => metadata.to_string(),
+    }
+}
+
 /// The families behind the alert rules of `monitoring/basalt-alerts.yml` that `/metrics` has no other source for:
 /// the store's state, recent failed tasks and certificate expiry (pool, file-system and image-status families are
 /// written elsewhere). A certificate that cannot be read has no series; `/api/alerts` names it.
@@ -219,8 +236,9 @@ pub fn current(state: &AppState) -> Vec<Alert> {
         {
             let ratio = fs.total.saturating_sub(fs.avail) as f64 / fs.total as f64;
             let detail = format!(
-                "the data directory's file system has {} of {} bytes free. Free space or grow it: a full disk stops writes.",
-                fs.avail, fs.total
+                "the data directory's file system has {} free of {}. Free space or grow it: a full disk stops writes.",
+                format_size(fs.avail),
+                format_size(fs.total)
             );
             if ratio >= FULL {
                 raw.push((
@@ -257,8 +275,9 @@ pub fn current(state: &AppState) -> Vec<Alert> {
         let ended = task.end_time.unwrap_or(task.begin_time);
         let id = format!("task_failed:{}", task.id);
         failed_since.insert(id.clone(), ended);
-        let why = task.exception.as_ref().map(|e| format!("{} ({})", e.detail, e.code)).unwrap_or_default();
-        raw.push((id, Severity::Warning, format!("task {} failed", task.name), format!("on {}: {why}", task.metadata)));
+        let why = task.exception.as_ref().map(|e| format!("{} (code {})", e.detail, e.code)).unwrap_or_default();
+        let on = subjects(&task.metadata);
+        raw.push((id, Severity::Warning, format!("task {} failed", task.name), format!("on {on}: {why}")));
     }
     raw.extend(cert_alerts(&state.certificates, at));
 
@@ -297,6 +316,16 @@ mod tests {
             quota_max_objects: quota_objects,
             healthy: true,
         }
+    }
+
+    #[test]
+    fn task_subjects_read_as_specs() {
+        use serde_json::json;
+        assert_eq!(subjects(&json!({"image_spec": "rbd/vm1"})), "rbd/vm1");
+        assert_eq!(subjects(&json!({"image_id_spec": "rbd/0000000003"})), "rbd/0000000003");
+        assert_eq!(subjects(&json!({"image_spec": "rbd/vm1", "snapshot_name": "s1"})), "rbd/vm1@s1");
+        assert_eq!(subjects(&json!({"image_spec": "rbd/a", "dest_image_spec": "rbd/b"})), "rbd/a → rbd/b");
+        assert_eq!(subjects(&json!({"pool": "rbd"})), r#"{"pool":"rbd"}"#);
     }
 
     #[test]

@@ -54,6 +54,10 @@ export interface Watcher {
   writable: boolean;
 }
 
+/**
+ * An image as listed. The fields that come from its metadata are null when that cannot be read (a degraded image
+ * whose files are lost: `status_detail` says why), as in Ceph's answers for an image that fails to open.
+ */
 export interface ImageObject {
   id: string;
   name: string;
@@ -61,25 +65,25 @@ export interface ImageObject {
   /** Null for the default namespace. */
   namespace: string | null;
   unique_id: string;
-  size: number;
-  obj_size: number;
-  num_objs: number;
-  order: number;
-  block_name_prefix: string;
-  features: number;
+  size: number | null;
+  obj_size: number | null;
+  num_objs: number | null;
+  order: number | null;
+  block_name_prefix: string | null;
+  features: number | null;
   features_name: string[];
-  stripe_unit: number;
-  stripe_count: number;
+  stripe_unit: number | null;
+  stripe_count: number | null;
   data_pool: string | null;
   image_format: number;
   parent: ParentRef | null;
-  timestamp: string;
-  modify_timestamp: string;
+  timestamp: string | null;
+  modify_timestamp: string | null;
   /** OK, degraded or migrating. */
   status: string;
   /** Why the status is not OK (basalt's own key; absent from Ceph's answers). */
   status_detail?: string | null;
-  snapshot_count: number;
+  snapshot_count: number | null;
   snap_limit: number | null;
   disk_usage: number | null;
   total_disk_usage: number | null;

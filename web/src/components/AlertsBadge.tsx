@@ -17,7 +17,7 @@ export function AlertsBadge() {
   const n = list.length;
   const kind = n === 0 ? 'badge-ok' : critical ? 'badge-err' : 'badge-warn';
   return (
-    <Link href={ROUTES.alerts} class={`top-link alerts-link badge ${kind}`} data-testid="alerts-badge">
+    <Link href={ROUTES.alerts} class={`top-link alerts-link badge ${kind}`}>
       {n === 0 ? 'No alerts' : `${n} alert${n === 1 ? '' : 's'}`}
     </Link>
   );

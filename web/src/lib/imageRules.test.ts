@@ -1,7 +1,14 @@
 // Unit tests of the reasons that disable image and snapshot actions.
 import { describe, expect, it } from 'vitest';
 import type { ImageObject, Snapshot, Task } from '../api/types';
-import { deleteBlockedReason, flattenBlockedReason, snapshotReasons, specOf, trashBlockedReason } from './imageRules';
+import {
+  busyReason,
+  deleteBlockedReason,
+  flattenBlockedReason,
+  snapshotReasons,
+  specOf,
+  trashBlockedReason,
+} from './imageRules';
 
 const snap = (over: Partial<Snapshot> = {}): Snapshot => ({
   id: 1,
@@ -57,6 +64,14 @@ const flattenTask: Task = {
 };
 
 describe('image actions', () => {
+  it('offers only removal for an image whose information cannot be read', () => {
+    const lost = image({ size: null, num_objs: null, obj_size: null, snapshot_count: null, status: 'degraded' });
+    expect(busyReason(lost, [])).toBe('Its information cannot be read (see its status): run basalt fsck.');
+    expect(flattenBlockedReason(lost, [])).toBe(busyReason(lost, []));
+    expect(deleteBlockedReason(lost, [])).toBeNull();
+    expect(trashBlockedReason(lost, [])).toBeNull();
+    expect(busyReason(image(), [])).toBeNull();
+  });
   it('writes specs with and without a namespace', () => {
     expect(specOf(image())).toBe('rbd/vm1');
     expect(specOf(image({ namespace: 'tenant' }))).toBe('rbd/tenant/vm1');

@@ -14,11 +14,17 @@ export function runningTaskOn(image: ImageObject, executing: readonly Task[]): T
   return executing.find((t) => t.metadata.image_spec === spec);
 }
 
+/** Why nothing but removal can be done to an image whose metadata cannot be read (its size is then unknown). */
+export function unreadableReason(image: ImageObject): string | null {
+  return image.size === null ? 'Its information cannot be read (see its status): run basalt fsck.' : null;
+}
+
 export function deleteBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
   const clones = image.snapshots.reduce((n, s) => n + s.children.length, 0);
   if (clones > 0)
     return `${plural(clones, 'clone')} ${verb(clones, 'depends', 'depend')} on its snapshots: flatten or delete them first.`;
-  if (image.snapshot_count > 0) return `It has ${plural(image.snapshot_count, 'snapshot')}: delete them first.`;
+  const snapshots = image.snapshot_count ?? 0;
+  if (snapshots > 0) return `It has ${plural(snapshots, 'snapshot')}: delete them first.`;
   if (image.watchers.length > 0)
     return `Attached: ${plural(image.watchers.length, 'client')} ${verb(image.watchers.length, 'has', 'have')} it open.`;
   const task = runningTaskOn(image, executing);
@@ -33,12 +39,16 @@ export function trashBlockedReason(image: ImageObject, executing: readonly Task[
 }
 
 export function flattenBlockedReason(image: ImageObject, executing: readonly Task[]): string | null {
+  const unreadable = unreadableReason(image);
+  if (unreadable) return unreadable;
   if (!image.parent) return 'Not a clone: it has no parent.';
   const task = runningTaskOn(image, executing);
   return task ? `Task ${task.name} is running on it.` : null;
 }
 
 export function busyReason(image: ImageObject, executing: readonly Task[]): string | null {
+  const unreadable = unreadableReason(image);
+  if (unreadable) return unreadable;
   const task = runningTaskOn(image, executing);
   return task ? `Task ${task.name} is running on it.` : null;
 }

@@ -28,6 +28,7 @@ describe('display', () => {
   it('shows local time and round-trips the input format', () => {
     expect(formatTime(new Date(2026, 0, 2, 3, 4, 5).toISOString())).toMatch(/^2026-01-02 03:04:05 UTC[+-]\d\d:\d\d$/);
     expect(formatTime('not a time')).toBe('not a time');
+    expect(formatTime(null)).toBe('?');
     expect(toLocalInput(new Date(2026, 0, 2, 3, 4, 5))).toBe('2026-01-02T03:04');
   });
   it('knows when protection has ended', () => {

@@ -2,8 +2,10 @@
 
 const pad = (n: number) => String(n).padStart(2, '0');
 
-/** `2026-11-25 15:20:17 UTC+01:00` in the browser's time zone; the input unchanged when it is not a time. */
-export function formatTime(iso: string): string {
+/** `2026-11-25 15:20:17 UTC+01:00` in the browser's time zone; the input unchanged when it is not a time;
+ * `?` for null. */
+export function formatTime(iso: string | null): string {
+  if (iso === null) return '?';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
   const off = -d.getTimezoneOffset();

@@ -26,6 +26,7 @@ describe('parseSize', () => {
 describe('formatBytes', () => {
   it('picks the largest unit that keeps the number at least 1', () => {
     expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(null)).toBe('?');
     expect(formatBytes(512)).toBe('512 B');
     expect(formatBytes(1024)).toBe('1 KiB');
     expect(formatBytes(1536 * 1024)).toBe('1.5 MiB');

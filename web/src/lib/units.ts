@@ -29,8 +29,14 @@ export function parseSize(text: string, unit: SizeUnit, what = 'Size'): SizeResu
   return { ok: true, bytes };
 }
 
-/** Formats bytes with the largest unit that keeps the number at least 1, e.g. `10 GiB`, `1.5 MiB`, `0 B`. */
-export function formatBytes(bytes: number): string {
+/** How a figure the server could not read is shown (as `basalt ls -l` shows it). */
+export const UNKNOWN = '?';
+
+/**
+ * Formats bytes with the largest unit that keeps the number at least 1, e.g. `10 GiB`, `1.5 MiB`, `0 B`; `?` for null (a figure the server could not read).
+ */
+export function formatBytes(bytes: number | null): string {
+  if (bytes === null) return UNKNOWN;
   let unit = 0;
   while (unit < SIZE_UNITS.length - 1 && bytes >= 1024 ** (unit + 1)) unit += 1;
   const value = bytes / 1024 ** unit;

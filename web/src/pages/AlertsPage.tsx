@@ -19,29 +19,31 @@ export function AlertsPage() {
       <LoadState what="alerts" loaded={loaded} />
       {list !== undefined && list.length === 0 && <p>No alerts: every pool, image, task and certificate is fine.</p>}
       {list !== undefined && list.length > 0 && (
-        <table class="table">
-          <caption class="sr-only">Current alerts</caption>
-          <thead>
-            <tr>
-              <th scope="col">Severity</th>
-              <th scope="col">Summary</th>
-              <th scope="col">Detail</th>
-              <th scope="col">Since</th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.map((a) => (
-              <tr key={a.id} data-alert-id={a.id}>
-                <td>
-                  <span class={a.severity === 'critical' ? 'badge badge-err' : 'badge badge-warn'}>{a.severity}</span>
-                </td>
-                <td>{a.summary}</td>
-                <td>{a.detail}</td>
-                <td>{formatTime(new Date(a.since * 1000).toISOString())}</td>
+        <div class="table-wrap">
+          <table class="table">
+            <caption class="sr-only">Current alerts</caption>
+            <thead>
+              <tr>
+                <th scope="col">Severity</th>
+                <th scope="col">Summary</th>
+                <th scope="col">Detail</th>
+                <th scope="col">Since</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {list.map((a) => (
+                <tr key={a.id} data-alert-id={a.id}>
+                  <td>
+                    <span class={a.severity === 'critical' ? 'badge badge-err' : 'badge badge-warn'}>{a.severity}</span>
+                  </td>
+                  <td>{a.summary}</td>
+                  <td>{a.detail}</td>
+                  <td>{formatTime(new Date(a.since * 1000).toISOString())}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </section>
   );

@@ -5,7 +5,7 @@ import type { ImageObject } from '../../api/types';
 import { Callout } from '../../components/Callout';
 import { specOf } from '../../lib/imageRules';
 import { formatTime } from '../../lib/time';
-import { formatBytes } from '../../lib/units';
+import { formatBytes, UNKNOWN } from '../../lib/units';
 import { ConnectPanel } from './ConnectPanel';
 import { StatusBadge } from './StatusBadge';
 
@@ -44,7 +44,7 @@ export function DetailsTab({ image }: { image: ImageObject }) {
         <Item term="Pool">{image.pool_name}</Item>
         <Item term="Namespace">{image.namespace ?? 'default'}</Item>
         <Item term="Image ID">{image.id}</Item>
-        <Item term="Block name prefix">{image.block_name_prefix}</Item>
+        <Item term="Block name prefix">{image.block_name_prefix ?? UNKNOWN}</Item>
         <Item term="Status">
           <StatusBadge image={image} />
           {image.status_detail && <span class="status-detail"> {image.status_detail}</span>}
@@ -52,10 +52,12 @@ export function DetailsTab({ image }: { image: ImageObject }) {
         <Item term="Format">{image.image_format}</Item>
         <Item term="Size">{formatBytes(image.size)}</Item>
         <Item term="Objects">
-          {image.num_objs} × {formatBytes(image.obj_size)} (order {image.order})
+          {image.num_objs === null
+            ? UNKNOWN
+            : `${image.num_objs} × ${formatBytes(image.obj_size)} (order ${image.order})`}
         </Item>
         <Item term="Stripe unit">{formatBytes(image.stripe_unit)}</Item>
-        <Item term="Stripe count">{image.stripe_count}</Item>
+        <Item term="Stripe count">{image.stripe_count ?? UNKNOWN}</Item>
         <Item term="Data pool">{image.data_pool ?? 'same pool'}</Item>
         <Item term="Features">{image.features_name.join(', ') || 'none'}</Item>
         <Item term="Created">{formatTime(image.timestamp)}</Item>
@@ -64,7 +66,7 @@ export function DetailsTab({ image }: { image: ImageObject }) {
         <Item term="Used (image)">{usage(image.disk_usage)}</Item>
         <Item term="Used (with snapshots)">{usage(image.total_disk_usage)}</Item>
         <Item term="Snapshots">
-          {image.snapshot_count}
+          {image.snapshot_count ?? UNKNOWN}
           {image.snap_limit !== null ? ` (limit ${image.snap_limit})` : ''}
         </Item>
         <Item term="Attached clients">

@@ -46,9 +46,11 @@ interface Props {
   onCreated?: (spec: string) => void;
 }
 
+// Edit is offered only for an image whose information was read (see `unreadableReason`), so its figures are there;
+// the fallbacks below only satisfy the types.
 function initialValues(image: ImageObject | null, pools: PoolState): ImageFormValues {
   if (image) {
-    const size = splitSize(image.size);
+    const size = splitSize(image.size ?? 0);
     return {
       name: image.name,
       pool: image.pool_name,
@@ -56,9 +58,9 @@ function initialValues(image: ImageObject | null, pools: PoolState): ImageFormVa
       size: size.value,
       sizeUnit: size.unit,
       features: featuresFromNames(image.features_name),
-      objSize: image.obj_size,
-      stripeUnit: image.stripe_unit,
-      stripeCount: String(image.stripe_count),
+      objSize: image.obj_size ?? OBJECT_SIZE_DEFAULT,
+      stripeUnit: image.stripe_unit ?? OBJECT_SIZE_DEFAULT,
+      stripeCount: String(image.stripe_count ?? 1),
     };
   }
   const names = pools.names ?? [];
@@ -82,7 +84,7 @@ function editBody(image: ImageObject, v: ImageFormValues, allowShrink: boolean):
   const size = parseSize(v.size, v.sizeUnit);
   if (size.ok && size.bytes !== image.size) {
     body.size = size.bytes;
-    if (size.bytes < image.size) body.allow_shrink = allowShrink;
+    if (size.bytes < (image.size ?? 0)) body.allow_shrink = allowShrink;
   }
   const wanted = featuresToSend(v.features);
   const current = featuresToSend(featuresFromNames(image.features_name));
@@ -104,7 +106,7 @@ export function ImageFormDialog({ image, pools, onClose, onDone, onCreated }: Pr
   const set = (patch: Partial<ImageFormValues>) => setValues({ ...values, ...patch });
   const original = image ? featuresFromNames(image.features_name) : new Set<FeatureName>();
   const newSize = parseSize(values.size, values.sizeUnit);
-  const shrinking = image !== null && newSize.ok && newSize.bytes < image.size;
+  const shrinking = image?.size != null && newSize.ok && newSize.bytes < image.size;
   const striping = values.features.has('striping');
 
   const submit = async (e: Event) => {

@@ -19,7 +19,7 @@ import {
   trashBlockedReason,
 } from '../../lib/imageRules';
 import { formatDuration, taskProgress } from '../../lib/taskProgress';
-import { formatBytes } from '../../lib/units';
+import { formatBytes, UNKNOWN } from '../../lib/units';
 import { useSession } from '../../state/session';
 import { useStore } from '../../state/store';
 import { onTaskEnded, tasks } from '../../state/tasks';
@@ -305,7 +305,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                     <td>
                       <RowStatus image={image} task={runningTaskOn(image, executing)} now={now} />
                     </td>
-                    <td>{image.snapshot_count}</td>
+                    <td>{image.snapshot_count ?? UNKNOWN}</td>
                     <td class="features-cell" title={image.features_name.join(', ') || 'no features'}>
                       <span class="sr-only">{image.features_name.join(', ') || 'none'}</span>
                       <span aria-hidden="true">
@@ -316,14 +316,20 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                         ))}
                       </span>
                     </td>
-                    <td
-                      title={`${image.num_objs} objects of ${formatBytes(image.obj_size)}, format ${image.image_format}`}
-                    >
-                      {image.num_objs.toLocaleString('en-US')} × {formatBytes(image.obj_size)}
-                    </td>
+                    {image.num_objs === null ? (
+                      <td>{UNKNOWN}</td>
+                    ) : (
+                      <td
+                        title={`${image.num_objs} objects of ${formatBytes(image.obj_size)}, format ${image.image_format}`}
+                      >
+                        {image.num_objs.toLocaleString('en-US')} × {formatBytes(image.obj_size)}
+                      </td>
+                    )}
                     <td>
                       {formatBytes(image.size)} /{' '}
-                      {image.disk_usage === null ? (
+                      {image.size === null ? (
+                        UNKNOWN
+                      ) : image.disk_usage === null ? (
                         <span title="Needs fast-diff">n/a</span>
                       ) : (
                         formatBytes(image.disk_usage)
