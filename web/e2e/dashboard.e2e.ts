@@ -422,6 +422,16 @@ describe('Quick User Flow', () => {
       /^\w+ \d+ \w+ \d\d:\d\d:\d\d(, \d+ s average)?$/,
     );
     expect(await throughput.locator('.chart-zone').textContent()).toMatch(/UTC[+-]\d\d:\d\d/);
+    // The pointer stays on the chart while the tab reloads its data (every 3 s) and new I/O arrives: the page
+    // keeps answering (a chart that re-rendered on each cursor update used to lock the tab here).
+    await qemuIo(server, 'rbd/vm1', 'write -P 0xac 0 1M');
+    await page.mouse.move(box.x + box.width - 12, box.y + box.height / 2);
+    await new Promise((r) => setTimeout(r, 4_000));
+    const answered = await Promise.race([
+      page.evaluate(() => new Promise<boolean>((r) => requestAnimationFrame(() => r(true)))),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 5_000)),
+    ]);
+    expect(answered, 'the page answers with the pointer on a live chart').toBe(true);
     await shot(page, 'image-performance-hover');
     await page.mouse.move(0, 0);
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);

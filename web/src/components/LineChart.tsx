@@ -89,10 +89,30 @@ interface Readout {
   maxes: (number | null)[];
 }
 
+function sameValues<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function sameReadout(a: Readout | null, b: Readout | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.t === b.t && a.step === b.step && sameValues(a.values, b.values) && sameValues(a.maxes, b.maxes);
+}
+
+/** Whether two plots' data are the same numbers (then uPlot is not given them again). */
+function sameData(a: uPlot.AlignedData | null, b: uPlot.AlignedData): boolean {
+  if (a === null || a.length !== b.length) return false;
+  return a.every((col, i) => {
+    const other = b[i] as ArrayLike<number | null | undefined>;
+    return col.length === other.length && Array.prototype.every.call(col, (v, j) => v === other[j]);
+  });
+}
+
 export function LineChart({ title, kind, series, from, to, resolution, phrase, syncKey, height = 180 }: Props) {
   const id = useId();
   const frame = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  /** The data the plot was last given. */
+  const sent = useRef<uPlot.AlignedData | null>(null);
   const [width, setWidth] = useState(0);
   const [readout, setReadout] = useState<Readout | null>(null);
   const empty = series.every((s) => s.peak === null);
@@ -172,35 +192,43 @@ export function LineChart({ title, kind, series, from, to, resolution, phrase, s
           (u) => {
             const idx = u.cursor.idx;
             const { reduced: r } = latestRef.current;
-            if (idx === null || idx === undefined || r.t[idx] === undefined) {
-              setReadout(null);
-              return;
-            }
-            setReadout({
-              t: r.t[idx] as number,
-              step: r.step,
-              values: r.series.map((s) => s.avg[idx] ?? null),
-              maxes: r.series.map((s) => s.max[idx] ?? null),
-            });
+            // uPlot calls this hook again whenever it is given data while the cursor is on the plot; an update
+            // that changes nothing must not render again, or setData, this hook and the render loop forever.
+            const next =
+              idx === null || idx === undefined || r.t[idx] === undefined
+                ? null
+                : {
+                    t: r.t[idx] as number,
+                    step: r.step,
+                    values: r.series.map((s) => s.avg[idx] ?? null),
+                    maxes: r.series.map((s) => s.max[idx] ?? null),
+                  };
+            setReadout((prev) => (sameReadout(prev, next) ? prev : next));
           },
         ],
       },
     };
-    const u = new uPlot(opts, toData(latestRef.current.reduced), el);
+    const data = toData(latestRef.current.reduced);
+    const u = new uPlot(opts, data, el);
     plot.current = u;
+    sent.current = data;
     return () => {
       u.destroy();
       plot.current = null;
+      sent.current = null;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [labels, empty, kind, scale, syncKey, height, width === 0]);
 
-  // Resize and new data go to the existing plot.
+  // Resize and new data go to the existing plot (data only when its numbers changed).
   useEffect(() => {
     const u = plot.current;
     if (!u) return;
     if (u.width !== width) u.setSize({ width, height });
-    u.setData(toData(reduced));
+    const data = toData(reduced);
+    if (sameData(sent.current, data)) return;
+    sent.current = data;
+    u.setData(data);
   });
 
   const zone = zoneLabel(to);
