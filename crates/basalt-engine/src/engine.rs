@@ -1825,12 +1825,12 @@ impl Backend for Engine {
             };
             let layout = head.view.layout;
             let root_layer = state.layer(&rec, root.id, layout.blocks_per_object())?;
-            let root_view = View {
+            let root_view = View::new(
                 layout,
-                size: parent.overlap.max(head.view.size),
-                chain: vec![ViewLayer { layer: root_layer, min_size: root.min_size }],
-                base: Some(base.clone()),
-            };
+                parent.overlap.max(head.view.size),
+                vec![ViewLayer { layer: root_layer, min_size: root.min_size }],
+                Some(base.clone()),
+            );
             let limit = parent.overlap.min(root.min_size);
             let mut objects = std::collections::BTreeSet::new();
             for (start, len) in allocated_ranges(&base.view) {

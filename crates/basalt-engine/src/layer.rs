@@ -408,6 +408,64 @@ pub struct View {
     pub chain: Vec<ViewLayer>,
     /// The parent, for clones.
     pub base: Option<Base>,
+    /// Which lower layers hold each object, for long chains (see [`ChainIndex`]).
+    pub index: Arc<ChainIndex>,
+}
+
+/// Chains longer than this resolve blocks through a [`ChainIndex`]; shorter ones walk every layer.
+const INDEXED_CHAIN: usize = 8;
+
+/// Objects in a [`ChainIndex`] before it starts over (a bound on its memory: a few dozen bytes each).
+const INDEX_OBJECTS_MAX: usize = 1 << 20;
+
+/// What lets a read on a long chain (an image with many snapshots) look at the few layers that hold a block's
+/// object instead of at every layer: per object, the indices of the layers below the top one (`chain[1..]`) that
+/// have any state for it, filled the first time the object is read; and the smallest `min_size` of the layers
+/// above each index.
+///
+/// Correct because a view's chain never changes and its lower layers gain no objects while the view is in use:
+/// writes, discards, resizes, flatten and rollback touch only the top layer (never indexed: it is always looked at
+/// directly), and every change of the chain (a snapshot created or removed, a merge) builds a new head view with an
+/// empty index. The one exception is a view built before a merge of hidden layers and still held (by an open
+/// snapshot or a clone's parent): the merge copies blocks between two layers of that chain, and the block keeps
+/// its bytes, so whichever of the two the stale index finds first reads the same data.
+#[derive(Debug, Default)]
+pub struct ChainIndex {
+    objects: RwLock<HashMap<u64, Arc<[u32]>>>,
+    /// `hidden_from[i]`: the smallest `min_size` of `chain[1..i]`, so blocks of layer `i` or below at or past it
+    /// are hidden by a shrink above.
+    hidden_from: std::sync::OnceLock<Vec<u64>>,
+}
+
+impl ChainIndex {
+    fn hidden_from(&self, chain: &[ViewLayer]) -> &[u64] {
+        self.hidden_from.get_or_init(|| {
+            let mut out = Vec::with_capacity(chain.len() + 1);
+            let mut min = u64::MAX;
+            out.push(min);
+            for (idx, vl) in chain.iter().enumerate() {
+                if idx >= 1 {
+                    min = min.min(vl.min_size);
+                }
+                out.push(min);
+            }
+            out
+        })
+    }
+
+    fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Arc<[u32]> {
+        if let Some(found) = read_lock(&self.objects).get(&object_no) {
+            return found.clone();
+        }
+        let found: Arc<[u32]> =
+            (1..chain.len()).filter(|&idx| chain[idx].layer.has_object(object_no)).map(|idx| idx as u32).collect();
+        let mut objects = write_lock(&self.objects);
+        if objects.len() >= INDEX_OBJECTS_MAX {
+            objects.clear();
+        }
+        objects.insert(object_no, found.clone());
+        found
+    }
 }
 
 /// Where the bytes of a block come from.
@@ -515,8 +573,52 @@ fn segments(run: &[Piece]) -> Vec<Segment> {
 }
 
 impl View {
-    /// Resolves where a piece's block is read from, starting at chain index `from`.
+    /// A view over `chain` (newest first) and an optional parent.
+    pub fn new(layout: Layout, size: u64, chain: Vec<ViewLayer>, base: Option<Base>) -> View {
+        View { layout, size, chain, base, index: Arc::default() }
+    }
+
+    /// Resolves where a piece's block is read from, starting at chain index `from`: the first layer with state for
+    /// the block decides, and a layer's `min_size` hides what lies at or past it in the layers below.
     pub fn resolve(&self, from: usize, piece: &Piece) -> Source {
+        if self.chain.len() <= INDEXED_CHAIN || from > 1 {
+            return self.resolve_walk(from, piece);
+        }
+        let blk = piece.block_in_object();
+        let off = piece.image_offset;
+        if from == 0 {
+            let top = &self.chain[0];
+            match top.layer.state(piece.object_no, blk) {
+                BlockSt::Data => return Source::Layer(0),
+                BlockSt::Zero => return Source::Zero,
+                BlockSt::Absent if off >= top.min_size => return Source::Zero,
+                BlockSt::Absent => {}
+            }
+        }
+        // Below the top, only the layers holding the object can have state for the block; each of the others
+        // answers Absent, so all that matters of them is whether their `min_size` hides the block.
+        let hidden_from = self.index.hidden_from(&self.chain);
+        for idx in self.index.holders(&self.chain, piece.object_no).iter().map(|&i| i as usize) {
+            if idx < from.max(1) {
+                continue;
+            }
+            if off >= hidden_from[idx] {
+                return Source::Zero;
+            }
+            match self.chain[idx].layer.state(piece.object_no, blk) {
+                BlockSt::Data => return Source::Layer(idx),
+                BlockSt::Zero => return Source::Zero,
+                BlockSt::Absent => {}
+            }
+        }
+        if off >= hidden_from[self.chain.len()] {
+            return Source::Zero;
+        }
+        self.base_or_zero(off)
+    }
+
+    /// [`View::resolve`] by looking at every layer in turn: the definition, and the fastest way for short chains.
+    fn resolve_walk(&self, from: usize, piece: &Piece) -> Source {
         let blk = piece.block_in_object();
         for (idx, vl) in self.chain.iter().enumerate().skip(from) {
             match vl.layer.state(piece.object_no, blk) {
@@ -529,8 +631,12 @@ impl View {
                 }
             }
         }
+        self.base_or_zero(piece.image_offset)
+    }
+
+    fn base_or_zero(&self, image_offset: u64) -> Source {
         match &self.base {
-            Some(base) if piece.image_offset < base.overlap => Source::Base,
+            Some(base) if image_offset < base.overlap => Source::Base,
             _ => Source::Zero,
         }
     }

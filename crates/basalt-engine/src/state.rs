@@ -214,10 +214,7 @@ pub(crate) struct Head {
 
 impl Head {
     fn placeholder(rec: &ImageRec) -> Result<Head> {
-        Ok(Head {
-            view: View { layout: layout_of(rec)?, size: 0, chain: Vec::new(), base: None },
-            features: Features::NONE,
-        })
+        Ok(Head { view: View::new(layout_of(rec)?, 0, Vec::new(), None), features: Features::NONE })
     }
 }
 
@@ -256,15 +253,15 @@ impl ImageState {
             id: id.to_owned(),
             store: store.clone(),
             head: RwLock::new(Head {
-                view: View {
-                    layout: Layout {
+                view: View::new(
+                    Layout {
                         order: basalt_core::ObjectOrder::default(),
                         striping: basalt_core::Striping::none(basalt_core::ObjectOrder::default()),
                     },
-                    size: 0,
-                    chain: Vec::new(),
-                    base: None,
-                },
+                    0,
+                    Vec::new(),
+                    None,
+                ),
                 features: Features::NONE,
             }),
             locks: StripeLocks::default(),
@@ -344,7 +341,7 @@ impl ImageState {
             }
             None => None,
         };
-        Ok(View { layout, size, chain, base })
+        Ok(View::new(layout, size, chain, base))
     }
 
     /// Builds the head from a record.

@@ -2,6 +2,7 @@
 
 mod crash;
 mod journal;
+mod long_chains;
 mod model;
 mod purge_schedule;
 mod refusals;

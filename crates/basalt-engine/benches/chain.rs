@@ -1,0 +1,102 @@
+//! Reads through long snapshot chains: an image's data written once, then N snapshots taken with a few blocks
+//! written between them (so every layer holds some objects), and reads of the old data, which live in the bottom
+//! layer. Beside it, the same reads from a plain file in the page cache (pread), in the same run.
+//!
+//! `cargo bench -p basalt-engine --bench chain`; `BASALT_BENCH_SNAPS` sets the chain lengths (default `0,64,1000`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use basalt_core::{Backend, CreateOptions, Durability, ImageSpec, OpenTarget, PoolName, SnapSpec, SystemClock};
+use basalt_engine::Engine;
+
+const MIB: u64 = 1 << 20;
+const SIZE: u64 = 256 * MIB;
+const READS_4K: usize = 20_000;
+const READS_1M: usize = 200;
+
+/// A small deterministic generator (xorshift).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn timed(mut op: impl FnMut(u64), count: usize, max_offset: u64, align: u64) -> Duration {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let start = Instant::now();
+    for _ in 0..count {
+        op(next(&mut rng) % (max_offset / align) * align);
+    }
+    start.elapsed() / count as u32
+}
+
+fn main() {
+    let lengths: Vec<usize> = std::env::var("BASALT_BENCH_SNAPS")
+        .unwrap_or_else(|_| "0,64,1000".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("BASALT_BENCH_SNAPS: numbers"))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::open(&dir.path().join("store"), Arc::new(SystemClock)).expect("open engine");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool create");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+
+    // The plain-file peer: the same bytes in one file, read from the page cache.
+    let plain_path = dir.path().join("plain.img");
+    let plain = File::options().read(true).write(true).create(true).truncate(true).open(&plain_path).expect("file");
+    let chunk = vec![0x5au8; MIB as usize];
+    for off in (0..SIZE).step_by(MIB as usize) {
+        plain.write_all_at(&chunk, off).expect("write plain");
+    }
+    let mut buf4k = vec![0u8; 4096];
+    let mut buf1m = vec![0u8; MIB as usize];
+    let plain_4k = timed(|off| plain.read_exact_at(&mut buf4k, off).expect("pread"), READS_4K, SIZE, 4096);
+    let plain_1m = timed(|off| plain.read_exact_at(&mut buf1m, off).expect("pread"), READS_1M, SIZE, MIB);
+
+    println!(
+        "reads of data below N snapshots, {} MiB image (4 KiB: mean of {READS_4K}; 1 MiB: mean of {READS_1M})",
+        SIZE / MIB
+    );
+    println!("  {:<28} {:>12} {:>14} {:>12}", "", "4k read", "1 MiB read", "1 MiB rate");
+    let rate = |d: Duration| MIB as f64 / d.as_secs_f64() / MIB as f64;
+    println!(
+        "  {:<28} {:>9.2} µs {:>11.1} µs {:>7.0} MiB/s",
+        "plain file (page cache)",
+        plain_4k.as_secs_f64() * 1e6,
+        plain_1m.as_secs_f64() * 1e6,
+        rate(plain_1m)
+    );
+    for (n, snaps) in lengths.into_iter().enumerate() {
+        let spec = ImageSpec::parse(&format!("rbd/chain{n}")).expect("spec");
+        engine.image_create(&spec, &CreateOptions::with_size(SIZE)).expect("create");
+        let io = engine.open(&spec, &OpenTarget::Head, "bench").expect("open");
+        for off in (0..SIZE).step_by(MIB as usize) {
+            io.write(off, &chunk, Durability::Buffered).expect("write");
+        }
+        let small = vec![0xa5u8; 4096];
+        let mut rng = 7u64;
+        let setup = Instant::now();
+        for s in 0..snaps {
+            engine.snap_create(&SnapSpec::parse(&format!("rbd/chain{n}@s{s}")).expect("snap")).expect("snapshot");
+            // A block in some object, so the layers between hold objects of their own.
+            let off = next(&mut rng) % (SIZE / 4096) * 4096;
+            io.write(off, &small, Durability::Buffered).expect("write between snapshots");
+        }
+        let setup = setup.elapsed();
+        let t4k = timed(|off| io.read(off, &mut buf4k).expect("read"), READS_4K, SIZE, 4096);
+        let t1m = timed(|off| io.read(off, &mut buf1m).expect("read"), READS_1M, SIZE, MIB);
+        println!(
+            "  {:<28} {:>9.2} µs {:>11.1} µs {:>7.0} MiB/s   ({:.1} s to take the snapshots)",
+            format!("basalt, {snaps} snapshots"),
+            t4k.as_secs_f64() * 1e6,
+            t1m.as_secs_f64() * 1e6,
+            rate(t1m),
+            setup.as_secs_f64()
+        );
+    }
+}
