@@ -643,21 +643,56 @@ impl View {
 
     /// Reads `buf.len()` bytes at `offset`, resolving through the chain from index `from`.
     pub fn read_from(&self, from: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_into(from, offset, buf, None)
+    }
+
+    /// Reads like [`View::read`] and reports which parts are holes, from the same resolution of each block (what
+    /// [`View::block_status`] would say of the range, without resolving it a second time).
+    pub fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
+        let mut extents = Vec::new();
+        self.read_into(0, offset, buf, Some(&mut extents))?;
+        Ok(extents)
+    }
+
+    /// Reads through the chain from index `from`; with `extents`, also appends, in order, the state of what was
+    /// read: data from a layer, a hole where it read zeros, and the parent's own states where it read the parent.
+    fn read_into(
+        &self,
+        from: usize,
+        offset: u64,
+        buf: &mut [u8],
+        mut extents: Option<&mut Vec<BlockExtent>>,
+    ) -> Result<()> {
         // Collect runs of pieces with the same source and contiguous file offsets, then do one read per run.
         let mut run: Option<(Source, u64, u64, usize, usize)> = None; // (source, image off, file off, buf start, len)
-        let flush = |run: (Source, u64, u64, usize, usize), buf: &mut [u8]| -> Result<()> {
-            let (source, image_off, file_off, start, len) = run;
-            let out = &mut buf[start..start + len];
-            match source {
-                Source::Zero => out.fill(0),
-                Source::Layer(idx) => self.chain[idx].layer.file.read_at(out, file_off)?,
-                Source::Base => match &self.base {
-                    Some(base) => base.read_clipped(image_off, out)?,
-                    None => out.fill(0),
-                },
-            }
-            Ok(())
-        };
+        let flush =
+            |run: (Source, u64, u64, usize, usize), buf: &mut [u8], extents: &mut Option<&mut Vec<BlockExtent>>| {
+                let (source, image_off, file_off, start, len) = run;
+                let out = &mut buf[start..start + len];
+                let length = len as u64;
+                let state = match source {
+                    Source::Zero => {
+                        out.fill(0);
+                        BlockState::Hole
+                    }
+                    Source::Layer(idx) => {
+                        self.chain[idx].layer.file.read_at(out, file_off)?;
+                        BlockState::Data
+                    }
+                    Source::Base => match (&self.base, extents.as_deref_mut()) {
+                        (Some(base), Some(list)) => return base.read_sparse_clipped(image_off, out, list),
+                        (Some(base), None) => return base.read_clipped(image_off, out),
+                        (None, _) => {
+                            out.fill(0);
+                            BlockState::Hole
+                        }
+                    },
+                };
+                if let Some(list) = extents.as_deref_mut() {
+                    push_extent(list, BlockExtent { offset: image_off, length, state });
+                }
+                Ok::<(), Error>(())
+            };
         let mut buf_pos = 0usize;
         for piece in self.layout.pieces(offset, buf.len() as u64) {
             let source = self.resolve(from, &piece);
@@ -677,14 +712,14 @@ impl View {
                 }
             } else {
                 if let Some(r) = run.take() {
-                    flush(r, buf)?;
+                    flush(r, buf, &mut extents)?;
                 }
                 run = Some((source, piece.image_offset, file_off, buf_pos, len));
             }
             buf_pos += len;
         }
         if let Some(r) = run.take() {
-            flush(r, buf)?;
+            flush(r, buf, &mut extents)?;
         }
         Ok(())
     }
@@ -948,6 +983,22 @@ impl Base {
         let inside = (visible_end.min(end) - offset) as usize;
         self.view.read(offset, &mut out[..inside])?;
         out[inside..].fill(0);
+        Ok(())
+    }
+
+    /// [`Base::read_clipped`], also appending the states of what it read to `extents` (holes past the overlap).
+    pub fn read_sparse_clipped(&self, offset: u64, out: &mut [u8], extents: &mut Vec<BlockExtent>) -> Result<()> {
+        let visible_end = self.overlap.min(self.view.size);
+        let end = offset + out.len() as u64;
+        let inside = visible_end.clamp(offset, end) - offset;
+        if inside > 0 {
+            self.view.read_into(0, offset, &mut out[..inside as usize], Some(extents))?;
+        }
+        if offset + inside < end {
+            out[inside as usize..].fill(0);
+            let hole = BlockExtent { offset: offset + inside, length: end - offset - inside, state: BlockState::Hole };
+            push_extent(extents, hole);
+        }
         Ok(())
     }
 

@@ -488,6 +488,20 @@ impl ImageIo for Handle {
         }
     }
 
+    fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
+        match &self.target {
+            Target::Head { .. } => {
+                let head = self.state.head_read();
+                check_range(offset, buf.len() as u64, head.view.size)?;
+                head.view.read_sparse(offset, buf)
+            }
+            Target::Snapshot(view) => {
+                check_range(offset, buf.len() as u64, view.size)?;
+                view.read_sparse(offset, buf)
+            }
+        }
+    }
+
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
         {
             let head = self.writable_head()?;

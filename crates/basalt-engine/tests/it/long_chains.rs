@@ -60,7 +60,7 @@ fn check(what: &str, io: &dyn ImageIo, model: &[u8]) {
     }
     let extents = io.block_status(0, model.len() as u64).unwrap_or_else(|e| panic!("{what}: block status: {e}"));
     let mut at = 0;
-    for extent in extents {
+    for extent in &extents {
         assert_eq!(extent.offset, at, "{what}: extents tile the image");
         let range = extent.offset as usize..(extent.offset + extent.length) as usize;
         if extent.state == BlockState::Hole {
@@ -69,6 +69,10 @@ fn check(what: &str, io: &dyn ImageIo, model: &[u8]) {
         at += extent.length;
     }
     assert_eq!(at, model.len() as u64, "{what}: extents cover the image");
+    let mut sparse = vec![0x5Au8; model.len()];
+    let sparse_extents = io.read_sparse(0, &mut sparse).unwrap_or_else(|e| panic!("{what}: sparse read: {e}"));
+    assert!(sparse == model, "{what}: a sparse read differs from the model");
+    assert_eq!(sparse_extents, extents, "{what}: sparse read extents against block status");
 }
 
 fn run(seed: u64, steps: usize) {

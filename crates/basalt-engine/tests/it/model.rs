@@ -615,6 +615,15 @@ impl Harness {
         if at != offset + len {
             self.fail(format!("{what}: block status extents do not cover [{offset}, +{len}): {extents:?}"));
         }
+        // A sparse read returns the same bytes, and the same extents from its single resolution of each block.
+        let mut sparse = vec![0x5Au8; buf.len()];
+        match io.read_sparse(offset, &mut sparse) {
+            Ok(sparse_extents) if sparse_extents != extents => self.fail(format!(
+                "{what}: sparse read extents differ from block status: {sparse_extents:?} vs {extents:?}"
+            )),
+            Ok(_) => self.compare_bytes(&format!("{what} (sparse read)"), offset, &model[range(offset, len)], &sparse),
+            Err(e) => self.fail(format!("{what}: sparse read at {offset} length {len} failed with {}: {e}", e.kind())),
+        }
     }
 
     /// Compares one live image with the model: info, watchers, head data, snapshot list and every snapshot's data.
