@@ -662,6 +662,21 @@ describe('keyboard and narrow windows', () => {
     await page.getByLabel('Search', { exact: true }).fill('vm1');
     await row(page, 'vm1').waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    // The name keeps the room (the least important columns give way) and shows in full, with its pool under it.
+    const names = await page.evaluate(() =>
+      [...document.querySelectorAll<HTMLElement>('.images-table tbody .name-cell')].map((c) => ({
+        text: c.textContent,
+        width: c.clientWidth,
+        cut: c.scrollWidth > c.clientWidth,
+      })),
+    );
+    expect(names.length).toBeGreaterThan(0);
+    for (const name of names) {
+      expect(name.cut).toBe(false);
+      expect(name.width).toBeGreaterThanOrEqual(120);
+    }
+    expect(names.map((n) => n.text)).toContain('vm1rbd');
+    expect(await page.getByRole('columnheader', { name: 'Parent' }).count()).toBe(0);
     await shot(page, 'narrow-images');
     await page.getByRole('button', { name: 'Navigation' }).click();
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Pools' }).waitFor();
@@ -855,6 +870,34 @@ describe('screenshots at 1440×900 and 400 px', () => {
         }).length,
     );
     expect(visible).toBeGreaterThanOrEqual(20);
+    // Every column is there, and its header and typical values fit: nothing is cut.
+    const layout = await page.evaluate(() => ({
+      headers: [...document.querySelectorAll('.images-table thead th')].map((h) => h.textContent),
+      cut: [
+        ...document.querySelectorAll<HTMLElement>(
+          '.images-table thead th, .images-table tbody tr:not(.detail-row) > *',
+        ),
+      ]
+        .filter((c) => c.scrollWidth > c.clientWidth)
+        .map((c) => c.textContent),
+      name: document.querySelector('.images-table tbody .name-cell')?.clientWidth ?? 0,
+    }));
+    expect(layout.headers).toEqual([
+      'Expand',
+      'Name ▲',
+      'Pool',
+      'Namespace',
+      'Size',
+      'Status',
+      'Snaps',
+      'Features',
+      'Objects × Size',
+      'Provisioned / Used',
+      'Parent',
+      'Actions',
+    ]);
+    expect(layout.cut).toEqual([]);
+    expect(layout.name).toBeGreaterThanOrEqual(160);
     // Features are short codes with the full names in a tooltip.
     expect(await page.locator('.images-table .features-cell').first().getAttribute('title')).toContain('layering');
     await shot(page, 'wide-images');

@@ -1,8 +1,8 @@
 // The Images tab: the server-paged, searchable, sortable table of images, + Create Image, row actions and expandable
 // rows; rows refresh by themselves when a background task ends.
 
-import { Fragment } from 'preact';
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { Fragment, type Ref } from 'preact';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../../api/client';
 import { EP } from '../../api/endpoints';
 import type { ImageListQuery, ImageObject, SortKey, Task } from '../../api/types';
@@ -10,6 +10,7 @@ import { ActionMenu, type MenuAction } from '../../components/ActionMenu';
 import { LoadState } from '../../components/LoadState';
 import { Pager } from '../../components/Pager';
 import { useLoad } from '../../components/useLoad';
+import { fittingColumns, fixedWidth, type ColumnSpec } from '../../lib/columns';
 import {
   busyReason,
   deleteBlockedReason,
@@ -31,7 +32,6 @@ import { ImageExpanded } from './ImageExpanded';
 import { StatusBadge } from './StatusBadge';
 
 const PAGE_SIZES = [10, 25, 50, 100];
-const COLUMNS = 12;
 
 /** Short codes for the features column; the full names are in its tooltip. */
 const FEATURE_CODES: Record<string, string> = {
@@ -48,21 +48,59 @@ const FEATURE_CODES: Record<string, string> = {
   'non-primary': 'NP',
 };
 
-/** Fixed column widths (rem), so columns do not jump as pages and data change; the name takes the rest. */
-const WIDTHS = [
-  '2rem', // expand
-  undefined, // name
-  '5rem', // pool
-  '6rem', // namespace
-  '4.5rem', // size
-  '6.5rem', // status or task progress
-  '4rem', // snapshots
-  '8.5rem', // features
-  '7rem', // objects × object size
-  '7.5rem', // provisioned/used
-  '7.5rem', // parent
-  '2.75rem', // actions
+type Column =
+  | 'expand'
+  | 'pool'
+  | 'namespace'
+  | 'size'
+  | 'status'
+  | 'snaps'
+  | 'features'
+  | 'objects'
+  | 'provisioned'
+  | 'parent'
+  | 'actions';
+
+/**
+ * Fixed column widths (rem), so columns do not jump as pages and data change; the name takes the rest. Sized for
+ * typical values ("524,288 × 4 MiB", "500 GiB / 487.31 GiB", "rbd/vm-101-disk-0@base", five feature codes); longer
+ * ones are cut with the full value in a tooltip. When the window is too narrow to leave the name NAME_MIN, the least
+ * important columns are left out (`drop`, lowest first): their values are in the expanded row's Details.
+ */
+const COLUMNS: ColumnSpec<Column>[] = [
+  { key: 'expand', width: 2 },
+  { key: 'pool', width: 5, drop: 7 },
+  { key: 'namespace', width: 7, drop: 6 },
+  { key: 'size', width: 5.5 },
+  { key: 'status', width: 6.5 },
+  { key: 'snaps', width: 3.75, drop: 3 },
+  { key: 'features', width: 9, drop: 2 },
+  { key: 'objects', width: 8.5, drop: 1 },
+  { key: 'provisioned', width: 10, drop: 4 },
+  { key: 'parent', width: 12, drop: 5 },
+  { key: 'actions', width: 2.75 },
 ];
+/** The least room (rem) the name column keeps: about 20 characters of a bold name (longer ones wrap). */
+const NAME_MIN = 11.5;
+
+/** The columns that fit the table's frame, remeasured as the window changes. */
+function useFittingColumns(withActions: boolean): { frame: Ref<HTMLDivElement>; shown: Set<Column> } {
+  const frame = useRef<HTMLDivElement>(null);
+  const [width, setWidth] = useState(0);
+  useLayoutEffect(() => {
+    const el = frame.current;
+    if (!el) return;
+    setWidth(el.clientWidth);
+    if (typeof ResizeObserver === 'undefined') return;
+    const observer = new ResizeObserver(() => setWidth(el.clientWidth));
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
+  const columns = withActions ? COLUMNS : COLUMNS.filter((c) => c.key !== 'actions');
+  const rem =
+    typeof window === 'undefined' ? 14 : parseFloat(getComputedStyle(document.documentElement).fontSize) || 14;
+  return { frame, shown: fittingColumns(columns, width, rem, NAME_MIN) };
+}
 
 function RowStatus({ image, task, now }: { image: ImageObject; task: Task | undefined; now: number }) {
   const badge = <StatusBadge image={image} />;
@@ -172,6 +210,9 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   const anyActions = [EP.editImage, EP.copyImage, EP.createSnapshot, EP.flatten, EP.moveTrash, EP.deleteImage].some(
     can,
   );
+  const { frame, shown } = useFittingColumns(anyActions);
+  // Every shown column plus the name.
+  const span = shown.size + 1;
 
   return (
     <div class="tab-content" ref={top}>
@@ -223,12 +264,18 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
           </button>
         </div>
       )}
-      <div class="table-wrap">
-        <table class="table images-table" aria-busy={list.loading}>
+      <div class="table-wrap" ref={frame}>
+        <table
+          class="table images-table"
+          style={{ minWidth: `${fixedWidth(COLUMNS, shown) + NAME_MIN / 2}rem` }}
+          aria-busy={list.loading}
+        >
           <caption class="sr-only">Block images</caption>
           <colgroup>
-            {WIDTHS.slice(0, anyActions ? COLUMNS : COLUMNS - 1).map((w, i) => (
-              <col key={i} style={w ? { width: w } : undefined} />
+            <col style={{ width: '2rem' }} />
+            <col />
+            {COLUMNS.filter((c) => c.key !== 'expand' && shown.has(c.key)).map((c) => (
+              <col key={c.key} style={{ width: `${c.width}rem` }} />
             ))}
           </colgroup>
           <thead>
@@ -236,26 +283,30 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
               <th scope="col">
                 <span class="sr-only">Expand</span>
               </th>
-              {SORTABLE.map(({ key, label }) => (
-                <th
-                  key={key}
-                  scope="col"
-                  aria-sort={sort === `+${key}` ? 'ascending' : sort === `-${key}` ? 'descending' : 'none'}
-                >
-                  <button type="button" class="sort" onClick={() => toggleSort(key)}>
-                    {label}
-                    <span aria-hidden="true">{sort === `+${key}` ? ' ▲' : sort === `-${key}` ? ' ▼' : ''}</span>
-                  </button>
-                </th>
-              ))}
+              {SORTABLE.filter(({ key }) => key === 'name' || shown.has(key === 'pool_name' ? 'pool' : key)).map(
+                ({ key, label }) => (
+                  <th
+                    key={key}
+                    scope="col"
+                    aria-sort={sort === `+${key}` ? 'ascending' : sort === `-${key}` ? 'descending' : 'none'}
+                  >
+                    <button type="button" class="sort" onClick={() => toggleSort(key)}>
+                      {label}
+                      <span aria-hidden="true">{sort === `+${key}` ? ' ▲' : sort === `-${key}` ? ' ▼' : ''}</span>
+                    </button>
+                  </th>
+                ),
+              )}
               <th scope="col">Status</th>
-              <th scope="col">
-                <abbr title="Snapshots">Snaps</abbr>
-              </th>
-              <th scope="col">Features</th>
-              <th scope="col">Objects × Size</th>
-              <th scope="col">Provisioned / Used</th>
-              <th scope="col">Parent</th>
+              {shown.has('snaps') && (
+                <th scope="col">
+                  <abbr title="Snapshots">Snaps</abbr>
+                </th>
+              )}
+              {shown.has('features') && <th scope="col">Features</th>}
+              {shown.has('objects') && <th scope="col">Objects × Size</th>}
+              {shown.has('provisioned') && <th scope="col">Provisioned / Used</th>}
+              {shown.has('parent') && <th scope="col">Parent</th>}
               {anyActions && (
                 <th scope="col">
                   <span class="sr-only">Actions</span>
@@ -266,14 +317,14 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
           <tbody>
             {list.data === undefined && (
               <tr>
-                <td colSpan={COLUMNS} class="empty loading-row" aria-busy="true">
+                <td colSpan={span} class="empty loading-row" aria-busy="true">
                   {list.error ? 'The image list could not be loaded.' : 'Loading images…'}
                 </td>
               </tr>
             )}
             {list.data?.items.length === 0 && (
               <tr>
-                <td colSpan={COLUMNS} class="empty">
+                <td colSpan={span} class="empty">
                   {search ? `No image matches “${search}”.` : 'No images yet.'}
                 </td>
               </tr>
@@ -281,6 +332,12 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
             {list.data?.items.map((image) => {
               const spec = specOf(image);
               const open = expanded.has(spec);
+              const parent = image.parent
+                ? `${image.parent.pool_name}/${image.parent.image_name}@${image.parent.snap_name}`
+                : undefined;
+              const provisioned = `${formatBytes(image.size)} / ${
+                image.size === null ? UNKNOWN : image.disk_usage === null ? 'n/a' : formatBytes(image.disk_usage)
+              }`;
               return (
                 <Fragment key={spec}>
                   <tr class={open ? 'row-open' : undefined}>
@@ -298,57 +355,65 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                     </td>
                     <th scope="row" class="name-cell" title={spec}>
                       {image.name}
+                      {!shown.has('pool') && (
+                        // Pool and namespace have no column here: the chevron's name and the tooltip say them too.
+                        <span class="name-where" aria-hidden="true">
+                          {image.pool_name}
+                          {image.namespace ? `/${image.namespace}` : ''}
+                        </span>
+                      )}
                     </th>
-                    <td>{image.pool_name}</td>
-                    <td>{image.namespace ?? <span class="muted">default</span>}</td>
-                    <td>{formatBytes(image.size)}</td>
+                    {shown.has('pool') && <td title={image.pool_name}>{image.pool_name}</td>}
+                    {shown.has('namespace') && (
+                      <td title={image.namespace ?? undefined}>
+                        {image.namespace ?? <span class="muted">default</span>}
+                      </td>
+                    )}
+                    <td title={image.size === null ? undefined : `${image.size.toLocaleString('en-US')} bytes`}>
+                      {formatBytes(image.size)}
+                    </td>
                     <td>
                       <RowStatus image={image} task={runningTaskOn(image, executing)} now={now} />
                     </td>
-                    <td>{image.snapshot_count ?? UNKNOWN}</td>
-                    <td class="features-cell" title={image.features_name.join(', ') || 'no features'}>
-                      <span class="sr-only">{image.features_name.join(', ') || 'none'}</span>
-                      <span aria-hidden="true">
-                        {image.features_name.map((f) => (
-                          <abbr class="tag" key={f}>
-                            {FEATURE_CODES[f] ?? f}
-                          </abbr>
-                        ))}
-                      </span>
-                    </td>
-                    {image.num_objs === null ? (
-                      <td>{UNKNOWN}</td>
-                    ) : (
-                      <td
-                        title={`${image.num_objs} objects of ${formatBytes(image.obj_size)}, format ${image.image_format}`}
-                      >
-                        {image.num_objs.toLocaleString('en-US')} × {formatBytes(image.obj_size)}
+                    {shown.has('snaps') && <td>{image.snapshot_count ?? UNKNOWN}</td>}
+                    {shown.has('features') && (
+                      <td class="features-cell" title={image.features_name.join(', ') || 'no features'}>
+                        <span class="sr-only">{image.features_name.join(', ') || 'none'}</span>
+                        <span aria-hidden="true">
+                          {image.features_name.map((f) => (
+                            <abbr class="tag" key={f}>
+                              {FEATURE_CODES[f] ?? f}
+                            </abbr>
+                          ))}
+                        </span>
                       </td>
                     )}
-                    <td>
-                      {formatBytes(image.size)} /{' '}
-                      {image.size === null ? (
-                        UNKNOWN
-                      ) : image.disk_usage === null ? (
-                        <span title="Needs fast-diff">n/a</span>
+                    {shown.has('objects') &&
+                      (image.num_objs === null ? (
+                        <td>{UNKNOWN}</td>
                       ) : (
-                        formatBytes(image.disk_usage)
-                      )}
-                    </td>
-                    <td
-                      class="clip"
-                      title={
-                        image.parent
-                          ? `${image.parent.pool_name}/${image.parent.image_name}@${image.parent.snap_name}`
-                          : undefined
-                      }
-                    >
-                      {image.parent ? (
-                        `${image.parent.pool_name}/${image.parent.image_name}@${image.parent.snap_name}`
-                      ) : (
-                        <span class="muted">-</span>
-                      )}
-                    </td>
+                        <td
+                          title={`${image.num_objs} objects of ${formatBytes(image.obj_size)}, format ${image.image_format}`}
+                        >
+                          {image.num_objs.toLocaleString('en-US')} × {formatBytes(image.obj_size)}
+                        </td>
+                      ))}
+                    {shown.has('provisioned') && (
+                      <td
+                        title={
+                          image.size !== null && image.disk_usage === null
+                            ? `${provisioned} (used needs fast-diff)`
+                            : provisioned
+                        }
+                      >
+                        {provisioned}
+                      </td>
+                    )}
+                    {shown.has('parent') && (
+                      <td class="clip" title={parent}>
+                        {parent ?? <span class="muted">-</span>}
+                      </td>
+                    )}
                     {anyActions && (
                       <td class="actions-cell">
                         <ActionMenu subject={spec} actions={actionsFor(image)} />
@@ -357,7 +422,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
                   </tr>
                   {open && (
                     <tr class="detail-row" id={`detail-${image.unique_id}`}>
-                      <td colSpan={COLUMNS}>
+                      <td colSpan={span}>
                         <ImageExpanded
                           initial={image}
                           refresh={refresh}
