@@ -359,28 +359,46 @@ impl Engine {
     }
 
     /// Marks the head's own blocks at image offsets `from..until` (a block boundary up to the end, or `until`)
-    /// absent, and returns their file offsets.
+    /// absent, a run of neighbouring blocks of an object per journal record, and returns the file ranges they held
+    /// as `(offset, length)`, sorted and merged.
     fn clear_head_past(
         &self,
         state: &ImageState,
         layout: &crate::layout::Layout,
         from: u64,
         until: Option<u64>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<(u64, u64)>> {
         let head = state.head_read();
         let top = head.view.chain[0].layer.clone();
         let mut cleared = Vec::new();
         for object_no in top.objects() {
+            let mut mark = |(first, last): (u64, u64)| -> Result<()> {
+                let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+                top.mark_blocks(object_no, first, last, BlockSt::Absent, file_off)?;
+                cleared.push((file_off, (last - first + 1) * BLOCK_SIZE));
+                Ok(())
+            };
+            let mut run: Option<(u64, u64)> = None;
             for (blk, _) in top.present_blocks(object_no) {
                 let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
                 if image_off >= from && until.is_none_or(|end| image_off < end) {
-                    let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-                    top.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
-                    cleared.push(file_off);
+                    match run {
+                        Some((first, last)) if last + 1 == blk => run = Some((first, blk)),
+                        _ => {
+                            if let Some(done) = run.replace((blk, blk)) {
+                                mark(done)?;
+                            }
+                        }
+                    }
+                } else if let Some(done) = run.take() {
+                    mark(done)?;
                 }
             }
+            if let Some(done) = run {
+                mark(done)?;
+            }
         }
-        Ok(cleared)
+        Ok(crate::layer::merge_ranges(cleared))
     }
 
     /// Refuses a size whose layer files the file system cannot hold (object `n` lies at `n × object size`).
@@ -1273,8 +1291,8 @@ impl Backend for Engine {
             let freed = self.clear_head_past(&state, &layout, size_bytes.div_ceil(BLOCK_SIZE) * BLOCK_SIZE, None)?;
             // The blocks are past the size, so their space may go back before their absence is durable.
             let top = state.head_read().view.chain[0].layer.clone();
-            for off in freed {
-                let _ = top.punch(off, BLOCK_SIZE);
+            for (off, len) in freed {
+                let _ = top.punch(off, len);
             }
             return Ok(());
         }
