@@ -4,14 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use basalt_core::{Error, Result};
+use basalt_core::Result;
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::engine::{DB_FILE, LAYERS_DIR, LOCK_FILE};
+use crate::engine::LAYERS_DIR;
 use crate::layer::ObjBits;
 use crate::records::{self, BLOCKS, CHILDREN, IMAGE_NAMES, IMAGES, ImageRec, NAMESPACES, POOLS, TRASH, db_err, decode};
 use crate::state::layout_of;
-use crate::vfs::{OsVfs, RedbFile, Vfs};
+use crate::vfs::{OsVfs, Vfs};
 
 /// What fsck found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,13 +40,9 @@ pub fn fsck(root: &Path) -> Result<FsckReport> {
 
 /// Checks the store in `root` on the given disk.
 pub fn fsck_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<FsckReport> {
-    let db_file = vfs
-        .open(&root.join(DB_FILE), false)
-        .map_err(|e| Error::not_found(format!("no basalt store in {}: {e}", root.display())))?;
-    let _lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
-    let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
+    let store = records::open_offline(&*vfs, root)?;
     let mut report = FsckReport::default();
-    check(&db, &*vfs, root, &mut report)?;
+    check(&store.db, &*vfs, root, &mut report)?;
     Ok(report)
 }
 

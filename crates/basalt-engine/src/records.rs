@@ -304,3 +304,20 @@ pub fn get_image<T: ReadableTable<&'static str, &'static [u8]>>(table: &T, id: &
         None => Ok(None),
     }
 }
+
+/// A stopped store's metadata, opened for an offline tool (`fsck`, `upgrade`): the store's lock, held while the
+/// database is in use, and the database.
+pub(crate) struct Offline {
+    pub db: redb::Database,
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
+}
+
+/// Opens the stopped store in `root` for an offline tool; refused while a `basalt serve` holds it.
+pub(crate) fn open_offline(vfs: &dyn crate::vfs::Vfs, root: &std::path::Path) -> Result<Offline> {
+    let db_file = vfs
+        .open(&root.join(crate::engine::DB_FILE), false)
+        .map_err(|e| Error::not_found(format!("no basalt store in {}: {e}", root.display())))?;
+    let lock = vfs.lock(&root.join(crate::engine::LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
+    let db = redb::Database::builder().create_with_backend(crate::vfs::RedbFile(db_file)).map_err(db_err)?;
+    Ok(Offline { db, _lock: lock })
+}

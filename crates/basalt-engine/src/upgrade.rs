@@ -11,9 +11,8 @@ use std::sync::Arc;
 use basalt_core::{Error, ErrorKind, Result};
 use redb::ReadableTable;
 
-use crate::engine::{DB_FILE, LOCK_FILE};
 use crate::records::{self, FORMAT_VERSION, db_err};
-use crate::vfs::{OsVfs, RedbFile, Vfs};
+use crate::vfs::{OsVfs, Vfs};
 
 /// What an upgrade did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +30,8 @@ pub fn upgrade(root: &Path) -> Result<Upgraded> {
 
 /// Upgrades the stopped store in `root` on the given disk.
 pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
-    let db_file = vfs
-        .open(&root.join(DB_FILE), false)
-        .map_err(|e| Error::not_found(format!("no basalt store in {}: {e}", root.display())))?;
-    let _lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
-    let db = redb::Database::builder().create_with_backend(RedbFile(db_file)).map_err(db_err)?;
-    let txn = db.begin_write().map_err(db_err)?;
+    let store = records::open_offline(&*vfs, root)?;
+    let txn = store.db.begin_write().map_err(db_err)?;
     let version = {
         let mut meta = txn.open_table(records::META).map_err(db_err)?;
         let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
