@@ -265,14 +265,17 @@ describe('Quick User Flow', () => {
     menu = await openMenu(page, 'snapshot snap1');
     expect(await item(menu, 'Delete').textContent()).toContain('1 linked clone');
     await closeMenu(page);
-    // Unprotect with a linked clone: the server refuses and its message is shown.
-    await act(page, 'snapshot snap1', 'Unprotect');
-    const notice = page.locator('.notice-error');
-    await notice.waitFor();
-    expect(await notice.textContent()).toMatch(/EBUSY/);
-    expect(await notice.textContent()).toContain('Flatten or delete dependent clones');
+    // Cannot unprotect a snapshot with a linked clone: the menu says why (the server refuses it too).
+    menu = await openMenu(page, 'snapshot snap1');
+    expect(await item(menu, 'Unprotect').isDisabled()).toBe(true);
+    expect(await item(menu, 'Unprotect').textContent()).toContain(
+      'Has 1 linked clone: flatten or delete them, then unprotect.',
+    );
     await shot(page, 'refusal-unprotect');
-    await closeNotices(page);
+    await closeMenu(page);
+    const refused = await server.api('PUT', '/api/block/image/rbd%2Fvm1/snap/snap1', { is_protected: false });
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ code: '16' }); // EBUSY
 
     // Cannot purge a trashed image whose snapshot has clones.
     await act(page, 'rbd/vm1', 'Move to Trash');
@@ -860,6 +863,40 @@ describe('screenshots at 1440×900 and 400 px', () => {
     await page.setViewportSize({ width: 1440, height: 900 });
     await gotoImages(page);
     await page.getByLabel('Search', { exact: true }).fill('');
+
+    // While the first page loads, the page says so once and the pager claims no count ("No images" reads as empty);
+    // after a failed first load it says what failed and what to do, and still claims no count.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let answer: 'data' | 'error' = 'data';
+    await page.route(/\/api\/block\/image\?/, async (route) => {
+      await held;
+      if (answer === 'data') await route.continue();
+      else
+        await route.fulfill({
+          status: 500,
+          contentType: 'application/json',
+          body: JSON.stringify({ code: 'EIO', detail: 'simulated failure' }),
+        });
+    });
+    const pager = page.getByRole('navigation', { name: 'Pages of images' });
+    await page.reload();
+    await page.getByText('Loading images…').waitFor();
+    expect(await page.getByText('Loading images…').count()).toBe(1);
+    expect(await pager.count()).toBe(0);
+    expect(await page.getByText('No images').count()).toBe(0);
+    await shot(page, 'images-loading');
+    answer = 'error';
+    release();
+    await page.getByText('The image list could not be loaded.').waitFor();
+    expect(await page.locator('.error-text').textContent()).toContain('What to do: Refresh to try again');
+    expect(await pager.count()).toBe(0);
+    await shot(page, 'images-load-failed');
+    answer = 'data';
+    await page.getByRole('button', { name: 'Refresh the image list' }).click();
+    await pager.waitFor();
+    await page.unroute(/\/api\/block\/image\?/);
+
     await page.getByRole('button', { name: 'Refresh the image list' }).click();
     await page.getByText(/^1–25 of \d+ images$/).waitFor();
     const visible = await page.evaluate(

@@ -6,7 +6,14 @@ import { formatClock, offsetLabel } from '../lib/chart';
 import { ErrorText } from './ErrorText';
 import type { Loaded } from './useLoad';
 
-export function LoadState<T>({ what, loaded }: { what: string; loaded: Loaded<T> }) {
+interface Props<T> {
+  what: string;
+  loaded: Loaded<T>;
+  /** The list's own table says "Loading …" in its body, so this does not say it a second time. */
+  loadingInTable?: boolean;
+}
+
+export function LoadState<T>({ what, loaded, loadingInTable = false }: Props<T>) {
   const [at, setAt] = useState<number | null>(null);
   const last = useRef<T | undefined>(undefined);
   useEffect(() => {
@@ -24,8 +31,9 @@ export function LoadState<T>({ what, loaded }: { what: string; loaded: Loaded<T>
       </div>
     );
   }
-  if (loaded.error) return <ErrorText error={loaded.error} />;
-  if (loaded.data === undefined && loaded.loading) {
+  if (loaded.error)
+    return <ErrorText error={loaded.error} hint="Refresh to try again; check that the server is running." />;
+  if (loaded.data === undefined && loaded.loading && !loadingInTable) {
     return (
       <p class="loading" role="status">
         Loading {what}…

@@ -1,4 +1,5 @@
-// A numbered pager: the range shown ("26–50 of 69 images"), page sizes, Previous/Next and the page numbers.
+// A numbered pager: the range shown ("26–50 of 69 images"), page sizes, Previous/Next and the page numbers. Before the
+// first page has loaded (or when it failed) there is nothing to count, so it shows nothing rather than "No images".
 
 import { pageNumbers, rangeText } from '../lib/pages';
 
@@ -7,7 +8,8 @@ interface Props {
   limit: number;
   /** Rows on this page. */
   shown: number;
-  total: number;
+  /** Undefined until the list has loaded. */
+  total: number | undefined;
   noun: string;
   sizes: readonly number[];
   onOffset: (offset: number) => void;
@@ -15,6 +17,7 @@ interface Props {
 }
 
 export function Pager({ offset, limit, shown, total, noun, sizes, onOffset, onLimit }: Props) {
+  if (total === undefined) return null;
   const count = Math.max(1, Math.ceil(total / limit));
   const current = Math.floor(offset / limit) + 1;
   return (

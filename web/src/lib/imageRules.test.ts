@@ -115,6 +115,16 @@ describe('snapshot actions', () => {
     expect(snapshotReasons(image(), snap()).clone).toBe('Protect snapshot first, then run clone.');
     expect(snapshotReasons(image(), snap({ is_protected: true })).clone).toBeNull();
   });
+  it('refuses to unprotect a snapshot while clones are linked to it', () => {
+    expect(snapshotReasons(image(), snap({ is_protected: true })).unprotect).toBeNull();
+    const child = { pool_name: 'rbd', namespace: '', image_name: 'c' };
+    expect(snapshotReasons(image(), snap({ is_protected: true, children: [child] })).unprotect).toBe(
+      'Has 1 linked clone: flatten or delete them, then unprotect.',
+    );
+    expect(snapshotReasons(image(), snap({ is_protected: true, children: [child, child] })).unprotect).toContain(
+      '2 linked clones',
+    );
+  });
   it('refuses to delete protected snapshots, naming linked clones', () => {
     expect(snapshotReasons(image(), snap()).delete).toBeNull();
     expect(snapshotReasons(image(), snap({ is_protected: true })).delete).toBe('Protected: unprotect it first.');

@@ -55,6 +55,8 @@ export function busyReason(image: ImageObject, executing: readonly Task[]): stri
 
 export interface SnapshotReasons {
   protect: string | null;
+  /** Why a protected snapshot cannot be unprotected: clones still read from it. */
+  unprotect: string | null;
   clone: string | null;
   delete: string | null;
 }
@@ -62,6 +64,10 @@ export interface SnapshotReasons {
 export function snapshotReasons(image: ImageObject, snap: Snapshot): SnapshotReasons {
   return {
     protect: image.features_name.includes('layering') ? null : 'Needs the layering feature.',
+    unprotect:
+      snap.children.length > 0
+        ? `Has ${plural(snap.children.length, 'linked clone')}: flatten or delete them, then unprotect.`
+        : null,
     clone: snap.is_protected ? null : 'Protect snapshot first, then run clone.',
     delete: snap.is_protected
       ? snap.children.length > 0

@@ -122,7 +122,7 @@ function UsersTab() {
           ⟳ Refresh
         </button>
       </div>
-      <LoadState what="users" loaded={users} />
+      <LoadState what="users" loaded={users} loadingInTable />
       <div class="table-wrap">
         <table class="table">
           <caption class="sr-only">Users</caption>
@@ -576,7 +576,7 @@ function AuditTab() {
           ⟳ Refresh
         </button>
       </form>
-      <LoadState what="audit records" loaded={log} />
+      <LoadState what="audit records" loaded={log} loadingInTable />
       <div class="table-wrap">
         <table class="table audit-table">
           <caption class="sr-only">Audit log</caption>
@@ -628,7 +628,7 @@ function AuditTab() {
         offset={query.offset}
         limit={query.limit}
         shown={log.data?.items.length ?? 0}
-        total={log.data?.total ?? 0}
+        total={log.data?.total}
         noun="record"
         sizes={[25, 50, 100]}
         onOffset={(offset) => setQuery({ ...query, offset })}

@@ -155,7 +155,6 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
   useEffect(() => onTaskEnded(() => setRefresh((n) => n + 1)), []);
   useEffect(() => setOffset(0), [search, limit, sort]);
 
-  const total = list.data?.total ?? 0;
   const top = useRef<HTMLDivElement>(null);
   const [now, setNow] = useState(Date.now());
   useEffect(() => setNow(Date.now()), [executing]);
@@ -255,7 +254,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
           ⟳ Refresh
         </button>
       </div>
-      <LoadState what="images" loaded={list} />
+      <LoadState what="images" loaded={list} loadingInTable />
       {created && (
         <div class="connect-created">
           <ConnectPanel spec={created} />
@@ -443,7 +442,7 @@ export function ImagesTab({ pools }: { pools: PoolState }) {
         offset={offset}
         limit={limit}
         shown={list.data?.items.length ?? 0}
-        total={total}
+        total={list.data?.total}
         noun="image"
         sizes={PAGE_SIZES}
         onOffset={goTo}

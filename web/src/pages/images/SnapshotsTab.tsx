@@ -47,7 +47,12 @@ export function SnapshotsTab({ image, pools, onChanged }: Props) {
     const all: (MenuAction & { allowed: boolean })[] = [
       { label: 'Rename', onSelect: () => setOpen({ kind: 'rename', snap }), allowed: can(EP.editSnapshot) },
       snap.is_protected
-        ? { label: 'Unprotect', onSelect: () => void setProtected(snap, false), allowed: can(EP.editSnapshot) }
+        ? {
+            label: 'Unprotect',
+            onSelect: () => void setProtected(snap, false),
+            disabledReason: why.unprotect,
+            allowed: can(EP.editSnapshot),
+          }
         : {
             label: 'Protect',
             onSelect: () => void setProtected(snap, true),
@@ -134,19 +139,21 @@ export function SnapshotsTab({ image, pools, onChanged }: Props) {
                 </td>
                 {anyActions && (
                   <td class="actions-cell">
-                    {can(EP.connection) && (
-                      <button
-                        type="button"
-                        class="link-button"
-                        aria-label={`Connect snapshot ${snap.name} (read-only)`}
-                        onClick={() => setOpen({ kind: 'connect', snap })}
-                      >
-                        Connect
-                      </button>
-                    )}
-                    {actionsFor(snap).length > 0 && (
-                      <ActionMenu subject={`snapshot ${snap.name}`} actions={actionsFor(snap)} />
-                    )}
+                    <span class="row-actions">
+                      {can(EP.connection) && (
+                        <button
+                          type="button"
+                          class="link-button"
+                          aria-label={`Connect snapshot ${snap.name} (read-only)`}
+                          onClick={() => setOpen({ kind: 'connect', snap })}
+                        >
+                          Connect
+                        </button>
+                      )}
+                      {actionsFor(snap).length > 0 && (
+                        <ActionMenu subject={`snapshot ${snap.name}`} actions={actionsFor(snap)} />
+                      )}
+                    </span>
                   </td>
                 )}
               </tr>

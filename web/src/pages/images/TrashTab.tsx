@@ -74,7 +74,7 @@ export function TrashTab({ pools }: { pools: PoolState }) {
           ⟳ Refresh
         </button>
       </div>
-      <LoadState what="trash entries" loaded={trash} />
+      <LoadState what="trash entries" loaded={trash} loadingInTable />
       <div class="table-wrap">
         <table class="table">
           <caption class="sr-only">Trash</caption>
