@@ -36,7 +36,10 @@ export function errorText(error: unknown): string {
   if (error instanceof ApiError) {
     if (error.status === 0) return error.detail;
     const { words } = describeCode(error.code, error.status);
-    return error.detail.toLowerCase().startsWith(words.toLowerCase()) ? error.detail : `${words}: ${error.detail}`;
+    // A message that already says it ("image 'rbd/a' already exists") is not prefixed with the same words again.
+    if (error.detail.toLowerCase().includes(words.toLowerCase()))
+      return error.detail.charAt(0).toUpperCase() + error.detail.slice(1);
+    return `${words}: ${error.detail}`;
   }
   return error instanceof Error ? error.message : String(error);
 }

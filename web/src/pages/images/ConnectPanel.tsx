@@ -52,7 +52,14 @@ function CopyLine({ label, text }: { label: string; text: string }) {
   );
 }
 
-export function ConnectPanel({ spec, snap }: { spec: string; snap?: string }) {
+interface PanelProps {
+  spec: string;
+  snap?: string;
+  /** The attach lines and credentials sit behind a disclosure, closed at first (the Details tab: they are long). */
+  collapsed?: boolean;
+}
+
+export function ConnectPanel({ spec, snap, collapsed = false }: PanelProps) {
   const info = useLoad(() => api.connection(spec, snap), [spec, snap]);
   const c = info.data;
   const subject = snap ? `${spec}@${snap}` : spec;
@@ -70,28 +77,46 @@ export function ConnectPanel({ spec, snap }: { spec: string; snap?: string }) {
             {c.nbd.tls ? ' (TLS)' : ''}; on the server host also {c.nbd.unix_socket}.
           </p>
           <Callout kind="warning">{c.warning}</Callout>
-          {connectLines(c).map((l) => (
-            <CopyLine key={l.label} label={l.label} text={l.text} />
-          ))}
-          <dl class="connect-credentials">
-            <div class="dl-item">
-              <dt>Credentials (TCP)</dt>
-              <dd>{c.credentials.tcp}</dd>
-            </div>
-            <div class="dl-item">
-              <dt>Credentials (Unix socket)</dt>
-              <dd>{c.credentials.unix}</dd>
-            </div>
-            <div class="dl-item">
-              <dt>Your access</dt>
-              <dd>
-                {c.credentials.your_access} as {c.credentials.user}
-              </dd>
-            </div>
-          </dl>
+          {collapsed ? (
+            <details class="connect-examples">
+              <summary>
+                How to attach: {connectLines(c).length} copyable lines (QEMU, libvirt, basalt device map, nbd-client,
+                NBD URIs) and credentials
+              </summary>
+              <ConnectLines c={c} />
+            </details>
+          ) : (
+            <ConnectLines c={c} />
+          )}
         </>
       )}
     </section>
+  );
+}
+
+function ConnectLines({ c }: { c: ConnectionInfo }) {
+  return (
+    <>
+      {connectLines(c).map((l) => (
+        <CopyLine key={l.label} label={l.label} text={l.text} />
+      ))}
+      <dl class="connect-credentials">
+        <div class="dl-item">
+          <dt>Credentials (TCP)</dt>
+          <dd>{c.credentials.tcp}</dd>
+        </div>
+        <div class="dl-item">
+          <dt>Credentials (Unix socket)</dt>
+          <dd>{c.credentials.unix}</dd>
+        </div>
+        <div class="dl-item">
+          <dt>Your access</dt>
+          <dd>
+            {c.credentials.your_access} as {c.credentials.user}
+          </dd>
+        </div>
+      </dl>
+    </>
   );
 }
 

@@ -75,7 +75,7 @@ export function DetailsTab({ image }: { image: ImageObject }) {
             : image.watchers.map((w) => `${w.client}${w.writable ? ' (read/write)' : ''}`).join(', ')}
         </Item>
       </dl>
-      <ConnectPanel spec={specOf(image)} />
+      <ConnectPanel spec={specOf(image)} collapsed />
     </div>
   );
 }

@@ -38,7 +38,7 @@ export function PurgeSchedules({ pools }: { pools: PoolState }) {
 
   return (
     <section class="purge-schedules" aria-labelledby="purge-schedules-title">
-      <h3 id="purge-schedules-title">Purge schedules</h3>
+      <h2 id="purge-schedules-title">Purge schedules</h2>
       <p class="muted">
         A schedule purges the expired images of its pool or namespace at each scheduled time. Images are never purged
         just because their expiration time has passed.
