@@ -1,6 +1,6 @@
 // An error shown where the action was taken: the server's message, its code, and what to do about it.
 
-import { useEffect, useRef } from 'preact/hooks';
+import { useLayoutEffect, useRef } from 'preact/hooks';
 import { errorDetails, errorText } from '../state/notices';
 
 interface Props {
@@ -11,7 +11,8 @@ interface Props {
 export function ErrorText({ error, hint }: Props) {
   const ref = useRef<HTMLDivElement>(null);
   // In a dialog the error takes the focus, scrolled into view, so a refused submit never looks like nothing happened.
-  useEffect(() => {
+  // A layout effect: the focus moves as the error appears, not a frame later (a key press in between would be lost).
+  useLayoutEffect(() => {
     const el = ref.current;
     if (el && el.closest('dialog')) {
       el.focus();
