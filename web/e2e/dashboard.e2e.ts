@@ -198,6 +198,8 @@ describe('Quick User Flow', () => {
     // The attach lines are behind a disclosure there, closed at first, so the expanded row stays short.
     const examples = details.locator('details.connect-examples');
     expect(await examples.getAttribute('open')).toBeNull();
+    const height = await page.locator('.detail-row').evaluate((r) => r.getBoundingClientRect().height);
+    expect(height).toBeLessThan(600);
     expect(await details.getByRole('figure', { name: 'nbd-client', exact: true }).count()).toBe(0);
     await examples.locator('summary').click();
     expect(
@@ -506,6 +508,16 @@ describe('image management', () => {
     await option.getByText('image', { exact: true }).waitFor();
     expect(await option.textContent()).toContain('500');
     await shot(page, 'configuration-override');
+    // Each rate field's unit selector stays inside its field (they overflowed into the next field).
+    expect(await form.locator('.qos-field select').count()).toBeGreaterThan(0);
+    const overflowing = await form.evaluate(
+      (f) =>
+        [...f.querySelectorAll('.qos-field')].filter((field) => {
+          const unit = field.querySelector('select');
+          return unit !== null && unit.getBoundingClientRect().right > field.getBoundingClientRect().right + 0.5;
+        }).length,
+    );
+    expect(overflowing).toBe(0);
     await form.getByRole('button', { name: 'Reset IOPS limit' }).click();
     await option.getByText('global', { exact: true }).waitFor();
   });
