@@ -439,6 +439,22 @@ impl Handle {
         Handle { state, handle, target: Target::Snapshot(Arc::new(view)) }
     }
 
+    /// Runs `f` on the view this handle reads (the head under its read lock, or the snapshot), once the range
+    /// `offset..offset + len` is checked against its size.
+    fn with_view<R>(&self, offset: u64, len: u64, f: impl FnOnce(&View) -> Result<R>) -> Result<R> {
+        match &self.target {
+            Target::Head { .. } => {
+                let head = self.state.head_read();
+                check_range(offset, len, head.view.size)?;
+                f(&head.view)
+            }
+            Target::Snapshot(view) => {
+                check_range(offset, len, view.size)?;
+                f(view)
+            }
+        }
+    }
+
     fn writable_head(&self) -> Result<RwLockReadGuard<'_, Head>> {
         match self.target {
             Target::Head { writable: true } => Ok(self.state.head_read()),
@@ -475,31 +491,11 @@ impl ImageIo for Handle {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match &self.target {
-            Target::Head { .. } => {
-                let head = self.state.head_read();
-                check_range(offset, buf.len() as u64, head.view.size)?;
-                head.view.read(offset, buf)
-            }
-            Target::Snapshot(view) => {
-                check_range(offset, buf.len() as u64, view.size)?;
-                view.read(offset, buf)
-            }
-        }
+        self.with_view(offset, buf.len() as u64, |view| view.read(offset, buf))
     }
 
     fn read_sparse(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<BlockExtent>> {
-        match &self.target {
-            Target::Head { .. } => {
-                let head = self.state.head_read();
-                check_range(offset, buf.len() as u64, head.view.size)?;
-                head.view.read_sparse(offset, buf)
-            }
-            Target::Snapshot(view) => {
-                check_range(offset, buf.len() as u64, view.size)?;
-                view.read_sparse(offset, buf)
-            }
-        }
+        self.with_view(offset, buf.len() as u64, |view| view.read_sparse(offset, buf))
     }
 
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
