@@ -1,7 +1,7 @@
 //! Reads through long snapshot chains: an image's data written once, then N snapshots taken with a few blocks
 //! written between them (so every layer holds some objects), and reads of the old data, which live in the bottom
-//! layer; then `du` over the whole chain. Beside it, the same reads from a plain file in the page cache (pread), in the
-//! same run.
+//! layer; then `du` over the whole chain and a `diff` from the oldest snapshot to the head. Beside it, the same
+//! reads from a plain file in the page cache (pread), in the same run.
 //!
 //! `cargo bench -p basalt-engine --bench chain`; `BASALT_BENCH_SNAPS` sets the chain lengths (default `0,64,1000`).
 
@@ -108,9 +108,14 @@ fn main() {
         let rows = engine.du(&spec).expect("du").len();
         let du = started.elapsed();
         assert_eq!(rows, snaps + 1, "du has a row per snapshot and the head");
+        // `diff` from the oldest snapshot to the head: everything written since.
+        let oldest = (snaps > 0).then(|| basalt_core::SnapName::new("s0").expect("name"));
+        let started = Instant::now();
+        engine.diff(&spec, oldest.as_ref(), None, basalt_core::DiffGranularity::Fine).expect("diff");
+        let diff = started.elapsed();
         println!(
             "  {:<28} {:>9.2} µs {:>11.1} µs {:>7.0} MiB/s   sparse 1 MiB {:.1} µs (status + read {:.1} µs)   \
-             du {:.3} s   ({:.1} s to take the snapshots)",
+             du {:.3} s   diff {:.3} s   ({:.1} s to take the snapshots)",
             format!("basalt, {snaps} snapshots"),
             t4k.as_secs_f64() * 1e6,
             t1m.as_secs_f64() * 1e6,
@@ -118,6 +123,7 @@ fn main() {
             sparse.as_secs_f64() * 1e6,
             twice.as_secs_f64() * 1e6,
             du.as_secs_f64(),
+            diff.as_secs_f64(),
             setup.as_secs_f64()
         );
     }

@@ -420,21 +420,43 @@ const INDEX_OBJECTS_MAX: usize = 1 << 20;
 
 /// What lets a read on a long chain (an image with many snapshots) look at the few layers that hold a block's
 /// object instead of at every layer: per object, the indices of the layers below the top one (`chain[1..]`) that
-/// have any state for it, filled the first time the object is read; and the smallest `min_size` of the layers
-/// above each index.
+/// have any state for it, and which blocks any of them but the last has state for, filled the first time the object
+/// is read; and the smallest `min_size` of the layers above each index. A block none of the upper holders has
+/// state for (typically data written before the snapshots, with a few blocks rewritten between them) goes straight
+/// to the last holder: one lookup, whatever the chain's length.
 ///
-/// Correct because a view's chain never changes and its lower layers gain no objects while the view is in use:
-/// writes, discards, resizes, flatten and rollback touch only the top layer (never indexed: it is always looked at
-/// directly), and every change of the chain (a snapshot created or removed, a merge) builds a new head view with an
-/// empty index. The one exception is a view built before a merge of hidden layers and still held (by an open
-/// snapshot or a clone's parent): the merge copies blocks between two layers of that chain, and the block keeps
-/// its bytes, so whichever of the two the stale index finds first reads the same data.
+/// Correct because a view's chain never changes and its lower layers gain no state that changes what it reads
+/// while the view is in use: writes, discards and resizes touch only the top layer (never indexed: it is always
+/// looked at directly), every change of the chain (a snapshot created or removed, a merge, a rollback) builds a new
+/// head view with an empty index, and flatten gives the root (the bottom layer, always the last holder) only blocks
+/// the view already read from the parent, with the same bytes. The one exception is a view built before a merge of
+/// hidden layers and still held (by an open snapshot or a clone's parent): the merge copies blocks between two
+/// layers of that chain (from one of them to the other, never from below them), and the block keeps its bytes, so
+/// whichever of the two the stale index finds first reads the same data; blocks the merge drops were hidden in that
+/// view by the upper layer's `min_size`.
 #[derive(Debug, Default)]
 pub struct ChainIndex {
-    objects: RwLock<HashMap<u64, Arc<[u32]>>>,
+    objects: RwLock<HashMap<u64, Arc<Holders>>>,
     /// `hidden_from[i]`: the smallest `min_size` of `chain[1..i]`, so blocks of layer `i` or below at or past it
     /// are hidden by a shrink above.
     hidden_from: std::sync::OnceLock<Vec<u64>>,
+}
+
+/// The layers below the top of a view that hold one object (see [`ChainIndex`]).
+#[derive(Debug)]
+struct Holders {
+    /// Their indices in the chain, newest first.
+    layers: Box<[u32]>,
+    /// The blocks any of them but the last has state for, one bit per block.
+    upper: Box<[u64]>,
+}
+
+impl Holders {
+    /// The holders that can decide block `blk`: all of them, or only the last when no other has state for it.
+    fn deciding(&self, blk: u64) -> &[u32] {
+        let upper = self.upper.get((blk / 64) as usize).is_some_and(|w| w >> (blk % 64) & 1 == 1);
+        if upper { &self.layers } else { &self.layers[self.layers.len().saturating_sub(1)..] }
+    }
 }
 
 impl ChainIndex {
@@ -453,12 +475,17 @@ impl ChainIndex {
         })
     }
 
-    fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Arc<[u32]> {
+    fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Arc<Holders> {
         if let Some(found) = read_lock(&self.objects).get(&object_no) {
             return found.clone();
         }
-        let found: Arc<[u32]> =
+        let layers: Box<[u32]> =
             (1..chain.len()).filter(|&idx| chain[idx].layer.has_object(object_no)).map(|idx| idx as u32).collect();
+        let mut upper = Vec::new();
+        for &idx in layers.iter().take(layers.len().saturating_sub(1)) {
+            chain[idx as usize].layer.union_present(object_no, &mut upper);
+        }
+        let found = Arc::new(Holders { layers, upper: upper.into_boxed_slice() });
         let mut objects = write_lock(&self.objects);
         if objects.len() >= INDEX_OBJECTS_MAX {
             objects.clear();
@@ -598,7 +625,8 @@ impl View {
         // Below the top, only the layers holding the object can have state for the block; each of the others
         // answers Absent, so all that matters of them is whether their `min_size` hides the block.
         let hidden_from = self.index.hidden_from(&self.chain);
-        for idx in self.index.holders(&self.chain, piece.object_no).iter().map(|&i| i as usize) {
+        let holders = self.index.holders(&self.chain, piece.object_no);
+        for idx in holders.deciding(blk).iter().map(|&i| i as usize) {
             if idx < from.max(1) {
                 continue;
             }

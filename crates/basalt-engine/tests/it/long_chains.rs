@@ -2,13 +2,14 @@
 //! hold each object instead of walking every layer. These runs check that the index reads exactly what a walk
 //! would: a seeded mix of writes, shrinks, grows, snapshot creations and removals (which merge layers) on one
 //! image, compared after every step with a model of plain bytes, head and every snapshot, and through a clone of
-//! a snapshot deep in the chain.
+//! a snapshot deep in the chain. Diffs between snapshots (which look only at the layers above the part of the
+//! chain two views share) are checked against the same model: every block whose bytes differ is reported.
 
 use std::sync::Arc;
 
 use basalt_core::{
-    Backend, BlockState, Clock, CloneRequest, CreateOptions, Durability, ImageIo, ImageName, ImageSpec, ManualClock,
-    Namespace, ObjectOrder, OpenTarget, PoolName, ResizePolicy, SnapName, SnapSpec, Timestamp,
+    Backend, BlockState, Clock, CloneRequest, CreateOptions, DiffGranularity, Durability, ImageIo, ImageName,
+    ImageSpec, ManualClock, Namespace, ObjectOrder, OpenTarget, PoolName, ResizePolicy, SnapName, SnapSpec, Timestamp,
 };
 use basalt_engine::Engine;
 
@@ -75,6 +76,34 @@ fn check(what: &str, io: &dyn ImageIo, model: &[u8]) {
     assert_eq!(sparse_extents, extents, "{what}: sparse read extents against block status");
 }
 
+/// Checks `engine.diff(image, from, to)` against the bytes of both ends: every 4 KiB block whose bytes differ (or
+/// that holds data past the end of `from`) lies in a reported extent, and an extent reported as gone reads zeros.
+fn check_diff(what: &str, engine: &Engine, image: &ImageSpec, from: Option<(&str, &[u8])>, to: (Option<&str>, &[u8])) {
+    let name = |n: &str| SnapName::new(n).expect("snapshot name");
+    let extents = engine
+        .diff(image, from.map(|(n, _)| name(n)).as_ref(), to.0.map(name).as_ref(), DiffGranularity::Fine)
+        .unwrap_or_else(|e| panic!("{what}: diff: {e}"));
+    let (to_bytes, from_bytes) = (to.1, from.map_or(&[][..], |(_, b)| b));
+    let mut covered = vec![false; to_bytes.len().div_ceil(4096)];
+    for e in &extents {
+        assert!(e.offset + e.length <= to_bytes.len() as u64, "{what}: extent {e:?} past the end");
+        let range = e.offset as usize..(e.offset + e.length) as usize;
+        if !e.exists {
+            assert!(to_bytes[range.clone()].iter().all(|b| *b == 0), "{what}: {e:?} reported gone holds data");
+        }
+        covered[range.start / 4096..range.end.div_ceil(4096)].fill(true);
+    }
+    for (block, covered) in covered.iter().enumerate() {
+        let range = block * 4096..((block + 1) * 4096).min(to_bytes.len());
+        let before = from_bytes.get(range.clone());
+        let changed = match before {
+            Some(before) => before != &to_bytes[range.clone()],
+            None => to_bytes[range.clone()].iter().any(|b| *b != 0),
+        };
+        assert!(!changed || *covered, "{what}: block at {} changed but is not in the diff", range.start);
+    }
+}
+
 fn run(seed: u64, steps: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = engine(dir.path());
@@ -131,6 +160,20 @@ fn run(seed: u64, steps: usize) {
                 let io = io.expect("open snapshot");
                 check(&format!("seed {seed} step {step} ({what}): snapshot {name}"), io.as_ref(), bytes);
             }
+            // Each snapshot against the one before it (as `du` does), the head against the newest, and one pair
+            // far apart.
+            let label = format!("seed {seed} step {step} ({what}): diff");
+            let mut previous: Option<(&str, &[u8])> = None;
+            for (name, bytes) in &snaps {
+                check_diff(&label, &engine, &image, previous, (Some(name), bytes));
+                previous = Some((name, bytes));
+            }
+            check_diff(&label, &engine, &image, previous, (None, &head));
+            if let Some((first, bytes)) = snaps.first() {
+                check_diff(&label, &engine, &image, Some((first, bytes)), (None, &head));
+            }
+            let du = engine.du(&image).expect("du");
+            assert_eq!(du.len(), snaps.len() + 1, "{label}: du lists every snapshot and the head");
         }
     }
 
@@ -144,6 +187,22 @@ fn run(seed: u64, steps: usize) {
     engine.clone_image(&parent, &child, &CloneRequest::inherit()).expect("clone");
     let io = engine.open(&child, &OpenTarget::Head, "test").expect("open clone");
     check(&format!("seed {seed}: clone of {name}"), io.as_ref(), &bytes);
+
+    // The clone's own snapshots diff over the parent they share.
+    let mut clone_head = bytes.clone();
+    let write = |model: &mut Vec<u8>, off: usize, fill: u8| {
+        let len = 8192.min(model.len().saturating_sub(off));
+        if len > 0 {
+            io.write(off as u64, &vec![fill; len], Durability::Buffered).expect("write clone");
+            model[off..off + len].fill(fill);
+        }
+    };
+    write(&mut clone_head, (bytes.len() / 3) & !4095, 0x77);
+    engine.snap_create(&snap(&child, "c1")).expect("clone snapshot");
+    let c1 = clone_head.clone();
+    write(&mut clone_head, 0, 0x78);
+    let label = format!("seed {seed}: clone diff");
+    check_diff(&label, &engine, &child, Some(("c1", &c1)), (None, &clone_head));
 }
 
 #[test]
