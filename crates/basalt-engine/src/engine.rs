@@ -4,7 +4,7 @@
 //! acknowledged, and bitmaps reach redb at checkpoints, after the data they point at (see `Store::checkpoint`). Control operations on one image are serialised by its `op` lock, taken before the
 //! head lock and before any write transaction, so lock order is: op -> head -> stripe locks -> layer map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -19,7 +19,7 @@ use basalt_core::{
 };
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::layer::{BlockSt, View, ViewLayer, merge_ranges, mutex_lock};
+use crate::layer::{BlockSt, Layer, View, ViewLayer, merge_ranges, mutex_lock};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout};
 use crate::records::{
     self, CHILDREN, CONFIG, IMAGE_NAMES, IMAGES, ImageRec, LayerRec, NAMESPACES, POOLS, ParentRec, PoolRec, SnapRec,
@@ -326,17 +326,20 @@ impl Engine {
         state: &ImageState,
         change: impl FnOnce(&WriteTransaction, &mut ImageRec) -> Result<(R, Vec<u64>)>,
     ) -> Result<R> {
-        let mut head = state.head_write();
-        self.update_image_locked(state, &mut head, change)
+        let (result, dead) = self.update_image_locked(state, &mut state.head_write(), change)?;
+        self.store.remove_layer_files(&dead);
+        Ok(result)
     }
 
     /// [`Engine::update_image`] for a caller that already holds the head lock (to change data under it first).
+    /// Returns the layers it deleted, whose files the caller removes once it released the head lock: removing a
+    /// large file takes time (its extents are freed), and no I/O of the image needs to wait for it.
     fn update_image_locked<R>(
         &self,
         state: &ImageState,
         head: &mut crate::state::Head,
         change: impl FnOnce(&WriteTransaction, &mut ImageRec) -> Result<(R, Vec<u64>)>,
-    ) -> Result<R> {
+    ) -> Result<(R, Vec<u64>)> {
         let mut outcome = None;
         let mut new_rec = None;
         state.persist(|txn| {
@@ -353,9 +356,8 @@ impl Engine {
             return Err(Error::io("an image update committed without a result"));
         };
         state.drop_layers(&dead_layers);
-        self.store.remove_layer_files(&dead_layers);
         state.refresh(head, &rec)?;
-        Ok(result)
+        Ok((result, dead_layers))
     }
 
     /// Marks the head's own blocks at image offsets `from..until` (a block boundary up to the end, or `until`)
@@ -1004,6 +1006,51 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> V
         return widened;
     }
     extents
+}
+
+/// Runs of consecutive block numbers in a sorted list, as `(first, last)`.
+fn block_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &blk in blocks {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == blk => *last = blk,
+            _ => runs.push((blk, blk)),
+        }
+    }
+    runs
+}
+
+/// Copies the given blocks of one object (sorted, with their state in `from`) from one layer into another: data a
+/// run of neighbouring blocks at a time (one read, one journal record), zero markers as markers.
+fn copy_blocks(
+    layout: &Layout,
+    from: &Layer,
+    to: &Arc<Layer>,
+    object_no: u64,
+    blocks: &[(u64, BlockSt)],
+) -> Result<()> {
+    /// The most bytes copied with one read and one record.
+    const RUN_MAX: u64 = 256;
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < blocks.len() {
+        let (first, st) = blocks[at];
+        let mut end = at + 1;
+        while end < blocks.len() && blocks[end] == (first + (end - at) as u64, st) && (end - at) < RUN_MAX as usize {
+            end += 1;
+        }
+        let last = first + (end - at) as u64 - 1;
+        let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+        if st == BlockSt::Data {
+            buf.resize(((last - first + 1) << BLOCK_SHIFT) as usize, 0);
+            from.file.read_at(&mut buf, file_off)?;
+            to.write_blocks(object_no, first, &buf, file_off)?;
+        } else {
+            to.mark_blocks(object_no, first, last, st, file_off)?;
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 fn bytes_of(extents: &[DiffExtent]) -> u64 {
@@ -2259,84 +2306,157 @@ impl Engine {
     }
 
     /// Merges hidden layer `lower` with its only child `upper`, copying whichever holds fewer blocks into the other.
+    ///
+    /// The copy runs beside the image's reads and writes: it never changes what a view reads (see each direction),
+    /// and the head lock is taken only for what must not race a write: copying again what the head took during the
+    /// copy, and committing the new chain. Layer files are removed after the lock is released.
     fn merge_pair(&self, state: &ImageState, rec: &ImageRec, lower: LayerRec, upper: LayerRec) -> Result<()> {
         let layout = layout_of(rec)?;
         let bpo = layout.blocks_per_object();
-        let mut head = state.head_write();
         let low = state.layer(rec, lower.id, bpo)?;
         let up = state.layer(rec, upper.id, bpo)?;
-        let count = |layer: &crate::layer::Layer| -> usize {
-            layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum()
+        let count = |layer: &Layer| -> usize { layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum() };
+        let dead = if count(&low) <= count(&up) {
+            self.merge_up(state, &layout, &low, &up, &lower, &upper)?
+        } else {
+            let head_is_upper = rec.head_layer == upper.id;
+            if head_is_upper {
+                up.watch(true);
+            }
+            let merged = self.merge_down(state, &layout, &low, &up, &lower, &upper, head_is_upper);
+            up.watch(false);
+            merged?
         };
-        let mut block = vec![0u8; BLOCK_SIZE as usize];
-        let mut copy_block =
-            |from: &Arc<crate::layer::Layer>, to: &Arc<crate::layer::Layer>, object_no: u64, blk: u64, st| {
-                let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-                if st == BlockSt::Data {
-                    from.file.read_at(&mut block, file_off)?;
-                    to.write_blocks(object_no, blk, &block, file_off)
-                } else {
-                    to.mark_blocks(object_no, blk, blk, st, file_off)
-                }
-            };
-        let min_size = lower.min_size.min(upper.min_size);
-        if count(&low) <= count(&up) {
-            // The lower layer's blocks that the upper one lacks and still shows move up; the lower layer goes.
-            for object_no in low.objects() {
-                for (blk, st) in low.present_blocks(object_no) {
-                    let visible = layout.unmap(object_no, blk << BLOCK_SHIFT) < upper.min_size;
-                    if visible && up.state(object_no, blk) == BlockSt::Absent {
-                        copy_block(&low, &up, object_no, blk, st)?;
-                    }
-                }
-            }
-            return self.update_image_locked(state, &mut head, |_, rec| {
-                if let Some(l) = rec.layers.iter_mut().find(|l| l.id == upper.id) {
-                    l.below = lower.below;
-                    l.min_size = min_size;
-                }
-                Ok(((), vec![lower.id]))
-            });
-        }
-        // The upper layer's blocks overwrite the lower one's (invisible there: only the upper layer reads through
-        // it), blocks the upper layer hid by a shrink are dropped, and the lower layer takes the upper's place.
-        for object_no in up.objects() {
-            for (blk, st) in up.present_blocks(object_no) {
-                copy_block(&up, &low, object_no, blk, st)?;
-            }
-        }
-        let mut punch = Vec::new();
+        self.store.remove_layer_files(&dead);
+        Ok(())
+    }
+
+    /// The lower layer's blocks that the upper one lacks and still shows move up; the lower layer goes.
+    ///
+    /// Views read the same throughout: a block copied up holds the bytes the view read from the lower layer. Each
+    /// object is copied under its stripe locks, so a write to the head (the upper layer, if it is the head) either
+    /// lands first (and the block is no longer absent there, so it is not copied) or waits for the copy and
+    /// overwrites it.
+    fn merge_up(
+        &self,
+        state: &ImageState,
+        layout: &Layout,
+        low: &Arc<Layer>,
+        up: &Arc<Layer>,
+        lower: &LayerRec,
+        upper: &LayerRec,
+    ) -> Result<Vec<u64>> {
+        let bpo = layout.blocks_per_object();
         for object_no in low.objects() {
-            for (blk, _) in low.present_blocks(object_no) {
-                let hidden = layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size;
-                if hidden && up.state(object_no, blk) == BlockSt::Absent {
-                    let file_off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-                    low.mark_blocks(object_no, blk, blk, BlockSt::Absent, file_off)?;
-                    punch.push(file_off);
+            let _stripes = state.locks.lock_blocks(bpo, object_no, 0, bpo - 1);
+            let moving: Vec<(u64, BlockSt)> = low
+                .present_blocks(object_no)
+                .into_iter()
+                .filter(|&(blk, _)| {
+                    layout.unmap(object_no, blk << BLOCK_SHIFT) < upper.min_size
+                        && up.state(object_no, blk) == BlockSt::Absent
+                })
+                .collect();
+            copy_blocks(layout, low, up, object_no, &moving)?;
+        }
+        // Sync what was copied now, so the commit under the head lock has little left to sync.
+        state.persist(|_| Ok(()))?;
+        let min_size = lower.min_size.min(upper.min_size);
+        let (upper_id, below) = (upper.id, lower.below);
+        let ((), dead) = self.update_image_locked(state, &mut state.head_write(), |_, rec| {
+            if let Some(l) = rec.layers.iter_mut().find(|l| l.id == upper_id) {
+                l.below = below;
+                l.min_size = min_size;
+            }
+            Ok(((), vec![lower.id]))
+        })?;
+        Ok(dead)
+    }
+
+    /// The upper layer's blocks overwrite the lower one's, blocks the upper layer hid by a shrink are dropped, and
+    /// the lower layer takes the upper's place.
+    ///
+    /// Views read the same throughout: only the upper layer reads through the lower one, and every block copied
+    /// down or dropped is one the upper layer covers (it has state for it, or hides it). When the upper layer is
+    /// the head it keeps taking writes during the copy: it records the objects written (`watch`), and those are
+    /// copied again, in passes, until few are left; the last of them are copied under the head lock, with no write
+    /// in flight, right before the commit. The head never loses state for a block while the lower layer is under
+    /// it (a discard leaves a zero marker), so a block copied down is never exposed by the head later.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_down(
+        &self,
+        state: &ImageState,
+        layout: &Layout,
+        low: &Arc<Layer>,
+        up: &Arc<Layer>,
+        lower: &LayerRec,
+        upper: &LayerRec,
+        head_is_upper: bool,
+    ) -> Result<Vec<u64>> {
+        /// Passes over the objects written meanwhile before the rest is copied under the head lock, and how few
+        /// objects are few enough for that.
+        const PASSES: usize = 8;
+        const LOCKED_OBJECTS: usize = 4;
+        let copy_objects = |objects: &mut dyn Iterator<Item = u64>| -> Result<()> {
+            for object_no in objects {
+                copy_blocks(layout, up, low, object_no, &up.present_blocks(object_no))?;
+            }
+            Ok(())
+        };
+        copy_objects(&mut up.objects().into_iter())?;
+        let mut pending = BTreeSet::new();
+        if head_is_upper {
+            for _ in 0..PASSES {
+                pending = up.take_watched();
+                if pending.len() <= LOCKED_OBJECTS {
+                    break;
                 }
+                copy_objects(&mut std::mem::take(&mut pending).into_iter())?;
             }
         }
-        self.update_image_locked(state, &mut head, |_, rec| {
-            if rec.head_layer == upper.id {
-                rec.head_layer = lower.id;
+        for object_no in low.objects() {
+            let hidden: Vec<u64> = low
+                .present_blocks(object_no)
+                .into_iter()
+                .map(|(blk, _)| blk)
+                .filter(|&blk| {
+                    layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size
+                        && up.state(object_no, blk) == BlockSt::Absent
+                })
+                .collect();
+            // Dropped like a discard: the absent state is logged before the hole is punched.
+            for (first, last) in block_runs(&hidden) {
+                let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+                low.mark_blocks(object_no, first, last, BlockSt::Absent, file_off)?;
+                let _ = low.punch(file_off, (last - first + 1) << BLOCK_SHIFT);
             }
-            for snap in rec.snaps.iter_mut().filter(|s| s.layer == upper.id) {
-                snap.layer = lower.id;
+        }
+        state.persist(|_| Ok(()))?;
+        let min_size = lower.min_size.min(upper.min_size);
+        let (upper_id, lower_id) = (upper.id, lower.id);
+        let mut head = state.head_write();
+        if head_is_upper {
+            pending.extend(up.take_watched());
+            copy_objects(&mut pending.into_iter())?;
+        }
+        let ((), dead) = self.update_image_locked(state, &mut head, |_, rec| {
+            if rec.head_layer == upper_id {
+                rec.head_layer = lower_id;
+            }
+            for snap in rec.snaps.iter_mut().filter(|s| s.layer == upper_id) {
+                snap.layer = lower_id;
             }
             for l in rec.layers.iter_mut() {
-                if l.below == Some(upper.id) {
-                    l.below = Some(lower.id);
+                if l.below == Some(upper_id) {
+                    l.below = Some(lower_id);
                 }
-                if l.id == lower.id {
+                if l.id == lower_id {
                     l.min_size = min_size;
                 }
             }
-            Ok(((), vec![upper.id]))
+            Ok(((), vec![upper_id]))
         })?;
-        for off in punch {
-            let _ = low.punch(off, BLOCK_SIZE);
-        }
-        Ok(())
+        Ok(dead)
     }
 
     /// Writes the data of `src` into the single layer of a new image record, then publishes the record.

@@ -124,6 +124,8 @@ struct LayerMap {
     objects: HashMap<u64, ObjBits>,
     /// Objects changed since the bitmaps were last written to the store.
     dirty: BTreeSet<u64>,
+    /// Objects written (even in place) since [`Layer::watch`] started or [`Layer::take_watched`] last took them.
+    watched: Option<BTreeSet<u64>>,
 }
 
 /// One layer: its file and its block states.
@@ -179,7 +181,7 @@ impl Layer {
             id,
             file,
             blocks_per_object,
-            map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new() }),
+            map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new(), watched: None }),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             journal,
@@ -308,6 +310,21 @@ impl Layer {
         if changed {
             map.dirty.insert(object_no);
         }
+        // An overwrite in place changes no bit but does change the bytes: a watcher hears of every write.
+        if let Some(watched) = &mut map.watched {
+            watched.insert(object_no);
+        }
+    }
+
+    /// Starts (or stops) recording which objects are written: a merge that copies this layer while it takes
+    /// writes copies again what was written meanwhile. A write is recorded once its bytes are in the file.
+    pub fn watch(&self, on: bool) {
+        write_lock(&self.map).watched = on.then(BTreeSet::new);
+    }
+
+    /// The objects written since watching started or since the last call, sorted.
+    pub fn take_watched(&self) -> BTreeSet<u64> {
+        write_lock(&self.map).watched.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// True when every block `first..=last` of the object holds data in this layer.
@@ -521,8 +538,14 @@ impl Default for StripeLocks {
 }
 
 impl StripeLocks {
-    fn lock_blocks(&self, bpo: u64, object_no: u64, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
+    /// Locks the stripes of blocks `first..=last` of one object, in a fixed order (writers and copies of a block
+    /// exclude each other).
+    pub(crate) fn lock_blocks(&self, bpo: u64, object_no: u64, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
         let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
+        if granule(first) == granule(last) && last - first < 16 {
+            // One granule (most writes): no set to sort.
+            return vec![mutex_lock(&self.locks[granule(first)])];
+        }
         let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
         indices.into_iter().map(|i| mutex_lock(&self.locks[i])).collect()
     }
@@ -887,11 +910,14 @@ impl View {
         let object_no = first.object_no;
         let (first_blk, last_blk) = (first.block_in_object(), last.block_in_object());
         let file_off = self.layout.file_offset(object_no, first.object_offset);
+        // Every write holds its blocks' stripes, overwrites in place too: a discard of the same block (which also
+        // holds them) then comes wholly before or after it, never between its bytes and its bit, which would leave
+        // a zero marker over allocated bytes, or a data bit over a punched hole.
+        let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
         if top.all_data(object_no, first_blk, last_blk) && run.iter().all(|p| p.length == BLOCK_SIZE) {
             // Overwrite of whole blocks in place: the blocks are this layer's own.
             return top.write_blocks(object_no, first_blk, data, file_off);
         }
-        let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
         let mut at = 0usize;
         for segment in segments(run) {
             match segment {

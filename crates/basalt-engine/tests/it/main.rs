@@ -3,6 +3,7 @@
 mod crash;
 mod journal;
 mod long_chains;
+mod merge;
 mod model;
 mod purge_schedule;
 mod refusals;

@@ -1,0 +1,166 @@
+//! Removing a snapshot folds its layer into a neighbour while the image keeps taking reads and writes. These runs
+//! remove a snapshot in each direction of the fold (its blocks move up into the head, or the head's move down into
+//! it) while one thread writes, discards and overwrites part of the image and another reads the rest, then check
+//! every byte against a model, before and after reopening the store.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use basalt_core::{
+    Backend, Clock, CreateOptions, Durability, ImageIo, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec,
+    Timestamp, ZeroMode,
+};
+use basalt_engine::Engine;
+
+const MIB: u64 = 1 << 20;
+const SIZE: u64 = 32 * MIB;
+/// The writer works below this offset, the reader checks above it.
+const SPLIT: u64 = SIZE / 2;
+
+fn open(dir: &std::path::Path) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    Engine::open(dir, clock).expect("open")
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn read_all(io: &dyn ImageIo) -> Vec<u8> {
+    let mut buf = vec![0u8; SIZE as usize];
+    io.read(0, &mut buf).expect("read");
+    buf
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// One run: `big_head` makes the head hold more blocks than the snapshot (its layer's blocks move up into the
+/// head); otherwise the snapshot holds more (the head's blocks move down into it, and it becomes the head).
+fn remove_under_load(seed: u64, big_head: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Arc::new(open(dir.path()));
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    engine.image_create(&image, &CreateOptions::with_size(SIZE)).expect("create");
+    let io: Arc<dyn ImageIo> = Arc::from(engine.open(&image, &OpenTarget::Head, "test").expect("open"));
+
+    let mut model = vec![0u8; SIZE as usize];
+    let put = |io: &dyn ImageIo, model: &mut [u8], off: u64, len: u64, fill: u8| {
+        io.write(off, &vec![fill; len as usize], Durability::Buffered).expect("write");
+        model[off as usize..(off + len) as usize].fill(fill);
+    };
+    // The snapshot's layer: all of the image, or a few blocks.
+    if big_head {
+        for i in 0..16 {
+            put(io.as_ref(), &mut model, i * SIZE / 16, 4096, 0x11);
+        }
+    } else {
+        put(io.as_ref(), &mut model, 0, SIZE, 0x11);
+    }
+    let snap = SnapSpec::parse("rbd/vm@s1").expect("snap");
+    engine.snap_create(&snap).expect("snapshot");
+    // The head's own blocks: all of it, or a few.
+    if big_head {
+        put(io.as_ref(), &mut model, 0, SIZE, 0x22);
+    } else {
+        for i in 0..16 {
+            put(io.as_ref(), &mut model, i * SIZE / 16 + 8192, 4096, 0x22);
+        }
+    }
+
+    let model = Arc::new(Mutex::new(model));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (io, model, stop) = (io.clone(), model.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed | 1);
+            let mut count = 0u64;
+            while !stop.load(Ordering::SeqCst) || count < 200 {
+                let off = rng.below(SPLIT - 65536);
+                let len = 1 + rng.below(65536);
+                let fill = (count % 250 + 1) as u8;
+                // Whole and partial blocks, overwrites in place, and discards (zero markers over the snapshot).
+                let aligned = rng.below(2) == 0;
+                let (off, len) = if aligned { (off & !4095, (len + 4095) & !4095) } else { (off, len) };
+                let mut model = model.lock().expect("model");
+                if rng.below(5) == 0 {
+                    io.write_zeroes(off, len, ZeroMode::MayUnmap, Durability::Buffered).expect("discard");
+                    model[off as usize..(off + len) as usize].fill(0);
+                } else {
+                    io.write(off, &vec![fill; len as usize], Durability::Buffered).expect("write");
+                    model[off as usize..(off + len) as usize].fill(fill);
+                }
+                drop(model);
+                count += 1;
+            }
+            count
+        })
+    };
+    let reader = {
+        let (io, model, stop) = (io.clone(), model.clone(), stop.clone());
+        let expected = model.lock().expect("model")[SPLIT as usize..].to_vec();
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed.rotate_left(17) | 1);
+            let mut buf = vec![0u8; 65536];
+            let mut count = 0u64;
+            while !stop.load(Ordering::SeqCst) || count < 200 {
+                let at = rng.below(SPLIT - 65536) & !4095;
+                io.read(SPLIT + at, &mut buf).expect("read");
+                let want = &expected[at as usize..at as usize + buf.len()];
+                if let Some(i) = first_difference(&buf, want) {
+                    panic!(
+                        "seed {seed}: read at {} during the removal: {:#x}, expected {:#x}",
+                        SPLIT + at + i as u64,
+                        buf[i],
+                        want[i]
+                    );
+                }
+                count += 1;
+            }
+            drop(model);
+            count
+        })
+    };
+    engine.snap_remove(&snap).expect("snapshot remove");
+    stop.store(true, Ordering::SeqCst);
+    let (writes, reads) = (writer.join().expect("writer"), reader.join().expect("reader"));
+    assert!(writes >= 200 && reads >= 200, "seed {seed}: the load ran ({writes} writes, {reads} reads)");
+
+    let model = model.lock().expect("model").clone();
+    assert!(engine.snap_list(&image).expect("snap list").is_empty(), "seed {seed}: the snapshot is gone");
+    if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
+        panic!("seed {seed} (big head: {big_head}): after the removal, byte {i} differs from the model");
+    }
+    drop(io);
+    drop(Arc::into_inner(engine).expect("one engine"));
+    let engine = open(dir.path());
+    let io = engine.open(&image, &OpenTarget::HeadReadOnly, "check").expect("open");
+    if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
+        panic!("seed {seed} (big head: {big_head}): after reopening, byte {i} differs from the model");
+    }
+}
+
+#[test]
+fn removing_a_large_snapshot_under_writes_keeps_every_byte() {
+    for seed in [1, 7, 0x5eed] {
+        remove_under_load(seed, false);
+    }
+}
+
+#[test]
+fn removing_a_snapshot_into_a_large_head_under_writes_keeps_every_byte() {
+    for seed in [3, 11, 0xbeef] {
+        remove_under_load(seed, true);
+    }
+}
