@@ -61,6 +61,9 @@ pub struct EngineOptions {
     pub checkpoint_interval: Option<std::time::Duration>,
     /// The metadata store's page cache, in bytes (redb's own default is 1 GiB).
     pub metadata_cache_bytes: usize,
+    /// Bytes kept in the reserve file for the metadata store, so its commits never fail on a full disk
+    /// (docs/FORMAT.md, "A full disk"); 0 keeps none.
+    pub metadata_reserve: u64,
 }
 
 /// The metadata store's default page cache: the bitmaps of about 1 TiB of fully written 4 MiB objects (more are
@@ -73,6 +76,7 @@ impl Default for EngineOptions {
             journal_file_size: crate::journal::DEFAULT_FILE_SIZE,
             checkpoint_interval: Some(std::time::Duration::from_secs(5)),
             metadata_cache_bytes: DEFAULT_METADATA_CACHE,
+            metadata_reserve: crate::space::DEFAULT_RESERVE,
         }
     }
 }
@@ -80,7 +84,12 @@ impl Default for EngineOptions {
 impl EngineOptions {
     /// A small journal and no background checkpoints: for simulated disks.
     pub fn deterministic() -> EngineOptions {
-        EngineOptions { journal_file_size: 1 << 20, checkpoint_interval: None, metadata_cache_bytes: 4 << 20 }
+        EngineOptions {
+            journal_file_size: 1 << 20,
+            checkpoint_interval: None,
+            metadata_cache_bytes: 4 << 20,
+            metadata_reserve: 256 << 10,
+        }
     }
 }
 
@@ -106,12 +115,13 @@ impl Engine {
         let lock = vfs.lock(&root.join(LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
         let layers_dir = root.join(LAYERS_DIR);
         vfs.create_dir_all(&layers_dir)?;
+        let reserve = crate::space::MetaReserve::open(vfs.as_ref(), root, options.metadata_reserve)?;
         let db_path = root.join(DB_FILE);
         let db_file = vfs.open(&db_path, true)?;
         vfs.sync_dir(root)?;
         let db = redb::Database::builder()
             .set_cache_size(options.metadata_cache_bytes)
-            .create_with_backend(RedbFile(db_file))
+            .create_with_backend(RedbFile::new(db_file, Some(reserve.clone())))
             .map_err(db_err)?;
         records::init(&db, clock.now().secs())?;
         let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
@@ -131,6 +141,7 @@ impl Engine {
             replayed.last_seq + skip,
             replayed.applied,
         ));
+        journal.set_space(reserve.clone());
         let store = Arc::new(Store {
             vfs,
             db,
@@ -142,6 +153,7 @@ impl Engine {
             file_len_ok: std::sync::atomic::AtomicU64::new(0),
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
+            reserve,
         });
         let weak = Arc::downgrade(&store);
         journal.set_checkpointer(Box::new(move || match weak.upgrade() {
@@ -165,6 +177,12 @@ impl Engine {
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
         Ok(engine)
+    }
+
+    /// What the metadata reserve holds now: below its size after the disk filled up (docs/FORMAT.md, "A full
+    /// disk"). While it is low, data writes that need new blocks fail with ENOSPC.
+    pub fn metadata_reserve(&self) -> crate::space::ReserveStatus {
+        self.store.reserve.status()
     }
 
     /// Removes layer files that no record refers to: left by an operation a crash interrupted.
@@ -2292,7 +2310,12 @@ impl Engine {
             rec.modified = now;
             Ok(((), rec.unreachable_layers()))
         })?;
-        self.merge_hidden_layers(state)
+        match self.merge_hidden_layers(state) {
+            // The snapshot is gone and the space only it held was given back (`give_back_hidden_blocks`); the
+            // rest of the fold needs free space to copy into and is done by a later removal.
+            Err(err) if err.kind() == ErrorKind::NoSpace => Ok(()),
+            other => other,
+        }
     }
 
     /// Folds layers that no snapshot owns and that only one layer reads through (left by snapshot removal) into that
@@ -2315,6 +2338,7 @@ impl Engine {
         let bpo = layout.blocks_per_object();
         let low = state.layer(rec, lower.id, bpo)?;
         let up = state.layer(rec, upper.id, bpo)?;
+        self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
         let count = |layer: &Layer| -> usize { layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum() };
         let dead = if count(&low) <= count(&up) {
             self.merge_up(state, &layout, &low, &up, &lower, &upper)?
@@ -2457,6 +2481,50 @@ impl Engine {
             Ok(((), vec![upper_id]))
         })?;
         Ok(dead)
+    }
+
+    /// Frees the blocks of hidden layer `low` that nothing reads any more: those its only child `up` covers (data
+    /// or zero) or hides by its size floor `up_min_size`. They are logged absent in `low`, a checkpoint commits
+    /// that together with `up`'s states (so after a crash nothing can read through to them), and then they are
+    /// punched. This needs no free space, so a snapshot removal gives back what it frees even on a full disk,
+    /// before the copying of the fold, which does need some (docs/FORMAT.md, "A full disk").
+    fn give_back_hidden_blocks(
+        &self,
+        layout: &crate::layout::Layout,
+        low: &Arc<crate::layer::Layer>,
+        up: &crate::layer::Layer,
+        up_min_size: u64,
+    ) -> Result<()> {
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        for object_no in low.objects() {
+            for (blk, _) in low.present_blocks(object_no) {
+                let hidden = layout.unmap(object_no, blk << BLOCK_SHIFT) >= up_min_size;
+                if !hidden && up.state(object_no, blk) == BlockSt::Absent {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((o, _, last)) if *o == object_no && *last + 1 == blk => *last = blk,
+                    _ => runs.push((object_no, blk, blk)),
+                }
+            }
+        }
+        if runs.is_empty() {
+            return Ok(());
+        }
+        for &(object_no, first, last) in &runs {
+            let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+            low.mark_blocks(object_no, first, last, BlockSt::Absent, file_off)?;
+        }
+        self.store.checkpoint(|_| Ok(()))?;
+        for &(object_no, first, last) in &runs {
+            let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+            // A failed punch only keeps the space: the blocks are absent already.
+            let _ = low.punch(file_off, (last - first + 1) << BLOCK_SHIFT);
+        }
+        if self.store.reserve.is_low() {
+            self.store.reserve.refill(true);
+        }
+        Ok(())
     }
 
     /// Writes the data of `src` into the single layer of a new image record, then publishes the record.

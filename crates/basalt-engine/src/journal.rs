@@ -306,6 +306,8 @@ pub(crate) struct Journal {
     large: Mutex<HashMap<u64, Arc<Layer>>>,
     /// Runs a checkpoint of the store (set once the store exists).
     checkpointer: std::sync::OnceLock<Checkpointer>,
+    /// The metadata reserve, which admits data writes that need new blocks (set once the store exists).
+    space: std::sync::OnceLock<Arc<crate::space::MetaReserve>>,
 }
 
 /// How the journal asks its store for a checkpoint.
@@ -354,7 +356,23 @@ impl Journal {
             changed: Mutex::new(HashMap::new()),
             large: Mutex::new(HashMap::new()),
             checkpointer: std::sync::OnceLock::new(),
+            space: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the metadata reserve that data writes needing new blocks must pass.
+    pub fn set_space(&self, reserve: Arc<crate::space::MetaReserve>) {
+        let _ = self.space.set(reserve);
+    }
+
+    /// True while the metadata reserve is low: data writes that need new blocks must ask [`Journal::admit_data`].
+    pub fn space_low(&self) -> bool {
+        self.space.get().is_some_and(|r| r.is_low())
+    }
+
+    /// Admits a data write that needs new blocks, or refuses it with ENOSPC while the metadata reserve is low.
+    pub fn admit_data(&self) -> Result<()> {
+        self.space.get().map_or(Ok(()), |r| r.admit_data())
     }
 
     /// Sets how the journal asks for a checkpoint when it runs out of space.

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use basalt_core::{BlockExtent, BlockState, Error, Result};
+use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
 use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
@@ -199,8 +199,17 @@ impl Layer {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
         let place = self.place(object_no, first_blk, blocks, file_off)?;
-        self.write_data(data, file_off)?;
         let last = first_blk + blocks - 1;
+        // On a full disk (the metadata reserve is low) only blocks the layer owns can be written.
+        if self.journal.space_low() && !self.all_data(object_no, first_blk, last) {
+            self.journal.admit_data()?;
+        }
+        if let Err(err) = self.write_data(data, file_off) {
+            if err.kind() == ErrorKind::NoSpace {
+                self.give_back_unowned(object_no, first_blk, last, file_off);
+            }
+            return Err(err);
+        }
         let apply = || {
             self.journal.note_changed(self);
             self.set_range(object_no, first_blk, last, BlockSt::Data);
@@ -217,6 +226,24 @@ impl Layer {
             self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// After a write failed for lack of space, punches the blocks of `first..=last` (at `file_off`) that the layer
+    /// does not own: a short write may have allocated some, and nothing refers to them. The caller holds the
+    /// blocks' locks, as for the write.
+    fn give_back_unowned(&self, object_no: u64, first: u64, last: u64, file_off: u64) {
+        let mut blk = first;
+        while blk <= last {
+            if self.state(object_no, blk) == BlockSt::Data {
+                blk += 1;
+                continue;
+            }
+            let start = blk;
+            while blk <= last && self.state(object_no, blk) != BlockSt::Data {
+                blk += 1;
+            }
+            let _ = self.punch(file_off + ((start - first) << BLOCK_SHIFT), (blk - start) << BLOCK_SHIFT);
+        }
     }
 
     /// Logs and sets a zero or absent state for blocks `first..=last` of one object.

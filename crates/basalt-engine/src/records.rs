@@ -318,6 +318,6 @@ pub(crate) fn open_offline(vfs: &dyn crate::vfs::Vfs, root: &std::path::Path) ->
         .open(&root.join(crate::engine::DB_FILE), false)
         .map_err(|e| Error::not_found(format!("no basalt store in {}: {e}", root.display())))?;
     let lock = vfs.lock(&root.join(crate::engine::LOCK_FILE)).map_err(|e| Error::busy(e.to_string()))?;
-    let db = redb::Database::builder().create_with_backend(crate::vfs::RedbFile(db_file)).map_err(db_err)?;
+    let db = redb::Database::builder().create_with_backend(crate::vfs::RedbFile::new(db_file, None)).map_err(db_err)?;
     Ok(Offline { db, _lock: lock })
 }

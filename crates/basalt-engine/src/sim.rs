@@ -1,11 +1,18 @@
 //! A simulated disk for crash and fault tests: it keeps what is durable apart from what is only written, can cut
-//! the power at the N-th mutating operation, and can fail one operation with EIO or ENOSPC.
+//! the power at the N-th mutating operation, can fail one operation with EIO or ENOSPC, and can have a capacity.
 //!
 //! The crash model is that of a real disk with a volatile cache: a write is durable once its file was synced; a
 //! creation or removal of a file once its directory was synced; anything else may or may not have reached the
 //! disk, in any combination.
+//!
+//! The space model is that of a file system with 4 KiB blocks: a write allocates the blocks it touches that the
+//! file lacks, `allocate` every block up to its length; a punched hole frees the blocks it covers whole, a
+//! truncation those past the new end, and a file's blocks go back when it is removed and no handle has it open. With a capacity set
+//! ([`SimVfs::set_capacity`]), an operation that needs more blocks than are free fails with ENOSPC: a write after
+//! writing the blocks that fitted (as a real `write` that comes back short, then fails), anything else having
+//! changed nothing. Growing a file with `set_len` allocates nothing (the new range is a hole).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -42,6 +49,30 @@ struct SimFileData {
     live: Vec<u8>,
     /// Writes since the last sync, in order: `(offset, bytes)`; a `set_len` is `(len, empty)` with `u64::MAX` marker.
     pending: Vec<PendingOp>,
+    /// The 4 KiB blocks the file holds space for.
+    alloc: BTreeSet<u64>,
+    /// Open handles.
+    handles: usize,
+    /// False once the file was removed: its blocks go back when the last handle closes.
+    unlinked: bool,
+}
+
+/// The simulated disk's block size, for the space model.
+const SIM_BLOCK: u64 = 4096;
+
+/// Blocks `first..end` covering the byte range `offset..offset + len` (any block it touches).
+fn touched_blocks(offset: u64, len: u64) -> std::ops::Range<u64> {
+    if len == 0 {
+        return 0..0;
+    }
+    offset / SIM_BLOCK..(offset + len).div_ceil(SIM_BLOCK)
+}
+
+#[derive(Debug, Default)]
+struct Space {
+    capacity: Option<u64>,
+    /// Blocks held by files, in bytes.
+    used: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +115,8 @@ pub struct SimVfs {
     hold: Arc<Mutex<Option<WriteGate>>>,
     /// Power cuts this disk went through: the simulated kernel's boot id.
     boots: u64,
+    /// Capacity and usage.
+    space: Arc<Mutex<Space>>,
 }
 
 #[derive(Debug, Default)]
@@ -165,6 +198,38 @@ impl SimVfs {
         gate
     }
 
+    /// Gives the disk a capacity in bytes (`None`: unlimited, the default). Usage counts from what files hold now.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        lock(&self.space).capacity = capacity;
+    }
+
+    /// Bytes held by files (whole 4 KiB blocks).
+    pub fn used_bytes(&self) -> u64 {
+        lock(&self.space).used
+    }
+
+    /// Bytes free under the capacity (`u64::MAX` without one).
+    pub fn free_bytes(&self) -> u64 {
+        let space = lock(&self.space);
+        space.capacity.map_or(u64::MAX, |c| c.saturating_sub(space.used))
+    }
+
+    /// Takes `blocks` blocks from the free space, or returns false when fewer are free.
+    fn take_blocks(&self, blocks: u64) -> bool {
+        let mut space = lock(&self.space);
+        let need = blocks * SIM_BLOCK;
+        if space.capacity.is_some_and(|c| space.used + need > c) {
+            return false;
+        }
+        space.used += need;
+        true
+    }
+
+    fn give_blocks(&self, blocks: u64) {
+        let mut space = lock(&self.space);
+        space.used = space.used.saturating_sub(blocks * SIM_BLOCK);
+    }
+
     /// Removes an armed fault.
     pub fn disarm(&self) {
         *lock(&self.fault_at) = None;
@@ -207,9 +272,11 @@ impl SimVfs {
                     apply(&mut data, op);
                 }
             }
-            files.insert(path.clone(), data);
+            // Space the file held stays held (allocation is taken as durable: a conservative simplification),
+            // plus whatever the surviving bytes need.
+            files.insert(path.clone(), (data, file.alloc.clone()));
         }
-        Self::restarted(files, state.dirs.clone(), self.boots + 1)
+        Self::restarted(files, state.dirs.clone(), self.boots + 1, lock(&self.space).capacity)
     }
 
     /// Returns the disk as a process that died (`kill -9`) leaves it: the kernel outlives the process, so every
@@ -218,17 +285,31 @@ impl SimVfs {
         let state = lock(&self.state);
         let mut files = BTreeMap::new();
         for (path, file) in &state.live_files {
-            files.insert(path.clone(), lock(file).live.clone());
+            let file = lock(file);
+            files.insert(path.clone(), (file.live.clone(), file.alloc.clone()));
         }
-        Self::restarted(files, state.dirs.clone(), self.boots)
+        Self::restarted(files, state.dirs.clone(), self.boots, lock(&self.space).capacity)
     }
 
-    /// A disk holding `contents`, all durable, as a restarted system finds it.
-    fn restarted(contents: BTreeMap<PathBuf, Vec<u8>>, dirs: Vec<PathBuf>, boots: u64) -> SimVfs {
+    /// A disk holding `contents` (each file's bytes and the blocks it held), all durable, as a restarted system
+    /// finds it.
+    fn restarted(
+        contents: BTreeMap<PathBuf, (Vec<u8>, BTreeSet<u64>)>,
+        dirs: Vec<PathBuf>,
+        boots: u64,
+        capacity: Option<u64>,
+    ) -> SimVfs {
+        let mut used = 0;
         let files: BTreeMap<_, _> = contents
             .into_iter()
-            .map(|(path, data)| {
-                let fresh = SimFileData { durable: data.clone(), live: data, pending: Vec::new() };
+            .map(|(path, (data, mut alloc))| {
+                for (i, chunk) in data.chunks(SIM_BLOCK as usize).enumerate() {
+                    if chunk.iter().any(|b| *b != 0) {
+                        alloc.insert(i as u64);
+                    }
+                }
+                used += alloc.len() as u64 * SIM_BLOCK;
+                let fresh = SimFileData { durable: data.clone(), live: data, alloc, ..SimFileData::default() };
                 (path, Arc::new(Mutex::new(fresh)))
             })
             .collect();
@@ -239,6 +320,7 @@ impl SimVfs {
             fault_at: Arc::new(Mutex::new(None)),
             hold: Arc::new(Mutex::new(None)),
             boots,
+            space: Arc::new(Mutex::new(Space { capacity, used })),
         }
     }
 
@@ -255,17 +337,57 @@ impl SimVfs {
                 Err(eio(what))
             }
             Some((at, Fault::Eio)) if index == at => Err(eio(what)),
-            Some((at, Fault::Enospc)) if index == at => Err(io::Error::from_raw_os_error(28)),
+            Some((at, Fault::Enospc)) if index == at => Err(enospc()),
             _ => Ok(()),
         }
     }
 }
 
-#[derive(Clone)]
 struct SimFile {
     vfs: SimVfs,
     path: PathBuf,
     data: Arc<Mutex<SimFileData>>,
+}
+
+impl SimFile {
+    fn new(vfs: SimVfs, path: PathBuf, data: Arc<Mutex<SimFileData>>) -> SimFile {
+        lock(&data).handles += 1;
+        SimFile { vfs, path, data }
+    }
+
+    /// Allocates every missing block of `blocks`, all or none.
+    fn allocate_blocks(&self, data: &mut SimFileData, blocks: std::ops::Range<u64>) -> io::Result<()> {
+        let missing: Vec<u64> = blocks.filter(|b| !data.alloc.contains(b)).collect();
+        if !self.vfs.take_blocks(missing.len() as u64) {
+            return Err(enospc());
+        }
+        data.alloc.extend(missing);
+        Ok(())
+    }
+
+    /// Frees the blocks in `blocks` the file holds.
+    fn free_blocks(&self, data: &mut SimFileData, blocks: std::ops::Range<u64>) {
+        let freed: Vec<u64> = data.alloc.range(blocks).copied().collect();
+        for b in &freed {
+            data.alloc.remove(b);
+        }
+        self.vfs.give_blocks(freed.len() as u64);
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut data = lock(&self.data);
+        data.handles -= 1;
+        if data.unlinked && data.handles == 0 {
+            let all = std::mem::take(&mut data.alloc);
+            self.vfs.give_blocks(all.len() as u64);
+        }
+    }
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 impl fmt::Debug for SimFile {
@@ -292,9 +414,26 @@ impl VfsFile for SimFile {
         }
         self.vfs.tick("write")?;
         let mut data = lock(&self.data);
-        let op = PendingOp::Write(offset, bytes.to_vec());
-        apply(&mut data.live, &op);
-        data.pending.push(op);
+        // Allocate the blocks the write needs in order; where space runs out, the bytes before that block are
+        // written (a short write) and the write fails.
+        let mut fits = bytes.len();
+        for b in touched_blocks(offset, bytes.len() as u64) {
+            if !data.alloc.contains(&b) {
+                if !self.vfs.take_blocks(1) {
+                    fits = (b * SIM_BLOCK).saturating_sub(offset) as usize;
+                    break;
+                }
+                data.alloc.insert(b);
+            }
+        }
+        if fits > 0 {
+            let op = PendingOp::Write(offset, bytes[..fits].to_vec());
+            apply(&mut data.live, &op);
+            data.pending.push(op);
+        }
+        if fits < bytes.len() {
+            return Err(enospc());
+        }
         Ok(())
     }
 
@@ -306,6 +445,11 @@ impl VfsFile for SimFile {
         let op = PendingOp::Write(start as u64, vec![0; end - start]);
         apply(&mut data.live, &op);
         data.pending.push(op);
+        // Blocks the range covers whole go back.
+        let whole = offset.div_ceil(SIM_BLOCK)..(offset + length) / SIM_BLOCK;
+        if whole.start < whole.end {
+            self.free_blocks(&mut data, whole);
+        }
         Ok(())
     }
 
@@ -319,6 +463,8 @@ impl VfsFile for SimFile {
         let op = PendingOp::SetLen(length);
         apply(&mut data.live, &op);
         data.pending.push(op);
+        // A truncation frees every block past the new end; growing allocates nothing.
+        self.free_blocks(&mut data, length.div_ceil(SIM_BLOCK)..u64::MAX);
         Ok(())
     }
 
@@ -331,7 +477,15 @@ impl VfsFile for SimFile {
     }
 
     fn allocate(&self, length: u64) -> io::Result<()> {
-        if self.len()? < length { self.set_len(length) } else { Ok(()) }
+        self.vfs.tick("allocate")?;
+        let mut data = lock(&self.data);
+        self.allocate_blocks(&mut data, 0..length.div_ceil(SIM_BLOCK))?;
+        if (data.live.len() as u64) < length {
+            let op = PendingOp::SetLen(length);
+            apply(&mut data.live, &op);
+            data.pending.push(op);
+        }
+        Ok(())
     }
 }
 
@@ -351,13 +505,22 @@ impl Vfs for SimVfs {
             }
             None => return Err(io::Error::from_raw_os_error(2)),
         };
-        Ok(Arc::new(SimFile { vfs: self.clone(), path: path.to_owned(), data }))
+        Ok(Arc::new(SimFile::new(self.clone(), path.to_owned(), data)))
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.tick("remove")?;
-        match lock(&self.state).live_files.remove(path) {
-            Some(_) => Ok(()),
+        let removed = lock(&self.state).live_files.remove(path);
+        match removed {
+            Some(data) => {
+                let mut data = lock(&data);
+                data.unlinked = true;
+                if data.handles == 0 {
+                    let all = std::mem::take(&mut data.alloc);
+                    self.give_blocks(all.len() as u64);
+                }
+                Ok(())
+            }
             None => Err(io::Error::from_raw_os_error(2)),
         }
     }
@@ -448,5 +611,59 @@ mod tests {
         assert!(file.write_at(b"b", 0).is_err());
         assert!(file.sync_data().is_err());
         assert!(vfs.is_powered_off());
+    }
+
+    #[test]
+    fn a_full_disk_fails_writes_that_need_space_and_frees_what_is_given_back() {
+        let vfs = SimVfs::new();
+        vfs.set_capacity(Some(4 * SIM_BLOCK));
+        let a = vfs.open(Path::new("/a"), true).expect("create");
+        a.write_at(&[1; 4096], 0).expect("one block");
+        a.allocate(2 * SIM_BLOCK).expect("one more, preallocated");
+        assert_eq!(vfs.used_bytes(), 2 * SIM_BLOCK);
+        // Overwrites and writes into preallocated blocks need nothing.
+        a.write_at(&[2; 8192], 0).expect("in place");
+        // A write of three new blocks with two free: two are written, then ENOSPC.
+        let err = a.write_at(&[3; 3 * 4096], 2 * SIM_BLOCK).expect_err("full");
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert_eq!(vfs.free_bytes(), 0);
+        let mut buf = [0u8; 4096];
+        a.read_at(&mut buf, 3 * SIM_BLOCK).expect("read");
+        assert_eq!(buf, [3; 4096], "the blocks that fitted were written");
+        assert_eq!(a.len().expect("len"), 4 * SIM_BLOCK);
+        assert!(a.allocate(5 * SIM_BLOCK).is_err(), "fallocate past the capacity fails");
+        assert_eq!(a.len().expect("len"), 4 * SIM_BLOCK, "and changes nothing");
+        // A hole frees the blocks it covers whole; growing with set_len takes nothing; truncating frees.
+        a.punch_hole(SIM_BLOCK / 2, 2 * SIM_BLOCK).expect("punch");
+        assert_eq!(vfs.free_bytes(), SIM_BLOCK);
+        a.set_len(1 << 30).expect("sparse growth");
+        assert_eq!(vfs.free_bytes(), SIM_BLOCK);
+        a.set_len(SIM_BLOCK).expect("truncate");
+        assert_eq!(vfs.used_bytes(), SIM_BLOCK);
+        // A removed file's blocks go back when its last handle closes.
+        let b = vfs.open(Path::new("/b"), true).expect("create");
+        b.write_at(&[4; 8192], 0).expect("write");
+        vfs.remove(Path::new("/b")).expect("remove");
+        assert_eq!(vfs.used_bytes(), 3 * SIM_BLOCK, "still open");
+        drop(b);
+        assert_eq!(vfs.used_bytes(), SIM_BLOCK);
+        drop(a);
+        vfs.remove(Path::new("/a")).expect("remove");
+        assert_eq!(vfs.used_bytes(), 0);
+    }
+
+    #[test]
+    fn space_held_before_a_power_cut_stays_held() {
+        let vfs = SimVfs::new();
+        vfs.set_capacity(Some(8 * SIM_BLOCK));
+        let dir = Path::new("/d");
+        let f = vfs.open(&dir.join("f"), true).expect("create");
+        f.allocate(4 * SIM_BLOCK).expect("preallocate");
+        f.write_at(&[1; 4096], 4 * SIM_BLOCK).expect("write");
+        vfs.sync_dir(dir).expect("sync dir");
+        f.sync_data().expect("sync");
+        let crashed = vfs.after_crash(CrashSurvivors::None);
+        assert_eq!(crashed.used_bytes(), 5 * SIM_BLOCK);
+        assert_eq!(crashed.free_bytes(), 3 * SIM_BLOCK, "the capacity is the same disk's");
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Store {
     pub journal: Arc<Journal>,
     /// Serialises checkpoints.
     pub checkpoint_lock: Mutex<()>,
+    /// Space kept for the metadata store on a full disk.
+    pub reserve: Arc<crate::space::MetaReserve>,
 }
 
 impl Drop for Store {
@@ -106,7 +108,13 @@ impl Store {
             Ok(())
         })();
         match &result {
-            Ok(()) => self.journal.set_applied(applied),
+            Ok(()) => {
+                self.journal.set_applied(applied);
+                // A commit that drew on the reserve is made good as soon as the disk has room again.
+                if self.reserve.is_low() {
+                    self.reserve.refill(true);
+                }
+            }
             Err(_) => {
                 for (layer, dirty) in taken {
                     layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
@@ -148,6 +156,10 @@ impl Store {
             let _ = self.vfs.remove(&self.layer_path(*id));
         }
         let _ = self.vfs.sync_dir(&self.layers_dir);
+        // The space that came back refills the metadata reserve first.
+        if self.reserve.is_low() {
+            self.reserve.refill(true);
+        }
     }
 
     /// Returns the state of an image, loading it if nobody uses it now.

@@ -220,32 +220,55 @@ impl Vfs for OsVfs {
 }
 
 /// redb's storage backend over a [`VfsFile`], so the metadata store shares the engine's disk model.
+///
+/// redb stops for good after any failed write, so a write or growth that fails with ENOSPC is retried after the
+/// metadata reserve gave part of its space back (docs/FORMAT.md, "A full disk"); only an empty reserve lets the
+/// error through.
 #[derive(Debug)]
-pub(crate) struct RedbFile(pub(crate) Arc<dyn VfsFile>);
+pub(crate) struct RedbFile {
+    file: Arc<dyn VfsFile>,
+    reserve: Option<Arc<crate::space::MetaReserve>>,
+}
+
+impl RedbFile {
+    /// The metadata file, drawing on `reserve` when the disk is full (offline tools pass none).
+    pub(crate) fn new(file: Arc<dyn VfsFile>, reserve: Option<Arc<crate::space::MetaReserve>>) -> RedbFile {
+        RedbFile { file, reserve }
+    }
+
+    fn with_reserve(&self, op: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        loop {
+            match op() {
+                Err(e) if crate::space::is_enospc(&e) && self.reserve.as_ref().is_some_and(|r| r.release()) => {}
+                other => return other,
+            }
+        }
+    }
+}
 
 impl redb::StorageBackend for RedbFile {
     fn len(&self) -> io::Result<u64> {
-        self.0.len()
+        self.file.len()
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let len = self.0.len()?;
+        let len = self.file.len()?;
         if offset + out.len() as u64 > len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the metadata file"));
         }
-        self.0.read_at(out, offset)
+        self.file.read_at(out, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.with_reserve(|| self.file.set_len(len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_at(data, offset)
+        self.with_reserve(|| self.file.write_at(data, offset))
     }
 }
 
