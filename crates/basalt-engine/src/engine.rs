@@ -59,16 +59,16 @@ pub struct EngineOptions {
     /// checkpoints only when the journal is full and in control operations, so the sequence of I/O is
     /// deterministic (for the simulated disk's crash tests).
     pub checkpoint_interval: Option<std::time::Duration>,
-    /// The metadata store's page cache, in bytes (redb's own default is 1 GiB).
+    /// Memory for metadata, in bytes (`serve --cache-size`): a quarter for the metadata store's page cache, the
+    /// rest for block bitmaps in memory (see `bitcache.rs`). More is read from disk when needed.
     pub metadata_cache_bytes: usize,
     /// Bytes kept in the reserve file for the metadata store, so its commits never fail on a full disk
     /// (docs/FORMAT.md, "A full disk"); 0 keeps none.
     pub metadata_reserve: u64,
 }
 
-/// The metadata store's default page cache: the bitmaps of about 1 TiB of fully written 4 MiB objects (more are
-/// read from disk when needed).
-const DEFAULT_METADATA_CACHE: usize = 64 << 20;
+/// The default metadata memory: the bitmaps of about 3 TiB of fully written 4 MiB objects stay in memory.
+pub const DEFAULT_METADATA_CACHE: usize = 256 << 20;
 
 impl Default for EngineOptions {
     fn default() -> EngineOptions {
@@ -120,7 +120,7 @@ impl Engine {
         let db_file = vfs.open(&db_path, true)?;
         vfs.sync_dir(root)?;
         let db = redb::Database::builder()
-            .set_cache_size(options.metadata_cache_bytes)
+            .set_cache_size(options.metadata_cache_bytes / 4)
             .create_with_backend(RedbFile::new(db_file, Some(reserve.clone())))
             .map_err(db_err)?;
         records::init(&db, clock.now().secs())?;
@@ -142,9 +142,12 @@ impl Engine {
             replayed.applied,
         ));
         journal.set_space(reserve.clone());
+        let db = Arc::new(db);
+        let bitmaps = Arc::new(crate::bitcache::BitmapCache::new(db.clone(), options.metadata_cache_bytes * 3 / 4));
         let store = Arc::new(Store {
             vfs,
             db,
+            bitmaps,
             layers_dir,
             images: std::sync::Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
@@ -183,6 +186,13 @@ impl Engine {
     /// disk"). While it is low, data writes that need new blocks fail with ENOSPC.
     pub fn metadata_reserve(&self) -> crate::space::ReserveStatus {
         self.store.reserve.status()
+    }
+
+    /// Bytes of block bitmaps in memory now, the most there were at once, and their budget (three quarters of
+    /// [`EngineOptions::metadata_cache_bytes`]). Bitmaps changed since the last checkpoint stay in memory, so
+    /// memory can exceed the budget until the next checkpoint.
+    pub fn bitmap_memory(&self) -> (usize, usize, usize) {
+        (self.store.bitmaps.used(), self.store.bitmaps.peak(), self.store.bitmaps.budget())
     }
 
     /// Removes layer files that no record refers to: left by an operation a crash interrupted.
@@ -399,7 +409,7 @@ impl Engine {
                 Ok(())
             };
             let mut run: Option<(u64, u64)> = None;
-            for (blk, _) in top.present_blocks(object_no) {
+            for (blk, _) in top.present_blocks(object_no)? {
                 let image_off = layout.unmap(object_no, blk << BLOCK_SHIFT);
                 if image_off >= from && until.is_none_or(|end| image_off < end) {
                     match run {
@@ -722,7 +732,7 @@ impl Engine {
 
     /// Copies every data extent of `src` into the top layer of `dest`, reporting progress.
     fn copy_data(&self, src: &View, dest: &View, dest_state: &ImageState, progress: &Progress) -> Result<()> {
-        let ranges = allocated_ranges(src);
+        let ranges = allocated_ranges(src)?;
         let total: u64 = ranges.iter().map(|(_, len)| len).sum();
         let mut done = 0u64;
         progress.set(0, total);
@@ -735,7 +745,7 @@ impl Engine {
                     bail!(Cancelled, "the operation was cancelled");
                 }
                 let n = (end - at).min(COPY_CHUNK_BYTES);
-                for extent in src.block_status(at, n) {
+                for extent in src.block_status(at, n)? {
                     if extent.state == BlockState::Data {
                         let chunk = &mut buf[..extent.length as usize];
                         src.read(extent.offset, chunk)?;
@@ -847,7 +857,7 @@ impl Engine {
         Ok(out)
     }
 
-    fn diff_views(&self, from: Option<&View>, to: &View, granularity: DiffGranularity) -> Vec<DiffExtent> {
+    fn diff_views(&self, from: Option<&View>, to: &View, granularity: DiffGranularity) -> Result<Vec<DiffExtent>> {
         diff_views(from, to, granularity)
     }
 
@@ -864,7 +874,7 @@ impl Engine {
 
 /// Image ranges that may hold data in a view: every block any layer has state for, plus the parent's ranges
 /// within the overlap. A superset; sorted and merged (see [`View::allocated_in`]).
-pub(crate) fn allocated_ranges(view: &View) -> Vec<(u64, u64)> {
+pub(crate) fn allocated_ranges(view: &View) -> Result<Vec<(u64, u64)>> {
     view.allocated_in(0, view.size)
 }
 
@@ -910,7 +920,7 @@ fn mergeable_pair(rec: &ImageRec) -> Option<(LayerRec, LayerRec)> {
 ///
 /// The cost follows the blocks of the layers above the common part, not of the whole chain: `du` over N snapshots
 /// looks at each layer about twice instead of N times.
-fn diff_candidates(from: &View, to: &View) -> Vec<(u64, u64)> {
+fn diff_candidates(from: &View, to: &View) -> Result<Vec<(u64, u64)>> {
     let same_base = match (&from.base, &to.base) {
         (None, None) => true,
         // Two views of one parent snapshot (same top layer, same size) read the same: a snapshot never changes.
@@ -932,25 +942,25 @@ fn diff_candidates(from: &View, to: &View) -> Vec<(u64, u64)> {
         0
     };
     if common == 0 {
-        let mut all = allocated_ranges(to);
-        all.extend(allocated_ranges(from));
-        return merge_ranges(all);
+        let mut all = allocated_ranges(to)?;
+        all.extend(allocated_ranges(from)?);
+        return Ok(merge_ranges(all));
     }
     let (from_top, to_top) = (&from.chain[..from.chain.len() - common], &to.chain[..to.chain.len() - common]);
     let own = |view: &View, top: &[ViewLayer]| {
         View::new(view.layout, view.size, top.to_vec(), None).allocated_in(0, view.size)
     };
     let hidden_from = |top: &[ViewLayer]| top.iter().map(|vl| vl.min_size).min().unwrap_or(u64::MAX);
-    let mut ranges = own(to, to_top);
-    ranges.extend(own(from, from_top));
-    ranges.extend(from.allocated_in(hidden_from(to_top), from.size));
-    ranges.extend(to.allocated_in(hidden_from(from_top), to.size));
-    ranges.extend(to.allocated_in(from.size, to.size));
-    merge_ranges(ranges)
+    let mut ranges = own(to, to_top)?;
+    ranges.extend(own(from, from_top)?);
+    ranges.extend(from.allocated_in(hidden_from(to_top), from.size)?);
+    ranges.extend(to.allocated_in(hidden_from(from_top), to.size)?);
+    ranges.extend(to.allocated_in(from.size, to.size)?);
+    Ok(merge_ranges(ranges))
 }
 
 /// Extents whose content differs between two views of the same image (or from nothing), without reading data.
-fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> Vec<DiffExtent> {
+fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> Result<Vec<DiffExtent>> {
     use crate::layer::Source;
     let layout = to.layout;
     let layer_id = |view: &View, src: Source| match src {
@@ -958,8 +968,8 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> V
         _ => None,
     };
     let candidates = match from {
-        None => allocated_ranges(to),
-        Some(from) => diff_candidates(from, to),
+        None => allocated_ranges(to)?,
+        Some(from) => diff_candidates(from, to)?,
     };
     let mut extents: Vec<DiffExtent> = Vec::new();
     for (start, len) in candidates {
@@ -968,24 +978,28 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> V
             continue;
         }
         for piece in layout.pieces(start, end - start) {
-            let to_src = to.resolve(0, &piece);
+            let base_data = |view: &View| -> Result<bool> {
+                Ok(match &view.base {
+                    Some(base) => base.state_at(piece.image_offset)? == BlockState::Data,
+                    None => false,
+                })
+            };
+            let to_src = to.resolve(0, &piece)?;
             let to_data = match to_src {
                 Source::Layer(_) => true,
                 Source::Zero => false,
-                Source::Base => to.base.as_ref().is_some_and(|b| b.state_at(piece.image_offset) == BlockState::Data),
+                Source::Base => base_data(to)?,
             };
             let changed = match from {
                 None => to_data,
                 Some(from) if piece.image_offset >= from.size => to_data,
                 Some(from) => {
-                    let from_src = from.resolve(0, &piece);
+                    let from_src = from.resolve(0, &piece)?;
                     match (from_src, to_src) {
                         (Source::Layer(_), Source::Layer(_)) => layer_id(from, from_src) != layer_id(to, to_src),
                         (Source::Base, Source::Base) | (Source::Zero, Source::Zero) => false,
                         (Source::Zero, Source::Base) => to_data,
-                        (Source::Base, Source::Zero) => {
-                            from.base.as_ref().is_some_and(|b| b.state_at(piece.image_offset) == BlockState::Data)
-                        }
+                        (Source::Base, Source::Zero) => base_data(from)?,
                         _ => true,
                     }
                 }
@@ -1021,9 +1035,9 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> V
                 _ => widened.push(DiffExtent { offset: start, length: end - start, exists: e.exists }),
             }
         }
-        return widened;
+        return Ok(widened);
     }
-    extents
+    Ok(extents)
 }
 
 /// Runs of consecutive block numbers in a sorted list, as `(first, last)`.
@@ -1549,7 +1563,7 @@ impl Backend for Engine {
                 // A clone's own data only: the destination reads the same parent.
                 let own = View { base: None, ..view.clone() };
                 let own_from = from.map(|f| View { base: None, ..f.clone() });
-                let extents = diff_views(own_from.as_ref(), &own, DiffGranularity::Fine);
+                let extents = diff_views(own_from.as_ref(), &own, DiffGranularity::Fine)?;
                 for extent in extents {
                     if extent.exists {
                         let mut at = extent.offset;
@@ -1965,7 +1979,7 @@ impl Backend for Engine {
             );
             let limit = parent.overlap.min(root.min_size);
             let mut objects = std::collections::BTreeSet::new();
-            for (start, len) in allocated_ranges(&base.view) {
+            for (start, len) in allocated_ranges(&base.view)? {
                 let end = (start + len).min(limit);
                 let mut at = start;
                 while at < end {
@@ -2134,7 +2148,7 @@ impl Backend for Engine {
         for snap in &rec.snaps {
             let view = self.snap_view(&state, &rec, snap)?;
             let own = View { base: None, ..view.clone() };
-            let extents = self.diff_views(previous.as_ref(), &own, DiffGranularity::Fine);
+            let extents = self.diff_views(previous.as_ref(), &own, DiffGranularity::Fine)?;
             out.push(DuEntry {
                 snap: Some(SnapName::new(&snap.name)?),
                 provisioned_bytes: snap.size,
@@ -2143,7 +2157,7 @@ impl Backend for Engine {
             previous = Some(own);
         }
         let head = View { base: None, ..state.head_read().view.clone() };
-        let extents = self.diff_views(previous.as_ref(), &head, DiffGranularity::Fine);
+        let extents = self.diff_views(previous.as_ref(), &head, DiffGranularity::Fine)?;
         out.push(DuEntry { snap: None, provisioned_bytes: rec.size, used_bytes: bytes_of(&extents) });
         Ok(out)
     }
@@ -2181,7 +2195,7 @@ impl Backend for Engine {
                 bail!(InvalidArgument, "the from-snapshot '{f}' is newer than '{t}'");
             }
         }
-        Ok(self.diff_views(from_view.as_ref(), &to_view, granularity))
+        self.diff_views(from_view.as_ref(), &to_view, granularity)
     }
 
     // --- I/O -----------------------------------------------------------------------------------------------------
@@ -2339,8 +2353,8 @@ impl Engine {
         let low = state.layer(rec, lower.id, bpo)?;
         let up = state.layer(rec, upper.id, bpo)?;
         self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
-        let count = |layer: &Layer| -> usize { layer.objects().iter().map(|o| layer.present_blocks(*o).len()).sum() };
-        let dead = if count(&low) <= count(&up) {
+        // Data blocks decide (zero markers cost no copy of bytes), counted without reading any bitmap.
+        let dead = if low.data_usage().0 <= up.data_usage().0 {
             self.merge_up(state, &layout, &low, &up, &lower, &upper)?
         } else {
             let head_is_upper = rec.head_layer == upper.id;
@@ -2373,14 +2387,14 @@ impl Engine {
         let bpo = layout.blocks_per_object();
         for object_no in low.objects() {
             let _stripes = state.locks.lock_blocks(bpo, object_no, 0, bpo - 1);
-            let moving: Vec<(u64, BlockSt)> = low
-                .present_blocks(object_no)
-                .into_iter()
-                .filter(|&(blk, _)| {
-                    layout.unmap(object_no, blk << BLOCK_SHIFT) < upper.min_size
-                        && up.state(object_no, blk) == BlockSt::Absent
-                })
-                .collect();
+            let mut moving = Vec::new();
+            for (blk, st) in low.present_blocks(object_no)? {
+                if layout.unmap(object_no, blk << BLOCK_SHIFT) < upper.min_size
+                    && up.state(object_no, blk)? == BlockSt::Absent
+                {
+                    moving.push((blk, st));
+                }
+            }
             copy_blocks(layout, low, up, object_no, &moving)?;
         }
         // Sync what was copied now, so the commit under the head lock has little left to sync.
@@ -2423,7 +2437,7 @@ impl Engine {
         const LOCKED_OBJECTS: usize = 4;
         let copy_objects = |objects: &mut dyn Iterator<Item = u64>| -> Result<()> {
             for object_no in objects {
-                copy_blocks(layout, up, low, object_no, &up.present_blocks(object_no))?;
+                copy_blocks(layout, up, low, object_no, &up.present_blocks(object_no)?)?;
             }
             Ok(())
         };
@@ -2439,15 +2453,14 @@ impl Engine {
             }
         }
         for object_no in low.objects() {
-            let hidden: Vec<u64> = low
-                .present_blocks(object_no)
-                .into_iter()
-                .map(|(blk, _)| blk)
-                .filter(|&blk| {
-                    layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size
-                        && up.state(object_no, blk) == BlockSt::Absent
-                })
-                .collect();
+            let mut hidden = Vec::new();
+            for (blk, _) in low.present_blocks(object_no)? {
+                if layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size
+                    && up.state(object_no, blk)? == BlockSt::Absent
+                {
+                    hidden.push(blk);
+                }
+            }
             // Dropped like a discard: the absent state is logged before the hole is punched.
             for (first, last) in block_runs(&hidden) {
                 let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
@@ -2497,9 +2510,9 @@ impl Engine {
     ) -> Result<()> {
         let mut runs: Vec<(u64, u64, u64)> = Vec::new();
         for object_no in low.objects() {
-            for (blk, _) in low.present_blocks(object_no) {
+            for (blk, _) in low.present_blocks(object_no)? {
                 let hidden = layout.unmap(object_no, blk << BLOCK_SHIFT) >= up_min_size;
-                if !hidden && up.state(object_no, blk) == BlockSt::Absent {
+                if !hidden && up.state(object_no, blk)? == BlockSt::Absent {
                     continue;
                 }
                 match runs.last_mut() {

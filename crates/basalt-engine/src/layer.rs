@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
+use crate::bitcache::{BitmapCache, ObjectSet};
 use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
 use crate::vfs::VfsFile;
@@ -119,13 +120,77 @@ impl ObjBits {
     }
 }
 
+/// A bitmap in memory, and whether it was used since the cache's clock last passed it.
+#[derive(Debug)]
+struct Resident {
+    bits: ObjBits,
+    referenced: AtomicBool,
+}
+
+impl Resident {
+    fn used(&self) -> &ObjBits {
+        self.referenced.store(true, Ordering::Relaxed);
+        &self.bits
+    }
+}
+
 #[derive(Debug, Default)]
 struct LayerMap {
-    objects: HashMap<u64, ObjBits>,
+    /// The bitmaps in memory (see [`BitmapCache`]); the others are read from the store when needed.
+    objects: HashMap<u64, Resident>,
+    /// Every object this layer has state for, in memory or not.
+    known: ObjectSet,
     /// Objects changed since the bitmaps were last written to the store.
     dirty: BTreeSet<u64>,
+    /// Objects whose bitmaps a checkpoint took and is committing: kept in memory until it returns.
+    committing: BTreeSet<u64>,
     /// Objects written (even in place) since [`Layer::watch`] started or [`Layer::take_watched`] last took them.
     watched: Option<BTreeSet<u64>>,
+    /// Objects being changed (see [`Layer::pin`]), with how many changes hold each.
+    pinned: HashMap<u64, u32>,
+    /// Data blocks, and objects with at least one, over all objects (in memory or not).
+    data_blocks: u64,
+    data_objects: u64,
+    /// Bumped by every eviction: a bitmap read from the store while it changed may be stale.
+    evictions: u64,
+    /// Bytes of the bitmaps in memory.
+    resident_bytes: usize,
+}
+
+impl LayerMap {
+    /// Bytes an object's bitmap takes in memory, with its map entry.
+    fn cost(blocks_per_object: u64) -> usize {
+        blocks_per_object.div_ceil(64) as usize * 16 + 96
+    }
+
+    fn insert_resident(&mut self, object_no: u64, bits: ObjBits, cost: usize, cache: &BitmapCache) {
+        if self.objects.insert(object_no, Resident { bits, referenced: AtomicBool::new(true) }).is_none() {
+            self.resident_bytes += cost;
+            cache.charge(cost);
+        }
+    }
+}
+
+/// Keeps an object's bitmap in memory while a change to it is logged and applied.
+struct Pinned<'a> {
+    layer: &'a Layer,
+    object_no: u64,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        let mut map = write_lock(&self.layer.map);
+        if let Some(count) = map.pinned.get_mut(&self.object_no) {
+            *count -= 1;
+            if *count == 0 {
+                map.pinned.remove(&self.object_no);
+            }
+        }
+    }
+}
+
+fn data_count(bits: &ObjBits) -> u64 {
+    bits.data.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
 /// One layer: its file and its block states.
@@ -146,6 +211,8 @@ pub struct Layer {
     synced: AtomicU64,
     /// The store's journal: every change of this layer is logged there before it is acknowledged.
     journal: Arc<Journal>,
+    /// Where bitmaps not in memory are read from, and the budget they share.
+    cache: Arc<BitmapCache>,
     /// True while the journal counts this layer as changed since the last checkpoint.
     pub(crate) in_changed: AtomicBool,
     /// True while the journal counts this layer as holding kind-2 bytes not yet synced.
@@ -168,28 +235,49 @@ pub(crate) fn mutex_lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Drop for Layer {
+    fn drop(&mut self) {
+        self.cache.uncharge(self.map.get_mut().map_or(0, |m| m.resident_bytes));
+    }
+}
+
 impl Layer {
-    /// A layer with the given bitmaps.
-    pub fn new(
+    /// A layer whose bitmaps in the store are `stored`: it notes every object and counts their data blocks, and
+    /// keeps the bitmaps in memory while the cache has room.
+    pub(crate) fn open(
         id: u64,
         file: Arc<dyn VfsFile>,
         blocks_per_object: u64,
-        objects: HashMap<u64, ObjBits>,
+        stored: impl Iterator<Item = Result<(u64, ObjBits)>>,
         journal: Arc<Journal>,
-    ) -> Layer {
-        Layer {
+        cache: Arc<BitmapCache>,
+    ) -> Result<Layer> {
+        let mut map = LayerMap::default();
+        let cost = LayerMap::cost(blocks_per_object);
+        for entry in stored {
+            let (object_no, bits) = entry?;
+            map.known.insert(object_no);
+            let data = data_count(&bits);
+            map.data_blocks += data;
+            map.data_objects += u64::from(data > 0);
+            if cache.has_room(cost) {
+                map.insert_resident(object_no, bits, cost, &cache);
+            }
+        }
+        Ok(Layer {
             id,
             file,
             blocks_per_object,
-            map: RwLock::new(LayerMap { objects, dirty: BTreeSet::new(), watched: None }),
+            map: RwLock::new(map),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             journal,
+            cache,
             in_changed: AtomicBool::new(false),
             in_large: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             last_large_seq: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Writes whole blocks of one object into the layer file, logs them in the journal and marks them data: the
@@ -199,9 +287,10 @@ impl Layer {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
         let place = self.place(object_no, first_blk, blocks, file_off)?;
+        let _pinned = self.pin(object_no)?;
         let last = first_blk + blocks - 1;
         // On a full disk (the metadata reserve is low) only blocks the layer owns can be written.
-        if self.journal.space_low() && !self.all_data(object_no, first_blk, last) {
+        if self.journal.space_low() && !self.all_data(object_no, first_blk, last)? {
             self.journal.admit_data()?;
         }
         if let Err(err) = self.write_data(data, file_off) {
@@ -232,14 +321,16 @@ impl Layer {
     /// does not own: a short write may have allocated some, and nothing refers to them. The caller holds the
     /// blocks' locks, as for the write.
     fn give_back_unowned(&self, object_no: u64, first: u64, last: u64, file_off: u64) {
+        // Only blocks known not to be the layer's own are punched (the object is pinned: its bitmap is in memory).
+        let unowned = |blk| matches!(self.state(object_no, blk), Ok(BlockSt::Absent | BlockSt::Zero));
         let mut blk = first;
         while blk <= last {
-            if self.state(object_no, blk) == BlockSt::Data {
+            if !unowned(blk) {
                 blk += 1;
                 continue;
             }
             let start = blk;
-            while blk <= last && self.state(object_no, blk) != BlockSt::Data {
+            while blk <= last && unowned(blk) {
                 blk += 1;
             }
             let _ = self.punch(file_off + ((start - first) << BLOCK_SHIFT), (blk - start) << BLOCK_SHIFT);
@@ -261,6 +352,7 @@ impl Layer {
             BlockSt::Data => return Err(Error::io("data blocks are written with their bytes")),
         };
         let place = self.place(object_no, first, last - first + 1, file_off)?;
+        let _pinned = self.pin(object_no)?;
         let seq = self.journal.log(kind, &place, &Body::Empty, || {
             self.journal.note_changed(self);
             self.set_range(object_no, first, last, st);
@@ -318,21 +410,92 @@ impl Layer {
     }
 
     /// Returns a block's state.
-    pub fn state(&self, object_no: u64, blk: u64) -> BlockSt {
-        read_lock(&self.map).objects.get(&object_no).map_or(BlockSt::Absent, |o| o.get(blk))
+    pub fn state(&self, object_no: u64, blk: u64) -> Result<BlockSt> {
+        self.with_bits(object_no, |o| o.map_or(BlockSt::Absent, |o| o.get(blk)))
     }
 
-    /// Sets the state of blocks `first..=last` of one object in memory (callers log the change first).
+    /// Runs `f` on the map with the bitmap of `object_no` in memory if this layer has state for it (read from the
+    /// store if it was evicted), under the map's write lock; then lets the cache evict if it is over its budget.
+    fn with_resident<R>(&self, object_no: u64, f: impl FnOnce(&mut LayerMap) -> R) -> Result<R> {
+        let cost = LayerMap::cost(self.blocks_per_object);
+        let mut loaded: Option<(u64, Option<ObjBits>)> = None;
+        let result = loop {
+            let mut map = write_lock(&self.map);
+            if map.objects.contains_key(&object_no) || !map.known.contains(object_no) {
+                break f(&mut map);
+            }
+            match loaded.take() {
+                // Read before any eviction since: the store's copy was current (only clean bitmaps are evicted).
+                Some((evictions, Some(bits))) if evictions == map.evictions => {
+                    map.insert_resident(object_no, bits, cost, &self.cache);
+                    break f(&mut map);
+                }
+                Some((evictions, None)) if evictions == map.evictions => {
+                    return Err(Error::io(format!(
+                        "the bitmap of object {object_no} of layer {} is missing from the store: run fsck",
+                        self.id
+                    )));
+                }
+                _ => {
+                    let evictions = map.evictions;
+                    drop(map);
+                    loaded = Some((evictions, self.cache.load(self.id, object_no, self.blocks_per_object)?));
+                }
+            }
+        };
+        self.cache.evict_if_over();
+        Ok(result)
+    }
+
+    /// Runs `f` on the bitmap of `object_no` (`None` when this layer has no state for it), reading it from the
+    /// store first if it was evicted.
+    fn with_bits<R>(&self, object_no: u64, f: impl FnOnce(Option<&ObjBits>) -> R) -> Result<R> {
+        {
+            let map = read_lock(&self.map);
+            match map.objects.get(&object_no) {
+                Some(resident) => return Ok(f(Some(resident.used()))),
+                None if !map.known.contains(object_no) => return Ok(f(None)),
+                None => {}
+            }
+        }
+        self.with_resident(object_no, |map| f(map.objects.get(&object_no).map(Resident::used)))
+    }
+
+    /// Keeps the bitmap of `object_no` in memory (reading it from the store if it was evicted) until the guard
+    /// drops: a change is logged in the journal before its bits are set, and setting them must not fail then.
+    fn pin(&self, object_no: u64) -> Result<Pinned<'_>> {
+        self.with_resident(object_no, |map| *map.pinned.entry(object_no).or_default() += 1)?;
+        Ok(Pinned { layer: self, object_no })
+    }
+
+    /// Sets the state of blocks `first..=last` of one object in memory (callers pin the object, then log the
+    /// change, then call this).
     fn set_range(&self, object_no: u64, first: u64, last: u64, st: BlockSt) {
-        let mut map = write_lock(&self.map);
         let bpo = self.blocks_per_object;
-        let obj = map.objects.entry(object_no).or_insert_with(|| ObjBits::new(bpo));
+        let cost = LayerMap::cost(bpo);
+        let mut map = write_lock(&self.map);
+        debug_assert!(map.pinned.contains_key(&object_no), "a bitmap changed without a pin");
+        if !map.objects.contains_key(&object_no) {
+            // Pinned, so not evicted: the layer has no state for the object yet.
+            map.insert_resident(object_no, ObjBits::new(bpo), cost, &self.cache);
+            map.known.insert(object_no);
+        }
+        let map = &mut *map;
+        let Some(resident) = map.objects.get_mut(&object_no) else { return };
+        let obj = &mut resident.bits;
+        let before = data_count(obj);
         let mut changed = false;
         for blk in first..=last {
             changed |= obj.set(blk, st);
         }
-        if obj.is_empty() {
-            map.objects.remove(&object_no);
+        let after = data_count(obj);
+        let empty = obj.is_empty();
+        map.data_blocks = map.data_blocks + after - before;
+        map.data_objects = map.data_objects + u64::from(after > 0) - u64::from(before > 0);
+        if empty && map.objects.remove(&object_no).is_some() {
+            map.known.remove(object_no);
+            map.resident_bytes -= cost;
+            self.cache.uncharge(cost);
         }
         if changed {
             map.dirty.insert(object_no);
@@ -341,6 +504,34 @@ impl Layer {
         if let Some(watched) = &mut map.watched {
             watched.insert(object_no);
         }
+    }
+
+    /// Drops clean, unreferenced bitmaps (clearing the referenced flag of the others) until about `want` bytes
+    /// are freed; returns the bytes freed (the caller gives them back to the cache).
+    pub(crate) fn evict_unreferenced(&self, want: usize) -> usize {
+        let cost = LayerMap::cost(self.blocks_per_object);
+        let mut map = write_lock(&self.map);
+        let LayerMap { objects, dirty, committing, pinned, .. } = &mut *map;
+        let mut freed = 0;
+        objects.retain(|object_no, resident| {
+            if freed >= want
+                || dirty.contains(object_no)
+                || committing.contains(object_no)
+                || pinned.contains_key(object_no)
+            {
+                return true;
+            }
+            if resident.referenced.swap(false, Ordering::Relaxed) {
+                return true;
+            }
+            freed += cost;
+            false
+        });
+        if freed > 0 {
+            map.resident_bytes -= freed;
+            map.evictions += 1;
+        }
+        freed
     }
 
     /// Starts (or stops) recording which objects are written: a merge that copies this layer while it takes
@@ -355,69 +546,68 @@ impl Layer {
     }
 
     /// True when every block `first..=last` of the object holds data in this layer.
-    pub fn all_data(&self, object_no: u64, first: u64, last: u64) -> bool {
-        let map = read_lock(&self.map);
-        map.objects.get(&object_no).is_some_and(|o| (first..=last).all(|b| o.get(b) == BlockSt::Data))
+    pub fn all_data(&self, object_no: u64, first: u64, last: u64) -> Result<bool> {
+        self.with_bits(object_no, |o| o.is_some_and(|o| (first..=last).all(|b| o.get(b) == BlockSt::Data)))
     }
 
     /// Takes the changed bitmaps for writing to the store: `(object, Some(bits))` or `(object, None)` for removal.
+    /// They stay in memory until [`Layer::committed`] or [`Layer::restore_dirty`].
     pub fn take_dirty(&self) -> Vec<(u64, Option<Vec<u8>>)> {
         let mut map = write_lock(&self.map);
         let dirty = std::mem::take(&mut map.dirty);
-        dirty.into_iter().map(|o| (o, map.objects.get(&o).map(ObjBits::encode))).collect()
+        map.committing.extend(dirty.iter().copied());
+        dirty.into_iter().map(|o| (o, map.objects.get(&o).map(|r| r.bits.encode()))).collect()
+    }
+
+    /// The bitmaps taken were committed: the store's copies are current, so they may leave memory.
+    pub fn committed(&self) {
+        write_lock(&self.map).committing.clear();
     }
 
     /// Marks objects dirty again after a failed write to the store.
     pub fn restore_dirty(&self, objects: impl IntoIterator<Item = u64>) {
-        write_lock(&self.map).dirty.extend(objects);
+        let mut map = write_lock(&self.map);
+        map.dirty.extend(objects);
+        map.committing.clear();
     }
 
     /// True when this layer has any state (data or zero) for the object.
     pub fn has_object(&self, object_no: u64) -> bool {
-        read_lock(&self.map).objects.contains_key(&object_no)
+        read_lock(&self.map).known.contains(object_no)
     }
 
     /// Returns the objects this layer has any state for, sorted.
     pub fn objects(&self) -> Vec<u64> {
-        let mut objects: Vec<u64> = read_lock(&self.map).objects.keys().copied().collect();
-        objects.sort_unstable();
-        objects
+        read_lock(&self.map).known.range(0, u64::MAX).collect()
     }
 
     /// Returns `(data blocks, objects holding data)`, as a pool's usage counts them.
     pub fn data_usage(&self) -> (u64, u64) {
         let map = read_lock(&self.map);
-        let mut usage = (0, 0);
-        for obj in map.objects.values() {
-            let blocks: u64 = obj.data.iter().map(|w| u64::from(w.count_ones())).sum();
-            usage.0 += blocks;
-            usage.1 += u64::from(blocks > 0);
-        }
-        usage
+        (map.data_blocks, map.data_objects)
     }
 
     /// Returns `(block, state)` for every block of `object_no` that is not absent.
-    pub fn present_blocks(&self, object_no: u64) -> Vec<(u64, BlockSt)> {
-        let map = read_lock(&self.map);
-        let Some(obj) = map.objects.get(&object_no) else { return Vec::new() };
-        obj.present().collect()
+    pub fn present_blocks(&self, object_no: u64) -> Result<Vec<(u64, BlockSt)>> {
+        self.with_bits(object_no, |o| o.map(|o| o.present().collect()).unwrap_or_default())
     }
 
-    /// Returns the objects in `first..end` this layer has any state for (unsorted).
+    /// Returns the objects in `first..end` this layer has any state for, sorted.
     pub fn objects_in(&self, first: u64, end: u64) -> Vec<u64> {
-        read_lock(&self.map).objects.keys().copied().filter(|o| (first..end).contains(o)).collect()
+        read_lock(&self.map).known.range(first, end).collect()
     }
 
     /// ORs into `words` (one bit per block of the object) the blocks of `object_no` that are not absent here.
-    pub fn union_present(&self, object_no: u64, words: &mut Vec<u64>) {
-        let map = read_lock(&self.map);
-        let Some(obj) = map.objects.get(&object_no) else { return };
-        if words.len() < obj.data.len() {
-            words.resize(obj.data.len(), 0);
-        }
-        for (w, (d, z)) in words.iter_mut().zip(obj.data.iter().zip(&obj.zero)) {
-            *w |= d | z;
-        }
+    pub fn union_present(&self, object_no: u64, words: &mut Vec<u64>) -> Result<()> {
+        self.with_bits(object_no, |obj| {
+            let Some(obj) = obj else { return };
+            if words.len() < obj.data.len() {
+                words.resize(obj.data.len(), 0);
+            }
+            for (w, (d, z)) in words.iter_mut().zip(obj.data.iter().zip(&obj.zero)) {
+                *w |= d | z;
+            }
+        })
     }
 }
 
@@ -519,15 +709,15 @@ impl ChainIndex {
         })
     }
 
-    fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Arc<Holders> {
+    fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Result<Arc<Holders>> {
         if let Some(found) = read_lock(&self.objects).get(&object_no) {
-            return found.clone();
+            return Ok(found.clone());
         }
         let layers: Box<[u32]> =
             (1..chain.len()).filter(|&idx| chain[idx].layer.has_object(object_no)).map(|idx| idx as u32).collect();
         let mut upper = Vec::new();
         for &idx in layers.iter().take(layers.len().saturating_sub(1)) {
-            chain[idx as usize].layer.union_present(object_no, &mut upper);
+            chain[idx as usize].layer.union_present(object_no, &mut upper)?;
         }
         let found = Arc::new(Holders { layers, upper: upper.into_boxed_slice() });
         let mut objects = write_lock(&self.objects);
@@ -535,7 +725,7 @@ impl ChainIndex {
             objects.clear();
         }
         objects.insert(object_no, found.clone());
-        found
+        Ok(found)
     }
 }
 
@@ -657,7 +847,7 @@ impl View {
 
     /// Resolves where a piece's block is read from, starting at chain index `from`: the first layer with state for
     /// the block decides, and a layer's `min_size` hides what lies at or past it in the layers below.
-    pub fn resolve(&self, from: usize, piece: &Piece) -> Source {
+    pub fn resolve(&self, from: usize, piece: &Piece) -> Result<Source> {
         if self.chain.len() <= INDEXED_CHAIN || from > 1 {
             return self.resolve_walk(from, piece);
         }
@@ -665,51 +855,51 @@ impl View {
         let off = piece.image_offset;
         if from == 0 {
             let top = &self.chain[0];
-            match top.layer.state(piece.object_no, blk) {
-                BlockSt::Data => return Source::Layer(0),
-                BlockSt::Zero => return Source::Zero,
-                BlockSt::Absent if off >= top.min_size => return Source::Zero,
+            match top.layer.state(piece.object_no, blk)? {
+                BlockSt::Data => return Ok(Source::Layer(0)),
+                BlockSt::Zero => return Ok(Source::Zero),
+                BlockSt::Absent if off >= top.min_size => return Ok(Source::Zero),
                 BlockSt::Absent => {}
             }
         }
         // Below the top, only the layers holding the object can have state for the block; each of the others
         // answers Absent, so all that matters of them is whether their `min_size` hides the block.
         let hidden_from = self.index.hidden_from(&self.chain);
-        let holders = self.index.holders(&self.chain, piece.object_no);
+        let holders = self.index.holders(&self.chain, piece.object_no)?;
         for idx in holders.deciding(blk).iter().map(|&i| i as usize) {
             if idx < from.max(1) {
                 continue;
             }
             if off >= hidden_from[idx] {
-                return Source::Zero;
+                return Ok(Source::Zero);
             }
-            match self.chain[idx].layer.state(piece.object_no, blk) {
-                BlockSt::Data => return Source::Layer(idx),
-                BlockSt::Zero => return Source::Zero,
+            match self.chain[idx].layer.state(piece.object_no, blk)? {
+                BlockSt::Data => return Ok(Source::Layer(idx)),
+                BlockSt::Zero => return Ok(Source::Zero),
                 BlockSt::Absent => {}
             }
         }
         if off >= hidden_from[self.chain.len()] {
-            return Source::Zero;
+            return Ok(Source::Zero);
         }
-        self.base_or_zero(off)
+        Ok(self.base_or_zero(off))
     }
 
     /// [`View::resolve`] by looking at every layer in turn: the definition, and the fastest way for short chains.
-    fn resolve_walk(&self, from: usize, piece: &Piece) -> Source {
+    fn resolve_walk(&self, from: usize, piece: &Piece) -> Result<Source> {
         let blk = piece.block_in_object();
         for (idx, vl) in self.chain.iter().enumerate().skip(from) {
-            match vl.layer.state(piece.object_no, blk) {
-                BlockSt::Data => return Source::Layer(idx),
-                BlockSt::Zero => return Source::Zero,
+            match vl.layer.state(piece.object_no, blk)? {
+                BlockSt::Data => return Ok(Source::Layer(idx)),
+                BlockSt::Zero => return Ok(Source::Zero),
                 BlockSt::Absent => {
                     if piece.image_offset >= vl.min_size {
-                        return Source::Zero;
+                        return Ok(Source::Zero);
                     }
                 }
             }
         }
-        self.base_or_zero(piece.image_offset)
+        Ok(self.base_or_zero(piece.image_offset))
     }
 
     fn base_or_zero(&self, image_offset: u64) -> Source {
@@ -773,7 +963,7 @@ impl View {
             };
         let mut buf_pos = 0usize;
         for piece in self.layout.pieces(offset, buf.len() as u64) {
-            let source = self.resolve(from, &piece);
+            let source = self.resolve(from, &piece)?;
             let file_off = self.layout.file_offset(piece.object_no, piece.object_offset);
             let len = piece.length as usize;
             let extend = match (&run, source) {
@@ -814,28 +1004,28 @@ impl View {
     /// hole; with striping, the allocated blocks of the objects the range touches are gathered from the bitmaps
     /// ([`View::allocated_in`]), so a thin or finely striped image costs what its data costs, not what its stripe
     /// units number.
-    pub fn block_status(&self, offset: u64, length: u64) -> Vec<BlockExtent> {
+    pub fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
         let mut extents: Vec<BlockExtent> = Vec::new();
         let end = offset + length;
         let object_size = self.layout.object_size();
         if length <= SMALL_STATUS_BYTES {
             // A few blocks (a parent's single-block lookups): piece by piece is cheapest.
-            self.block_status_pieces(offset, length, &mut extents);
-            return extents;
+            self.block_status_pieces(offset, length, &mut extents)?;
+            return Ok(extents);
         }
         if self.layout.striping.count != 1 || self.layout.striping.unit_bytes != object_size {
             let mut at = offset;
-            for (start, len) in self.allocated_in(offset, end) {
+            for (start, len) in self.allocated_in(offset, end)? {
                 if at < start {
                     push_extent(&mut extents, BlockExtent { offset: at, length: start - at, state: BlockState::Hole });
                 }
-                self.block_status_pieces(start, len, &mut extents);
+                self.block_status_pieces(start, len, &mut extents)?;
                 at = start + len;
             }
             if at < end {
                 push_extent(&mut extents, BlockExtent { offset: at, length: end - at, state: BlockState::Hole });
             }
-            return extents;
+            return Ok(extents);
         }
         let mut at = offset;
         while at < end {
@@ -845,11 +1035,11 @@ impl View {
             if !parent_covers && !self.chain.iter().any(|vl| vl.layer.has_object(object_no)) {
                 push_extent(&mut extents, BlockExtent { offset: at, length: next - at, state: BlockState::Hole });
             } else {
-                self.block_status_pieces(at, next - at, &mut extents);
+                self.block_status_pieces(at, next - at, &mut extents)?;
             }
             at = next;
         }
-        extents
+        Ok(extents)
     }
 
     /// Image ranges in `[offset, end)` (clipped to the view's size) where the view may hold data: every block some
@@ -858,11 +1048,11 @@ impl View {
     ///
     /// The cost follows the allocated blocks of the objects whose object sets the range touches, read from the
     /// bitmaps a word at a time; never the length of the range or the number of stripe units in it.
-    pub fn allocated_in(&self, offset: u64, end: u64) -> Vec<(u64, u64)> {
+    pub fn allocated_in(&self, offset: u64, end: u64) -> Result<Vec<(u64, u64)>> {
         let end = end.min(self.size);
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         if offset >= end {
-            return ranges;
+            return Ok(ranges);
         }
         let layout = self.layout;
         let count = layout.striping.count;
@@ -876,7 +1066,7 @@ impl View {
         for object_no in objects {
             words.clear();
             for vl in &self.chain {
-                vl.layer.union_present(object_no, &mut words);
+                vl.layer.union_present(object_no, &mut words)?;
             }
             for (w, &word) in words.iter().enumerate() {
                 let mut bits = word;
@@ -899,24 +1089,25 @@ impl View {
         if let Some(base) = &self.base {
             let limit = self.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min).min(end);
             if offset < limit {
-                ranges.extend(base.view.allocated_in(offset, limit));
+                ranges.extend(base.view.allocated_in(offset, limit)?);
             }
         }
-        merge_ranges(ranges)
+        Ok(merge_ranges(ranges))
     }
 
-    fn block_status_pieces(&self, offset: u64, length: u64, extents: &mut Vec<BlockExtent>) {
+    fn block_status_pieces(&self, offset: u64, length: u64, extents: &mut Vec<BlockExtent>) -> Result<()> {
         for piece in self.layout.pieces(offset, length) {
-            let state = match self.resolve(0, &piece) {
+            let state = match self.resolve(0, &piece)? {
                 Source::Layer(_) => BlockState::Data,
                 Source::Zero => BlockState::Hole,
                 Source::Base => match &self.base {
-                    Some(base) => base.state_at(piece.image_offset),
+                    Some(base) => base.state_at(piece.image_offset)?,
                     None => BlockState::Hole,
                 },
             };
             push_extent(extents, BlockExtent { offset: piece.image_offset, length: piece.length, state });
         }
+        Ok(())
     }
 
     /// Writes `data` at `offset` into the top layer, copying up partial blocks from below.
@@ -941,7 +1132,7 @@ impl View {
         // holds them) then comes wholly before or after it, never between its bytes and its bit, which would leave
         // a zero marker over allocated bytes, or a data bit over a punched hole.
         let _guards = locks.lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk);
-        if top.all_data(object_no, first_blk, last_blk) && run.iter().all(|p| p.length == BLOCK_SIZE) {
+        if run.iter().all(|p| p.length == BLOCK_SIZE) && top.all_data(object_no, first_blk, last_blk)? {
             // Overwrite of whole blocks in place: the blocks are this layer's own.
             return top.write_blocks(object_no, first_blk, data, file_off);
         }
@@ -971,7 +1162,7 @@ impl View {
         let block_image_start = piece.image_offset - piece.offset_in_block();
         let block_file_off = self.layout.file_offset(piece.object_no, piece.object_offset - piece.offset_in_block());
         let mut block = vec![0u8; BLOCK_SIZE as usize];
-        match top.state(piece.object_no, blk) {
+        match top.state(piece.object_no, blk)? {
             // The block is this layer's own: complete it from the file, so the journal holds the whole block.
             BlockSt::Data => top.file.read_at(&mut block, block_file_off)?,
             // Copy up what the block holds below, limited by the top layer's size floor.
@@ -1035,14 +1226,14 @@ impl View {
         let limit = self.chain.iter().map(|vl| vl.min_size).fold(base.overlap, u64::min);
         let _guards = locks.lock_blocks(bpo, object_no, 0, bpo - 1);
         for blk in 0..bpo {
-            if bottom.state(object_no, blk) != BlockSt::Absent {
+            if bottom.state(object_no, blk)? != BlockSt::Absent {
                 continue;
             }
             let image_off = self.layout.unmap(object_no, blk << BLOCK_SHIFT);
             if image_off >= limit {
                 continue;
             }
-            if base.state_at(image_off) == BlockState::Hole {
+            if base.state_at(image_off)? == BlockState::Hole {
                 continue;
             }
             base.read_clipped(image_off, &mut block)?;
@@ -1084,14 +1275,11 @@ impl Base {
     }
 
     /// Returns whether the parent holds data for the block at `offset`.
-    pub fn state_at(&self, offset: u64) -> BlockState {
+    pub fn state_at(&self, offset: u64) -> Result<BlockState> {
         if offset >= self.overlap.min(self.view.size) {
-            return BlockState::Hole;
+            return Ok(BlockState::Hole);
         }
         let len = BLOCK_SIZE.min(self.view.size - offset);
-        match self.view.block_status(offset, len).first() {
-            Some(extent) => extent.state,
-            None => BlockState::Hole,
-        }
+        Ok(self.view.block_status(offset, len)?.first().map_or(BlockState::Hole, |extent| extent.state))
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! The engine is synchronous and knows nothing of HTTP, JSON, NBD or async runtimes.
 
+mod bitcache;
 mod engine;
 pub mod fsck;
 mod journal;
@@ -19,7 +20,7 @@ mod state;
 pub mod upgrade;
 pub mod vfs;
 
-pub use engine::{DB_FILE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};
+pub use engine::{DB_FILE, DEFAULT_METADATA_CACHE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};
 pub use journal::JOURNAL_DIR;
 pub use records::FORMAT_VERSION;
 pub use space::{RESERVE_FILE, ReserveStatus};

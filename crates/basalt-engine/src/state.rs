@@ -21,7 +21,9 @@ use crate::vfs::Vfs;
 #[derive(Debug)]
 pub(crate) struct Store {
     pub vfs: Arc<dyn Vfs>,
-    pub db: redb::Database,
+    pub db: Arc<redb::Database>,
+    /// Which block bitmaps stay in memory.
+    pub bitmaps: Arc<crate::bitcache::BitmapCache>,
     pub layers_dir: PathBuf,
     pub images: Mutex<HashMap<String, std::sync::Weak<ImageState>>>,
     pub next_handle: AtomicU64,
@@ -110,6 +112,9 @@ impl Store {
         match &result {
             Ok(()) => {
                 self.journal.set_applied(applied);
+                for (layer, _) in &taken {
+                    layer.committed();
+                }
                 // A commit that drew on the reserve is made good as soon as the disk has room again.
                 if self.reserve.is_low() {
                     self.reserve.refill(true);
@@ -308,12 +313,13 @@ impl ImageState {
         })?;
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BLOCKS).map_err(db_err)?;
-        let mut objects = HashMap::new();
-        for entry in table.range((id, 0u64)..=(id, u64::MAX)).map_err(db_err)? {
+        let stored = table.range((id, 0u64)..=(id, u64::MAX)).map_err(db_err)?.map(|entry| {
             let (key, value) = entry.map_err(db_err)?;
-            objects.insert(key.value().1, ObjBits::decode(value.value(), blocks_per_object)?);
-        }
-        let layer = Arc::new(Layer::new(id, file, blocks_per_object, objects, self.store.journal.clone()));
+            Ok((key.value().1, ObjBits::decode(value.value(), blocks_per_object)?))
+        });
+        let (journal, bitmaps) = (self.store.journal.clone(), self.store.bitmaps.clone());
+        let layer = Arc::new(Layer::open(id, file, blocks_per_object, stored, journal, bitmaps)?);
+        self.store.bitmaps.register(&layer);
         layers.insert(id, layer.clone());
         Ok(layer)
     }
@@ -561,11 +567,11 @@ impl ImageIo for Handle {
             Target::Head { .. } => {
                 let head = self.state.head_read();
                 check_range(offset, length, head.view.size)?;
-                Ok(head.view.block_status(offset, length))
+                head.view.block_status(offset, length)
             }
             Target::Snapshot(view) => {
                 check_range(offset, length, view.size)?;
-                Ok(view.block_status(offset, length))
+                view.block_status(offset, length)
             }
         }
     }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use basalt_core::{Backend, PoolName, SystemClock};
-use basalt_engine::Engine;
+use basalt_engine::vfs::OsVfs;
+use basalt_engine::{Engine, EngineOptions};
 
 use crate::auth::Auth;
 use crate::datapath::{MeteredBackend, Registry};
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub nbd: crate::nbd_access::NbdOptions,
     /// When set, serve this Ceph cluster instead of the embedded engine (needs the `ceph` build feature).
     pub ceph: Option<CephConfig>,
+    /// The embedded engine's metadata memory (`--cache-size`): block bitmaps and the metadata store's pages.
+    pub cache_bytes: usize,
     /// The REST API's listener options and password policy.
     pub api: crate::listen::ApiOptions,
 }
@@ -104,7 +107,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let (storage, store, share) = match &config.ceph {
         None => {
             let engine_dir = dir.clone();
-            let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_dir, Arc::new(SystemClock)))
+            let options = EngineOptions { metadata_cache_bytes: config.cache_bytes, ..EngineOptions::default() };
+            let open = move || Engine::open_with_options(Arc::new(OsVfs), &engine_dir, Arc::new(SystemClock), options);
+            let engine = tokio::task::spawn_blocking(open)
                 .await
                 .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
                 .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;

@@ -11,7 +11,8 @@ use basalt_core::{
     Backend, BlockState, Clock, CloneRequest, CreateOptions, DiffGranularity, Durability, ImageIo, ImageName,
     ImageSpec, ManualClock, Namespace, ObjectOrder, OpenTarget, PoolName, ResizePolicy, SnapName, SnapSpec, Timestamp,
 };
-use basalt_engine::Engine;
+use basalt_engine::vfs::OsVfs;
+use basalt_engine::{DEFAULT_METADATA_CACHE, Engine, EngineOptions};
 
 /// 64 KiB objects, so a small image spans many objects and layers hold different subsets of them.
 const ORDER: u8 = 16;
@@ -42,9 +43,12 @@ fn snap(image: &ImageSpec, name: &str) -> SnapSpec {
     SnapSpec { image: image.clone(), snap: SnapName::new(name).expect("snapshot name") }
 }
 
-fn engine(dir: &std::path::Path) -> Engine {
+/// An engine with `cache` bytes of metadata memory (`None`: the default).
+fn engine(dir: &std::path::Path, cache: Option<usize>) -> Engine {
     let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    let engine = Engine::open(dir, clock as Arc<dyn Clock>).expect("engine opens");
+    let options = EngineOptions { metadata_cache_bytes: cache.unwrap_or(DEFAULT_METADATA_CACHE), ..Default::default() };
+    let engine =
+        Engine::open_with_options(Arc::new(OsVfs), dir, clock as Arc<dyn Clock>, options).expect("engine opens");
     let pool = PoolName::new("rbd").expect("pool name");
     engine.pool_create(&pool).expect("pool create");
     engine.pool_application_enable(&pool, "rbd").expect("application enable");
@@ -104,9 +108,9 @@ fn check_diff(what: &str, engine: &Engine, image: &ImageSpec, from: Option<(&str
     }
 }
 
-fn run(seed: u64, steps: usize) {
+fn run(seed: u64, steps: usize, cache: Option<usize>) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = engine(dir.path());
+    let engine = engine(dir.path(), cache);
     let image = spec("vm");
     let options = CreateOptions {
         order: Some(ObjectOrder::new(ORDER).expect("order")),
@@ -178,6 +182,15 @@ fn run(seed: u64, steps: usize) {
     }
 
     assert!(longest > 16, "seed {seed}: the chain reached only {longest} snapshots, too short for the index");
+    if cache.is_some() {
+        // Hundreds of bitmaps were read, most of them several times: only about the budget was ever in memory.
+        let (_, peak, budget) = engine.bitmap_memory();
+        eprintln!("seed {seed}: at most {peak} bytes of bitmaps in memory, for a budget of {budget}");
+        assert!(
+            peak <= 2 * budget,
+            "seed {seed}: {peak} bytes of bitmaps were in memory, over twice the {budget} budget"
+        );
+    }
 
     // A clone of a snapshot deep in the chain reads it through the parent's (indexed) view.
     let Some((name, bytes)) = snaps.get(snaps.len() / 2).cloned() else { return };
@@ -208,6 +221,14 @@ fn run(seed: u64, steps: usize) {
 #[test]
 fn reads_on_long_snapshot_chains_match_the_model() {
     for seed in [1, 0x5eed, 0xdead_beef, 42] {
-        run(seed, 160);
+        run(seed, 160, None);
+    }
+}
+
+/// The same with room for about 25 bitmaps: every step evicts bitmaps and reads them back from the store.
+#[test]
+fn long_chains_match_the_model_with_a_tiny_bitmap_cache() {
+    for seed in [7, 0xfeed] {
+        run(seed, 160, Some(4 << 10));
     }
 }

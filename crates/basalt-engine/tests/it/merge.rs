@@ -10,16 +10,19 @@ use basalt_core::{
     Backend, Clock, CreateOptions, Durability, ImageIo, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec,
     Timestamp, ZeroMode,
 };
-use basalt_engine::Engine;
+use basalt_engine::vfs::OsVfs;
+use basalt_engine::{DEFAULT_METADATA_CACHE, Engine, EngineOptions};
 
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 32 * MIB;
 /// The writer works below this offset, the reader checks above it.
 const SPLIT: u64 = SIZE / 2;
 
-fn open(dir: &std::path::Path) -> Engine {
+/// An engine with `cache` bytes of metadata memory.
+fn open(dir: &std::path::Path, cache: usize) -> Engine {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    Engine::open(dir, clock).expect("open")
+    let options = EngineOptions { metadata_cache_bytes: cache, ..Default::default() };
+    Engine::open_with_options(Arc::new(OsVfs), dir, clock, options).expect("open")
 }
 
 struct Rng(u64);
@@ -45,9 +48,9 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// One run: `big_head` makes the head hold more blocks than the snapshot (its layer's blocks move up into the
 /// head); otherwise the snapshot holds more (the head's blocks move down into it, and it becomes the head).
-fn remove_under_load(seed: u64, big_head: bool) {
+fn remove_under_load(seed: u64, big_head: bool, cache: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = Arc::new(open(dir.path()));
+    let engine = Arc::new(open(dir.path(), cache));
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("application");
@@ -144,7 +147,7 @@ fn remove_under_load(seed: u64, big_head: bool) {
     }
     drop(io);
     drop(Arc::into_inner(engine).expect("one engine"));
-    let engine = open(dir.path());
+    let engine = open(dir.path(), cache);
     let io = engine.open(&image, &OpenTarget::HeadReadOnly, "check").expect("open");
     if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
         panic!("seed {seed} (big head: {big_head}): after reopening, byte {i} differs from the model");
@@ -154,13 +157,22 @@ fn remove_under_load(seed: u64, big_head: bool) {
 #[test]
 fn removing_a_large_snapshot_under_writes_keeps_every_byte() {
     for seed in [1, 7, 0x5eed] {
-        remove_under_load(seed, false);
+        remove_under_load(seed, false, DEFAULT_METADATA_CACHE);
     }
 }
 
 #[test]
 fn removing_a_snapshot_into_a_large_head_under_writes_keeps_every_byte() {
     for seed in [3, 11, 0xbeef] {
-        remove_under_load(seed, true);
+        remove_under_load(seed, true, DEFAULT_METADATA_CACHE);
+    }
+}
+
+/// Both directions again with room for two bitmaps: the reader, the writer and the fold keep evicting each
+/// other's bitmaps and reading them back from the store while checkpoints commit them.
+#[test]
+fn removing_snapshots_under_load_with_a_tiny_bitmap_cache_keeps_every_byte() {
+    for (seed, big_head) in [(5, false), (13, true)] {
+        remove_under_load(seed, big_head, 1 << 10);
     }
 }

@@ -223,6 +223,10 @@ struct ServeArgs {
     /// The pool keeping basalt's users, roles, sessions and task records in the cluster (created if missing)
     #[arg(long, value_name = "POOL", default_value = ".basalt", requires = "ceph_conf")]
     ceph_meta_pool: String,
+    /// Memory for the embedded store's metadata (block bitmaps and the metadata store's pages), e.g. 256M or 2G;
+    /// more is read from disk when needed
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = cache_size, conflicts_with = "ceph_conf")]
+    cache_size: usize,
     #[command(flatten)]
     api: serve::ApiArgs,
     #[command(flatten)]
@@ -856,7 +860,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 client_id: args.ceph_id,
                 meta_pool: args.ceph_meta_pool,
             });
-            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, ceph, args.api, args.nbd)
+            let backing = serve::Backing { ceph, cache_bytes: args.cache_size };
+            serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, backing, args.api, args.nbd)
         }
         Command::Fsck => fsck::run(&global.data_dir),
         Command::Upgrade => fsck::upgrade(&global.data_dir),
@@ -946,6 +951,15 @@ fn alerts(api: &api::Api, a: &AlertsArgs) -> anyhow::Result<()> {
     table.print()
 }
 
+/// Parses `--cache-size`: a size with a unit (a bare number is MiB), at least 16 MiB.
+fn cache_size(text: &str) -> Result<usize, String> {
+    let bytes = basalt_core::units::parse_size(text, 1 << 20).map_err(|e| e.message().to_owned())?;
+    if bytes < 16 << 20 {
+        return Err(format!("{text} is too small: the metadata cache needs at least 16M"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{text} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -955,6 +969,21 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cache_size_takes_units_and_refuses_too_little() {
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Serve(serve)) => Ok(serve.cache_size),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(err) => Err(err.to_string()),
+        };
+        assert_eq!(parsed(&["basalt", "serve"]), Ok(256 << 20));
+        assert_eq!(parsed(&["basalt", "serve", "--cache-size", "2G"]), Ok(2 << 30));
+        assert_eq!(parsed(&["basalt", "serve", "--cache-size", "64"]), Ok(64 << 20));
+        let small = parsed(&["basalt", "serve", "--cache-size", "8M"]).expect_err("8M is refused");
+        assert!(small.contains("at least 16M"), "{small}");
+        assert!(parsed(&["basalt", "serve", "--cache-size", "lots"]).is_err());
     }
 
     #[test]

@@ -105,13 +105,19 @@ impl NbdArgs {
     }
 }
 
+/// What serves the images: a Ceph cluster, or the embedded store with this much metadata memory.
+pub struct Backing {
+    pub ceph: Option<basalt_server::CephConfig>,
+    pub cache_bytes: usize,
+}
+
 /// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
 pub fn run(
     data_dir: &Path,
     listen: &str,
     nbd_listen: &str,
     nbd_tls: Option<basalt_nbd::TlsFiles>,
-    ceph: Option<basalt_server::CephConfig>,
+    backing: Backing,
     api: ApiArgs,
     nbd: NbdArgs,
 ) -> Result<ExitCode> {
@@ -143,7 +149,8 @@ pub fn run(
         nbd_listen,
         nbd_tls,
         nbd: nbd.options(),
-        ceph,
+        ceph: backing.ceph,
+        cache_bytes: backing.cache_bytes,
         api: api.options(),
     };
     runtime.block_on(basalt_server::serve(config)).map_err(|e| Failure::new(1, e.to_string()))?;

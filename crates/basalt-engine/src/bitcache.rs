@@ -1,0 +1,208 @@
+//! The bitmap cache: which objects' block bitmaps stay in memory, within one budget for every layer of the store.
+//!
+//! A layer always knows which objects it has state for (a compact set, a bit per object) and counts its data
+//! blocks, but holds the bitmaps themselves only while they are in use: a bitmap not changed since the last
+//! checkpoint can be dropped and read again from the metadata store when needed. Bitmaps changed since the last
+//! checkpoint (or being committed by one) are never dropped: the store's copy is behind them. Eviction is a clock
+//! over the layers: each resident bitmap has a referenced flag, set on use; an eviction pass clears flags and drops
+//! the bitmaps it finds unreferenced, until the total is back under seven eighths of the budget.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use basalt_core::Result;
+use redb::ReadableDatabase;
+
+use crate::layer::{Layer, ObjBits, mutex_lock};
+use crate::records::{BLOCKS, db_err};
+
+/// The memory budget for bitmaps, and the layers sharing it.
+#[derive(Debug)]
+pub(crate) struct BitmapCache {
+    budget: usize,
+    used: AtomicUsize,
+    /// The most `used` has been.
+    peak: AtomicUsize,
+    layers: Mutex<Vec<Weak<Layer>>>,
+    hand: AtomicUsize,
+    evicting: Mutex<()>,
+    db: Arc<redb::Database>,
+}
+
+impl BitmapCache {
+    pub fn new(db: Arc<redb::Database>, budget: usize) -> BitmapCache {
+        BitmapCache {
+            budget,
+            used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            layers: Mutex::new(Vec::new()),
+            hand: AtomicUsize::new(0),
+            evicting: Mutex::new(()),
+            db,
+        }
+    }
+
+    /// Bytes of bitmaps in memory now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The budget, in bytes.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// True when one more bitmap of `bytes` fits the budget.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.used() + bytes <= self.budget
+    }
+
+    pub fn charge(&self, bytes: usize) {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(used, Ordering::Relaxed);
+    }
+
+    /// The most bytes of bitmaps that were in memory at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    pub fn uncharge(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Lets eviction visit a layer (for as long as it lives).
+    pub fn register(&self, layer: &Arc<Layer>) {
+        mutex_lock(&self.layers).push(Arc::downgrade(layer));
+    }
+
+    /// Reads one object's bitmap from the metadata store (its state as of the last checkpoint).
+    pub fn load(&self, layer: u64, object_no: u64, blocks_per_object: u64) -> Result<Option<ObjBits>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(BLOCKS).map_err(db_err)?;
+        let value = table.get((layer, object_no)).map_err(db_err)?;
+        value.map(|v| ObjBits::decode(v.value(), blocks_per_object)).transpose()
+    }
+
+    /// Drops unreferenced clean bitmaps until the total is under seven eighths of the budget, if it is over the
+    /// budget. Called with no layer lock held; one caller evicts at a time, the others go on.
+    pub fn evict_if_over(&self) {
+        if self.used() <= self.budget {
+            return;
+        }
+        let Ok(_one) = self.evicting.try_lock() else { return };
+        let target = self.budget - self.budget / 8;
+        let layers: Vec<Arc<Layer>> = {
+            let mut layers = mutex_lock(&self.layers);
+            layers.retain(|l| l.strong_count() > 0);
+            layers.iter().filter_map(Weak::upgrade).collect()
+        };
+        if layers.is_empty() {
+            return;
+        }
+        // Two turns of the clock: the first may only clear referenced flags.
+        for _ in 0..2 * layers.len() {
+            if self.used() <= target {
+                return;
+            }
+            let at = self.hand.fetch_add(1, Ordering::Relaxed) % layers.len();
+            let freed = layers[at].evict_unreferenced(self.used().saturating_sub(target));
+            self.uncharge(freed);
+        }
+    }
+}
+
+/// A set of object numbers, a bit each, in chunks of 512 objects: 64 bytes per 2 GiB of 4 MiB objects when dense,
+/// a chunk per object at worst when scattered.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectSet {
+    chunks: BTreeMap<u64, [u64; 8]>,
+    len: usize,
+}
+
+impl ObjectSet {
+    fn split(object_no: u64) -> (u64, usize, u64) {
+        (object_no >> 9, ((object_no >> 6) & 7) as usize, 1u64 << (object_no & 63))
+    }
+
+    pub fn contains(&self, object_no: u64) -> bool {
+        let (chunk, word, bit) = Self::split(object_no);
+        self.chunks.get(&chunk).is_some_and(|c| c[word] & bit != 0)
+    }
+
+    pub fn insert(&mut self, object_no: u64) {
+        let (chunk, word, bit) = Self::split(object_no);
+        let c = self.chunks.entry(chunk).or_insert([0; 8]);
+        if c[word] & bit == 0 {
+            c[word] |= bit;
+            self.len += 1;
+        }
+    }
+
+    pub fn remove(&mut self, object_no: u64) {
+        let (chunk, word, bit) = Self::split(object_no);
+        if let Some(c) = self.chunks.get_mut(&chunk)
+            && c[word] & bit != 0
+        {
+            c[word] &= !bit;
+            self.len -= 1;
+            if c.iter().all(|w| *w == 0) {
+                self.chunks.remove(&chunk);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The objects in `first..end`, in order.
+    pub fn range(&self, first: u64, end: u64) -> impl Iterator<Item = u64> + '_ {
+        self.chunks
+            .range(first >> 9..=end.saturating_sub(1) >> 9)
+            .flat_map(|(&chunk, words)| {
+                words.iter().enumerate().flat_map(move |(w, &word)| {
+                    let mut bits = word;
+                    std::iter::from_fn(move || {
+                        if bits == 0 {
+                            return None;
+                        }
+                        let b = u64::from(bits.trailing_zeros());
+                        bits &= bits - 1;
+                        Some((chunk << 9) | (w as u64) << 6 | b)
+                    })
+                })
+            })
+            .filter(move |o| (first..end).contains(o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ObjectSet;
+
+    #[test]
+    fn object_set_keeps_what_was_inserted_in_order() {
+        let mut set = ObjectSet::default();
+        let objects = [0u64, 1, 63, 64, 511, 512, 4095, 1 << 40, (1 << 40) + 7];
+        for o in objects.iter().rev() {
+            set.insert(*o);
+            set.insert(*o);
+        }
+        assert_eq!(set.len(), objects.len());
+        assert_eq!(set.range(0, u64::MAX).collect::<Vec<_>>(), objects);
+        assert_eq!(set.range(64, 4095).collect::<Vec<_>>(), [64, 511, 512]);
+        assert!(set.contains(511) && !set.contains(510));
+        set.remove(511);
+        set.remove(511);
+        assert!(!set.contains(511));
+        assert_eq!(set.len(), objects.len() - 1);
+        for o in objects {
+            set.remove(o);
+        }
+        assert_eq!(set.len(), 0);
+        assert_eq!(set.range(0, u64::MAX).count(), 0);
+    }
+}
