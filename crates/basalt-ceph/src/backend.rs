@@ -926,6 +926,15 @@ impl Backend for CephBackend {
             .map_err(|err| explain(err, ErrorKind::AlreadyExists, || format!("image '{child}' already exists")))
     }
 
+    fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
+        let _ = (spec, progress);
+        Err(Error::new(
+            ErrorKind::NotSupported,
+            "scrub checks the embedded engine's checksums; a Ceph cluster scrubs its own placement groups: run \
+             `ceph pg deep-scrub PGID` or `ceph osd deep-scrub OSD` (see `ceph health detail` for inconsistencies)",
+        ))
+    }
+
     fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
         let (_io, image) = self.open_rw(spec)?;
         if image.parent()?.is_none() {

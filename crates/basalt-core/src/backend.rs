@@ -339,6 +339,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Copies the parent's data into a clone and removes the parent link.
     fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()>;
 
+    // --- integrity ---
+    /// Reads every data block of one image (head and snapshots) or, with `None`, of every image of the store,
+    /// and checks each against its checksum. Damaged blocks are reported, not repaired.
+    fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<crate::ScrubReport>;
+
     // --- trash ---
     /// Moves an image to the trash; it cannot be removed before `deferment_end`. Returns its id.
     fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String>;

@@ -530,6 +530,31 @@ pub struct PurgeReport {
     pub skipped: Vec<(String, Error)>,
 }
 
+/// What a scrub (`Backend::scrub`) checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Images whose layers were checked.
+    pub images: u64,
+    /// 4 KiB blocks read and checked against their checksums.
+    pub blocks_checked: u64,
+    /// Every block whose data does not match its checksum.
+    pub errors: Vec<ScrubError>,
+}
+
+/// One damaged block a scrub found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubError {
+    /// The image, as `pool/[namespace/]name`.
+    pub image: String,
+    /// Where the block is seen: `head`, `@snapshot` (the layer a snapshot froze), or `hidden` (a layer only older
+    /// snapshots read through).
+    pub view: String,
+    /// The layer holding the block.
+    pub layer: u64,
+    /// The block's offset in the image, in bytes.
+    pub offset: u64,
+}
+
 /// Space use of one image or snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuEntry {

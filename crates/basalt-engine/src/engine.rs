@@ -38,7 +38,7 @@ const COPY_CHUNK_BYTES: u64 = 1 << 20;
 /// The embedded storage engine over a data directory.
 #[derive(Debug)]
 pub struct Engine {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     clock: Arc<dyn Clock>,
     _lock: Box<dyn std::fmt::Debug + Send + Sync>,
 }
@@ -157,6 +157,7 @@ impl Engine {
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
             reserve,
+            integrity: Arc::default(),
         });
         let weak = Arc::downgrade(&store);
         journal.set_checkpointer(Box::new(move || match weak.upgrade() {
@@ -200,9 +201,9 @@ impl Engine {
         let referenced = self.referenced_layers()?;
         let mut removed = Vec::new();
         for name in self.store.vfs.list(&self.store.layers_dir)? {
-            let id = name.strip_suffix(".layer").and_then(|hex| u64::from_str_radix(hex, 16).ok());
-            match id {
-                Some(id) if !referenced.contains(&id) => removed.push(id),
+            let id = name.strip_suffix(".layer").or_else(|| name.strip_suffix(".crc"));
+            match id.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
+                Some(id) if !referenced.contains(&id) && !removed.contains(&id) => removed.push(id),
                 _ => {}
             }
         }
@@ -276,7 +277,7 @@ impl Engine {
     }
 
     /// Returns the id of a live image by name.
-    fn image_id(&self, spec: &ImageSpec) -> Result<String> {
+    pub(crate) fn image_id(&self, spec: &ImageSpec) -> Result<String> {
         let txn = self.read_txn()?;
         let names = txn.open_table(IMAGE_NAMES).map_err(db_err)?;
         let key = (spec.pool().as_str(), spec.namespace().as_str(), spec.image.as_str());
@@ -660,7 +661,7 @@ impl Engine {
             modified: Timestamp(rec.modified),
             snapshot_count: rec.snaps.len() as u64,
             snap_limit: rec.snap_limit,
-            status: ImageStatus::Ok,
+            status: if self.store.integrity.errors_of(&rec.id) > 0 { ImageStatus::Degraded } else { ImageStatus::Ok },
             watchers,
         })
     }
@@ -1075,7 +1076,7 @@ fn copy_blocks(
         let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
         if st == BlockSt::Data {
             buf.resize(((last - first + 1) << BLOCK_SHIFT) as usize, 0);
-            from.file.read_at(&mut buf, file_off)?;
+            from.read_verified(&mut buf, file_off, None)?;
             to.write_blocks(object_no, first, &buf, file_off)?;
         } else {
             to.mark_blocks(object_no, first, last, st, file_off)?;
@@ -1948,6 +1949,10 @@ impl Backend for Engine {
         child_rec.metadata = rec.metadata.clone();
         Self::insert_new_image(&txn, &child_rec)?;
         txn.commit().map_err(db_err)
+    }
+
+    fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
+        self.scrub_images(spec, progress)
     }
 
     fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {

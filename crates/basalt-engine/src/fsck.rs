@@ -136,6 +136,9 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
             if vfs.open(&root.join(LAYERS_DIR).join(format!("{:016x}.layer", layer.id)), false).is_err() {
                 report.errors.push(format!("image {id}: the file of layer {} is missing", layer.id));
             }
+            if vfs.open(&root.join(LAYERS_DIR).join(crate::layer::sidecar_name(layer.id)), false).is_err() {
+                report.errors.push(format!("image {id}: the checksum file of layer {} is missing", layer.id));
+            }
         }
     }
     let mut orphan_bitmaps = BTreeSet::new();
@@ -160,8 +163,8 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
     }
     if let Ok(files) = vfs.list(&root.join(LAYERS_DIR)) {
         for name in files {
-            let id = name.strip_suffix(".layer").and_then(|hex| u64::from_str_radix(hex, 16).ok());
-            match id {
+            let id = name.strip_suffix(".layer").or_else(|| name.strip_suffix(".crc"));
+            match id.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
                 Some(id) if all_layers.contains_key(&id) => {}
                 _ => {
                     report.notes.push(format!("layer file {name} is not referenced (left by an interrupted operation)"))

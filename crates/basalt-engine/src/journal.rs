@@ -43,6 +43,9 @@ pub(crate) enum Kind {
     Absent = 4,
     /// Every kind-2 record up to `covers` has its bytes on disk.
     Mark = 5,
+    /// The object's blocks may change in the layer file before a checkpoint syncs them: replay recomputes their
+    /// checksums from the file (docs/FORMAT.md, "Checksums").
+    Dirty = 6,
 }
 
 impl Kind {
@@ -53,6 +56,7 @@ impl Kind {
             3 => Kind::Zero,
             4 => Kind::Absent,
             5 => Kind::Mark,
+            6 => Kind::Dirty,
             _ => return None,
         })
     }
@@ -211,7 +215,7 @@ pub(crate) fn read_file(file: &dyn VfsFile, index: usize) -> Result<(Option<Stri
         let expected = match kind {
             Kind::Data => place.blocks as usize * BLOCK_SIZE as usize,
             Kind::DataCrc => place.blocks as usize * 4,
-            Kind::Zero | Kind::Absent => 0,
+            Kind::Zero | Kind::Absent | Kind::Dirty => 0,
             Kind::Mark => 8,
         };
         if body.len() != expected {
@@ -308,6 +312,16 @@ pub(crate) struct Journal {
     checkpointer: std::sync::OnceLock<Checkpointer>,
     /// The metadata reserve, which admits data writes that need new blocks (set once the store exists).
     space: std::sync::OnceLock<Arc<crate::space::MetaReserve>>,
+    /// Layer file changes in flight, by overwrite epoch (docs/FORMAT.md, "The hard part").
+    overwrites: Mutex<Overwrites>,
+    overwrites_done: Condvar,
+}
+
+/// The overwrite epoch (raised by every checkpoint's freeze) and how many layer file changes are in flight in each.
+#[derive(Debug, Default)]
+struct Overwrites {
+    epoch: u64,
+    in_flight: std::collections::BTreeMap<u64, u64>,
 }
 
 /// How the journal asks its store for a checkpoint.
@@ -357,6 +371,8 @@ impl Journal {
             large: Mutex::new(HashMap::new()),
             checkpointer: std::sync::OnceLock::new(),
             space: std::sync::OnceLock::new(),
+            overwrites: Mutex::new(Overwrites::default()),
+            overwrites_done: Condvar::new(),
         }
     }
 
@@ -373,6 +389,51 @@ impl Journal {
     /// Admits a data write that needs new blocks, or refuses it with ENOSPC while the metadata reserve is low.
     pub fn admit_data(&self) -> Result<()> {
         self.space.get().map_or(Ok(()), |r| r.admit_data())
+    }
+
+    /// The current overwrite epoch.
+    pub fn overwrite_epoch(&self) -> u64 {
+        mutex_lock(&self.overwrites).epoch
+    }
+
+    /// Counts a layer file change as in flight; returns its epoch (pass it to [`Journal::leave_overwrite`]).
+    pub fn enter_overwrite(&self) -> u64 {
+        let mut g = mutex_lock(&self.overwrites);
+        let epoch = g.epoch;
+        *g.in_flight.entry(epoch).or_default() += 1;
+        epoch
+    }
+
+    /// Ends a change counted by [`Journal::enter_overwrite`].
+    pub fn leave_overwrite(&self, epoch: u64) {
+        let mut g = mutex_lock(&self.overwrites);
+        if let Some(n) = g.in_flight.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                g.in_flight.remove(&epoch);
+                self.overwrites_done.notify_all();
+            }
+        }
+    }
+
+    /// Raises the overwrite epoch (a checkpoint, inside its freeze); returns the new one.
+    pub fn bump_overwrite_epoch(&self) -> u64 {
+        let mut g = mutex_lock(&self.overwrites);
+        g.epoch += 1;
+        g.epoch
+    }
+
+    /// Waits until no change is in flight in an epoch older than `epoch`.
+    pub fn wait_overwrites_before(&self, epoch: u64) {
+        let mut g = mutex_lock(&self.overwrites);
+        while g.in_flight.range(..epoch).next().is_some() {
+            g = self.overwrites_done.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Every record up to this seq is in the metadata store.
+    pub fn applied(&self) -> u64 {
+        lock_inner(&self.inner).applied
     }
 
     /// Sets how the journal asks for a checkpoint when it runs out of space.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
 use crate::bitcache::{BitmapCache, ObjectSet};
+use crate::integrity::Integrity;
 use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
 use crate::vfs::VfsFile;
@@ -72,7 +73,7 @@ impl ObjBits {
     }
 
     /// Every block that is data or zero, in order, visiting only the set bits.
-    fn present(&self) -> impl Iterator<Item = (u64, BlockSt)> + '_ {
+    pub(crate) fn present(&self) -> impl Iterator<Item = (u64, BlockSt)> + '_ {
         self.data.iter().zip(&self.zero).enumerate().flat_map(|(w, (&data, &zero))| {
             let mut bits = data | zero;
             std::iter::from_fn(move || {
@@ -193,6 +194,30 @@ fn data_count(bits: &ObjBits) -> u64 {
     bits.data.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
+/// The name of a layer's checksum sidecar in the layers directory (docs/FORMAT.md, "Checksums").
+pub(crate) fn sidecar_name(id: u64) -> String {
+    format!("{id:016x}.crc")
+}
+
+/// Where a block's crc32c sits in the sidecar.
+pub(crate) fn sidecar_offset(file_off: u64) -> u64 {
+    (file_off >> BLOCK_SHIFT) * 4
+}
+
+/// Objects remembered in a layer's dirty marks and pending removals before stale entries are dropped.
+const MARKS_MAX: usize = 4096;
+
+/// Who a layer belongs to, for checksum errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    /// The image id.
+    pub image_id: String,
+    /// The image's spec when the layer was loaded, for messages.
+    pub label: String,
+    /// The store's error counts.
+    pub integrity: Arc<Integrity>,
+}
+
 /// One layer: its file and its block states.
 #[derive(Debug)]
 pub struct Layer {
@@ -200,6 +225,17 @@ pub struct Layer {
     pub id: u64,
     /// The sparse data file.
     pub file: Arc<dyn VfsFile>,
+    /// The checksum sidecar: a crc32c per 4 KiB block of `file`.
+    crc: Arc<dyn VfsFile>,
+    owner: Owner,
+    /// Objects with a durable dirty-object record, and the overwrite epoch that record counts for.
+    marks: Mutex<HashMap<u64, u64>>,
+    /// Objects whose data blocks were made zero or absent, and the seq of the record that did it: until a
+    /// checkpoint covers that seq, the metadata store may still call those blocks data.
+    removed: Mutex<HashMap<u64, u64>>,
+    /// Writes of the file and sidecar in progress: a read that meets a mismatch while one runs (or after one ran
+    /// during it) saw a write half done, not damage, and reads again.
+    writing: AtomicU64,
     blocks_per_object: u64,
     map: RwLock<LayerMap>,
     /// Changes to the file (writes and punches) that have returned, counted after each one returns: an overwrite
@@ -246,7 +282,8 @@ impl Layer {
     /// keeps the bitmaps in memory while the cache has room.
     pub(crate) fn open(
         id: u64,
-        file: Arc<dyn VfsFile>,
+        (file, crc): (Arc<dyn VfsFile>, Arc<dyn VfsFile>),
+        owner: Owner,
         blocks_per_object: u64,
         stored: impl Iterator<Item = Result<(u64, ObjBits)>>,
         journal: Arc<Journal>,
@@ -267,6 +304,11 @@ impl Layer {
         Ok(Layer {
             id,
             file,
+            crc,
+            owner,
+            marks: Mutex::new(HashMap::new()),
+            removed: Mutex::new(HashMap::new()),
+            writing: AtomicU64::new(0),
             blocks_per_object,
             map: RwLock::new(map),
             written: AtomicU64::new(0),
@@ -280,9 +322,11 @@ impl Layer {
         })
     }
 
-    /// Writes whole blocks of one object into the layer file, logs them in the journal and marks them data: the
-    /// only way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal;
-    /// longer ones a crc32c per block, and the next flush syncs this file before it marks them durable.
+    /// Writes whole blocks of one object into the layer file and their crc32c into the sidecar, logs them in the
+    /// journal and marks them data: the only way block data enters a layer. Writes shorter than [`INLINE_MAX`]
+    /// carry their bytes in the journal; longer ones a crc32c per block, and the next flush syncs this file before
+    /// it marks them durable. A write that may change bytes the metadata store calls data first makes sure a
+    /// durable dirty-object record covers it (docs/FORMAT.md, "The hard part").
     pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
@@ -293,7 +337,19 @@ impl Layer {
         if self.journal.space_low() && !self.all_data(object_no, first_blk, last)? {
             self.journal.admit_data()?;
         }
-        if let Err(err) = self.write_data(data, file_off) {
+        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(crc32c::crc32c).collect();
+        let durable_data = self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no);
+        let epoch = if durable_data { Some(self.enter_marked(object_no..=object_no)?) } else { None };
+        let written = self.write_data(data, &crcs, file_off);
+        if written.is_err() && durable_data {
+            // The blocks stay data and may now hold old, new or mixed bytes: their crcs follow what the file holds,
+            // so they do not read as damaged (best effort: the error is returned either way).
+            let _ = self.recompute_crcs(file_off, blocks);
+        }
+        if let Some(epoch) = epoch {
+            self.journal.leave_overwrite(epoch);
+        }
+        if let Err(err) = written {
             if err.kind() == ErrorKind::NoSpace {
                 self.give_back_unowned(object_no, first_blk, last, file_off);
             }
@@ -309,7 +365,6 @@ impl Layer {
         } else {
             // Registered before the record is appended, so a flush that covers the record syncs these bytes.
             self.journal.note_large(self);
-            let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(crc32c::crc32c).collect();
             let seq = self.journal.log(Kind::DataCrc, &place, &Body::Crcs(&crcs), apply)?;
             self.last_seq.fetch_max(seq, Ordering::SeqCst);
             self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
@@ -320,7 +375,7 @@ impl Layer {
     /// After a write failed for lack of space, punches the blocks of `first..=last` (at `file_off`) that the layer
     /// does not own: a short write may have allocated some, and nothing refers to them. The caller holds the
     /// blocks' locks, as for the write.
-    fn give_back_unowned(&self, object_no: u64, first: u64, last: u64, file_off: u64) {
+    fn give_back_unowned(self: &Arc<Self>, object_no: u64, first: u64, last: u64, file_off: u64) {
         // Only blocks known not to be the layer's own are punched (the object is pinned: its bitmap is in memory).
         let unowned = |blk| matches!(self.state(object_no, blk), Ok(BlockSt::Absent | BlockSt::Zero));
         let mut blk = first;
@@ -334,6 +389,62 @@ impl Layer {
                 blk += 1;
             }
             let _ = self.punch(file_off + ((start - first) << BLOCK_SHIFT), (blk - start) << BLOCK_SHIFT);
+        }
+    }
+
+    /// Writes the crc32c of what the file holds for `blocks` blocks at `file_off` into the sidecar.
+    fn recompute_crcs(&self, file_off: u64, blocks: u64) -> Result<()> {
+        let mut buf = vec![0u8; (blocks << BLOCK_SHIFT) as usize];
+        self.file.read_at(&mut buf, file_off)?;
+        let sums: Vec<u8> =
+            buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| crc32c::crc32c(b).to_le_bytes()).collect();
+        self.crc.write_at(&sums, sidecar_offset(file_off))?;
+        Ok(())
+    }
+
+    /// True when some block `first..=last` of the object is data in this layer.
+    fn any_data(&self, object_no: u64, first: u64, last: u64) -> Result<bool> {
+        self.with_bits(object_no, |o| o.is_some_and(|o| (first..=last).any(|b| o.get(b) == BlockSt::Data)))
+    }
+
+    /// True while a record that made data blocks of the object zero or absent is not checkpointed: the metadata
+    /// store may still call them data, so their bytes must not change without a dirty-object record.
+    fn removal_pending(&self, object_no: u64) -> bool {
+        let applied = self.journal.applied();
+        mutex_lock(&self.removed).get(&object_no).is_some_and(|&seq| seq > applied)
+    }
+
+    /// Enters the journal's in-flight set with every object of `objects` covered by a durable dirty-object record
+    /// that no checkpoint has made dead; returns the epoch to leave with. Appends and syncs the records it lacks
+    /// outside the in-flight set (a full journal checkpoints, which waits for that set to drain).
+    fn enter_marked(self: &Arc<Self>, objects: std::ops::RangeInclusive<u64>) -> Result<u64> {
+        loop {
+            let epoch = self.journal.enter_overwrite();
+            let missing: Vec<u64> = {
+                let marks = mutex_lock(&self.marks);
+                objects.clone().filter(|o| marks.get(o) != Some(&epoch)).collect()
+            };
+            if missing.is_empty() {
+                return Ok(epoch);
+            }
+            self.journal.leave_overwrite(epoch);
+            // Labelled with the epoch read before the records are appended: a checkpoint that freezes after this
+            // read raises the epoch, so the label goes stale whenever a checkpoint could have made a record dead.
+            let label = self.journal.overwrite_epoch();
+            let mut last = 0;
+            for &object in &missing {
+                let place = Place { layer: self.id, object, file_off: 0, first_blk: 0, blocks: 0 };
+                // The layer counts as changed, so the next checkpoint syncs it.
+                last = self.journal.log(Kind::Dirty, &place, &Body::Empty, || self.journal.note_changed(self))?;
+            }
+            self.journal.sync_through(last, 0)?;
+            let mut marks = mutex_lock(&self.marks);
+            if marks.len() >= MARKS_MAX {
+                marks.retain(|_, e| *e >= label);
+            }
+            for object in missing {
+                marks.insert(object, label);
+            }
         }
     }
 
@@ -353,12 +464,30 @@ impl Layer {
         };
         let place = self.place(object_no, first, last - first + 1, file_off)?;
         let _pinned = self.pin(object_no)?;
+        let removes_data = self.any_data(object_no, first, last)?;
+        if removes_data {
+            // Pending until the record's seq is known (a write racing this one takes it as not checkpointed).
+            self.note_removed(object_no, u64::MAX);
+        }
         let seq = self.journal.log(kind, &place, &Body::Empty, || {
             self.journal.note_changed(self);
             self.set_range(object_no, first, last, st);
         })?;
+        if removes_data {
+            self.note_removed(object_no, seq);
+        }
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn note_removed(&self, object_no: u64, seq: u64) {
+        let applied = self.journal.applied();
+        let mut removed = mutex_lock(&self.removed);
+        if removed.len() >= MARKS_MAX {
+            removed.retain(|_, s| *s > applied);
+        }
+        let entry = removed.entry(object_no).or_insert(seq);
+        *entry = if *entry == u64::MAX { seq } else { (*entry).max(seq) };
     }
 
     fn place(&self, object: u64, first_blk: u64, blocks: u64, file_off: u64) -> Result<Place> {
@@ -373,20 +502,118 @@ impl Layer {
         (self.last_seq.load(Ordering::SeqCst), self.last_large_seq.load(Ordering::SeqCst))
     }
 
-    /// Writes block data into the layer file. The change is counted once the write returned, never before: a sync
-    /// that runs while it is still in progress must not be taken as covering it.
-    fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
-        let result = self.file.write_at(data, offset);
+    /// Writes block data into the layer file and its crcs into the sidecar. The change is counted once both
+    /// writes returned, never before: a sync that runs while it is still in progress must not be taken as covering
+    /// it.
+    fn write_data(&self, data: &[u8], crcs: &[u32], offset: u64) -> Result<()> {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        let result = self.file.write_at(data, offset).and_then(|()| {
+            let bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
+            self.crc.write_at(&bytes, sidecar_offset(offset))
+        });
         // Counted even when it failed: part of it may have reached the file.
         self.written.fetch_add(1, Ordering::SeqCst);
+        self.writing.fetch_sub(1, Ordering::SeqCst);
         Ok(result?)
     }
 
-    /// Deallocates a range of the layer file; counted after it returned, as [`Layer::write_data`].
-    pub fn punch(&self, offset: u64, length: u64) -> Result<()> {
+    /// Deallocates a range of the layer file; counted after it returned, as [`Layer::write_data`]. Bytes the
+    /// metadata store may still call data change only under a dirty-object record, as in a write.
+    pub fn punch(self: &Arc<Self>, offset: u64, length: u64) -> Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        let object_size = self.blocks_per_object << BLOCK_SHIFT;
+        let objects = offset / object_size..=(offset + length - 1) / object_size;
+        let pending = objects.clone().any(|o| self.removal_pending(o));
+        let epoch = if pending { Some(self.enter_marked(objects)?) } else { None };
         let result = self.file.punch_hole(offset, length);
         self.written.fetch_add(1, Ordering::SeqCst);
+        if let Some(epoch) = epoch {
+            self.journal.leave_overwrite(epoch);
+        }
         Ok(result?)
+    }
+
+    /// Reads `out.len()` bytes at layer file offset `file_off`, all of them blocks this layer holds as data, and
+    /// checks every block they touch against its crc32c. A mismatch is counted, logged and answered with EIO; `out`
+    /// is then zeroed, so bad bytes never leave. `image_off` is the image offset of `file_off`, for the message.
+    pub fn read_verified(&self, out: &mut [u8], file_off: u64, image_off: Option<u64>) -> Result<()> {
+        let Some(bad) = self.read_checked(out, file_off)? else { return Ok(()) };
+        let start = file_off & !(BLOCK_SIZE - 1);
+        let block_image_off = image_off.map(|i| i - (file_off - start) + bad * BLOCK_SIZE);
+        Err(self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, block_image_off))
+    }
+
+    /// [`Layer::read_verified`] without counting: returns the index (from the block holding `file_off`) of the
+    /// first block that fails its crc32c, with `out` zeroed.
+    pub(crate) fn read_checked(&self, out: &mut [u8], file_off: u64) -> Result<Option<u64>> {
+        let start = file_off & !(BLOCK_SIZE - 1);
+        let end = (file_off + out.len() as u64).next_multiple_of(BLOCK_SIZE);
+        let aligned = start == file_off && end == file_off + out.len() as u64;
+        let mut widened = Vec::new();
+        let buf: &mut [u8] = if aligned {
+            &mut *out
+        } else {
+            widened.resize((end - start) as usize, 0);
+            &mut widened
+        };
+        let mut attempt = 0u32;
+        loop {
+            let before = self.written.load(Ordering::SeqCst);
+            self.file.read_at(buf, start)?;
+            let bad = self.bad_blocks(buf, start)?;
+            // A block that stopped being this layer's data since the caller resolved it (a discard or a fold
+            // racing the read) holds bytes the caller no longer shows as this layer's: not damage.
+            let object_size = self.blocks_per_object << BLOCK_SHIFT;
+            let Some(&bad) = bad.iter().find(|&&i| {
+                let at = start + (i << BLOCK_SHIFT);
+                // A bitmap that cannot be read back counts as data: the mismatch is reported.
+                !matches!(
+                    self.state(at / object_size, (at % object_size) >> BLOCK_SHIFT),
+                    Ok(BlockSt::Absent | BlockSt::Zero)
+                )
+            }) else {
+                break;
+            };
+            // A write of the same block running during the read (data and crc are two writes) is not damage.
+            let raced = self.writing.load(Ordering::SeqCst) > 0 || self.written.load(Ordering::SeqCst) != before;
+            attempt += 1;
+            if raced && attempt < 100_000 {
+                std::thread::yield_now();
+                continue;
+            }
+            out.fill(0);
+            return Ok(Some(bad));
+        }
+        if !aligned {
+            let at = (file_off - start) as usize;
+            out.copy_from_slice(&widened[at..at + out.len()]);
+        }
+        Ok(None)
+    }
+
+    /// The indices of the blocks of `blocks` (whole blocks read at `start`) whose crc32c is not the sidecar's.
+    pub(crate) fn bad_blocks(&self, blocks: &[u8], start: u64) -> Result<Vec<u64>> {
+        let n = blocks.len() >> BLOCK_SHIFT;
+        let mut small = [0u8; 256];
+        let mut large = Vec::new();
+        let sums: &mut [u8] = if n * 4 <= small.len() {
+            &mut small[..n * 4]
+        } else {
+            large.resize(n * 4, 0);
+            &mut large
+        };
+        self.crc.read_at(sums, sidecar_offset(start))?;
+        let mut bad = Vec::new();
+        for (i, (block, sum)) in blocks.chunks_exact(BLOCK_SIZE as usize).zip(sums.chunks_exact(4)).enumerate() {
+            let mut expected = [0u8; 4];
+            expected.copy_from_slice(sum);
+            if crc32c::crc32c(block) != u32::from_le_bytes(expected) {
+                bad.push(i as u64);
+            }
+        }
+        Ok(bad)
     }
 
     /// Syncs the file unless a sync that started after the last returned change already succeeded.
@@ -400,6 +627,7 @@ impl Layer {
             return Ok(());
         }
         self.file.sync_data()?;
+        self.crc.sync_data()?;
         self.synced.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
@@ -944,7 +1172,7 @@ impl View {
                         BlockState::Hole
                     }
                     Source::Layer(idx) => {
-                        self.chain[idx].layer.file.read_at(out, file_off)?;
+                        self.chain[idx].layer.read_verified(out, file_off, Some(image_off))?;
                         BlockState::Data
                     }
                     Source::Base => match (&self.base, extents.as_deref_mut()) {
@@ -1164,7 +1392,7 @@ impl View {
         let mut block = vec![0u8; BLOCK_SIZE as usize];
         match top.state(piece.object_no, blk)? {
             // The block is this layer's own: complete it from the file, so the journal holds the whole block.
-            BlockSt::Data => top.file.read_at(&mut block, block_file_off)?,
+            BlockSt::Data => top.read_verified(&mut block, block_file_off, Some(block_image_start))?,
             // Copy up what the block holds below, limited by the top layer's size floor.
             BlockSt::Absent => self.read_below_top(block_image_start, &mut block)?,
             BlockSt::Zero => {}

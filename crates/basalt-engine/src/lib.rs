@@ -9,11 +9,13 @@
 mod bitcache;
 mod engine;
 pub mod fsck;
+mod integrity;
 mod journal;
 mod layer;
 pub mod layout;
 mod records;
 mod recover;
+mod scrub;
 pub mod sim;
 mod space;
 mod state;

@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The `META` key of the last journal seq whose change the store holds (version 2).
 pub const JOURNAL_APPLIED: &str = "journal_applied";
@@ -249,11 +249,11 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
             let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => return Ok(()),
-                Some(1) => {
+                Some(old @ (1 | 2)) => {
                     return Err(Error::new(
                         basalt_core::ErrorKind::NotSupported,
                         format!(
-                            "the store has format version 1; this basalt uses version {FORMAT_VERSION}: stop basalt \
+                            "the store has format version {old}; this basalt uses version {FORMAT_VERSION}: stop basalt \
                              and run `basalt upgrade --data-dir DIR` once to upgrade it (offline, safe to rerun)"
                         ),
                     ));

@@ -8,7 +8,7 @@ use basalt_core::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::journal::{Kind, ReadRecord, read_file};
-use crate::layer::{BlockSt, ObjBits};
+use crate::layer::{BlockSt, ObjBits, sidecar_name, sidecar_offset};
 use crate::layout::BLOCK_SIZE;
 use crate::records::{self, BLOCKS, IMAGES, ImageRec, db_err, decode};
 use crate::state::layout_of;
@@ -20,6 +20,9 @@ pub(crate) struct Replayed {
     pub last_seq: u64,
     pub applied: u64,
 }
+
+/// A layer file and its checksum sidecar.
+type LayerFiles = (Arc<dyn VfsFile>, Arc<dyn VfsFile>);
 
 /// Applies the journal's records that the metadata store lacks, then commits the result.
 pub(crate) fn replay(
@@ -67,8 +70,14 @@ pub(crate) fn replay(
 
     // Each block's records, oldest first: (record index, block index in the record).
     let mut history: BTreeMap<(u64, u64, u64), Vec<(usize, u64)>> = BTreeMap::new();
+    // Objects whose blocks may have changed in the file with no surviving record: their crcs are recomputed.
+    let mut dirty: BTreeSet<(u64, u64)> = BTreeSet::new();
     for (ri, r) in all.iter().enumerate() {
         if r.kind == Kind::Mark || !bpo_of.contains_key(&r.place.layer) {
+            continue;
+        }
+        if r.kind == Kind::Dirty {
+            dirty.insert((r.place.layer, r.place.object));
             continue;
         }
         for i in 0..u64::from(r.place.blocks) {
@@ -81,7 +90,8 @@ pub(crate) fn replay(
     {
         let txn = db.begin_read().map_err(db_err)?;
         let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
-        for &(layer, object, _) in history.keys() {
+        let objects = history.keys().map(|&(layer, object, _)| (layer, object)).chain(dirty.iter().copied());
+        for (layer, object) in objects {
             if bits.contains_key(&(layer, object)) {
                 continue;
             }
@@ -94,37 +104,39 @@ pub(crate) fn replay(
         }
     }
 
-    let mut files: HashMap<u64, Arc<dyn VfsFile>> = HashMap::new();
+    let mut files: HashMap<u64, LayerFiles> = HashMap::new();
     let mut rewritten: BTreeSet<u64> = BTreeSet::new();
     let mut missing: BTreeSet<u64> = BTreeSet::new();
     let mut block = vec![0u8; BLOCK_SIZE as usize];
-    for (&(layer, object, blk), records) in &history {
+    let mut open_layer = |layer: u64| -> Result<Option<LayerFiles>> {
         if missing.contains(&layer) {
-            continue;
+            return Ok(None);
         }
-        let file = match files.get(&layer) {
-            Some(f) => f.clone(),
-            None => {
-                let path = layers_dir.join(format!("{layer:016x}.layer"));
-                let f = match vfs.open(&path, false) {
-                    Ok(f) => f,
-                    // A damaged store: the image whose file is gone refuses to open, and says so (fsck names it);
-                    // the store's other images stay usable.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        missing.insert(layer);
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(Error::io(format!(
-                            "cannot open layer file {} to replay the journal: {e}",
-                            path.display()
-                        )));
-                    }
-                };
-                files.insert(layer, f.clone());
-                f
+        if let Some(f) = files.get(&layer) {
+            return Ok(Some(f.clone()));
+        }
+        let path = layers_dir.join(format!("{layer:016x}.layer"));
+        let f = match vfs.open(&path, false) {
+            Ok(f) => f,
+            // A damaged store: the image whose file is gone refuses to open, and says so (fsck names it); the
+            // store's other images stay usable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.insert(layer);
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(Error::io(format!("cannot open layer file {} to replay the journal: {e}", path.display())));
             }
         };
+        let crc_path = layers_dir.join(sidecar_name(layer));
+        let crc = vfs.open(&crc_path, true).map_err(|e| {
+            Error::io(format!("cannot open checksum file {} to replay the journal: {e}", crc_path.display()))
+        })?;
+        files.insert(layer, (f.clone(), crc.clone()));
+        Ok(Some((f, crc)))
+    };
+    for (&(layer, object, blk), records) in &history {
+        let Some((file, crc)) = open_layer(layer)? else { continue };
         // The newest record decides, unless it is an untrusted kind-2 record whose bytes never reached the file.
         let mut outcome = None;
         for &(ri, i) in records.iter().rev() {
@@ -136,6 +148,7 @@ pub(crate) fn replay(
                 Kind::Data => {
                     journal[r.file].read_at(&mut block, r.body_off + i * BLOCK_SIZE)?;
                     file.write_at(&block, file_off)?;
+                    crc.write_at(&crc32c::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
                     rewritten.insert(layer);
                     outcome = Some(BlockSt::Data);
                 }
@@ -146,10 +159,12 @@ pub(crate) fn replay(
                         crc32c::crc32c(&block) == r.crcs[i as usize]
                     };
                     if matches {
+                        crc.write_at(&r.crcs[i as usize].to_le_bytes(), sidecar_offset(file_off))?;
+                        rewritten.insert(layer);
                         outcome = Some(BlockSt::Data);
                     }
                 }
-                Kind::Mark => {}
+                Kind::Mark | Kind::Dirty => {}
             }
             if outcome.is_some() {
                 break;
@@ -159,8 +174,27 @@ pub(crate) fn replay(
             obj.set(blk, st);
         }
     }
+    // An object named by a dirty record may have been overwritten in place (or punched) with its data and crcs
+    // out of step: every one of its data blocks gets the crc of what the file holds (docs/FORMAT.md, "The hard
+    // part").
+    for &(layer, object) in &dirty {
+        let Some((file, crc)) = open_layer(layer)? else { continue };
+        let Some(obj) = bits.get(&(layer, object)) else { continue };
+        let object_off = object * (bpo_of[&layer] * BLOCK_SIZE);
+        for (blk, st) in obj.present().collect::<Vec<_>>() {
+            if st != BlockSt::Data {
+                continue;
+            }
+            let file_off = object_off + blk * BLOCK_SIZE;
+            file.read_at(&mut block, file_off)?;
+            crc.write_at(&crc32c::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
+            rewritten.insert(layer);
+        }
+    }
     for layer in &rewritten {
-        files[layer].sync_data()?;
+        let (file, crc) = &files[layer];
+        file.sync_data()?;
+        crc.sync_data()?;
     }
     let txn = db.begin_write().map_err(db_err)?;
     {

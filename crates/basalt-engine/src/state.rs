@@ -12,7 +12,7 @@ use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, 
 use redb::ReadableDatabase;
 
 use crate::journal::Journal;
-use crate::layer::{Base, Layer, ObjBits, StripeLocks, View, ViewLayer, mutex_lock};
+use crate::layer::{Base, Layer, ObjBits, Owner, StripeLocks, View, ViewLayer, mutex_lock};
 use crate::layout::Layout;
 use crate::records::{self, BLOCKS, ImageRec, db_err};
 use crate::vfs::Vfs;
@@ -39,6 +39,8 @@ pub(crate) struct Store {
     pub checkpoint_lock: Mutex<()>,
     /// Space kept for the metadata store on a full disk.
     pub reserve: Arc<crate::space::MetaReserve>,
+    /// Checksum errors seen since the store opened.
+    pub integrity: Arc<crate::integrity::Integrity>,
 }
 
 impl Drop for Store {
@@ -68,7 +70,7 @@ impl Store {
         self.check_healthy()?;
         // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
         // in the bitmaps taken here, and its bytes were written to the layer file before.
-        let (applied, taken) = {
+        let (applied, taken, epoch) = {
             let _frozen = self.journal.freeze();
             let applied = self.journal.last_seq();
             let taken: Vec<(Arc<Layer>, DirtyBits)> = self
@@ -80,8 +82,13 @@ impl Store {
                     (l, dirty)
                 })
                 .collect();
-            (applied, taken)
+            // Overwrites that entered the in-flight set before this point may be covered only by dirty-object
+            // records up to `applied`: they must be in the files before the syncs below (docs/FORMAT.md, "The
+            // hard part").
+            let epoch = self.journal.bump_overwrite_epoch();
+            (applied, taken, epoch)
         };
+        self.journal.wait_overwrites_before(epoch);
         let result = (|| -> Result<()> {
             for (layer, _) in &taken {
                 if let Err(err) = layer.sync_if_needed() {
@@ -145,9 +152,16 @@ impl Store {
         self.layers_dir.join(format!("{id:016x}.layer"))
     }
 
-    /// Creates an empty layer file and makes its directory entry durable, before any record refers to it.
+    /// Path of a layer's checksum sidecar.
+    pub fn crc_path(&self, id: u64) -> PathBuf {
+        self.layers_dir.join(crate::layer::sidecar_name(id))
+    }
+
+    /// Creates an empty layer file and its checksum sidecar and makes their directory entries durable, before any
+    /// record refers to them.
     pub fn create_layer_file(&self, id: u64) -> Result<()> {
         self.vfs.open(&self.layer_path(id), true)?;
+        self.vfs.open(&self.crc_path(id), true)?;
         self.vfs.sync_dir(&self.layers_dir)?;
         Ok(())
     }
@@ -159,6 +173,7 @@ impl Store {
         }
         for id in ids {
             let _ = self.vfs.remove(&self.layer_path(*id));
+            let _ = self.vfs.remove(&self.crc_path(*id));
         }
         let _ = self.vfs.sync_dir(&self.layers_dir);
         // The space that came back refills the metadata reserve first.
@@ -311,14 +326,18 @@ impl ImageState {
         let file = self.store.vfs.open(&self.store.layer_path(id), false).map_err(|e| {
             Error::io(format!("a layer file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
         })?;
+        let crc = self.store.vfs.open(&self.store.crc_path(id), false).map_err(|e| {
+            Error::io(format!("a checksum file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
+        })?;
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BLOCKS).map_err(db_err)?;
         let stored = table.range((id, 0u64)..=(id, u64::MAX)).map_err(db_err)?.map(|entry| {
             let (key, value) = entry.map_err(db_err)?;
             Ok((key.value().1, ObjBits::decode(value.value(), blocks_per_object)?))
         });
+        let owner = Owner { image_id: rec.id.clone(), label: rec.spec_text(), integrity: self.store.integrity.clone() };
         let (journal, bitmaps) = (self.store.journal.clone(), self.store.bitmaps.clone());
-        let layer = Arc::new(Layer::open(id, file, blocks_per_object, stored, journal, bitmaps)?);
+        let layer = Arc::new(Layer::open(id, (file, crc), owner, blocks_per_object, stored, journal, bitmaps)?);
         self.store.bitmaps.register(&layer);
         layers.insert(id, layer.clone());
         Ok(layer)

@@ -1,17 +1,23 @@
 //! `basalt upgrade`: brings a stopped store of an earlier format version to this one, offline.
 //!
-//! Version 1 kept every layer's bitmaps in the metadata store and had no journal; version 2 adds the journal and
-//! the `journal_applied` key. A version-1 store closed by basalt (or killed) holds nothing outside its metadata
-//! store and layer files, so the upgrade is one metadata transaction: it records version 2 and an empty journal.
-//! The journal files are made by the first open. Running it again on a version-2 store changes nothing.
+//! Version 1 kept every layer's bitmaps in the metadata store and had no journal; version 2 added the journal and
+//! the `journal_applied` key; version 3 adds a checksum sidecar per layer file (docs/FORMAT.md, "Versions"). The
+//! upgrade replays a version-2 journal (so every change is in the metadata store and the layer files), writes every
+//! layer's sidecar from its data blocks, and then records version 3 in one metadata transaction. A crash anywhere
+//! before that transaction leaves the old version, and a rerun does it all again; on a version-3 store it changes
+//! nothing.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use basalt_core::{Error, ErrorKind, Result};
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 
-use crate::records::{self, FORMAT_VERSION, db_err};
+use crate::engine::LAYERS_DIR;
+use crate::layer::{BlockSt, ObjBits, sidecar_name, sidecar_offset};
+use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE};
+use crate::records::{self, BLOCKS, FORMAT_VERSION, IMAGES, ImageRec, db_err, decode};
+use crate::state::layout_of;
 use crate::vfs::{OsVfs, Vfs};
 
 /// What an upgrade did.
@@ -31,26 +37,83 @@ pub fn upgrade(root: &Path) -> Result<Upgraded> {
 /// Upgrades the stopped store in `root` on the given disk.
 pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
     let store = records::open_offline(&*vfs, root)?;
-    let txn = store.db.begin_write().map_err(db_err)?;
     let version = {
-        let mut meta = txn.open_table(records::META).map_err(db_err)?;
-        let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
-        match version {
-            Some(FORMAT_VERSION) => return Ok(Upgraded::AlreadyCurrent),
-            Some(1) => {
-                meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
-                meta.insert(records::JOURNAL_APPLIED, 0).map_err(db_err)?;
-                1
-            }
-            Some(other) => {
-                return Err(Error::new(
-                    ErrorKind::NotSupported,
-                    format!("the store has format version {other}, which this basalt cannot upgrade"),
-                ));
-            }
-            None => return Err(Error::not_found(format!("{} holds no basalt store", root.display()))),
-        }
+        let txn = store.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(records::META).map_err(db_err)?;
+        meta.get("format_version").map_err(db_err)?.map(|v| v.value())
     };
+    let version = match version {
+        Some(FORMAT_VERSION) => return Ok(Upgraded::AlreadyCurrent),
+        Some(v @ (1 | 2)) => v,
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!("the store has format version {other}, which this basalt cannot upgrade"),
+            ));
+        }
+        None => return Err(Error::not_found(format!("{} holds no basalt store", root.display()))),
+    };
+    let layers_dir = root.join(LAYERS_DIR);
+    if version == 2 {
+        // Apply what the journal holds past `journal_applied`, as an open would.
+        let paths = crate::journal::file_paths(root);
+        if paths.iter().all(|p| vfs.open(p, false).is_ok()) {
+            let files = [vfs.open(&paths[0], false)?, vfs.open(&paths[1], false)?];
+            crate::recover::replay(vfs.as_ref(), &store.db, &files, &layers_dir, &vfs.boot_id())?;
+        }
+    }
+    write_sidecars(vfs.as_ref(), &store.db, &layers_dir)?;
+    let txn = store.db.begin_write().map_err(db_err)?;
+    {
+        let mut meta = txn.open_table(records::META).map_err(db_err)?;
+        meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
+        if version == 1 {
+            meta.insert(records::JOURNAL_APPLIED, 0).map_err(db_err)?;
+        }
+    }
     txn.commit().map_err(db_err)?;
     Ok(Upgraded::From(version))
+}
+
+/// Writes the sidecar of every layer of every image from the blocks its bitmaps call data, and syncs them.
+fn write_sidecars(vfs: &dyn Vfs, db: &redb::Database, layers_dir: &Path) -> Result<()> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let images = txn.open_table(IMAGES).map_err(db_err)?;
+    let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+    let mut buf = Vec::new();
+    for entry in images.iter().map_err(db_err)? {
+        let (_, value) = entry.map_err(db_err)?;
+        let rec: ImageRec = decode(value.value())?;
+        let layout = layout_of(&rec)?;
+        let bpo = layout.blocks_per_object();
+        for layer in &rec.layers {
+            let path = layers_dir.join(format!("{:016x}.layer", layer.id));
+            let file = vfs.open(&path, false).map_err(|e| {
+                Error::io(format!(
+                    "image '{}': layer file {} cannot be opened ({e}): run fsck",
+                    rec.spec_text(),
+                    path.display()
+                ))
+            })?;
+            let crc = vfs.open(&layers_dir.join(sidecar_name(layer.id)), true)?;
+            for item in blocks.range((layer.id, 0u64)..=(layer.id, u64::MAX)).map_err(db_err)? {
+                let (key, bits) = item.map_err(db_err)?;
+                let object_no = key.value().1;
+                let obj = ObjBits::decode(bits.value(), bpo)?;
+                let data: Vec<u64> = obj.present().filter(|(_, st)| *st == BlockSt::Data).map(|(b, _)| b).collect();
+                let (Some(&first), Some(&last)) = (data.first(), data.last()) else { continue };
+                // One read of the object's span of data blocks; crcs of the blocks between are harmless (an entry
+                // counts only while its block is data).
+                let start = layout.file_offset(object_no, first << BLOCK_SHIFT);
+                buf.resize(((last - first + 1) * BLOCK_SIZE) as usize, 0);
+                file.read_at(&mut buf, start)?;
+                let sums: Vec<u8> =
+                    buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| crc32c::crc32c(b).to_le_bytes()).collect();
+                crc.write_at(&sums, sidecar_offset(start))?;
+            }
+            crc.sync_data()?;
+        }
+    }
+    vfs.sync_dir(layers_dir)?;
+    Ok(())
 }

@@ -640,6 +640,9 @@ impl Backend for MeteredBackend {
     fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {
         self.inner.flatten(spec, progress)
     }
+    fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
+        self.inner.scrub(spec, progress)
+    }
     fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String> {
         self.inner.trash_move(spec, deferment_end)
     }

@@ -2,6 +2,7 @@
 
 mod crash;
 mod full_disk;
+mod integrity;
 mod journal;
 mod long_chains;
 mod merge;

@@ -288,7 +288,7 @@ fn removed_snapshots_fold_their_layers_away() {
     assert!(report.is_clean(), "{:?}", report.errors);
     assert_eq!(report.layers, 1, "every hidden layer was folded into the head");
     let files = std::fs::read_dir(root.join(basalt_engine::LAYERS_DIR)).expect("layers dir").count();
-    assert_eq!(files, 1);
+    assert_eq!(files, 2, "the head's layer file and its checksum file");
 }
 
 /// Errors name an image by its spec, never by the internal image or layer ids users never see.
@@ -348,11 +348,10 @@ fn a_size_the_file_system_cannot_hold_in_one_file_is_refused_or_works_to_its_las
         assert_eq!(engine.image_info(&spec("rbd/grows")).expect("info").size_bytes, MIB);
     }
     assert!(
-        std::fs::read_dir(_dir.path().join("data").join(basalt_engine::LAYERS_DIR)).expect("layers").all(|e| e
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".layer")),
+        std::fs::read_dir(_dir.path().join("data").join(basalt_engine::LAYERS_DIR)).expect("layers").all(|e| {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            name.ends_with(".layer") || name.ends_with(".crc")
+        }),
         "the probe file stayed"
     );
 }

@@ -45,7 +45,17 @@ fn a_format_1_store_is_refused_until_upgraded_then_keeps_every_byte() {
     let report = basalt_engine::fsck::fsck(dir.path()).expect("fsck");
     assert!(report.is_clean(), "{:?}", report.errors);
 
+    // Every layer file has its checksum file, and every data block verifies against it.
+    let layers = std::fs::read_dir(dir.path().join(basalt_engine::LAYERS_DIR)).expect("layers dir");
+    let names: Vec<String> = layers.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    for name in names.iter().filter(|n| n.ends_with(".layer")) {
+        let crc = name.replace(".layer", ".crc");
+        assert!(names.contains(&crc), "{name} has no checksum file: {names:?}");
+    }
     let engine = Engine::open(dir.path(), clock.clone()).expect("the upgraded store opens");
+    let scrub = engine.scrub(None, &basalt_core::Progress::default()).expect("scrub");
+    assert!(scrub.errors.is_empty(), "{scrub:?}");
+    assert!(scrub.blocks_checked >= 1024, "the imported 4 MiB was checked: {scrub:?}");
     let mut head = pattern();
     head[MIB..MIB + 65536].fill(0x5a);
     assert!(read_all(&engine, OpenTarget::Head, "rbd/vm2") == head, "the head's data survived");

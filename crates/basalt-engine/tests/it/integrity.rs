@@ -1,0 +1,129 @@
+//! Checksums on a real file system: a byte flipped in a layer file is never returned. The read fails with EIO, the
+//! error is counted and the image shows as degraded, and scrub finds the block (docs/FORMAT.md, "Checksums").
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use basalt_core::{
+    Backend, CopyRequest, CreateOptions, Durability, ErrorKind, ImageSpec, ImageStatus, ManualClock, OpenTarget,
+    PoolName, Progress, SnapSpec, Timestamp,
+};
+use basalt_engine::{Engine, LAYERS_DIR};
+
+const MIB: u64 = 1 << 20;
+
+fn spec(s: &str) -> ImageSpec {
+    ImageSpec::parse(s).expect("image spec")
+}
+
+/// The layer files in the store, by name.
+fn layer_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(root.join(LAYERS_DIR))
+        .expect("layers dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "layer"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Flips one byte of a file in place (through the page cache, as damage under a running engine would show).
+fn flip_byte(path: &std::path::Path, offset: u64) {
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open layer file");
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.read_exact(&mut byte).expect("read byte");
+    byte[0] ^= 0x40;
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.write_all(&byte).expect("write byte");
+}
+
+#[test]
+fn a_flipped_byte_is_an_eio_counted_degraded_and_found_by_scrub() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("data");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let engine = Engine::open(&root, clock).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(8 * MIB)).expect("create");
+    engine.image_create(&spec("rbd/other"), &CreateOptions::with_size(MIB)).expect("create other");
+    let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
+    let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+    io.write(0, &data, Durability::Buffered).expect("write");
+    io.flush().expect("flush");
+    // rbd/vm's layer was created first: its id is the lower one.
+    let files = layer_files(&root);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let vm_layer = &files[0];
+    assert!(std::fs::metadata(vm_layer.with_extension("crc")).is_ok(), "the layer has its checksum file");
+
+    // Before any damage everything verifies.
+    let report = engine.scrub(None, &Progress::default()).expect("scrub");
+    assert_eq!((report.images, report.blocks_checked, report.errors.len()), (2, 3, 0), "{report:?}");
+
+    flip_byte(vm_layer, 4096 + 100);
+
+    // The damaged block is never returned: aligned, unaligned, sparse and spanning reads all fail with EIO.
+    let mut buf = vec![0u8; 4096];
+    let err = io.read(4096, &mut buf).expect_err("a damaged block must not read");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.message().contains("checksum") && err.message().contains("rbd/vm"), "{err}");
+    assert!(err.message().contains("offset 4096"), "the message names the offset: {err}");
+    assert!(buf.iter().all(|&b| b == 0), "no byte of the damaged block reached the caller");
+    let mut small = vec![0u8; 10];
+    assert_eq!(io.read(4096 + 95, &mut small).expect_err("unaligned").kind(), ErrorKind::Io);
+    let mut span = vec![0u8; 3 * 4096];
+    assert_eq!(io.read(0, &mut span).expect_err("spanning").kind(), ErrorKind::Io);
+    assert_eq!(io.read_sparse(0, &mut span).expect_err("sparse").kind(), ErrorKind::Io);
+    // The blocks around it still read.
+    io.read(0, &mut buf).expect("block 0 is intact");
+    assert!(buf[..] == data[..4096]);
+    io.read(8192, &mut buf).expect("block 2 is intact");
+
+    // Counted, and shown as the image's status; the other image is untouched.
+    let errors = engine.checksum_errors();
+    let vm_id = engine.image_info(&spec("rbd/vm")).expect("info").id;
+    let vm_errors = errors.iter().find(|(id, _, _)| *id == vm_id).expect("rbd/vm has errors");
+    assert_eq!(vm_errors.1, 4, "every failed read counted: {errors:?}");
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Degraded);
+    assert_eq!(engine.image_info(&spec("rbd/other")).expect("info").status, ImageStatus::Ok);
+
+    // A copy does not carry the bad bytes over: it fails.
+    let copy = CopyRequest { snap: None, dest: spec("rbd/copy"), order: None, features: None, striping: None };
+    let err = engine.image_copy(&spec("rbd/vm"), &copy, &Progress::default()).expect_err("copy of damaged data");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+
+    // A snapshot keeps the damaged layer: scrub finds the block there, once, with the image and offset.
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("snapshot");
+    let report = engine.scrub(Some(&spec("rbd/vm")), &Progress::default()).expect("scrub");
+    assert_eq!(report.blocks_checked, 3, "{report:?}");
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    let bad = &report.errors[0];
+    assert_eq!((bad.image.as_str(), bad.view.as_str(), bad.offset), ("rbd/vm", "@s1", 4096), "{bad:?}");
+    let whole = engine.scrub(None, &Progress::default()).expect("scrub store");
+    assert_eq!(whole.errors, report.errors);
+    assert_eq!(engine.checksum_errors().iter().find(|(id, _, _)| *id == vm_id).expect("errors").1, 1);
+
+    // Writing the block again in the head repairs what the head reads; the snapshot still holds the damage.
+    io.write(4096, &data[4096..8192], Durability::Buffered).expect("rewrite");
+    io.read(4096, &mut buf).expect("the rewritten block reads");
+    assert!(buf[..] == data[4096..8192]);
+    engine.snap_remove(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("remove snapshot");
+    let report = engine.scrub(Some(&spec("rbd/vm")), &Progress::default()).expect("scrub");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Ok, "a clean scrub clears it");
+    drop(io);
+    drop(engine);
+
+    // Closed and reopened: the damage found after a restart is found again.
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let engine = Engine::open(&root, clock).expect("reopen");
+    let report = engine.scrub(None, &Progress::default()).expect("scrub");
+    assert!(report.errors.is_empty(), "{report:?}");
+    flip_byte(&layer_files(&root)[0], 10);
+    let report = engine.scrub(None, &Progress::default()).expect("scrub");
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Degraded);
+}
