@@ -180,6 +180,7 @@ impl Engine {
         }
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
+        engine.count_layer_usage()?;
         Ok(engine)
     }
 
@@ -194,6 +195,37 @@ impl Engine {
     /// memory can exceed the budget until the next checkpoint.
     pub fn bitmap_memory(&self) -> (usize, usize, usize) {
         (self.store.bitmaps.used(), self.store.bitmaps.peak(), self.store.bitmaps.budget())
+    }
+
+    /// Counts, once, the data of every layer that has no usage entry (a store from before usage counts, or layers
+    /// just replayed), so listing pools never has to read their bitmaps. Runs at open, before any write.
+    fn count_layer_usage(&self) -> Result<()> {
+        let txn = self.write_txn()?;
+        {
+            let blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+            let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
+            // One lookup per layer: a layer already counted is skipped whole.
+            let mut from = 0u64;
+            loop {
+                let next = blocks.range((from, 0u64)..).map_err(db_err)?.next();
+                let Some(entry) = next else { break };
+                let layer = entry.map_err(db_err)?.0.value().0;
+                if usage.get(layer).map_err(db_err)?.is_none() {
+                    let mut counts = (0u64, 0u64);
+                    for bits in blocks.range((layer, 0u64)..=(layer, u64::MAX)).map_err(db_err)? {
+                        let (_, value) = bits.map_err(db_err)?;
+                        let half = value.value().len() / 2;
+                        let data_blocks: u64 = value.value()[..half].iter().map(|b| u64::from(b.count_ones())).sum();
+                        counts.0 += data_blocks;
+                        counts.1 += u64::from(data_blocks > 0);
+                    }
+                    usage.insert(layer, counts).map_err(db_err)?;
+                }
+                let Some(after) = layer.checked_add(1) else { break };
+                from = after;
+            }
+        }
+        txn.commit().map_err(db_err)
     }
 
     /// Removes layer files that no record refers to: left by an operation a crash interrupted.
@@ -453,8 +485,10 @@ impl Engine {
 
     fn delete_layer_bits(txn: &WriteTransaction, layers: &[u64]) -> Result<()> {
         let mut blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+        let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
         for id in layers {
             blocks.retain_in((*id, 0u64)..=(*id, u64::MAX), |_, _| false).map_err(db_err)?;
+            usage.remove(*id).map_err(db_err)?;
         }
         Ok(())
     }
@@ -1112,6 +1146,12 @@ impl Backend for Engine {
         let pools = txn.open_table(POOLS).map_err(db_err)?;
         let images = txn.open_table(IMAGES).map_err(db_err)?;
         let blocks = txn.open_table(records::BLOCKS).map_err(db_err)?;
+        // A store from before usage counts has none: every layer is counted from its bitmaps until checkpointed.
+        let usage = match txn.open_table(records::LAYER_USAGE) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(err) => return Err(db_err(err)),
+        };
         // (images, provisioned bytes, used bytes, objects)
         let mut stats: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
         for entry in images.iter().map_err(db_err)? {
@@ -1128,6 +1168,14 @@ impl Backend for Engine {
                 // A layer changed since the last checkpoint is counted from its bitmaps in memory.
                 if let Some(changed) = self.store.journal.changed_layer(layer.id) {
                     let (data_blocks, objects) = changed.data_usage();
+                    stat.2 += data_blocks * BLOCK_SIZE;
+                    stat.3 += objects;
+                    continue;
+                }
+                if let Some(table) = &usage
+                    && let Some(counts) = table.get(layer.id).map_err(db_err)?
+                {
+                    let (data_blocks, objects) = counts.value();
                     stat.2 += data_blocks * BLOCK_SIZE;
                     stat.3 += objects;
                     continue;

@@ -88,6 +88,11 @@ impl ObjBits {
         })
     }
 
+    /// How many blocks hold data.
+    pub fn data_blocks(&self) -> u64 {
+        data_count(self)
+    }
+
     /// Encodes as little-endian words: data bitset then zero bitset.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity((self.data.len() + self.zero.len()) * 8);

@@ -38,6 +38,9 @@ pub const PURGE_SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub const PURGE_RUNS: TableDefinition<(&str, &str), u64> = TableDefinition::new("purge_runs");
 /// Pool quotas: pool name to `(max_bytes, max_objects)`, 0 meaning none (a store without the table has none).
 pub const POOL_QUOTAS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("pool_quotas");
+/// Per layer, `(data blocks, objects with data)` as of the checkpoint that last committed its bitmaps. A layer
+/// without an entry is counted from its bitmaps.
+pub const LAYER_USAGE: TableDefinition<u64, (u64, u64)> = TableDefinition::new("layer_usage");
 
 /// The trash purge schedule of one level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -199,6 +199,11 @@ pub(crate) fn replay(
     let txn = db.begin_write().map_err(db_err)?;
     {
         let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        // The layers replayed are counted from their bitmaps again (until their next checkpoint).
+        let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
+        for (layer, _) in bits.keys() {
+            usage.remove(*layer).map_err(db_err)?;
+        }
         for ((layer, object), obj) in &bits {
             if obj.is_empty() {
                 blocks.remove((*layer, *object)).map_err(db_err)?;

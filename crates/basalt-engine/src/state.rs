@@ -73,13 +73,15 @@ impl Store {
         let (applied, taken, epoch) = {
             let _frozen = self.journal.freeze();
             let applied = self.journal.last_seq();
-            let taken: Vec<(Arc<Layer>, DirtyBits)> = self
+            // A layer's usage counts, read here, match the bitmaps taken with it: no bit changes while frozen.
+            let taken: Vec<(Arc<Layer>, DirtyBits, (u64, u64))> = self
                 .journal
                 .take_changed()
                 .into_iter()
                 .map(|l| {
                     let dirty = l.take_dirty();
-                    (l, dirty)
+                    let usage = l.data_usage();
+                    (l, dirty, usage)
                 })
                 .collect();
             // Overwrites that entered the in-flight set before this point may be covered only by dirty-object
@@ -90,7 +92,7 @@ impl Store {
         };
         self.journal.wait_overwrites_before(epoch);
         let result = (|| -> Result<()> {
-            for (layer, _) in &taken {
+            for (layer, _, _) in &taken {
                 if let Err(err) = layer.sync_if_needed() {
                     // After a failed sync the kernel may have dropped the unsynced pages and a retry could
                     // succeed without them: stop rather than acknowledge data that may be gone.
@@ -101,7 +103,9 @@ impl Store {
             let txn = self.db.begin_write().map_err(db_err)?;
             {
                 let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
-                for (layer, dirty) in &taken {
+                let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
+                for (layer, dirty, counts) in &taken {
+                    usage.insert(layer.id, *counts).map_err(db_err)?;
                     for (object_no, bits) in dirty {
                         match bits {
                             Some(bytes) => blocks.insert((layer.id, *object_no), bytes.as_slice()).map_err(db_err)?,
@@ -119,7 +123,7 @@ impl Store {
         match &result {
             Ok(()) => {
                 self.journal.set_applied(applied);
-                for (layer, _) in &taken {
+                for (layer, _, _) in &taken {
                     layer.committed();
                 }
                 // A commit that drew on the reserve is made good as soon as the disk has room again.
@@ -128,7 +132,7 @@ impl Store {
                 }
             }
             Err(_) => {
-                for (layer, dirty) in taken {
+                for (layer, dirty, _) in taken {
                     layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
                     self.journal.note_changed(&layer);
                 }
