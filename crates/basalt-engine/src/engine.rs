@@ -126,7 +126,14 @@ impl Engine {
         records::init(&db, clock.now().secs())?;
         let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
         let boot = vfs.boot_id();
-        let replayed = crate::recover::replay(vfs.as_ref(), &db, &files, &layers_dir, &boot)?;
+        // Replay rewrites the bytes of logged blocks; on a full disk, blocks whose unsynced bytes a power cut lost
+        // may need space again, and the metadata reserve gives it (replay is idempotent, so it is run again).
+        let replayed = loop {
+            match crate::recover::replay(vfs.as_ref(), &db, &files, &layers_dir, &boot) {
+                Err(e) if e.kind() == ErrorKind::NoSpace && reserve.release() => {}
+                other => break other?,
+            }
+        };
         for file in &files {
             crate::journal::write_header(file.as_ref(), &boot)?;
             file.sync_data()?;
@@ -181,6 +188,9 @@ impl Engine {
         let engine = Engine { store, clock, _lock: lock };
         engine.remove_orphan_layer_files()?;
         engine.count_layer_usage()?;
+        // Fill the metadata reserve as far as the disk allows (a full disk leaves it low: new data is refused until
+        // space is freed).
+        engine.store.reserve.refill(true);
         Ok(engine)
     }
 

@@ -55,8 +55,8 @@ pub struct ReserveStatus {
 }
 
 impl MetaReserve {
-    /// Opens (or creates) the reserve file of the store in `root` and fills it up to `target` bytes as far as the
-    /// disk allows (a full disk leaves it low; it is refilled when space comes back).
+    /// Opens (or creates) the reserve file of the store in `root`, to be kept at `target` bytes. It is not filled
+    /// here: the store's open fills it after the journal's replay, which may need the space first.
     pub fn open(vfs: &dyn Vfs, root: &Path, target: u64) -> Result<Arc<MetaReserve>> {
         let file = vfs.open(&root.join(RESERVE_FILE), true)?;
         let target = target / BLOCK * BLOCK;
@@ -68,10 +68,11 @@ impl MetaReserve {
             releases: AtomicU64::new(0),
         });
         // A reserve larger than wanted (the option was lowered) gives the surplus back.
-        if reserve.file.len()? > target {
+        let len = reserve.file.len()?;
+        if len > target {
             reserve.file.set_len(target)?;
         }
-        reserve.refill(true);
+        reserve.low.store(len < target, Ordering::SeqCst);
         Ok(reserve)
     }
 
@@ -167,6 +168,8 @@ mod tests {
         let root = Path::new("/store");
         vfs.create_dir_all(root).expect("mkdir");
         let reserve = MetaReserve::open(&vfs, root, 16 * BLOCK).expect("open");
+        assert!(reserve.is_low(), "a new reserve is empty until filled");
+        assert!(reserve.refill(true));
         assert!(!reserve.is_low());
         assert_eq!(vfs.used_bytes(), 16 * BLOCK);
         // Fill the rest of the disk.

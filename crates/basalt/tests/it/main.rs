@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod contract;
 mod files;
+mod full_disk;
 mod nbd;
 mod security;
 mod snapshots;

@@ -1,0 +1,146 @@
+//! A full disk under the real `basalt serve`, with qemu-io over NBD: the data directory is a small tmpfs, filled up
+//! until writes fail. A write of new data then fails with ENOSPC for that request only, while overwrites, reads and
+//! flushes keep working, and removing a snapshot or an image through the API frees space that writes can use again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::api::{ADMIN_PASSWORD, Server, call, login, start_at, wait_task};
+
+const MIB: u64 = 1 << 20;
+
+/// Unmounts a tmpfs when dropped (after the server that used it).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let done = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !done {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+fn mount_tmpfs(at: &Path, size: u64) -> Result<Mounted, String> {
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .arg(at)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(Mounted(at.to_owned()))
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a statvfs struct is plain integers, for which all zeros is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct it is given; the path is a valid C string.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// Runs qemu-io commands on an export; returns whether it succeeded and what it printed.
+fn qemu_io(server: &Server, export: &str, cmds: &[String]) -> (bool, String) {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "raw"]);
+    for c in cmds {
+        cmd.args(["-c", c]);
+    }
+    let uri = format!("nbd+unix:///{export}?socket={}", server.dir.path().join("nbd.sock").display());
+    let out = cmd.arg(uri).output().expect("qemu-io (apt-get install -y qemu-utils)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && !text.contains("failed"), text)
+}
+
+fn io_ok(server: &Server, export: &str, cmds: &[&str]) {
+    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+    let (ok, text) = qemu_io(server, export, &cmds);
+    assert!(ok, "qemu-io {cmds:?}: {text}");
+}
+
+/// Runs an API call that answers 200/201/204 at once or 202 with a task, and checks it succeeded.
+fn api_ok(server: &Server, token: &str, method: &str, path: &str, body: Option<Value>) {
+    let (status, answer) = call(server, method, path, Some(token), body);
+    match status {
+        200 | 201 | 204 => {}
+        202 => assert_eq!(wait_task(server, token, &answer)["success"], true, "{method} {path}: {answer}"),
+        _ => panic!("{method} {path}: {status} {answer}"),
+    }
+}
+
+#[test]
+fn a_full_disk_fails_nbd_writes_of_new_data_per_request_and_removals_free_space() {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    // Journal (2 x 64 MiB), metadata reserve (64 MiB) and the rest: the store needs about 200 MiB to start.
+    let _mounted = match mount_tmpfs(dir.path(), 320 * MIB) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: a full-disk test needs a tmpfs mount: {why}");
+            return;
+        }
+    };
+    let server = start_at(dir.clone(), Some(ADMIN_PASSWORD));
+    let token = login(&server, "admin", ADMIN_PASSWORD);
+    for (name, size) in [("vm", 256 * MIB), ("other", 64 * MIB)] {
+        let body = json!({"name": name, "pool_name": "rbd", "size": size, "features": ["layering"]});
+        api_ok(&server, &token, "POST", "/api/block/image", Some(body));
+    }
+    // 8 MiB a snapshot keeps and the head overwrites (removing the snapshot frees it), and 8 MiB in `other`.
+    io_ok(&server, "rbd/vm", &["write -P 0xa1 0 8M"]);
+    api_ok(&server, &token, "POST", "/api/block/image/rbd%2Fvm/snap", Some(json!({"snapshot_name": "s"})));
+    io_ok(&server, "rbd/vm", &["write -P 0xb2 0 8M"]);
+    io_ok(&server, "rbd/other", &["write -P 0xc3 0 8M"]);
+
+    // Leave 16 MiB, then write new data 1 MiB at a time until the disk is full.
+    let ballast = std::fs::File::create(dir.path().join("ballast")).expect("ballast");
+    let fill = free_bytes(dir.path()) - 16 * MIB;
+    let zeros = vec![0u8; MIB as usize];
+    for i in 0..fill / MIB {
+        std::os::unix::fs::FileExt::write_all_at(&ballast, &zeros, i * MIB).expect("ballast");
+    }
+    let mut at = 8 * MIB;
+    for chunk in [MIB, 64 << 10, 4 << 10] {
+        let failure = loop {
+            let (ok, text) = qemu_io(&server, "rbd/vm", &[format!("write -P 0xd4 {at} {chunk}")]);
+            if !ok {
+                break text;
+            }
+            at += chunk;
+            assert!(at < 64 * MIB, "the disk never filled up");
+        };
+        assert!(failure.contains("No space left on device"), "the write failed otherwise: {failure}");
+    }
+    assert!(at >= 12 * MIB, "only {} MiB of new data fitted", at / MIB - 8);
+    // Per request: the next write of new data fails the same way, large or small.
+    for cmd in [format!("write -P 0xd5 {at} 1M"), format!("write -P 0xd5 {} 4k", at + 2 * MIB)] {
+        let (ok, text) = qemu_io(&server, "rbd/vm", &[cmd]);
+        assert!(!ok && text.contains("No space left on device"), "{text}");
+    }
+    // Overwrites of written blocks, reads and flushes keep working.
+    io_ok(&server, "rbd/vm", &["write -P 0xe5 0 64k", "flush", "read -P 0xe5 0 64k", "read -P 0xb2 64k 1M"]);
+    io_ok(&server, "rbd/vm", &["read -P 0xd4 8M 1M"]);
+
+    // Removing the snapshot frees its 8 MiB; new data fits again.
+    let before = free_bytes(dir.path());
+    api_ok(&server, &token, "DELETE", "/api/block/image/rbd%2Fvm/snap/s", None);
+    let freed = free_bytes(dir.path()).saturating_sub(before);
+    assert!(freed >= 6 * MIB, "the snapshot removal freed {freed} bytes");
+    io_ok(&server, "rbd/vm", &[&format!("write -P 0xf6 {at} 1M"), "flush", &format!("read -P 0xf6 {at} 1M")]);
+
+    // Removing an image frees its space too, and the store still takes changes.
+    let before = free_bytes(dir.path());
+    api_ok(&server, &token, "DELETE", "/api/block/image/rbd%2Fother", None);
+    let freed = free_bytes(dir.path()).saturating_sub(before);
+    assert!(freed >= 6 * MIB, "the image removal freed {freed} bytes");
+    let body = json!({"name": "after", "pool_name": "rbd", "size": MIB, "features": ["layering"]});
+    api_ok(&server, &token, "POST", "/api/block/image", Some(body));
+    io_ok(&server, "rbd/vm", &["read -P 0xe5 0 64k", "read -P 0xb2 64k 1M", "read -P 0xd4 8M 1M"]);
+    drop(server);
+}
