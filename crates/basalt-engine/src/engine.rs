@@ -1085,16 +1085,14 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> R
     Ok(extents)
 }
 
-/// Runs of consecutive block numbers in a sorted list, as `(first, last)`.
-fn block_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &blk in blocks {
-        match runs.last_mut() {
-            Some((_, last)) if *last + 1 == blk => *last = blk,
-            _ => runs.push((blk, blk)),
-        }
-    }
-    runs
+/// A fold of snapshot removal: a hidden layer and the one layer that reads through it.
+struct Fold<'a> {
+    state: &'a ImageState,
+    layout: Layout,
+    low: Arc<Layer>,
+    up: Arc<Layer>,
+    lower: LayerRec,
+    upper: LayerRec,
 }
 
 /// Copies the given blocks of one object (sorted, with their state in `from`) from one layer into another: data a
@@ -2417,15 +2415,16 @@ impl Engine {
         let up = state.layer(rec, upper.id, bpo)?;
         self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
         // Data blocks decide (zero markers cost no copy of bytes), counted without reading any bitmap.
-        let dead = if low.data_usage().0 <= up.data_usage().0 {
-            self.merge_up(state, &layout, &low, &up, &lower, &upper)?
+        let fold = Fold { state, layout, low, up, lower, upper };
+        let dead = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
+            self.merge_up(&fold)?
         } else {
-            let head_is_upper = rec.head_layer == upper.id;
+            let head_is_upper = rec.head_layer == fold.upper.id;
             if head_is_upper {
-                up.watch(true);
+                fold.up.watch(true);
             }
-            let merged = self.merge_down(state, &layout, &low, &up, &lower, &upper, head_is_upper);
-            up.watch(false);
+            let merged = self.merge_down(&fold, head_is_upper);
+            fold.up.watch(false);
             merged?
         };
         self.store.remove_layer_files(&dead);
@@ -2438,15 +2437,8 @@ impl Engine {
     /// object is copied under its stripe locks, so a write to the head (the upper layer, if it is the head) either
     /// lands first (and the block is no longer absent there, so it is not copied) or waits for the copy and
     /// overwrites it.
-    fn merge_up(
-        &self,
-        state: &ImageState,
-        layout: &Layout,
-        low: &Arc<Layer>,
-        up: &Arc<Layer>,
-        lower: &LayerRec,
-        upper: &LayerRec,
-    ) -> Result<Vec<u64>> {
+    fn merge_up(&self, fold: &Fold) -> Result<Vec<u64>> {
+        let Fold { state, layout, low, up, lower, upper } = fold;
         let bpo = layout.blocks_per_object();
         for object_no in low.objects() {
             let _stripes = state.locks.lock_blocks(bpo, object_no, 0, bpo - 1);
@@ -2483,17 +2475,8 @@ impl Engine {
     /// copied again, in passes, until few are left; the last of them are copied under the head lock, with no write
     /// in flight, right before the commit. The head never loses state for a block while the lower layer is under
     /// it (a discard leaves a zero marker), so a block copied down is never exposed by the head later.
-    #[allow(clippy::too_many_arguments)]
-    fn merge_down(
-        &self,
-        state: &ImageState,
-        layout: &Layout,
-        low: &Arc<Layer>,
-        up: &Arc<Layer>,
-        lower: &LayerRec,
-        upper: &LayerRec,
-        head_is_upper: bool,
-    ) -> Result<Vec<u64>> {
+    fn merge_down(&self, fold: &Fold, head_is_upper: bool) -> Result<Vec<u64>> {
+        let Fold { state, layout, low, up, lower, upper } = fold;
         /// Passes over the objects written meanwhile before the rest is copied under the head lock, and how few
         /// objects are few enough for that.
         const PASSES: usize = 8;
@@ -2515,22 +2498,7 @@ impl Engine {
                 copy_objects(&mut std::mem::take(&mut pending).into_iter())?;
             }
         }
-        for object_no in low.objects() {
-            let mut hidden = Vec::new();
-            for (blk, _) in low.present_blocks(object_no)? {
-                if layout.unmap(object_no, blk << BLOCK_SHIFT) >= upper.min_size
-                    && up.state(object_no, blk)? == BlockSt::Absent
-                {
-                    hidden.push(blk);
-                }
-            }
-            // Dropped like a discard: the absent state is logged before the hole is punched.
-            for (first, last) in block_runs(&hidden) {
-                let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
-                low.mark_blocks(object_no, first, last, BlockSt::Absent, file_off)?;
-                let _ = low.punch(file_off, (last - first + 1) << BLOCK_SHIFT);
-            }
-        }
+        // The lower layer's blocks the upper one hides were dropped before the fold (`give_back_hidden_blocks`).
         state.persist(|_| Ok(()))?;
         let min_size = lower.min_size.min(upper.min_size);
         let (upper_id, lower_id) = (upper.id, lower.id);
