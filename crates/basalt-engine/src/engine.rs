@@ -40,7 +40,19 @@ const COPY_CHUNK_BYTES: u64 = 1 << 20;
 pub struct Engine {
     pub(crate) store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
+    /// The background checkpoint thread, joined when the engine is dropped.
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Engine {
+    /// Stops the background checkpoints and waits for one in progress, so the store closes here (with a final
+    /// checkpoint) unless image handles still hold it; the directory's lock goes with the store, never before it.
+    fn drop(&mut self) {
+        self.store.journal.shutdown();
+        if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The metadata file's name inside the data directory.
@@ -165,16 +177,18 @@ impl Engine {
             checkpoint_lock: std::sync::Mutex::new(()),
             reserve,
             integrity: Arc::default(),
+            _lock: lock,
         });
         let weak = Arc::downgrade(&store);
         journal.set_checkpointer(Box::new(move || match weak.upgrade() {
             Some(store) => store.checkpoint(|_| Ok(())),
             None => Err(Error::io("the store is closing")),
         }));
+        let mut checkpointer = None;
         if options.checkpoint_interval.is_some() {
             let weak = Arc::downgrade(&store);
             let journal = journal.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("basalt-checkpoint".into())
                 .spawn(move || {
                     while journal.wait_checkpoint_due(std::time::Duration::from_millis(500)) {
@@ -184,8 +198,9 @@ impl Engine {
                     }
                 })
                 .map_err(|e| Error::io(format!("cannot start the checkpoint thread: {e}")))?;
+            checkpointer = Some(thread);
         }
-        let engine = Engine { store, clock, _lock: lock };
+        let engine = Engine { store, clock, checkpointer };
         engine.remove_orphan_layer_files()?;
         engine.count_layer_usage()?;
         // Fill the metadata reserve as far as the disk allows (a full disk leaves it low: new data is refused until

@@ -41,6 +41,10 @@ pub(crate) struct Store {
     pub reserve: Arc<crate::space::MetaReserve>,
     /// Checksum errors seen since the store opened.
     pub integrity: Arc<crate::integrity::Integrity>,
+    /// The data directory's lock. Declared last, so it is released only after everything above, the metadata
+    /// store included, is closed: another process (or a reopen) never finds the lock free while this store still
+    /// writes.
+    pub _lock: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 impl Drop for Store {
