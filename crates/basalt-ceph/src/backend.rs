@@ -359,6 +359,7 @@ impl CephBackend {
             snapshot_count: snaps.len() as u64,
             snap_limit: image.snap_limit()?,
             status,
+            status_reason: (status == ImageStatus::Degraded).then(|| "its object map is invalid".to_owned()),
             watchers: self.watchers_of(spec, image)?,
         })
     }

@@ -343,6 +343,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Reads every data block of one image (head and snapshots) or, with `None`, of every image of the store,
     /// and checks each against its checksum. Damaged blocks are reported, not repaired.
     fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<crate::ScrubReport>;
+    /// Checksum errors found since the backend started, per image (`pool/[namespace/]name`) that had any: every
+    /// detection by a read or a scrub, never lowered. Backends that keep no checksums of their own report none.
+    fn checksum_errors(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 
     // --- trash ---
     /// Moves an image to the trash; it cannot be removed before `deferment_end`. Returns its id.

@@ -426,6 +426,8 @@ pub struct ImageInfo {
     pub snap_limit: Option<u64>,
     /// Status.
     pub status: ImageStatus,
+    /// Why the backend reports that status, when it is not OK (`3 checksum error(s) ...`).
+    pub status_reason: Option<String>,
     /// Clients that have the image open.
     pub watchers: Vec<Watcher>,
 }

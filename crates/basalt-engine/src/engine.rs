@@ -703,6 +703,7 @@ impl Engine {
             None => None,
         };
         let watchers = self.store.loaded_state(&rec.id).map(|s| s.watchers()).unwrap_or_default();
+        let checksum_errors = self.store.integrity.errors_of(&rec.id);
         Ok(ImageInfo {
             id: rec.id.clone(),
             name: ImageName::new(&rec.name)?,
@@ -720,7 +721,10 @@ impl Engine {
             modified: Timestamp(rec.modified),
             snapshot_count: rec.snaps.len() as u64,
             snap_limit: rec.snap_limit,
-            status: if self.store.integrity.errors_of(&rec.id) > 0 { ImageStatus::Degraded } else { ImageStatus::Ok },
+            status: if checksum_errors > 0 { ImageStatus::Degraded } else { ImageStatus::Ok },
+            status_reason: (checksum_errors > 0).then(|| {
+                format!("{checksum_errors} checksum error(s): data on disk is damaged (basalt scrub lists the blocks)")
+            }),
             watchers,
         })
     }
@@ -2024,6 +2028,19 @@ impl Backend for Engine {
 
     fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
         self.scrub_images(spec, progress)
+    }
+
+    fn checksum_errors(&self) -> Vec<(String, u64)> {
+        self.store
+            .integrity
+            .all()
+            .into_iter()
+            .map(|(id, _, total)| {
+                // An image removed since keeps its count under its id.
+                let name = self.store.read_image(&id).map_or(id, |rec| rec.spec_text());
+                (name, total)
+            })
+            .collect()
     }
 
     fn flatten(&self, spec: &ImageSpec, progress: &Progress) -> Result<()> {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::perf::{family, label_value};
+use crate::perf::{family, image_labels, label_value};
 use crate::state::AppState;
 use crate::tasks::TaskInfo;
 
@@ -203,6 +203,15 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
         "Background tasks that failed in the last 24 hours",
         "gauge",
         &[(String::new(), failed as f64)],
+    );
+    let rows: Vec<(String, f64)> =
+        state.backend.checksum_errors().into_iter().map(|(image, n)| (image_labels(&image), n as f64)).collect();
+    family(
+        out,
+        "basalt_checksum_errors_total",
+        "Blocks whose data did not match its checksum, found by reads and scrubs since basalt started, per image",
+        "counter",
+        &rows,
     );
     let rows: Vec<(String, f64)> = expiries(&state.certificates)
         .into_iter()

@@ -643,6 +643,9 @@ impl Backend for MeteredBackend {
     fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
         self.inner.scrub(spec, progress)
     }
+    fn checksum_errors(&self) -> Vec<(String, u64)> {
+        self.inner.checksum_errors()
+    }
     fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String> {
         self.inner.trash_move(spec, deferment_end)
     }

@@ -460,7 +460,7 @@ pub(crate) fn family(out: &mut String, name: &str, help: &str, kind: &str, rows:
 }
 
 /// The label set of Ceph's per-image series: `pool`, `namespace` (empty for the default one), `image`.
-fn image_labels(key: &str) -> String {
+pub(crate) fn image_labels(key: &str) -> String {
     match ImageSpec::parse(key) {
         Ok(spec) => format!(
             "pool=\"{}\",namespace=\"{}\",image=\"{}\"",

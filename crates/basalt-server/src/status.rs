@@ -3,8 +3,8 @@
 //! It is derived from what the server knows, not stored:
 //! - **degraded**: the store stopped (a call answered that it refuses changes after a failed sync); the image's data
 //!   path met I/O errors and no operation has succeeded since (opening it included); its parent image or snapshot
-//!   cannot be found; its metadata cannot be read; or the backend itself reports it degraded (Ceph's invalid object
-//!   map);
+//!   cannot be found; its metadata cannot be read; or the backend itself reports it degraded (the embedded
+//!   engine's checksum errors, Ceph's invalid object map), with the backend's reason;
 //! - **migrating**: a long task (flatten, copy, deep copy, rollback, snapshot purge, removal) works on it;
 //! - otherwise **OK**.
 //!
@@ -106,7 +106,8 @@ impl StatusCtx {
         let (mut degraded, busy) = self.quick(&key);
         let mut found = Vec::new();
         if info.status == ImageStatus::Degraded {
-            found.push("the backend reports it degraded (its object map is invalid)".to_owned());
+            let why = info.status_reason.as_deref().unwrap_or("no reason given");
+            found.push(format!("the backend reports it degraded: {why}"));
         }
         if let Some(parent) = &info.parent
             && let Some(why) = missing_parent(backend, parent)

@@ -650,6 +650,53 @@ pub(crate) async fn flatten(
     .await)
 }
 
+/// A scrub report as the API answers it: the damaged blocks by image spec, view and offset (no internal ids).
+fn scrub_json(report: &basalt_core::ScrubReport) -> Value {
+    let errors: Vec<Value> = report
+        .errors
+        .iter()
+        .map(|e| json!({"image_spec": e.image, "view": e.view, "offset": e.offset, "length": 4096}))
+        .collect();
+    json!({
+        "images": report.images,
+        "blocks_checked": report.blocks_checked,
+        "bytes_checked": report.blocks_checked * 4096,
+        "errors": errors,
+    })
+}
+
+/// `POST /api/block/image/{image_spec}/scrub`: checks every data block of the image (head and snapshots) against
+/// its checksum, as a task with progress; answers the report.
+pub(crate) async fn scrub(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(spec): Path<String>,
+) -> ApiResult<Response> {
+    who.require(RBD_READ)?;
+    let spec = parse(ImageSpec::parse(&spec))?;
+    let meta = spec_meta(&spec);
+    if state.tasks.is_running("rbd/scrub", &meta) {
+        return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being scrubbed"))));
+    }
+    Ok(run_task(&state, "rbd/scrub", meta, StatusCode::OK, move |b, progress: &Progress| {
+        Ok(scrub_json(&b.scrub(Some(&spec), progress)?))
+    })
+    .await)
+}
+
+/// `POST /api/block/scrub`: [`scrub`] of every image of the store.
+pub(crate) async fn scrub_store(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Response> {
+    who.require(RBD_READ)?;
+    let meta = json!({});
+    if state.tasks.is_running("rbd/scrub", &meta) {
+        return Err(ApiError::from(basalt_core::Error::busy("the store is already being scrubbed")));
+    }
+    Ok(run_task(&state, "rbd/scrub", meta, StatusCode::OK, move |b, progress: &Progress| {
+        Ok(scrub_json(&b.scrub(None, progress)?))
+    })
+    .await)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrashBody {

@@ -78,6 +78,8 @@ pub fn router(state: AppState, origin: Origin) -> Router {
         .route(&format!("{image}/export"), get(transfer::export))
         .route(&format!("{image}/import_diff"), post(transfer::import_diff))
         .route(&format!("{image}/diff"), get(images::diff))
+        .route(&format!("{image}/scrub"), post(images::scrub))
+        .route("/api/block/scrub", post(images::scrub_store))
         .route(&format!("{image}/snap"), post(snaps::create))
         .route(&format!("{image}/snap_purge"), post(snaps::purge))
         .route(&format!("{image}/snap_limit"), put(snaps::limit))

@@ -219,6 +219,21 @@ pub const OPS: &[Op] = &[
     as_task(
         op(
             "POST",
+            "/api/block/image/{image_spec}/scrub",
+            "Check every data block of the image (head and snapshots) against its checksum",
+            IMG,
+            "read",
+            200,
+        ),
+        "rbd/scrub",
+    ),
+    as_task(
+        op("POST", "/api/block/scrub", "Check every data block of every image against its checksum", IMG, "read", 200),
+        "rbd/scrub",
+    ),
+    as_task(
+        op(
+            "POST",
             "/api/block/image/{image_spec}/flatten",
             "Copy the parent's data into a clone and detach it",
             IMG,

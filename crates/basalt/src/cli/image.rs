@@ -371,6 +371,51 @@ pub fn du(api: &Api, a: &DuArgs) -> Result<()> {
     table.print()
 }
 
+/// `scrub [spec]`: one image, or every image of the store, checked against its checksums; fails (exit 1) when a block
+/// is damaged.
+pub fn scrub(api: &Api, a: &ImageArgs, format: Format) -> Result<()> {
+    let whole_store = a.spec.as_deref().is_none_or(str::is_empty) && a.image.as_deref().is_none_or(str::is_empty);
+    let path =
+        if whole_store { "/api/block/scrub".to_owned() } else { format!("{}/scrub", image_path(&a.image_spec()?)) };
+    let answer = api.long_call("POST", &path, None, "Scrub")?;
+    // A scrub that outlived the synchronous wait answers with its finished task, which holds the report.
+    let report = match answer.get("ret_value") {
+        Some(value) if answer.get("blocks_checked").is_none() => value.clone(),
+        _ => answer,
+    };
+    let errors = report.get("errors").and_then(Value::as_array).cloned().unwrap_or_default();
+    if format == Format::Json {
+        print_json(&report)?;
+    } else {
+        let n = |key: &str| report.get(key).and_then(Value::as_u64).unwrap_or(0);
+        println!(
+            "scrubbed {} image(s): {} block(s), {} checked, {} damaged",
+            n("images"),
+            n("blocks_checked"),
+            format_size(n("bytes_checked")),
+            errors.len()
+        );
+        if !errors.is_empty() {
+            let mut table = Table::new(&[("IMAGE", Align::Left), ("VIEW", Align::Left), ("OFFSET", Align::Right)]);
+            for e in &errors {
+                let text = |key: &str| e.get(key).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                table.row(vec![
+                    text("image_spec").unwrap_or_default(),
+                    text("view").unwrap_or_default(),
+                    text("offset").unwrap_or_default(),
+                ]);
+            }
+            table.print()?;
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(1, format!("{} damaged block(s): their data does not match its checksum", errors.len()))
+            .into())
+    }
+}
+
 /// `diff [--from-snap S] [--whole-object] spec[@snap]`.
 pub fn diff(api: &Api, a: &DiffArgs) -> Result<()> {
     let (spec, to_snap) = a.spec.image_and_snap()?;

@@ -130,6 +130,9 @@ enum Command {
     /// Show provisioned and used space of an image (and its snapshots) or of every image of a pool
     #[command(visible_alias = "disk-usage")]
     Du(DuArgs),
+    /// Check every data block of an image (head and snapshots), or of every image of the store, against its checksum;
+    /// exits 1 when a block is damaged
+    Scrub(ScrubArgs),
     /// List the extents that changed since a snapshot (or since creation)
     Diff(DiffArgs),
     /// Write an image (or a snapshot) to a raw file, sparse, or to stdout: export SPEC[@SNAP] FILE|-
@@ -334,6 +337,16 @@ struct DuArgs {
     /// The image or snapshot; every image of the pool when neither a spec nor --image is given
     #[command(flatten)]
     spec: SnapArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct ScrubArgs {
+    /// The image; every image of the store when neither a spec nor --image is given
+    #[command(flatten)]
+    image: ImageArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -895,6 +908,7 @@ fn dispatch(api: &api::Api, command: Command) -> Result<()> {
         Command::Deep { command: DeepCommand::Cp(a) } => image::deep_copy(api, &a),
         Command::Flatten(a) => image::flatten(api, &a.image),
         Command::Du(a) => image::du(api, &a),
+        Command::Scrub(a) => image::scrub(api, &a.image, a.format),
         Command::Diff(a) => image::diff(api, &a),
         Command::Export(a) => transfer::export(api, &a),
         Command::Import(a) => transfer::import(api, &a),

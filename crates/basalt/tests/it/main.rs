@@ -9,6 +9,7 @@ mod common;
 mod contract;
 mod files;
 mod full_disk;
+mod integrity;
 mod nbd;
 mod security;
 mod snapshots;
