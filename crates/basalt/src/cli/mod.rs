@@ -227,8 +227,8 @@ struct ServeArgs {
     #[arg(long, value_name = "POOL", default_value = ".basalt", requires = "ceph_conf")]
     ceph_meta_pool: String,
     /// Memory for the embedded store's metadata (block bitmaps and the metadata store's pages), e.g. 256M or 2G;
-    /// more is read from disk when needed
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = cache_size, conflicts_with = "ceph_conf")]
+    /// more is read from disk when needed (not used with --ceph-conf)
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = cache_size)]
     cache_size: usize,
     #[command(flatten)]
     api: serve::ApiArgs,
