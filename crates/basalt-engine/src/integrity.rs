@@ -2,6 +2,7 @@
 //! "Checksums").
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Mutex;
 
 use basalt_core::{Error, ErrorKind};
@@ -40,7 +41,8 @@ impl Integrity {
             "checksum mismatch in image '{image}' (layer {layer:016x}): {at} does not match its checksum, so it \
              was not returned; the data on disk is damaged (`basalt scrub` finds every damaged block)"
         );
-        eprintln!("basalt: i/o error: {message}");
+        // Not `eprintln!`, which panics when stderr cannot be written (a log on a full disk).
+        let _ = writeln!(std::io::stderr(), "basalt: i/o error: {message}");
         Error::new(ErrorKind::Io, message)
     }
 

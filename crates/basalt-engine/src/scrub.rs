@@ -112,7 +112,9 @@ impl Engine {
                 }
             }
             if found > 0 {
-                eprintln!("basalt: scrub of image '{}' found {found} damaged block(s)", rec.spec_text());
+                // Not `eprintln!`, which panics when stderr cannot be written (a log on a full disk).
+                let line = format!("basalt: scrub of image '{}' found {found} damaged block(s)\n", rec.spec_text());
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             }
             self.store.integrity.scrubbed(&state.id, found);
         }

@@ -141,7 +141,14 @@ pub fn run(
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal, so log files and journald stay plain text.
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    // A line that cannot be written (stderr on a full disk) is dropped: by default tracing reports the failure with
+    // `eprintln!`, which panics when stderr fails too, and a panic in a connection's task closes it unanswered.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let config = basalt_server::ServeConfig {
         data_dir: data_dir.to_path_buf(),
