@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
 use crate::bitcache::{BitmapCache, ObjectSet};
+use crate::checksum;
 use crate::integrity::Integrity;
 use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
@@ -209,6 +210,29 @@ pub(crate) fn sidecar_offset(file_off: u64) -> u64 {
     (file_off >> BLOCK_SHIFT) * 4
 }
 
+/// Blocks whose crcs one `pread` of the sidecar takes (1 MiB of data, 1 KiB of crcs, on the stack).
+const SUMS_AT_ONCE: usize = 256;
+
+/// Checks whole blocks `blocks`, read at layer file offset `start`, against their crcs in the sidecar `crc`: one
+/// `pread` of the sidecar per 1 MiB of blocks (the crcs of neighbouring blocks are neighbours) and no allocation.
+/// Calls `bad` with the index (from `start`) of every block whose crc32c differs. Reads, scrub and fsck all check
+/// blocks through this.
+pub(crate) fn check_blocks(crc: &dyn VfsFile, blocks: &[u8], start: u64, mut bad: impl FnMut(u64)) -> Result<()> {
+    let mut sums = [0u8; SUMS_AT_ONCE * 4];
+    let per_read = SUMS_AT_ONCE << BLOCK_SHIFT;
+    for (c, chunk) in blocks.chunks(per_read).enumerate() {
+        let first = (c * SUMS_AT_ONCE) as u64;
+        let sums = &mut sums[..(chunk.len() >> BLOCK_SHIFT) * 4];
+        crc.read_at(sums, sidecar_offset(start + (first << BLOCK_SHIFT)))?;
+        for (i, (block, sum)) in chunk.chunks_exact(BLOCK_SIZE as usize).zip(sums.chunks_exact(4)).enumerate() {
+            if checksum::crc32c(block) != u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]) {
+                bad(first + i as u64);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Objects remembered in a layer's dirty marks and pending removals before stale entries are dropped.
 const MARKS_MAX: usize = 4096;
 
@@ -342,7 +366,7 @@ impl Layer {
         if self.journal.space_low() && !self.all_data(object_no, first_blk, last)? {
             self.journal.admit_data()?;
         }
-        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(crc32c::crc32c).collect();
+        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
         let durable_data = self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no);
         let epoch = if durable_data { Some(self.enter_marked(object_no..=object_no)?) } else { None };
         let written = self.write_data(data, &crcs, file_off);
@@ -402,7 +426,7 @@ impl Layer {
         let mut buf = vec![0u8; (blocks << BLOCK_SHIFT) as usize];
         self.file.read_at(&mut buf, file_off)?;
         let sums: Vec<u8> =
-            buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| crc32c::crc32c(b).to_le_bytes()).collect();
+            buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| checksum::crc32c(b).to_le_bytes()).collect();
         self.crc.write_at(&sums, sidecar_offset(file_off))?;
         Ok(())
     }
@@ -556,15 +580,24 @@ impl Layer {
         let start = file_off & !(BLOCK_SIZE - 1);
         let end = (file_off + out.len() as u64).next_multiple_of(BLOCK_SIZE);
         let aligned = start == file_off && end == file_off + out.len() as u64;
-        let mut widened = Vec::new();
-        let buf: &mut [u8] = if aligned {
-            &mut *out
+        // An unaligned read is widened to whole blocks: up to two blocks (a small read, perhaps across a block
+        // boundary) on the stack, larger ones on the heap.
+        let mut small = [0u8; 2 * BLOCK_SIZE as usize];
+        let mut large = Vec::new();
+        let mut widened: Option<&mut [u8]> = if aligned {
+            None
+        } else if end - start <= small.len() as u64 {
+            Some(&mut small[..(end - start) as usize])
         } else {
-            widened.resize((end - start) as usize, 0);
-            &mut widened
+            large.resize((end - start) as usize, 0);
+            Some(&mut large)
         };
         let mut attempt = 0u32;
         loop {
+            let buf: &mut [u8] = match widened.as_deref_mut() {
+                Some(w) => w,
+                None => &mut *out,
+            };
             let before = self.written.load(Ordering::SeqCst);
             self.file.read_at(buf, start)?;
             let bad = self.bad_blocks(buf, start)?;
@@ -591,33 +624,22 @@ impl Layer {
             out.fill(0);
             return Ok(Some(bad));
         }
-        if !aligned {
+        if let Some(w) = widened {
             let at = (file_off - start) as usize;
-            out.copy_from_slice(&widened[at..at + out.len()]);
+            out.copy_from_slice(&w[at..at + out.len()]);
         }
         Ok(None)
     }
 
+    /// The checksum sidecar.
+    pub(crate) fn crc(&self) -> &dyn VfsFile {
+        self.crc.as_ref()
+    }
+
     /// The indices of the blocks of `blocks` (whole blocks read at `start`) whose crc32c is not the sidecar's.
     pub(crate) fn bad_blocks(&self, blocks: &[u8], start: u64) -> Result<Vec<u64>> {
-        let n = blocks.len() >> BLOCK_SHIFT;
-        let mut small = [0u8; 256];
-        let mut large = Vec::new();
-        let sums: &mut [u8] = if n * 4 <= small.len() {
-            &mut small[..n * 4]
-        } else {
-            large.resize(n * 4, 0);
-            &mut large
-        };
-        self.crc.read_at(sums, sidecar_offset(start))?;
         let mut bad = Vec::new();
-        for (i, (block, sum)) in blocks.chunks_exact(BLOCK_SIZE as usize).zip(sums.chunks_exact(4)).enumerate() {
-            let mut expected = [0u8; 4];
-            expected.copy_from_slice(sum);
-            if crc32c::crc32c(block) != u32::from_le_bytes(expected) {
-                bad.push(i as u64);
-            }
-        }
+        check_blocks(self.crc.as_ref(), blocks, start, |i| bad.push(i))?;
         Ok(bad)
     }
 

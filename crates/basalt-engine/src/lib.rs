@@ -7,6 +7,7 @@
 //! The engine is synchronous and knows nothing of HTTP, JSON, NBD or async runtimes.
 
 mod bitcache;
+pub mod checksum;
 mod engine;
 pub mod fsck;
 mod integrity;

@@ -5,13 +5,16 @@ use basalt_core::{ImageSpec, Progress, Result, ScrubError, ScrubReport, bail};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::engine::Engine;
-use crate::layer::BlockSt;
-use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE};
+use crate::layer::{BlockSt, check_blocks};
+use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout};
 use crate::records::{IMAGES, ImageRec, db_err};
 use crate::state::layout_of;
+use crate::vfs::VfsFile;
 
 /// Blocks read and checked at once.
 const RUN_BLOCKS: u64 = 256;
+/// Bytes read and checked at once.
+pub(crate) const RUN_BYTES: usize = (RUN_BLOCKS * BLOCK_SIZE) as usize;
 
 impl Engine {
     /// Checks every data block of every layer of one image, or of every image (trash included), against its
@@ -51,64 +54,39 @@ impl Engine {
         }
         let mut report = ScrubReport::default();
         progress.set(0, total);
-        let mut buf = vec![0u8; (RUN_BLOCKS * BLOCK_SIZE) as usize];
+        let mut buf = vec![0u8; RUN_BYTES];
         for (state, rec, layout, layers) in work {
             report.images += 1;
             let mut found = 0u64;
             for layer in layers {
-                let view = if layer.id == rec.head_layer {
-                    "head".to_owned()
-                } else {
-                    match rec.snaps.iter().find(|s| s.layer == layer.id) {
-                        Some(s) => format!("@{}", s.name),
-                        None => "hidden".to_owned(),
-                    }
-                };
+                let view = view_name(&rec, layer.id);
                 for object_no in layer.objects() {
                     if progress.is_cancelled() {
                         bail!(Cancelled, "the operation was cancelled");
                     }
-                    let data: Vec<u64> = layer
-                        .present_blocks(object_no)?
-                        .into_iter()
-                        .filter(|(_, st)| *st == BlockSt::Data)
-                        .map(|(b, _)| b)
-                        .collect();
-                    let mut i = 0;
-                    while i < data.len() {
-                        // A run of consecutive data blocks, read at once.
-                        let mut n = 1;
-                        while i + n < data.len() && data[i + n] == data[i] + n as u64 && (n as u64) < RUN_BLOCKS {
-                            n += 1;
+                    let data = data_blocks(layer.present_blocks(object_no)?);
+                    check_object(layer.file.as_ref(), layer.crc(), &layout, object_no, &data, &mut buf, |blk| {
+                        // Re-read alone: a write racing the scrub is not damage, and a block no longer data is not
+                        // checked.
+                        if layer.state(object_no, blk)? != BlockSt::Data {
+                            return Ok(());
                         }
-                        let first = data[i];
-                        let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
-                        let run = &mut buf[..n << BLOCK_SHIFT];
-                        layer.file.read_at(run, file_off)?;
-                        for bad in layer.bad_blocks(run, file_off)? {
-                            let blk = first + bad;
-                            // Re-read alone: a write racing the scrub is not damage, and a block no longer data
-                            // is not checked.
-                            if layer.state(object_no, blk)? != BlockSt::Data {
-                                continue;
-                            }
-                            let mut one = vec![0u8; BLOCK_SIZE as usize];
-                            let off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
-                            if layer.read_checked(&mut one, off)?.is_none() {
-                                continue;
-                            }
-                            found += 1;
-                            report.errors.push(ScrubError {
-                                image: rec.spec_text(),
-                                view: view.clone(),
-                                layer: layer.id,
-                                offset: layout.unmap(object_no, blk << BLOCK_SHIFT),
-                            });
+                        let mut one = [0u8; BLOCK_SIZE as usize];
+                        let off = layout.file_offset(object_no, blk << BLOCK_SHIFT);
+                        if layer.read_checked(&mut one, off)?.is_none() {
+                            return Ok(());
                         }
-                        report.blocks_checked += n as u64;
-                        progress.set(report.blocks_checked, total);
-                        i += n;
-                    }
+                        found += 1;
+                        report.errors.push(ScrubError {
+                            image: rec.spec_text(),
+                            view: view.clone(),
+                            layer: layer.id,
+                            offset: layout.unmap(object_no, blk << BLOCK_SHIFT),
+                        });
+                        Ok(())
+                    })?;
+                    report.blocks_checked += data.len() as u64;
+                    progress.set(report.blocks_checked, total);
                 }
             }
             if found > 0 {
@@ -127,4 +105,55 @@ impl Engine {
     pub fn checksum_errors(&self) -> Vec<(String, u64, u64)> {
         self.store.integrity.all()
     }
+}
+
+/// How a report names the view of an image that shows a layer: `head`, `@snapshot`, or `hidden` (a removed
+/// snapshot's layer that a later one still reads through).
+pub(crate) fn view_name(rec: &ImageRec, layer: u64) -> String {
+    if layer == rec.head_layer {
+        return "head".to_owned();
+    }
+    match rec.snaps.iter().find(|s| s.layer == layer) {
+        Some(s) => format!("@{}", s.name),
+        None => "hidden".to_owned(),
+    }
+}
+
+/// The blocks that hold data, in order, of an object's present blocks.
+pub(crate) fn data_blocks(present: impl IntoIterator<Item = (u64, BlockSt)>) -> Vec<u64> {
+    present.into_iter().filter(|(_, st)| *st == BlockSt::Data).map(|(b, _)| b).collect()
+}
+
+/// Checks the data blocks `blocks` (ascending block numbers in object `object_no`) of a layer file against their
+/// crcs in its sidecar: each run of neighbouring blocks (up to `buf.len()` bytes) with one read of the data and one
+/// of the crcs ([`check_blocks`]). Calls `bad` with every block whose crc32c differs. Scrub (on a running store)
+/// and fsck (on a stopped one) both check through this.
+pub(crate) fn check_object(
+    file: &dyn VfsFile,
+    crc: &dyn VfsFile,
+    layout: &Layout,
+    object_no: u64,
+    blocks: &[u64],
+    buf: &mut [u8],
+    mut bad: impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
+    let max_run = (buf.len() >> BLOCK_SHIFT).max(1);
+    let mut i = 0;
+    while i < blocks.len() {
+        let mut n = 1;
+        while i + n < blocks.len() && blocks[i + n] == blocks[i] + n as u64 && n < max_run {
+            n += 1;
+        }
+        let first = blocks[i];
+        let file_off = layout.file_offset(object_no, first << BLOCK_SHIFT);
+        let run = &mut buf[..n << BLOCK_SHIFT];
+        file.read_at(run, file_off)?;
+        let mut failed = Vec::new();
+        check_blocks(crc, run, file_off, |b| failed.push(first + b))?;
+        for blk in failed {
+            bad(blk)?;
+        }
+        i += n;
+    }
+    Ok(())
 }

@@ -127,3 +127,72 @@ fn a_flipped_byte_is_an_eio_counted_degraded_and_found_by_scrub() {
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Degraded);
 }
+
+#[test]
+fn fsck_checks_every_data_block_and_names_a_damaged_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("data");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let engine = Engine::open(&root, clock).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(16 * MIB)).expect("create");
+    let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
+    let data: Vec<u8> = (0..4 * 4096).map(|i| (i % 241) as u8).collect();
+    // Two blocks in object 0, four in object 2 (image offset 8 MiB).
+    io.write(0, &data[..8192], Durability::Buffered).expect("write");
+    io.write(8 * MIB, &data, Durability::Buffered).expect("write");
+    // A snapshot, then one block overwritten in the head: seven data blocks over two layers.
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("snapshot");
+    io.write(8 * MIB + 4096, &data[..4096], Durability::Buffered).expect("overwrite after the snapshot");
+    io.flush().expect("flush");
+    drop(io);
+    drop(engine);
+
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert_eq!((report.layers, report.blocks_checked), (2, 7), "{report:?}");
+
+    // A byte flipped in the snapshot's layer (the older, lower id) in the third block of object 2.
+    let files = layer_files(&root);
+    assert_eq!(files.len(), 2, "{files:?}");
+    flip_byte(&files[0], 8 * MIB + 2 * 4096 + 7);
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert_eq!(report.blocks_checked, 7, "{report:?}");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let error = &report.errors[0];
+    assert!(error.contains("'rbd/vm'") && error.contains("@s1"), "names the image and the view: {error}");
+    assert!(error.contains(&format!("image offset {}", 8 * MIB + 2 * 4096)), "names the offset: {error}");
+    assert!(error.contains("checksum"), "{error}");
+
+    // A byte flipped in the head's sidecar: the crc of its first block of object 0 no longer matches.
+    flip_byte(&files[1].with_extension("crc"), 1);
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert_eq!(report.errors.len(), 1, "the head has nothing in object 0: {:?}", report.errors);
+    // The head's own block, at image offset 8 MiB + 4096 (file offset 8 MiB + 4096, crc at 2049 * 4).
+    flip_byte(&files[1].with_extension("crc"), 1);
+    flip_byte(&files[1].with_extension("crc"), (8 * MIB / 4096 + 1) * 4 + 2);
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
+    assert!(
+        report.errors.iter().any(|e| e.contains("(head") && e.contains(&format!("image offset {}", 8 * MIB + 4096))),
+        "{:?}",
+        report.errors
+    );
+
+    // fsck changed nothing, and scrub on the reopened store finds the same two blocks.
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let engine = Engine::open(&root, clock).expect("reopen");
+    let report = engine.scrub(None, &Progress::default()).expect("scrub");
+    assert_eq!(report.blocks_checked, 7, "{report:?}");
+    let mut found: Vec<(String, u64)> = report.errors.iter().map(|e| (e.view.clone(), e.offset)).collect();
+    found.sort();
+    assert_eq!(found, [("@s1".to_owned(), 8 * MIB + 2 * 4096), ("head".to_owned(), 8 * MIB + 4096)]);
+    let snap = basalt_core::SnapName::new("s1").expect("snap name");
+    let old = engine.open(&spec("rbd/vm"), &OpenTarget::Snapshot(snap), "test").expect("open snapshot");
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(old.read(8 * MIB + 2 * 4096, &mut buf).expect_err("damaged").kind(), ErrorKind::Io);
+    old.read(8 * MIB + 3 * 4096, &mut buf).expect("the next block is intact");
+    assert!(buf[..] == data[3 * 4096..]);
+}
