@@ -77,6 +77,9 @@ pub struct EngineOptions {
     /// Bytes kept in the reserve file for the metadata store, so its commits never fail on a full disk
     /// (docs/FORMAT.md, "A full disk"); 0 keeps none.
     pub metadata_reserve: u64,
+    /// Layer files are cut into segment files of `2^segment_shift` bytes (docs/FORMAT.md, "Layer files"). Used
+    /// when a store is created; an existing store keeps the size it recorded. From 12 to 62.
+    pub segment_shift: u32,
 }
 
 /// The default metadata memory: the bitmaps of about 3 TiB of fully written 4 MiB objects stay in memory.
@@ -89,18 +92,21 @@ impl Default for EngineOptions {
             checkpoint_interval: Some(std::time::Duration::from_secs(5)),
             metadata_cache_bytes: DEFAULT_METADATA_CACHE,
             metadata_reserve: crate::space::DEFAULT_RESERVE,
+            segment_shift: crate::segments::DEFAULT_SEGMENT_SHIFT,
         }
     }
 }
 
 impl EngineOptions {
-    /// A small journal and no background checkpoints: for simulated disks.
+    /// A small journal, no background checkpoints, and segments of 128 KiB (so the small images of tests span
+    /// several): for simulated disks.
     pub fn deterministic() -> EngineOptions {
         EngineOptions {
             journal_file_size: 1 << 20,
             checkpoint_interval: None,
             metadata_cache_bytes: 4 << 20,
             metadata_reserve: 256 << 10,
+            segment_shift: 17,
         }
     }
 }
@@ -135,13 +141,16 @@ impl Engine {
             .set_cache_size(options.metadata_cache_bytes / 4)
             .create_with_backend(RedbFile::new(db_file, Some(reserve.clone())))
             .map_err(db_err)?;
-        records::init(&db, clock.now().secs())?;
+        if !(12..=62).contains(&options.segment_shift) {
+            bail!(InvalidArgument, "a segment shift of {} is outside 12..=62", options.segment_shift);
+        }
+        let segment_shift = records::init(&db, options.segment_shift)?;
         let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
         let boot = vfs.boot_id();
         // Replay rewrites the bytes of logged blocks; on a full disk, blocks whose unsynced bytes a power cut lost
         // may need space again, and the metadata reserve gives it (replay is idempotent, so it is run again).
         let replayed = loop {
-            match crate::recover::replay(vfs.as_ref(), &db, &files, &layers_dir, &boot) {
+            match crate::recover::replay(&vfs, &db, &files, &layers_dir, segment_shift, &boot) {
                 Err(e) if e.kind() == ErrorKind::NoSpace && reserve.release() => {}
                 other => break other?,
             }
@@ -168,6 +177,7 @@ impl Engine {
             db,
             bitmaps,
             layers_dir,
+            segment_shift,
             images: std::sync::Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
             failed: std::sync::Mutex::new(None),
@@ -258,8 +268,7 @@ impl Engine {
         let referenced = self.referenced_layers()?;
         let mut removed = Vec::new();
         for name in self.store.vfs.list(&self.store.layers_dir)? {
-            let id = name.strip_suffix(".layer").or_else(|| name.strip_suffix(".crc"));
-            match id.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
+            match crate::segments::layer_id_of(&name) {
                 Some(id) if !referenced.contains(&id) && !removed.contains(&id) => removed.push(id),
                 _ => {}
             }
@@ -489,10 +498,13 @@ impl Engine {
         Ok(crate::layer::merge_ranges(cleared))
     }
 
-    /// Refuses a size whose layer files the file system cannot hold (object `n` lies at `n × object size`).
+    /// Refuses a size whose layer file segments the file system cannot hold (object `n` lies at `n × object
+    /// size`, in segments of `2^segment_shift` bytes): only a file system whose largest file is smaller than a
+    /// segment refuses anything.
     fn check_file_len(&self, layout: &crate::layout::Layout, size_bytes: u64) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let len = layout.num_objects(size_bytes).saturating_mul(layout.object_size());
+        let len =
+            layout.num_objects(size_bytes).saturating_mul(layout.object_size()).min(1 << self.store.segment_shift);
         if len <= self.store.file_len_ok.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -502,9 +514,9 @@ impl Engine {
         }
         bail!(
             InvalidArgument,
-            "an image of {size_bytes} bytes needs layer files of {len} bytes, more than the file system under the \
-             data directory holds in one file (16 TiB on ext4 with 4 KiB blocks): use a smaller size, or a data \
-             directory on a file system with larger files (XFS, btrfs)"
+            "an image of {size_bytes} bytes needs layer file segments of {len} bytes, more than the file system \
+             under the data directory holds in one file: use a smaller size, or a data directory on a file system \
+             with larger files (ext4 with 4 KiB blocks, XFS, btrfs)"
         );
     }
 

@@ -59,6 +59,13 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
         Some(records::FORMAT_VERSION) => {}
         other => report.errors.push(format!("format version is {other:?}, expected {}", records::FORMAT_VERSION)),
     }
+    let segment_shift = match records::stored_segment_shift(&meta) {
+        Ok(shift) => Some(shift),
+        Err(e) => {
+            report.errors.push(e.message().to_owned());
+            None
+        }
+    };
     let pools = txn.open_table(POOLS).map_err(db_err)?;
     let mut pool_names = BTreeSet::new();
     for entry in pools.iter().map_err(db_err)? {
@@ -139,7 +146,7 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
             if all_layers.insert(layer.id, (id.clone(), bpo)).is_some() {
                 report.errors.push(format!("layer {} is claimed by more than one image", layer.id));
             }
-            if vfs.open(&root.join(LAYERS_DIR).join(format!("{:016x}.layer", layer.id)), false).is_err() {
+            if vfs.open(&root.join(LAYERS_DIR).join(crate::layer::layer_file_name(layer.id)), false).is_err() {
                 report.errors.push(format!("image {id}: the file of layer {} is missing", layer.id));
             }
             if vfs.open(&root.join(LAYERS_DIR).join(crate::layer::sidecar_name(layer.id)), false).is_err() {
@@ -190,8 +197,12 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
     }
     if let Ok(files) = vfs.list(&root.join(LAYERS_DIR)) {
         for name in files {
-            let id = name.strip_suffix(".layer").or_else(|| name.strip_suffix(".crc"));
-            match id.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
+            if let (Some(shift), Ok(file)) = (segment_shift, vfs.open(&root.join(LAYERS_DIR).join(&name), false))
+                && file.len().unwrap_or(0) > 1 << shift
+            {
+                report.errors.push(format!("layer file {name} is longer than a segment (2^{shift} bytes)"));
+            }
+            match crate::segments::layer_id_of(&name) {
                 Some(id) if all_layers.contains_key(&id) => {}
                 _ => {
                     report.notes.push(format!("layer file {name} is not referenced (left by an interrupted operation)"))

@@ -200,7 +200,13 @@ fn data_count(bits: &ObjBits) -> u64 {
     bits.data.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
-/// The name of a layer's checksum sidecar in the layers directory (docs/FORMAT.md, "Checksums").
+/// The name of a layer's file (its first segment) in the layers directory (docs/FORMAT.md, "Layer files").
+pub(crate) fn layer_file_name(id: u64) -> String {
+    format!("{id:016x}.layer")
+}
+
+/// The name of a layer's checksum sidecar (its first segment) in the layers directory (docs/FORMAT.md,
+/// "Checksums").
 pub(crate) fn sidecar_name(id: u64) -> String {
     format!("{id:016x}.crc")
 }

@@ -1,4 +1,4 @@
-//! The metadata store's tables and records (format version 2): what `docs/FORMAT.md` describes, in code.
+//! The metadata store's tables and records (format version 4): what `docs/FORMAT.md` describes, in code.
 //!
 //! Records are encoded with postcard; a change here is a format change and needs a version bump.
 
@@ -9,12 +9,15 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
+
+/// The `META` key of the size of layer file segments, as a power of two (version 4; see `segments.rs`).
+pub const SEGMENT_SHIFT: &str = "segment_shift";
 
 /// The `META` key of the last journal seq whose change the store holds (version 2).
 pub const JOURNAL_APPLIED: &str = "journal_applied";
 
-/// Store-wide values: `format_version`, `next_id`, `journal_applied`.
+/// Store-wide values: `format_version`, `next_id`, `journal_applied`, `segment_shift`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Pools by name.
 pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
@@ -243,16 +246,16 @@ pub fn db_err(err: impl std::fmt::Display) -> Error {
     Error::io(format!("metadata store: {text}"))
 }
 
-/// Creates every table and records the format version in a new store, or checks the version of an existing one.
-pub fn init(db: &redb::Database, now: u64) -> Result<()> {
-    let _ = now;
+/// Creates every table and records the format version in a new store (with layer file segments of
+/// `2^segment_shift` bytes), or checks the version of an existing one. Returns the store's segment shift.
+pub fn init(db: &redb::Database, segment_shift: u32) -> Result<u32> {
     {
         let read = db.begin_read().map_err(db_err)?;
         if let Ok(meta) = read.open_table(META) {
             let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
             match version {
-                Some(FORMAT_VERSION) => return Ok(()),
-                Some(old @ (1 | 2)) => {
+                Some(FORMAT_VERSION) => return stored_segment_shift(&meta),
+                Some(old @ (1..=3)) => {
                     return Err(Error::new(
                         basalt_core::ErrorKind::NotSupported,
                         format!(
@@ -277,6 +280,7 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
         meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
         meta.insert("next_id", 1).map_err(db_err)?;
         meta.insert(JOURNAL_APPLIED, 0).map_err(db_err)?;
+        meta.insert(SEGMENT_SHIFT, u64::from(segment_shift)).map_err(db_err)?;
         txn.open_table(POOLS).map_err(db_err)?;
         txn.open_table(NAMESPACES).map_err(db_err)?;
         txn.open_table(IMAGE_NAMES).map_err(db_err)?;
@@ -289,7 +293,17 @@ pub fn init(db: &redb::Database, now: u64) -> Result<()> {
         txn.open_table(PURGE_RUNS).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
-    Ok(())
+    Ok(segment_shift)
+}
+
+/// The segment shift a version-4 store recorded.
+pub fn stored_segment_shift<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<u32> {
+    match meta.get(SEGMENT_SHIFT).map_err(db_err)?.map(|v| v.value()) {
+        Some(shift) if (12..=62).contains(&shift) => Ok(shift as u32),
+        other => {
+            Err(Error::io(format!("the store's layer segment size (2^{other:?}) is missing or invalid: run fsck")))
+        }
+    }
 }
 
 /// Takes the next store-wide id (for images and layers) inside a write transaction.

@@ -8,7 +8,7 @@ use basalt_core::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::journal::{Kind, ReadRecord, read_file};
-use crate::layer::{BlockSt, ObjBits, sidecar_name, sidecar_offset};
+use crate::layer::{BlockSt, ObjBits, sidecar_offset};
 use crate::layout::BLOCK_SIZE;
 use crate::records::{self, BLOCKS, IMAGES, ImageRec, db_err, decode};
 use crate::state::layout_of;
@@ -26,10 +26,11 @@ type LayerFiles = (Arc<dyn VfsFile>, Arc<dyn VfsFile>);
 
 /// Applies the journal's records that the metadata store lacks, then commits the result.
 pub(crate) fn replay(
-    vfs: &dyn Vfs,
+    vfs: &Arc<dyn Vfs>,
     db: &redb::Database,
     journal: &[Arc<dyn VfsFile>; 2],
     layers_dir: &Path,
+    segment_shift: u32,
     boot_id: &str,
 ) -> Result<Replayed> {
     let applied = {
@@ -115,9 +116,8 @@ pub(crate) fn replay(
         if let Some(f) = files.get(&layer) {
             return Ok(Some(f.clone()));
         }
-        let path = layers_dir.join(format!("{layer:016x}.layer"));
-        let f = match vfs.open(&path, false) {
-            Ok(f) => f,
+        let (f, crc) = match crate::state::open_layer_files(vfs, layers_dir, segment_shift, layer, true) {
+            Ok(files) => files,
             // A damaged store: the image whose file is gone refuses to open, and says so (fsck names it); the
             // store's other images stay usable.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -125,13 +125,11 @@ pub(crate) fn replay(
                 return Ok(None);
             }
             Err(e) => {
-                return Err(Error::io(format!("cannot open layer file {} to replay the journal: {e}", path.display())));
+                return Err(Error::io(format!(
+                    "cannot open the files of layer {layer:016x} to replay the journal: {e}"
+                )));
             }
         };
-        let crc_path = layers_dir.join(sidecar_name(layer));
-        let crc = vfs.open(&crc_path, true).map_err(|e| {
-            Error::io(format!("cannot open checksum file {} to replay the journal: {e}", crc_path.display()))
-        })?;
         files.insert(layer, (f.clone(), crc.clone()));
         Ok(Some((f, crc)))
     };

@@ -15,7 +15,21 @@ use crate::journal::Journal;
 use crate::layer::{Base, Layer, ObjBits, Owner, StripeLocks, View, ViewLayer, mutex_lock};
 use crate::layout::Layout;
 use crate::records::{self, BLOCKS, ImageRec, db_err};
-use crate::vfs::Vfs;
+use crate::vfs::{Vfs, VfsFile};
+
+/// Opens layer `id`'s file and checksum sidecar in `layers_dir`, each as its run of segments of `2^shift` bytes.
+pub(crate) fn open_layer_files(
+    vfs: &Arc<dyn Vfs>,
+    layers_dir: &std::path::Path,
+    shift: u32,
+    id: u64,
+    create_sidecar: bool,
+) -> std::io::Result<(Arc<dyn VfsFile>, Arc<dyn VfsFile>)> {
+    use crate::segments::SegmentedFile;
+    let file = SegmentedFile::open(vfs, layers_dir, &crate::layer::layer_file_name(id), shift, false)?;
+    let crc = SegmentedFile::open(vfs, layers_dir, &crate::layer::sidecar_name(id), shift, create_sidecar)?;
+    Ok((file, crc))
+}
 
 /// What every image state needs of the engine: the disk, the store, the layer directory.
 #[derive(Debug)]
@@ -25,6 +39,8 @@ pub(crate) struct Store {
     /// Which block bitmaps stay in memory.
     pub bitmaps: Arc<crate::bitcache::BitmapCache>,
     pub layers_dir: PathBuf,
+    /// Layer files and sidecars are cut into segments of `2^segment_shift` bytes (`segments.rs`).
+    pub segment_shift: u32,
     pub images: Mutex<HashMap<String, std::sync::Weak<ImageState>>>,
     pub next_handle: AtomicU64,
     /// Set after a failed sync: the store refuses further changes until it is reopened.
@@ -155,33 +171,32 @@ impl Store {
         mutex_lock(&self.pool_full).entry(pool.to_owned()).or_default().clone()
     }
 
-    /// Path of a layer's file.
-    pub fn layer_path(&self, id: u64) -> PathBuf {
-        self.layers_dir.join(format!("{id:016x}.layer"))
-    }
-
-    /// Path of a layer's checksum sidecar.
-    pub fn crc_path(&self, id: u64) -> PathBuf {
-        self.layers_dir.join(crate::layer::sidecar_name(id))
-    }
-
-    /// Creates an empty layer file and its checksum sidecar and makes their directory entries durable, before any
-    /// record refers to them.
+    /// Creates an empty layer file and its checksum sidecar (their first segments) and makes their directory
+    /// entries durable, before any record refers to them.
     pub fn create_layer_file(&self, id: u64) -> Result<()> {
-        self.vfs.open(&self.layer_path(id), true)?;
-        self.vfs.open(&self.crc_path(id), true)?;
+        self.vfs.open(&self.layers_dir.join(crate::layer::layer_file_name(id)), true)?;
+        self.vfs.open(&self.layers_dir.join(crate::layer::sidecar_name(id)), true)?;
         self.vfs.sync_dir(&self.layers_dir)?;
         Ok(())
     }
 
-    /// Removes layer files after the records that referred to them are gone; failures leave orphans for the next open.
+    /// Opens a layer's file and its checksum sidecar, each as its run of segments.
+    pub fn open_layer_files(&self, id: u64) -> std::io::Result<(Arc<dyn VfsFile>, Arc<dyn VfsFile>)> {
+        open_layer_files(&self.vfs, &self.layers_dir, self.segment_shift, id, false)
+    }
+
+    /// Removes layer files (every segment) after the records that referred to them are gone; failures leave
+    /// orphans for the next open.
     pub fn remove_layer_files(&self, ids: &[u64]) {
         if ids.is_empty() {
             return;
         }
-        for id in ids {
-            let _ = self.vfs.remove(&self.layer_path(*id));
-            let _ = self.vfs.remove(&self.crc_path(*id));
+        let ids: std::collections::HashSet<u64> = ids.iter().copied().collect();
+        let names = self.vfs.list(&self.layers_dir).unwrap_or_default();
+        for name in names {
+            if crate::segments::layer_id_of(&name).is_some_and(|id| ids.contains(&id)) {
+                let _ = self.vfs.remove(&self.layers_dir.join(name));
+            }
         }
         let _ = self.vfs.sync_dir(&self.layers_dir);
         // The space that came back refills the metadata reserve first.
@@ -331,11 +346,8 @@ impl ImageState {
             layers.insert(id, layer.clone());
             return Ok(layer);
         }
-        let file = self.store.vfs.open(&self.store.layer_path(id), false).map_err(|e| {
-            Error::io(format!("a layer file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
-        })?;
-        let crc = self.store.vfs.open(&self.store.crc_path(id), false).map_err(|e| {
-            Error::io(format!("a checksum file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
+        let (file, crc) = self.store.open_layer_files(id).map_err(|e| {
+            Error::io(format!("the files of a layer of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
         })?;
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BLOCKS).map_err(db_err)?;

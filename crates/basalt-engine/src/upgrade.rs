@@ -1,11 +1,17 @@
 //! `basalt upgrade`: brings a stopped store of an earlier format version to this one, offline.
 //!
 //! Version 1 kept every layer's bitmaps in the metadata store and had no journal; version 2 added the journal and
-//! the `journal_applied` key; version 3 adds a checksum sidecar per layer file (docs/FORMAT.md, "Versions"). The
-//! upgrade replays a version-2 journal (so every change is in the metadata store and the layer files), writes every
-//! layer's sidecar from its data blocks, and then records version 3 in one metadata transaction. A crash anywhere
-//! before that transaction leaves the old version, and a rerun does it all again; on a version-3 store it changes
-//! nothing.
+//! the `journal_applied` key; version 3 added a checksum sidecar per layer file; version 4 cuts layer files and
+//! sidecars into segments (docs/FORMAT.md, "Versions"). The upgrade:
+//! 1. moves what a layer file holds past its first segment into the segment files that hold it now (copied and
+//!    synced before the first file is cut, so a rerun after a crash copies again);
+//! 2. replays a version-2 journal, so every change is in the metadata store and the layer files (a version-3
+//!    journal is left to the next open, which replays it the same way);
+//! 3. writes every layer's sidecar from its data blocks (versions 1 and 2);
+//! 4. records version 4 and the segment size in one metadata transaction.
+//!
+//! A crash anywhere before that transaction leaves the old version, and a rerun does it all again; on a version-4
+//! store it changes nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,10 +20,12 @@ use basalt_core::{Error, ErrorKind, Result};
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::engine::LAYERS_DIR;
-use crate::layer::{BlockSt, ObjBits, sidecar_name, sidecar_offset};
+use crate::layer::{BlockSt, ObjBits, sidecar_offset};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE};
 use crate::records::{self, BLOCKS, FORMAT_VERSION, IMAGES, ImageRec, db_err, decode};
+use crate::segments::{DEFAULT_SEGMENT_SHIFT, layer_id_of, split_oversized};
 use crate::state::layout_of;
+use crate::state::open_layer_files;
 use crate::vfs::{OsVfs, Vfs};
 
 /// What an upgrade did.
@@ -44,7 +52,7 @@ pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
     };
     let version = match version {
         Some(FORMAT_VERSION) => return Ok(Upgraded::AlreadyCurrent),
-        Some(v @ (1 | 2)) => v,
+        Some(v @ 1..=3) => v,
         Some(other) => {
             return Err(Error::new(
                 ErrorKind::NotSupported,
@@ -54,19 +62,30 @@ pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
         None => return Err(Error::not_found(format!("{} holds no basalt store", root.display()))),
     };
     let layers_dir = root.join(LAYERS_DIR);
+    let shift = DEFAULT_SEGMENT_SHIFT;
+    for name in vfs.list(&layers_dir)? {
+        let first_segment = name.ends_with(".layer") || name.ends_with(".crc");
+        if first_segment && layer_id_of(&name).is_some() {
+            split_oversized(&vfs, &layers_dir, &name, shift)
+                .map_err(|e| Error::io(format!("cannot move the tail of {name} into its segments: {e}")))?;
+        }
+    }
     if version == 2 {
         // Apply what the journal holds past `journal_applied`, as an open would.
         let paths = crate::journal::file_paths(root);
         if paths.iter().all(|p| vfs.open(p, false).is_ok()) {
             let files = [vfs.open(&paths[0], false)?, vfs.open(&paths[1], false)?];
-            crate::recover::replay(vfs.as_ref(), &store.db, &files, &layers_dir, &vfs.boot_id())?;
+            crate::recover::replay(&vfs, &store.db, &files, &layers_dir, shift, &vfs.boot_id())?;
         }
     }
-    write_sidecars(vfs.as_ref(), &store.db, &layers_dir)?;
+    if version <= 2 {
+        write_sidecars(&vfs, &store.db, &layers_dir, shift)?;
+    }
     let txn = store.db.begin_write().map_err(db_err)?;
     {
         let mut meta = txn.open_table(records::META).map_err(db_err)?;
         meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
+        meta.insert(records::SEGMENT_SHIFT, u64::from(shift)).map_err(db_err)?;
         if version == 1 {
             meta.insert(records::JOURNAL_APPLIED, 0).map_err(db_err)?;
         }
@@ -76,7 +95,7 @@ pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
 }
 
 /// Writes the sidecar of every layer of every image from the blocks its bitmaps call data, and syncs them.
-fn write_sidecars(vfs: &dyn Vfs, db: &redb::Database, layers_dir: &Path) -> Result<()> {
+fn write_sidecars(vfs: &Arc<dyn Vfs>, db: &redb::Database, layers_dir: &Path, shift: u32) -> Result<()> {
     let txn = db.begin_read().map_err(db_err)?;
     let images = txn.open_table(IMAGES).map_err(db_err)?;
     let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
@@ -87,15 +106,13 @@ fn write_sidecars(vfs: &dyn Vfs, db: &redb::Database, layers_dir: &Path) -> Resu
         let layout = layout_of(&rec)?;
         let bpo = layout.blocks_per_object();
         for layer in &rec.layers {
-            let path = layers_dir.join(format!("{:016x}.layer", layer.id));
-            let file = vfs.open(&path, false).map_err(|e| {
+            let (file, crc) = open_layer_files(vfs, layers_dir, shift, layer.id, true).map_err(|e| {
                 Error::io(format!(
-                    "image '{}': layer file {} cannot be opened ({e}): run fsck",
+                    "image '{}': the files of layer {:016x} cannot be opened ({e}): run fsck",
                     rec.spec_text(),
-                    path.display()
+                    layer.id
                 ))
             })?;
-            let crc = vfs.open(&layers_dir.join(sidecar_name(layer.id)), true)?;
             for item in blocks.range((layer.id, 0u64)..=(layer.id, u64::MAX)).map_err(db_err)? {
                 let (key, bits) = item.map_err(db_err)?;
                 let object_no = key.value().1;

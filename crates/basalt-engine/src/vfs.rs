@@ -29,6 +29,11 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Reserves space for the first `length` bytes (growing the file), so later writes there never need new space.
     fn allocate(&self, length: u64) -> io::Result<()>;
+    /// The first offset at or after `offset` where the file may hold data, skipping holes the file system knows
+    /// of; `None` past the last data. Without that knowledge, every offset before the end may hold data.
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        Ok((offset < self.len()?).then_some(offset))
+    }
 }
 
 /// A directory tree of files.
@@ -142,6 +147,21 @@ impl VfsFile for OsFile {
             return Ok(());
         }
         Err(io::Error::new(err.kind(), format!("reserve space for {}: {err}", self.path.display())))
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        let Ok(off) = i64::try_from(offset) else { return Ok(None) };
+        // SAFETY: lseek on a valid open descriptor with plain integer arguments; no memory is shared.
+        let at = unsafe { libc::lseek(self.file.as_raw_fd(), off, libc::SEEK_DATA) };
+        if at >= 0 {
+            return Ok(Some(at as u64));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL) => Ok((offset < self.len()?).then_some(offset)),
+            _ => Err(err),
+        }
     }
 }
 

@@ -288,6 +288,7 @@ fn a_full_tmpfs_fails_new_data_per_request_and_everything_else_keeps_working() {
         checkpoint_interval: None,
         metadata_cache_bytes: 4 << 20,
         metadata_reserve: 2 * MIB,
+        ..EngineOptions::default()
     };
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let os: Arc<dyn Vfs> = Arc::new(basalt_engine::vfs::OsVfs);

@@ -4,6 +4,7 @@ mod crash;
 mod full_disk;
 mod integrity;
 mod journal;
+mod large;
 mod long_chains;
 mod merge;
 mod model;

@@ -320,38 +320,3 @@ fn errors_name_images_by_spec_not_by_internal_ids() {
         assert!(!err.message().contains(layer.as_str()), "layer id {layer} leaks: {err}");
     }
 }
-
-#[test]
-fn a_size_the_file_system_cannot_hold_in_one_file_is_refused_or_works_to_its_last_byte() {
-    let Fixture { _dir, engine, .. } = fixture();
-    // 64 TiB: more than ext4 holds in one file (16 TiB with 4 KiB blocks); XFS or btrfs hold it.
-    let big = 64u64 << 40;
-    match engine.image_create(&spec("rbd/big"), &CreateOptions::with_size(big)) {
-        Err(err) => {
-            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-            assert!(err.message().contains("file system"), "{err}");
-            let images = engine.image_list(&PoolNs::parse("rbd").expect("location")).expect("list");
-            assert!(images.is_empty(), "a refused create left {images:?}");
-        }
-        Ok(()) => {
-            let io = engine.open(&spec("rbd/big"), &OpenTarget::Head, "test").expect("open");
-            io.write(big - 4096, &[9u8; 4096], Durability::Buffered).expect("the last block is writable");
-            let mut buf = [0u8; 4096];
-            io.read(big - 4096, &mut buf).expect("read");
-            assert_eq!(buf, [9u8; 4096]);
-        }
-    }
-    // Growing past the limit is refused the same way, and leaves the size alone.
-    engine.image_create(&spec("rbd/grows"), &CreateOptions::with_size(MIB)).expect("create");
-    if let Err(err) = engine.image_resize(&spec("rbd/grows"), big, ResizePolicy::GrowOnly) {
-        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-        assert_eq!(engine.image_info(&spec("rbd/grows")).expect("info").size_bytes, MIB);
-    }
-    assert!(
-        std::fs::read_dir(_dir.path().join("data").join(basalt_engine::LAYERS_DIR)).expect("layers").all(|e| {
-            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-            name.ends_with(".layer") || name.ends_with(".crc")
-        }),
-        "the probe file stayed"
-    );
-}

@@ -77,3 +77,64 @@ fn a_format_1_store_is_refused_until_upgraded_then_keeps_every_byte() {
     let data = read_all(&engine, OpenTarget::Head, "rbd/vm");
     assert!(data[4096..12288].iter().all(|&b| b == 0xc3) && data[..4096].iter().all(|&b| b == 0));
 }
+
+/// The bytes the format-3 fixture wrote: `data/v3-store.tar.gz` was made by a format-3 engine (whose layer files
+/// were single files): image `rbd/big` (10 TiB, 4 MiB objects) got 64 KiB of pattern 1 at 0 and of pattern 2 at
+/// 9 TiB + 4 KiB, then snapshot `s1`, then 8 KiB of pattern 3 at 9 TiB + 4 KiB and of pattern 4 at 8 TiB - 4 KiB,
+/// flushed into the journal only (the process exited without a checkpoint).
+fn v3_pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| ((i * 31 + seed * 7) % 253) as u8 + 1).collect()
+}
+
+fn read_at(engine: &Engine, target: &OpenTarget, offset: u64, len: usize) -> Vec<u8> {
+    let io = engine.open(&ImageSpec::parse("rbd/big").expect("spec"), target, "test").expect("open");
+    let mut buf = vec![0u8; len];
+    io.read(offset, &mut buf).expect("read");
+    buf
+}
+
+#[test]
+fn a_format_3_store_with_files_past_a_segment_is_split_and_keeps_every_byte() {
+    const TIB: u64 = 1 << 40;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/data/v3-store.tar.gz");
+    let status =
+        std::process::Command::new("tar").args(["-xzf", fixture, "-C"]).arg(dir.path()).status().expect("run tar");
+    assert!(status.success(), "tar failed");
+    let root = dir.path().join("data");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let Err(err) = Engine::open(&root, clock.clone()) else { panic!("a format-3 store opened") };
+    assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
+    assert!(err.message().contains("basalt upgrade --data-dir"), "{err}");
+
+    assert_eq!(upgrade(&root).expect("upgrade"), Upgraded::From(3));
+    assert_eq!(upgrade(&root).expect("upgrade again"), Upgraded::AlreadyCurrent);
+    // What lay past 8 TiB moved into second segments; no file is longer than a segment.
+    let layers_dir = root.join(basalt_engine::LAYERS_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(&layers_dir)
+        .expect("layers dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().filter(|n| n.ends_with(".layer.1")).count() == 2, "{names:?}");
+    for name in &names {
+        let len = std::fs::metadata(layers_dir.join(name)).expect("metadata").len();
+        assert!(len <= 1 << basalt_engine::DEFAULT_SEGMENT_SHIFT, "{name} holds {len} bytes");
+    }
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+
+    // The journal's records (replayed at open, into the segments) and the checkpointed blocks all read back.
+    let engine = Engine::open(&root, clock.clone()).expect("the upgraded store opens");
+    let head = OpenTarget::Head;
+    let mut far = v3_pattern(2, 65536);
+    far[..8192].copy_from_slice(&v3_pattern(3, 8192));
+    assert!(read_at(&engine, &head, 0, 65536) == v3_pattern(1, 65536));
+    assert!(read_at(&engine, &head, 9 * TIB + 4096, 65536) == far, "the head past 8 TiB");
+    assert!(read_at(&engine, &head, 8 * TIB - 4096, 8192) == v3_pattern(4, 8192), "across the segment boundary");
+    let snap = OpenTarget::Snapshot(SnapSpec::parse("rbd/big@s1").expect("snap").snap);
+    assert!(read_at(&engine, &snap, 9 * TIB + 4096, 65536) == v3_pattern(2, 65536), "the snapshot past 8 TiB");
+    assert!(read_at(&engine, &snap, 8 * TIB - 4096, 8192).iter().all(|&b| b == 0));
+    let scrub = engine.scrub(None, &basalt_core::Progress::default()).expect("scrub");
+    assert!(scrub.errors.is_empty() && scrub.blocks_checked >= 2 * 16 + 2 * 2, "{scrub:?}");
+}
