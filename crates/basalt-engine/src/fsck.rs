@@ -48,11 +48,11 @@ pub fn fsck(root: &Path) -> Result<FsckReport> {
 pub fn fsck_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<FsckReport> {
     let store = records::open_offline(&*vfs, root)?;
     let mut report = FsckReport::default();
-    check(&store.db, &*vfs, root, &mut report)?;
+    check(&store.db, &vfs, root, &mut report)?;
     Ok(report)
 }
 
-fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckReport) -> Result<()> {
+fn check(db: &redb::Database, vfs: &Arc<dyn Vfs>, root: &Path, report: &mut FsckReport) -> Result<()> {
     let txn = db.begin_read().map_err(db_err)?;
     let meta = txn.open_table(records::META).map_err(db_err)?;
     match meta.get("format_version").map_err(db_err)?.map(|v| v.value()) {
@@ -189,7 +189,9 @@ fn check(db: &redb::Database, vfs: &dyn Vfs, root: &Path, report: &mut FsckRepor
             }
         }
     }
-    check_checksums(&txn, vfs, root, &images, report)?;
+    if let Some(shift) = segment_shift {
+        check_checksums(&txn, vfs, root, shift, &images, report)?;
+    }
     for layer in orphan_bitmaps {
         report.notes.push(format!(
             "the bitmaps of layer {layer} are not referenced (left by an interrupted copy; the next open removes them)"
@@ -293,8 +295,9 @@ fn check_image(
 /// the next open's replay, not before.
 fn check_checksums(
     txn: &redb::ReadTransaction,
-    vfs: &dyn Vfs,
+    vfs: &Arc<dyn Vfs>,
     root: &Path,
+    segment_shift: u32,
     images: &BTreeMap<String, ImageRec>,
     report: &mut FsckReport,
 ) -> Result<()> {
@@ -351,8 +354,7 @@ fn check_checksums(
         }
         if files.as_ref().is_none_or(|(id, _)| *id != layer) {
             // A missing file is reported above.
-            let open = |name: String| vfs.open(&layers_dir.join(name), false).ok();
-            let pair = open(format!("{layer:016x}.layer")).zip(open(crate::layer::sidecar_name(layer)));
+            let pair = crate::state::open_layer_files(vfs, &layers_dir, segment_shift, layer, false).ok();
             files = Some((layer, pair));
         }
         let Some((_, Some((file, crc)))) = &files else { continue };

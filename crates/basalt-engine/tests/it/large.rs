@@ -99,6 +99,8 @@ fn a_petabyte_image_is_writable_at_any_offset_and_its_segments_go_with_it() {
 
     // Everything survives a reopen: the segments' directory entries were made durable.
     drop(engine);
+    let report = basalt_engine::fsck::fsck(&root).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
     let engine = Engine::open(&root, clock).expect("reopen");
     check(&engine, OpenTarget::Head, &second);
     check(&engine, OpenTarget::Snapshot(SnapName::new("before").expect("name")), &first);
