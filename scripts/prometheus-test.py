@@ -136,7 +136,7 @@ scrape_configs:
         check("promtool test rules monitoring/tests/basalt-alerts-test.yml (basalt's own alerts)",
               static.returncode == 0, (static.stdout + static.stderr).strip().replace("\n", " | ")[-600:])
         for name in ("basalt_store_stopped 0.0", "basalt_tasks_failed_recent 0.0",
-                     "basalt_certificate_expiry_timestamp_seconds"):
+                     "basalt_certificate_expiry_timestamp_seconds", "basalt_metadata_reserve_size_bytes"):
             check(f"/metrics has {name.split()[0]}" + (f" at {name.split()[1]}" if " " in name else ""),
                   f"\n{name}" in text or f"# TYPE {name} " in text)
         wait_for("the first scrape", lambda: query('up{job="basalt"}') and query('up{job="basalt"}')[0]["value"][1] == "1")

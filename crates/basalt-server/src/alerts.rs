@@ -184,6 +184,24 @@ fn subjects(metadata: &serde_json::Value) -> String {
     }
 }
 
+/// The alert for a metadata reserve below its size: the disk filled up, the metadata store drew on the reserve, and
+/// writes of new data are refused until space comes back (docs/FORMAT.md, "The metadata reserve").
+pub fn reserve_alert(reserve: basalt_engine::ReserveStatus) -> Option<(String, Severity, String, String)> {
+    (reserve.held < reserve.size).then(|| {
+        (
+            "metadata_reserve_low".to_owned(),
+            Severity::Warning,
+            format!("the metadata reserve is low ({} of {})", format_size(reserve.held), format_size(reserve.size)),
+            format!(
+                "The data directory's file system filled up and the metadata store drew on its reserve ({} time(s) \
+                 since basalt started). Writes of new data are refused with ENOSPC until space is freed: remove \
+                 snapshots, images or trash, or grow the file system. The reserve refills as space comes back.",
+                reserve.releases
+            ),
+        )
+    })
+}
+
 /// The families behind the alert rules of `monitoring/basalt-alerts.yml` that `/metrics` has no other source for:
 /// the store's state, recent failed tasks and certificate expiry (pool, file-system and image-status families are
 /// written elsewhere). A certificate that cannot be read has no series; `/api/alerts` names it.
@@ -213,6 +231,30 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
         "counter",
         &rows,
     );
+    if let Some(reserve) = state.capacity.reserve() {
+        let one = |v: u64| [(String::new(), v as f64)];
+        family(
+            out,
+            "basalt_metadata_reserve_bytes",
+            "Bytes the metadata reserve holds now; below its size after the disk filled up",
+            "gauge",
+            &one(reserve.held),
+        );
+        family(
+            out,
+            "basalt_metadata_reserve_size_bytes",
+            "Bytes the metadata reserve is kept at",
+            "gauge",
+            &one(reserve.size),
+        );
+        family(
+            out,
+            "basalt_metadata_reserve_releases_total",
+            "Times the metadata store drew on the reserve for lack of space since basalt started",
+            "counter",
+            &one(reserve.releases),
+        );
+    }
     let rows: Vec<(String, f64)> = expiries(&state.certificates)
         .into_iter()
         .filter_map(|(what, _, end)| Some((format!("certificate=\"{}\"", label_value(what)), end.ok()? as f64)))
@@ -266,6 +308,7 @@ pub fn current(state: &AppState) -> Vec<Alert> {
             }
         }
     }
+    raw.extend(state.capacity.reserve().and_then(reserve_alert));
     let ctx = state.status_ctx();
     for image in ctx.known_images() {
         let status = ctx.known(&image);
@@ -345,6 +388,16 @@ mod tests {
         assert_eq!(ids(pool(95, 0, 100, 0)), [("pool_full:p".to_owned(), Severity::Critical)]);
         assert_eq!(ids(pool(0, 9, 0, 10)), [("pool_near_full:p".to_owned(), Severity::Warning)]);
         assert_eq!(ids(pool(1 << 40, 1 << 20, 0, 0)), [], "no quota, no alert");
+    }
+
+    #[test]
+    fn a_metadata_reserve_below_its_size_raises_a_warning() {
+        let status = |held| basalt_engine::ReserveStatus { size: 64 << 20, held, releases: 2 };
+        assert_eq!(reserve_alert(status(64 << 20)), None);
+        let (id, severity, summary, detail) = reserve_alert(status(48 << 20)).expect("an alert");
+        assert_eq!((id.as_str(), severity), ("metadata_reserve_low", Severity::Warning));
+        assert_eq!(summary, "the metadata reserve is low (48 MiB of 64 MiB)");
+        assert!(detail.contains("(2 time(s) since basalt started)") && detail.contains("ENOSPC"), "{detail}");
     }
 
     #[test]

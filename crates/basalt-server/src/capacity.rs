@@ -228,13 +228,20 @@ impl Snapshot {
 pub struct Capacity {
     /// The data directory whose file system holds the pools; `None` when a Ceph cluster serves them.
     data_dir: Option<PathBuf>,
+    /// The embedded engine, whose metadata reserve is read on each request (a file length: no scan).
+    engine: Option<Arc<basalt_engine::Engine>>,
     last: Mutex<Option<Snapshot>>,
 }
 
 impl Capacity {
     /// For the embedded engine in `data_dir`.
-    pub fn embedded(data_dir: PathBuf) -> Capacity {
-        Capacity { data_dir: Some(data_dir), last: Mutex::new(None) }
+    pub fn embedded(data_dir: PathBuf, engine: Arc<basalt_engine::Engine>) -> Capacity {
+        Capacity { data_dir: Some(data_dir), engine: Some(engine), last: Mutex::new(None) }
+    }
+
+    /// The embedded engine's metadata reserve now (docs/FORMAT.md, "The metadata reserve"); `None` with Ceph.
+    pub fn reserve(&self) -> Option<basalt_engine::ReserveStatus> {
+        self.engine.as_ref().map(|engine| engine.metadata_reserve())
     }
 
     /// Whether this server exports pool and health series (the embedded engine).

@@ -104,7 +104,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let api_tls = api_tls.map_err(|err| ServeError::Config(format!("API TLS: {err}")))?;
     let registry = Arc::new(Registry::default());
     let history = Arc::new(History::default());
-    let (storage, store, share) = match &config.ceph {
+    let (storage, store, share, engine) = match &config.ceph {
         None => {
             let engine_dir = dir.clone();
             let options = EngineOptions { metadata_cache_bytes: config.cache_bytes, ..EngineOptions::default() };
@@ -113,11 +113,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
                 .await
                 .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?
                 .map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-            let engine: Arc<dyn Backend> = Arc::new(engine);
+            let engine = Arc::new(engine);
+            let backend: Arc<dyn Backend> = engine.clone();
             // A fresh embedded store gets pool `rbd`; a cluster's pools are the cluster's business.
-            first_start_pool(&engine).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
             let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-            (engine, store, None)
+            (backend, store, None, Some(engine))
         }
         Some(ceph) => {
             // The data directory still holds the sockets and the initial password.
@@ -127,7 +128,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             let (backend, store, perf) = open_ceph(ceph.clone()).await?;
             let id = server_id(&dir)
                 .map_err(io_err(format!("reading or creating {}", dir.join(SERVER_ID_FILE).display())))?;
-            (backend, store, Some((perf, id)))
+            (backend, store, Some((perf, id)), None)
         }
     };
     tracing::info!(backend = if config.ceph.is_some() { "ceph" } else { "embedded" }, "storage ready");
@@ -183,8 +184,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         certificates.push(("API".to_owned(), tls.cert.clone()));
     }
     state.certificates = Arc::new(crate::alerts::Certificates(certificates));
-    if config.ceph.is_none() {
-        state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone()));
+    if let Some(engine) = engine {
+        state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone(), engine));
     }
 
     let tcp = tokio::net::TcpListener::bind(config.listen)

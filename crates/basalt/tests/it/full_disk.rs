@@ -1,6 +1,7 @@
 //! A full disk under the real `basalt serve`, with qemu-io over NBD: the data directory is a small tmpfs, filled up
 //! until writes fail. A write of new data then fails with ENOSPC for that request only, while overwrites, reads and
 //! flushes keep working, and removing a snapshot or an image through the API frees space that writes can use again.
+//! Metadata commits on the full disk draw on the metadata reserve, which `/metrics` and `GET /api/alerts` report.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::api::{ADMIN_PASSWORD, Server, call, login, start_at, wait_task};
+use crate::api::{ADMIN_PASSWORD, Server, call, call_bytes, login, start_at, wait_task};
 
 const MIB: u64 = 1 << 20;
 
@@ -71,6 +72,26 @@ fn io_ok(server: &Server, export: &str, cmds: &[&str]) {
     assert!(ok, "qemu-io {cmds:?}: {text}\nserver log:\n{}", server_log(server));
 }
 
+/// The metadata reserve as `/metrics` gives it: (bytes held, size).
+fn reserve_metrics(server: &Server, token: &str) -> (u64, u64) {
+    let (status, body) = call_bytes(server, "GET", "/metrics", token, &[]);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| -> u64 {
+        let line =
+            text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line.parse::<f64>().unwrap_or_else(|_| panic!("{name} {line}")) as u64
+    };
+    (value("basalt_metadata_reserve_bytes"), value("basalt_metadata_reserve_size_bytes"))
+}
+
+/// The ids of the alerts `GET /api/alerts` raises now.
+fn alert_ids(server: &Server, token: &str) -> Vec<String> {
+    let (status, alerts) = call(server, "GET", "/api/alerts", Some(token), None);
+    assert_eq!(status, 200, "{alerts}");
+    alerts.as_array().expect("a list").iter().map(|a| a["id"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
 /// Runs an API call that answers 200/201/204 at once or 202 with a task, and checks it succeeded.
 fn api_ok(server: &Server, token: &str, method: &str, path: &str, body: Option<Value>) {
     let (status, answer) = call(server, method, path, Some(token), body);
@@ -98,6 +119,9 @@ fn a_full_disk_fails_nbd_writes_of_new_data_per_request_and_removals_free_space(
     std::os::unix::fs::symlink(logs.path().join("serve.log"), dir.path().join("serve.log")).expect("log symlink");
     let server = start_at(dir.clone(), Some(ADMIN_PASSWORD));
     let token = login(&server, "admin", ADMIN_PASSWORD);
+    let (held, size) = reserve_metrics(&server, &token);
+    assert!(size > 0 && held == size, "a fresh store's reserve is full: {held} of {size}");
+    assert!(!alert_ids(&server, &token).contains(&"metadata_reserve_low".to_owned()));
     for (name, size) in [("vm", 256 * MIB), ("other", 64 * MIB)] {
         let body = json!({"name": name, "pool_name": "rbd", "size": size, "features": ["layering"]});
         api_ok(&server, &token, "POST", "/api/block/image", Some(body));
@@ -156,6 +180,39 @@ fn a_full_disk_fails_nbd_writes_of_new_data_per_request_and_removals_free_space(
     let body = json!({"name": "after", "pool_name": "rbd", "size": MIB, "features": ["layering"]});
     api_ok(&server, &token, "POST", "/api/block/image", Some(body));
     io_ok(&server, "rbd/vm", &["read -P 0xe5 0 64k", "read -P 0xb2 64k 1M", "read -P 0xd4 8M 1M"]);
+    assert_eq!(reserve_metrics(&server, &token), (size, size), "the reserve is full again");
+
+    // The disk fills up again, and metadata commits (image metadata, 2000 bytes a key) take pages of the metadata
+    // store that it no longer has: they draw on the reserve, which /metrics shows and GET /api/alerts warns of.
+    let refill = std::fs::File::create(dir.path().join("ballast2")).expect("ballast");
+    for i in 0..=free_bytes(dir.path()) / MIB {
+        if std::os::unix::fs::FileExt::write_all_at(&refill, &zeros, i * MIB).is_err() {
+            break;
+        }
+    }
+    let mut drawn = None;
+    for i in 0..64 {
+        let body = json!({"metadata": {format!("key{i}"): "v".repeat(2000)}});
+        api_ok(&server, &token, "PUT", "/api/block/image/rbd%2Fvm", Some(body));
+        let (held, _) = reserve_metrics(&server, &token);
+        if held < size {
+            drawn = Some(held);
+            break;
+        }
+    }
+    let held = drawn.expect("metadata commits on the full disk never drew on the reserve");
+    assert!(alert_ids(&server, &token).contains(&"metadata_reserve_low".to_owned()), "held {held} of {size}");
+    // While the reserve is low, new data is refused so that freed space refills it first.
+    let (ok, text) = qemu_io(&server, "rbd/vm", &[format!("write -P 0xa7 {} 4k", at + 4 * MIB)]);
+    assert!(!ok && text.contains("No space left on device"), "{text}\nserver log:\n{}", server_log(&server));
+
+    // Space comes back (the file system grows, as it were): the next write of new data refills the reserve first,
+    // then fits; the metric is full again and the warning gone.
+    drop(refill);
+    std::fs::remove_file(dir.path().join("ballast2")).expect("remove the ballast");
+    io_ok(&server, "rbd/vm", &[&format!("write -P 0xa7 {} 4k", at + 4 * MIB), "flush"]);
+    assert_eq!(reserve_metrics(&server, &token), (size, size), "the reserve refilled");
+    assert!(!alert_ids(&server, &token).contains(&"metadata_reserve_low".to_owned()));
     drop(server);
 }
 
