@@ -41,6 +41,9 @@ pub enum CrashSurvivors {
     All,
     /// A pseudo-random subset chosen by the seed.
     Random(u64),
+    /// Every one to the files whose names end with one of these, and none to the others: a cut that writes back
+    /// one file's cache and not another's (data without its checksum, say).
+    FilesEndingWith(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -267,6 +270,10 @@ impl SimVfs {
                     CrashSurvivors::None => false,
                     CrashSurvivors::All => true,
                     CrashSurvivors::Random(_) => next_bool(),
+                    CrashSurvivors::FilesEndingWith(ends) => {
+                        let name = path.to_string_lossy();
+                        ends.iter().any(|end| name.ends_with(end))
+                    }
                 };
                 if keep {
                     apply(&mut data, op);
