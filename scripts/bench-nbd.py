@@ -1,13 +1,29 @@
 #!/usr/bin/env python3
 """Benchmarks basalt's NBD data path against the peers a user would otherwise pick, in one run on one machine.
 
-Targets (each gets the same fio jobs through fio's nbd engine, one connection):
-  basalt       basalt serve, a fresh thin image
+Targets (each gets the same fio jobs through fio's nbd engine):
+  basalt       basalt serve, a fresh thin image (feature layering only: exclusive-lock would let one connection write)
   basalt-snap  the same image right after a snapshot (copy-on-write cost; write jobs only)
-  raw          qemu-nbd serving a raw file
-  qcow2        qemu-nbd serving a qcow2 file
+  raw-none     qemu-nbd serving a raw file with --cache=none (O_DIRECT) and --aio=io_uring (native where
+               io_uring is missing)
+  raw-wb       qemu-nbd serving the same raw file with --cache=writeback (the page cache; a flush is an fdatasync)
+  qcow2        qemu-nbd serving a qcow2 file (--cache=none)
   qcow2-snap   the same qcow2 after an internal snapshot (write jobs only)
   file         fio on the raw file itself with io_uring and O_DIRECT (the machine's limit)
+
+Jobs: 4k random write at QD32 and QD1, 4k random read at QD32, 1 MiB sequential write and read at QD8, and 4k
+random write + flush at "QD1" and "QD16":
+  randwrite4k_flush_qd1   one connection: write, wait for it, flush, wait for it (fio --fsync=1 --iodepth=1).
+  randwrite4k_flush_qd16  sixteen connections (fio --numjobs=16), each doing the QD1 job: sixteen clients that each
+                          commit every write, so up to sixteen flushes are in flight at once (group commit).
+  Both report writes per second; each write is followed by its own flush.
+  fio's nbd engine sends a flush (its fsync) as one more asynchronous command in the same queue, without waiting
+  for the writes before it, so --fsync=1 --iodepth=16 on one connection would keep about eight writes and eight
+  flushes in flight, and a flush there need not cover the write issued just before it (NBD makes a flush cover
+  only the writes already replied to). That is why the QD16 job uses sixteen connections at depth 1.
+
+The last table compares, per job, basalt with the better of qemu-nbd raw's two cache modes in this run (the target
+is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16).
 
 Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--basalt PATH] [--keep]
 Needs fio (with the nbd engine) and qemu-utils; builds nothing: pass a release binary with --basalt
@@ -15,7 +31,7 @@ Needs fio (with the nbd engine) and qemu-utils; builds nothing: pass a release b
 
 With --ceph-conf CONF (a binary built with --features ceph), it instead benchmarks the NBD gateway on that Ceph
 cluster against `rbd bench` (librbd in the benchmark's own process) on the same image, after filling the image so
-both read written data:
+both read written data (the jobs rbd bench can run: not the flush jobs):
   ceph-nbd     basalt serve --ceph-conf CONF, fio through its NBD socket
   rbd-bench    rbd bench with the same I/O size, depth (threads) and pattern
 """
@@ -39,13 +55,18 @@ JOBS = [
     ("seqwrite1m_qd8", ["--rw=write", "--bs=1m", "--iodepth=8"], "mibs"),
     ("seqread1m_qd8", ["--rw=read", "--bs=1m", "--iodepth=8"], "mibs"),
     # A guest that flushes after every write (a database's commit): the cost of a flush.
-    ("randwrite4k_flush", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"], "iops"),
+    ("randwrite4k_flush_qd1", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"], "iops"),
+    # Sixteen such clients, one connection each: sixteen flushes in flight at once (see the docstring for why not
+    # --iodepth=16 on one connection).
+    ("randwrite4k_flush_qd16", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1", "--numjobs=16"], "iops"),
 ]
-WRITE_JOBS = {"randwrite4k_qd32", "randwrite4k_qd1", "randwrite4k_flush"}
+WRITE_JOBS = {"randwrite4k_qd32", "randwrite4k_qd1", "randwrite4k_flush_qd1", "randwrite4k_flush_qd16"}
+FLUSH_JOBS = {"randwrite4k_flush_qd1": 1.0, "randwrite4k_flush_qd16": 1.5}  # the targets against raw-wb
 
 
 def fio(engine_args, job_args, runtime, size):
-    """Runs one fio job and returns (IOPS, MiB/s) summed over reads and writes."""
+    """Runs one fio job (all its processes reported as one) and returns (IOPS, MiB/s) summed over reads and writes.
+    A flush job's IOPS are its writes per second: fio counts its flushes apart, and each write has one."""
     cmd = ["fio", "--name=bench", "--output-format=json", "--time_based=1", f"--runtime={runtime}",
            f"--size={size}", "--group_reporting=1"] + engine_args + job_args
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -53,6 +74,10 @@ def fio(engine_args, job_args, runtime, size):
     job = report["jobs"][0]
     iops = job["read"]["iops"] + job["write"]["iops"]
     mibs = (job["read"]["bw"] + job["write"]["bw"]) / 1024.0
+    if "--fsync=1" in job_args:
+        writes, flushes = job["write"]["total_ios"], job["sync"]["total_ios"]
+        if flushes < writes - 16:
+            sys.exit(f"fio sent {flushes} flushes for {writes} writes: the flush job measured something else")
     return iops, mibs
 
 
@@ -73,8 +98,9 @@ def wait_for(path, what, seconds=30):
 class QemuNbd:
     """qemu-nbd on a Unix socket, as a context manager."""
 
-    def __init__(self, fmt, image, sock):
-        self.args = ["qemu-nbd", "-f", fmt, "--cache=none", "--aio=io_uring", "-e", "8", "-k", sock, "-t", image]
+    def __init__(self, fmt, image, sock, cache="none", aio="io_uring"):
+        # -e 32: room for the sixteen connections of the QD16 flush job (qemu-nbd stops accepting at the limit).
+        self.args = ["qemu-nbd", "-f", fmt, f"--cache={cache}", f"--aio={aio}", "-e", "32", "-k", sock, "-t", image]
         self.sock = sock
 
     def __enter__(self):
@@ -117,9 +143,8 @@ class Basalt:
 def run_jobs(results, target, engine_args, runtime, size, only=None):
     for name, args, _ in JOBS:
         if only is None or name in only:
-            results[(target, name)] = fio(engine_args, args, runtime, size)
-            print(f"  {target:12} {name:18} {results[(target, name)][0]:10.0f} IOPS {results[(target, name)][1]:9.1f} MiB/s",
-                  file=sys.stderr)
+            iops, mibs = results[(target, name)] = fio(engine_args, args, runtime, size)
+            print(f"  {target:12} {name:22} {iops:10.0f} IOPS {mibs:9.1f} MiB/s", file=sys.stderr)
 
 
 # rbd bench arguments for each job: I/O type, size, threads (its queue depth) and pattern.
@@ -165,13 +190,14 @@ def main_ceph(opts):
         subprocess.run(["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8",
                         "--io-pattern", "seq", "--io-total", str(total), image], check=True, capture_output=True)
         with Basalt(os.path.abspath(opts.basalt), os.path.join(scratch, "data"), ["--ceph-conf", conf]) as b:
-            run_jobs(results, "ceph-nbd", ["--ioengine=nbd", f"--uri={b.uri(image)}"], opts.runtime, opts.size)
-        for name, _, _ in JOBS:
+            run_jobs(results, "ceph-nbd", ["--ioengine=nbd", f"--uri={b.uri(image)}"], opts.runtime, opts.size,
+                     RBD_BENCH)
+        for name in RBD_BENCH:
             io_size = RBD_BENCH[name][1]
             # About as many operations as fio did in its run, so both run for a similar time.
             ops = max(int(results[("ceph-nbd", name)][0] * opts.runtime), 1000)
             results[("rbd-bench", name)] = rbd_bench(conf, image, name, min(ops * io_size, 4 * total))
-            print(f"  {'rbd-bench':12} {name:18} {results[('rbd-bench', name)][0]:10.0f} IOPS "
+            print(f"  {'rbd-bench':12} {name:22} {results[('rbd-bench', name)][0]:10.0f} IOPS "
                   f"{results[('rbd-bench', name)][1]:9.1f} MiB/s", file=sys.stderr)
     finally:
         subprocess.run(ceph + ["osd", "pool", "delete", pool, pool, "--yes-i-really-really-mean-it"],
@@ -180,6 +206,8 @@ def main_ceph(opts):
             shutil.rmtree(scratch, ignore_errors=True)
     print(f"{'job':18}{'ceph-nbd':>13}{'rbd-bench':>13}{'nbd/rbd':>9}")
     for name, _, unit in JOBS:
+        if name not in RBD_BENCH:
+            continue
         idx = 0 if unit == "iops" else 1
         nbd, rbd = results[("ceph-nbd", name)][idx], results[("rbd-bench", name)][idx]
         print(f"{name + (' MiB/s' if unit == 'mibs' else ''):18}{nbd:13.0f}{rbd:13.0f}{nbd / rbd:9.2f}")
@@ -202,37 +230,61 @@ def main():
     results = {}
     try:
         with Basalt(os.path.abspath(opts.basalt), os.path.join(scratch, "data")) as b:
-            b.cli("create", "--size", opts.size, "rbd/bench")
+            # Without exclusive-lock (only layering), so the sixteen connections of the QD16 flush job may all write,
+            # as qemu-nbd's -e lets them; the features change nothing else on the engine's data path.
+            b.cli("create", "--size", opts.size, "--image-feature", "layering", "rbd/bench")
             run_jobs(results, "basalt", ["--ioengine=nbd", f"--uri={b.uri('rbd/bench')}"], opts.runtime, opts.size)
             b.cli("snap", "create", "rbd/bench@fresh")
             run_jobs(results, "basalt-snap", ["--ioengine=nbd", f"--uri={b.uri('rbd/bench')}"], opts.runtime,
                      opts.size, WRITE_JOBS)
         raw = os.path.join(scratch, "raw.img")
         subprocess.run(["truncate", "-s", opts.size, raw], check=True)
-        with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock")) as uri:
-            run_jobs(results, "raw", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
+        aio = io_uring_or_native(raw)
+        print(f"  raw-none uses --aio={aio}", file=sys.stderr)
+        with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "none", aio) as uri:
+            run_jobs(results, "raw-none", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
+        with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "writeback", "threads") as uri:
+            run_jobs(results, "raw-wb", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
         qcow = os.path.join(scratch, "q.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", qcow, opts.size], check=True)
-        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock")) as uri:
+        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
             run_jobs(results, "qcow2", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
         subprocess.run(["qemu-img", "snapshot", "-c", "s1", qcow], check=True)
-        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock")) as uri:
+        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
             run_jobs(results, "qcow2-snap", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size, WRITE_JOBS)
         run_jobs(results, "file", ["--ioengine=io_uring", "--direct=1", f"--filename={raw}"], opts.runtime, opts.size)
     finally:
         if not opts.keep:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    targets = ["basalt", "basalt-snap", "raw", "qcow2", "qcow2-snap", "file"]
-    print(f"{'job':18}" + "".join(f"{t:>13}" for t in targets) + f"{'b/raw':>8}{'b/qcow2':>9}{'bs/qcow2s':>10}{'bs/b':>7}")
+    targets = ["basalt", "basalt-snap", "raw-none", "raw-wb", "qcow2", "qcow2-snap", "file"]
+    value = lambda t, name, idx: results.get((t, name), (None, None))[idx]
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    print(f"{'job':24}" + "".join(f"{t:>12}" for t in targets) + f"{'b/qcow2':>9}{'bs/qcow2s':>10}{'bs/b':>7}")
     for name, _, unit in JOBS:
         idx = 0 if unit == "iops" else 1
-        value = lambda t: results.get((t, name), (None, None))[idx]
-        cells = "".join(f"{value(t):13.0f}" if value(t) is not None else f"{'-':>13}" for t in targets)
-        ratio = lambda a, b: f"{value(a) / value(b):.2f}" if value(a) and value(b) else "-"
-        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):18}{cells}{ratio('basalt', 'raw'):>8}"
-              f"{ratio('basalt', 'qcow2'):>9}{ratio('basalt-snap', 'qcow2-snap'):>10}{ratio('basalt-snap', 'basalt'):>7}")
+        v = lambda t: value(t, name, idx)
+        cells = "".join(f"{v(t):12.0f}" if v(t) is not None else f"{'-':>12}" for t in targets)
+        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{cells}{ratio(v('basalt'), v('qcow2')):>9}"
+              f"{ratio(v('basalt-snap'), v('qcow2-snap')):>10}{ratio(v('basalt-snap'), v('basalt')):>7}")
 
+    # The targets of the engine's redesign: basalt against the better qemu-nbd raw cache mode of this run.
+    print()
+    print(f"{'job':24}{'basalt':>10}{'best raw':>10}{'mode':>6}{'b/best':>8}{'need':>6}{'b/raw-wb':>10}{'need':>6}")
+    for name, _, unit in JOBS:
+        idx = 0 if unit == "iops" else 1
+        b, none, wb = (value(t, name, idx) for t in ("basalt", "raw-none", "raw-wb"))
+        best, mode = (none, "none") if none >= wb else (wb, "wb")
+        wb_cells = f"{ratio(b, wb):>10}{FLUSH_JOBS[name]:6.1f}" if name in FLUSH_JOBS else ""
+        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{b:10.0f}{best:10.0f}{mode:>6}{ratio(b, best):>8}"
+              f"{1.0:6.1f}{wb_cells}")
+
+
+def io_uring_or_native(image):
+    """The --aio mode for --cache=none: io_uring where this qemu and kernel have it, else native."""
+    probe = subprocess.run(["qemu-io", "-f", "raw", "-t", "none", "--aio=io_uring", "-c", "read 0 4k", image],
+                           capture_output=True)
+    return "io_uring" if probe.returncode == 0 else "native"
 
 if __name__ == "__main__":
     main()
