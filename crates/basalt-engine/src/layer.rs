@@ -911,7 +911,11 @@ pub struct View {
 const INDEXED_CHAIN: usize = 8;
 
 /// Objects in a [`ChainIndex`] before it starts over (a bound on its memory: a few dozen bytes each).
-const INDEX_OBJECTS_MAX: usize = 1 << 20;
+/// A view's chain index may take this share of the store's bitmap budget (12 MiB of the default 192 MiB): past it,
+/// the index starts over, so a scan of a huge image with many snapshots holds a bounded set of objects.
+const INDEX_BUDGET_SHARE: usize = 16;
+/// What an index entry costs besides its two slices: the map's slot, the `Arc` and the slices' headers.
+const INDEX_ENTRY_OVERHEAD: usize = 96;
 
 /// What lets a read on a long chain (an image with many snapshots) look at the few layers that hold a block's
 /// object instead of at every layer: per object, the indices of the layers below the top one (`chain[1..]`) that
@@ -931,10 +935,17 @@ const INDEX_OBJECTS_MAX: usize = 1 << 20;
 /// view by the upper layer's `min_size`.
 #[derive(Debug, Default)]
 pub struct ChainIndex {
-    objects: RwLock<HashMap<u64, Arc<Holders>>>,
+    objects: RwLock<IndexMap>,
     /// `hidden_from[i]`: the smallest `min_size` of `chain[1..i]`, so blocks of layer `i` or below at or past it
     /// are hidden by a shrink above.
     hidden_from: std::sync::OnceLock<Vec<u64>>,
+}
+
+/// The indexed objects and the bytes they take.
+#[derive(Debug, Default)]
+struct IndexMap {
+    holders: HashMap<u64, Arc<Holders>>,
+    bytes: usize,
 }
 
 /// The layers below the top of a view that hold one object (see [`ChainIndex`]).
@@ -971,7 +982,7 @@ impl ChainIndex {
     }
 
     fn holders(&self, chain: &[ViewLayer], object_no: u64) -> Result<Arc<Holders>> {
-        if let Some(found) = read_lock(&self.objects).get(&object_no) {
+        if let Some(found) = read_lock(&self.objects).holders.get(&object_no) {
             return Ok(found.clone());
         }
         let layers: Box<[u32]> =
@@ -980,12 +991,17 @@ impl ChainIndex {
         for &idx in layers.iter().take(layers.len().saturating_sub(1)) {
             chain[idx as usize].layer.union_present(object_no, &mut upper)?;
         }
+        let bytes = INDEX_ENTRY_OVERHEAD + layers.len() * 4 + upper.len() * 8;
         let found = Arc::new(Holders { layers, upper: upper.into_boxed_slice() });
+        let budget = chain[0].layer.cache.budget() / INDEX_BUDGET_SHARE;
         let mut objects = write_lock(&self.objects);
-        if objects.len() >= INDEX_OBJECTS_MAX {
-            objects.clear();
+        if objects.bytes + bytes > budget {
+            objects.holders = HashMap::new();
+            objects.bytes = 0;
         }
-        objects.insert(object_no, found.clone());
+        if objects.holders.insert(object_no, found.clone()).is_none() {
+            objects.bytes += bytes;
+        }
         Ok(found)
     }
 }
