@@ -46,6 +46,10 @@ pub(crate) enum ConnError {
     /// The server ended the connection on purpose.
     #[error("{0}")]
     Refused(String),
+    /// The server failed while handling a request (a backend call panicked): during the handshake the option gets
+    /// an error reply saying so, and negotiation goes on.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Resolves once shutdown is requested (the value turns true or the sender is gone); cancel-safe.
@@ -236,6 +240,8 @@ fn log_end(client: &str, err: &ConnError) {
             tracing::debug!(client, "client hung up")
         }
         ConnError::Io(io) => tracing::info!(client, error = %io, "connection failed"),
-        ConnError::Protocol(_) | ConnError::Refused(_) => tracing::warn!(client, error = %err, "connection closed"),
+        ConnError::Protocol(_) | ConnError::Refused(_) | ConnError::Failed(_) => {
+            tracing::warn!(client, error = %err, "connection closed")
+        }
     }
 }

@@ -156,7 +156,23 @@ where
             proto::option_error(&mut out, header.option, proto::REP_ERR_SHUTDOWN, "the server is shutting down");
             Some(Outcome::Closed)
         } else {
-            state.handle_option(header.option, data, &mut out).await?
+            // A failure of the server's own (a panic here or in a backend call) answers the option with an error
+            // that says so, rather than closing the connection unanswered.
+            match CatchPanic(Box::pin(state.handle_option(header.option, data, &mut out))).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(ConnError::Failed(why))) | Err(why) => {
+                    out.clear();
+                    if header.option == proto::OPT_EXPORT_NAME {
+                        // This option has no error reply: hanging up is the only answer.
+                        return Err(ConnError::Failed(why));
+                    }
+                    tracing::warn!(client, option = header.option, error = %why, "option failed in the server");
+                    let message = format!("the server failed on this option: {why}");
+                    proto::option_error(&mut out, header.option, proto::REP_ERR_PLATFORM, &message);
+                    None
+                }
+                Ok(Err(err)) => return Err(err),
+            }
         };
         writer.write_all(&out).await?;
         writer.flush().await?;
@@ -465,5 +481,27 @@ impl Negotiation<'_> {
 
 /// Runs a backend call on the blocking pool.
 async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T, ConnError> {
-    tokio::task::spawn_blocking(call).await.map_err(|err| ConnError::Refused(format!("a backend call failed: {err}")))
+    tokio::task::spawn_blocking(call).await.map_err(|err| ConnError::Failed(format!("a backend call failed: {err}")))
+}
+
+/// Polls a future, turning a panic into `Err` with the panic's message (the future is not polled again).
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                std::task::Poll::Ready(Err(format!("internal error: {what}")))
+            }
+        }
+    }
 }

@@ -53,6 +53,11 @@ impl TestServer {
         TestServer::start_with_access(basalt_nbd::Limits::default(), |dir| Some(tls(dir)), Some(authorizer))
     }
 
+    /// A server whose TCP listener (in clear) has `authorizer` decide each client's access.
+    pub fn start_with_authorizer(authorizer: Arc<dyn basalt_nbd::Authorizer>) -> TestServer {
+        TestServer::start_with_access(basalt_nbd::Limits::default(), |_| None, Some(authorizer))
+    }
+
     fn start_with(limits: basalt_nbd::Limits, tls: impl FnOnce(&Path) -> Option<basalt_nbd::Tls>) -> TestServer {
         TestServer::start_with_access(limits, tls, None)
     }

@@ -430,3 +430,33 @@ fn connections_beyond_the_limit_are_closed_at_once() {
     assert_eq!(second.write(0, &[1; 512], 0), 0);
     second.disconnect();
 }
+
+/// Grants everything but panics when asked about image `panics`: a failure of the server's own.
+#[derive(Debug)]
+struct PanicsOnOne;
+
+impl basalt_nbd::Authorizer for PanicsOnOne {
+    fn access(&self, _identity: Option<&str>, image: &ImageSpec) -> basalt_nbd::Access {
+        assert_ne!(image.image.as_str(), "panics", "the authorizer failed");
+        basalt_nbd::Access::ReadWrite
+    }
+}
+
+#[test]
+fn an_option_the_server_fails_on_gets_an_error_reply_and_negotiation_goes_on() {
+    let server = TestServer::start_with_authorizer(std::sync::Arc::new(PanicsOnOne));
+    server.create_image("rbd/panics", MIB);
+    server.create_image("rbd/fine", MIB);
+    let mut client = RawClient::handshake(server.port);
+    for option in [OPT_INFO, OPT_GO] {
+        let (reply, message) = client.go(option, "rbd/panics").expect_err("the server failed");
+        assert_eq!(reply, REP_ERR_PLATFORM, "{message}");
+        assert!(
+            message.contains("the server failed on this option") && message.contains("the authorizer failed"),
+            "{message}"
+        );
+    }
+    // The same connection goes on to open another export.
+    let opened = client.go(OPT_GO, "rbd/fine").expect("a later option works");
+    assert_eq!(opened.size, MIB);
+}
