@@ -171,6 +171,7 @@ impl Engine {
         ));
         journal.set_space(reserve.clone());
         let db = Arc::new(db);
+        let integrity = Arc::new(crate::integrity::Integrity::load(&db)?);
         let bitmaps = Arc::new(crate::bitcache::BitmapCache::new(db.clone(), options.metadata_cache_bytes * 3 / 4));
         let store = Arc::new(Store {
             vfs,
@@ -186,7 +187,7 @@ impl Engine {
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
             reserve,
-            integrity: Arc::default(),
+            integrity,
             _lock: lock,
         });
         let weak = Arc::downgrade(&store);
@@ -781,6 +782,7 @@ impl Engine {
         let _head = state.head_write();
         // Through a checkpoint, so no later one writes bitmaps of these layers back.
         self.store.journal.forget_layers(&layers);
+        self.store.integrity.forget(&rec.id);
         self.store.checkpoint(|txn| {
             {
                 let mut images = txn.open_table(IMAGES).map_err(db_err)?;

@@ -291,6 +291,9 @@ struct Inner {
     syncing: bool,
     failed: Option<String>,
     checkpoint_wanted: bool,
+    /// Something besides records waits for a checkpoint to be written (checksum error counts): the next background
+    /// checkpoint is due at the interval even with no record pending.
+    save_wanted: bool,
     shutdown: bool,
     last_checkpoint: Instant,
 }
@@ -362,6 +365,7 @@ impl Journal {
                 syncing: false,
                 failed: None,
                 checkpoint_wanted: false,
+                save_wanted: false,
                 shutdown: false,
                 last_checkpoint: Instant::now(),
             }),
@@ -587,6 +591,7 @@ impl Journal {
         let mut g = lock_inner(&self.inner);
         g.applied = g.applied.max(seq);
         g.checkpoint_wanted = false;
+        g.save_wanted = false;
         g.last_checkpoint = Instant::now();
         self.cond.notify_all();
     }
@@ -675,13 +680,19 @@ impl Journal {
             if g.failed.is_some() {
                 return false;
             }
-            let pending = g.last_seq > g.applied;
+            let pending = g.last_seq > g.applied || g.save_wanted;
             let overdue = self.interval.is_some_and(|i| pending && g.last_checkpoint.elapsed() >= i);
             if (g.checkpoint_wanted && pending) || overdue {
                 return true;
             }
             g = self.cond.wait_timeout(g, poll).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
+    }
+
+    /// Asks for a background checkpoint at the next interval even if no record is pending (something kept in the
+    /// metadata store by checkpoints changed).
+    pub fn want_save(&self) {
+        lock_inner(&self.inner).save_wanted = true;
     }
 
     /// Stops the background checkpoints and wakes every waiter.

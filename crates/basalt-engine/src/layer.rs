@@ -577,7 +577,9 @@ impl Layer {
         let Some(bad) = self.read_checked(out, file_off)? else { return Ok(()) };
         let start = file_off & !(BLOCK_SIZE - 1);
         let block_image_off = image_off.map(|i| i - (file_off - start) + bad * BLOCK_SIZE);
-        Err(self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, block_image_off))
+        let err = self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, block_image_off);
+        self.journal.want_save();
+        Err(err)
     }
 
     /// [`Layer::read_verified`] without counting: returns the index (from the block holding `file_off`) of the

@@ -44,6 +44,9 @@ pub const POOL_QUOTAS: TableDefinition<&str, (u64, u64)> = TableDefinition::new(
 /// Per layer, `(data blocks, objects with data)` as of the checkpoint that last committed its bitmaps. A layer
 /// without an entry is counted from its bitmaps.
 pub const LAYER_USAGE: TableDefinition<u64, (u64, u64)> = TableDefinition::new("layer_usage");
+/// Checksum errors per image id: `(errors not cleared by a clean scrub, every detection)`. Written by checkpoints;
+/// added without a format bump (a store without it had no errors kept).
+pub const INTEGRITY: TableDefinition<&str, (u64, u64)> = TableDefinition::new("integrity");
 
 /// The trash purge schedule of one level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,7 @@ impl Engine {
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             }
             self.store.integrity.scrubbed(&state.id, found);
+            self.store.journal.want_save();
         }
         Ok(report)
     }

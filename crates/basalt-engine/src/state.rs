@@ -111,6 +111,7 @@ impl Store {
             (applied, taken, epoch)
         };
         self.journal.wait_overwrites_before(epoch);
+        let integrity = self.integrity.take_changed();
         let result = (|| -> Result<()> {
             for (layer, _, _) in &taken {
                 if let Err(err) = layer.sync_if_needed() {
@@ -121,6 +122,7 @@ impl Store {
                 }
             }
             let txn = self.db.begin_write().map_err(db_err)?;
+            self.integrity.save(&txn, &integrity)?;
             {
                 let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
                 let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
@@ -152,6 +154,7 @@ impl Store {
                 }
             }
             Err(_) => {
+                self.integrity.restore_changed(integrity);
                 for (layer, dirty, _) in taken {
                     layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
                     self.journal.note_changed(&layer);
@@ -347,7 +350,7 @@ impl ImageState {
             return Ok(layer);
         }
         let (file, crc) = self.store.open_layer_files(id).map_err(|e| {
-            Error::io(format!("the files of a layer of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
+            Error::io(format!("a layer file of image '{}' cannot be opened ({e}): run fsck", rec.spec_text()))
         })?;
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BLOCKS).map_err(db_err)?;

@@ -196,3 +196,55 @@ fn fsck_checks_every_data_block_and_names_a_damaged_one() {
     old.read(8 * MIB + 3 * 4096, &mut buf).expect("the next block is intact");
     assert!(buf[..] == data[3 * 4096..]);
 }
+
+/// Checksum error counts are kept in the metadata store: an image found damaged stays degraded after a restart
+/// (the counts are written by the next checkpoint, background or at close), until a scrub finds it clean.
+#[test]
+fn a_degraded_image_stays_degraded_across_a_restart_until_a_clean_scrub() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("data");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let open = || Engine::open(&root, clock.clone()).expect("open");
+    let engine = open();
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(MIB)).expect("create");
+    let data = vec![0x5au8; 4096];
+    {
+        let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
+        io.write(0, &data, Durability::ForceUnitAccess).expect("write");
+        flip_byte(&layer_files(&root)[0], 7);
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(io.read(0, &mut buf).expect_err("damaged").kind(), ErrorKind::Io);
+    }
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Degraded);
+    drop(engine);
+
+    // Reopened, with nothing read yet: still degraded, with the count it had.
+    let engine = open();
+    let info = engine.image_info(&spec("rbd/vm")).expect("info");
+    assert_eq!(info.status, ImageStatus::Degraded, "{info:?}");
+    assert_eq!(engine.checksum_errors().iter().find(|(id, _, _)| *id == info.id).map(|e| e.1), Some(1));
+
+    // Repaired by rewriting the block, then a clean scrub clears it, also for the next open.
+    {
+        let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
+        io.write(0, &data, Durability::ForceUnitAccess).expect("rewrite");
+    }
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Degraded, "not scrubbed yet");
+    assert!(engine.scrub(Some(&spec("rbd/vm")), &Progress::default()).expect("scrub").errors.is_empty());
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Ok);
+    drop(engine);
+    let engine = open();
+    assert_eq!(engine.image_info(&spec("rbd/vm")).expect("info").status, ImageStatus::Ok);
+
+    // Removing the image removes its counts.
+    flip_byte(&layer_files(&root)[0], 9);
+    assert_eq!(engine.scrub(None, &Progress::default()).expect("scrub").errors.len(), 1);
+    let id = engine.image_info(&spec("rbd/vm")).expect("info").id;
+    engine.image_remove(&spec("rbd/vm"), &Progress::default()).expect("remove");
+    assert!(engine.checksum_errors().iter().all(|(i, _, _)| *i != id));
+    drop(engine);
+    assert!(open().checksum_errors().is_empty());
+}
