@@ -38,16 +38,21 @@ fn flip_byte(path: &std::path::Path, offset: u64) {
     f.write_all(&byte).expect("write byte");
 }
 
-#[test]
-fn a_flipped_byte_is_an_eio_counted_degraded_and_found_by_scrub() {
+/// A fresh store in a temp dir with pool `rbd` tagged for rbd and image `rbd/vm` of `size` bytes.
+fn store_with_vm(size: u64) -> (tempfile::TempDir, std::path::PathBuf, Engine) {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("data");
-    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
-    let engine = Engine::open(&root, clock).expect("open");
+    let engine = Engine::open(&root, Arc::new(ManualClock::new(Timestamp(1_800_000_000)))).expect("open");
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(8 * MIB)).expect("create");
+    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(size)).expect("create");
+    (dir, root, engine)
+}
+
+#[test]
+fn a_flipped_byte_is_an_eio_counted_degraded_and_found_by_scrub() {
+    let (_dir, root, engine) = store_with_vm(8 * MIB);
     engine.image_create(&spec("rbd/other"), &CreateOptions::with_size(MIB)).expect("create other");
     let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
     let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
@@ -130,14 +135,7 @@ fn a_flipped_byte_is_an_eio_counted_degraded_and_found_by_scrub() {
 
 #[test]
 fn fsck_checks_every_data_block_and_names_a_damaged_one() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("data");
-    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
-    let engine = Engine::open(&root, clock).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(16 * MIB)).expect("create");
+    let (_dir, root, engine) = store_with_vm(16 * MIB);
     let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
     let data: Vec<u8> = (0..4 * 4096).map(|i| (i % 241) as u8).collect();
     // Two blocks in object 0, four in object 2 (image offset 8 MiB).
@@ -201,15 +199,9 @@ fn fsck_checks_every_data_block_and_names_a_damaged_one() {
 /// (the counts are written by the next checkpoint, background or at close), until a scrub finds it clean.
 #[test]
 fn a_degraded_image_stays_degraded_across_a_restart_until_a_clean_scrub() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("data");
+    let (_dir, root, engine) = store_with_vm(MIB);
     let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
     let open = || Engine::open(&root, clock.clone()).expect("open");
-    let engine = open();
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec("rbd/vm"), &CreateOptions::with_size(MIB)).expect("create");
     let data = vec![0x5au8; 4096];
     {
         let io = engine.open(&spec("rbd/vm"), &OpenTarget::Head, "test").expect("open");
