@@ -520,7 +520,15 @@ impl Journal {
             g.offset += bytes.len() as u64;
             let active = g.active;
             g.file_last[active] = seq;
-            if !g.checkpoint_wanted && g.offset - HEADER_LEN > (self.file_size - HEADER_LEN) / 2 {
+            // Past the middle of the active file, the other file must be free (checkpointed) before this one
+            // fills: ask for one checkpoint then. Once one has covered the other file's records nothing more is
+            // asked for until the next turn (asking on every record ran checkpoints back to back, each with its
+            // syncs and a new overwrite epoch).
+            let other = 1 - active;
+            if !g.checkpoint_wanted
+                && g.file_last[other] > g.applied
+                && g.offset - HEADER_LEN > (self.file_size - HEADER_LEN) / 2
+            {
                 g.checkpoint_wanted = true;
                 self.cond.notify_all();
             }
@@ -669,8 +677,8 @@ impl Journal {
         Ok((target, marked))
     }
 
-    /// Waits until a checkpoint is due (the active file is half full, a writer waits for space, or records waited
-    /// longer than the interval); false once the store closes.
+    /// Waits until a checkpoint is due (the active file is half full and the other not yet free, a writer waits for
+    /// space, or records waited longer than the interval); false once the store closes.
     pub fn wait_checkpoint_due(&self, poll: Duration) -> bool {
         let mut g = lock_inner(&self.inner);
         loop {
