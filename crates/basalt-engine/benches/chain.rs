@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt_core::{Backend, CreateOptions, Durability, ImageSpec, OpenTarget, PoolName, SnapSpec, SystemClock};
+use basalt_core::{Backend, ImageSpec, PoolName, SystemClock};
 use basalt_engine::Engine;
 
 const MIB: u64 = 1 << 20;
@@ -18,13 +18,9 @@ const SIZE: u64 = 256 * MIB;
 const READS_4K: usize = 20_000;
 const READS_1M: usize = 200;
 
-/// A small deterministic generator (xorshift).
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
+#[path = "common/chain_setup.rs"]
+mod chain_setup;
+use chain_setup::{image_below_snapshots, next};
 
 fn timed(mut op: impl FnMut(u64), count: usize, max_offset: u64, align: u64) -> Duration {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -74,21 +70,7 @@ fn main() {
     );
     for (n, snaps) in lengths.into_iter().enumerate() {
         let spec = ImageSpec::parse(&format!("rbd/chain{n}")).expect("spec");
-        engine.image_create(&spec, &CreateOptions::with_size(SIZE)).expect("create");
-        let io = engine.open(&spec, &OpenTarget::Head, "bench").expect("open");
-        for off in (0..SIZE).step_by(MIB as usize) {
-            io.write(off, &chunk, Durability::Buffered).expect("write");
-        }
-        let small = vec![0xa5u8; 4096];
-        let mut rng = 7u64;
-        let setup = Instant::now();
-        for s in 0..snaps {
-            engine.snap_create(&SnapSpec::parse(&format!("rbd/chain{n}@s{s}")).expect("snap")).expect("snapshot");
-            // A block in some object, so the layers between hold objects of their own.
-            let off = next(&mut rng) % (SIZE / 4096) * 4096;
-            io.write(off, &small, Durability::Buffered).expect("write between snapshots");
-        }
-        let setup = setup.elapsed();
+        let (io, setup) = image_below_snapshots(&engine, &format!("chain{n}"), SIZE, &chunk, snaps);
         let t4k = timed(|off| io.read(off, &mut buf4k).expect("read"), READS_4K, SIZE, 4096);
         let t1m = timed(|off| io.read(off, &mut buf1m).expect("read"), READS_1M, SIZE, MIB);
         // What an NBD structured read asks for: the bytes and the holes. One resolution, against the two of a

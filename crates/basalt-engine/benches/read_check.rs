@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt_core::{Backend, CreateOptions, Durability, ImageSpec, OpenTarget, PoolName, SnapSpec, SystemClock};
+use basalt_core::{Backend, PoolName, SystemClock};
 use basalt_engine::Engine;
 
 const MIB: u64 = 1 << 20;
@@ -19,12 +19,9 @@ const SIZE: u64 = 256 * MIB;
 const ROUND_4K: usize = 2_000;
 const ROUND_1M: usize = 20;
 
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
+#[path = "common/chain_setup.rs"]
+mod chain_setup;
+use chain_setup::{image_below_snapshots, next};
 
 /// Per-read time of one round of `count` reads at random aligned offsets.
 fn round(op: &mut dyn FnMut(u64), rng: &mut u64, count: usize, align: u64) -> Duration {
@@ -67,19 +64,7 @@ fn main() {
     let mut buf4k = vec![0u8; 4096];
     let mut buf1m = vec![0u8; MIB as usize];
     for (n, snaps) in lengths.into_iter().enumerate() {
-        let spec = ImageSpec::parse(&format!("rbd/reads{n}")).expect("spec");
-        engine.image_create(&spec, &CreateOptions::with_size(SIZE)).expect("create");
-        let io = engine.open(&spec, &OpenTarget::Head, "bench").expect("open");
-        for off in (0..SIZE).step_by(MIB as usize) {
-            io.write(off, &chunk, Durability::Buffered).expect("write");
-        }
-        let small = vec![0xa5u8; 4096];
-        let mut rng = 7u64;
-        for s in 0..snaps {
-            engine.snap_create(&SnapSpec::parse(&format!("rbd/reads{n}@s{s}")).expect("snap")).expect("snapshot");
-            let off = next(&mut rng) % (SIZE / 4096) * 4096;
-            io.write(off, &small, Durability::Buffered).expect("write between snapshots");
-        }
+        let (io, _) = image_below_snapshots(&engine, &format!("reads{n}"), SIZE, &chunk, snaps);
         io.flush().expect("flush");
         let (mut p4, mut b4, mut p1, mut b1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;

@@ -146,7 +146,7 @@ pub(crate) fn replay(
                 Kind::Data => {
                     journal[r.file].read_at(&mut block, r.body_off + i * BLOCK_SIZE)?;
                     file.write_at(&block, file_off)?;
-                    crc.write_at(&crc32c::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
+                    crc.write_at(&crate::checksum::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
                     rewritten.insert(layer);
                     outcome = Some(BlockSt::Data);
                 }
@@ -154,7 +154,7 @@ pub(crate) fn replay(
                     let trusted = boots[r.file].as_deref() == Some(boot_id) || r.seq <= covers;
                     let matches = trusted || {
                         file.read_at(&mut block, file_off)?;
-                        crc32c::crc32c(&block) == r.crcs[i as usize]
+                        crate::checksum::crc32c(&block) == r.crcs[i as usize]
                     };
                     if matches {
                         crc.write_at(&r.crcs[i as usize].to_le_bytes(), sidecar_offset(file_off))?;
@@ -185,7 +185,7 @@ pub(crate) fn replay(
             }
             let file_off = object_off + blk * BLOCK_SIZE;
             file.read_at(&mut block, file_off)?;
-            crc.write_at(&crc32c::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
+            crc.write_at(&crate::checksum::crc32c(&block).to_le_bytes(), sidecar_offset(file_off))?;
             rewritten.insert(layer);
         }
     }

@@ -124,8 +124,10 @@ fn write_sidecars(vfs: &Arc<dyn Vfs>, db: &redb::Database, layers_dir: &Path, sh
                 let start = layout.file_offset(object_no, first << BLOCK_SHIFT);
                 buf.resize(((last - first + 1) * BLOCK_SIZE) as usize, 0);
                 file.read_at(&mut buf, start)?;
-                let sums: Vec<u8> =
-                    buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| crc32c::crc32c(b).to_le_bytes()).collect();
+                let sums: Vec<u8> = buf
+                    .chunks_exact(BLOCK_SIZE as usize)
+                    .flat_map(|b| crate::checksum::crc32c(b).to_le_bytes())
+                    .collect();
                 crc.write_at(&sums, sidecar_offset(start))?;
             }
             crc.sync_data()?;
