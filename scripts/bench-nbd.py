@@ -25,7 +25,8 @@ random write + flush at "QD1" and "QD16":
 The last table compares, per job, basalt with the better of qemu-nbd raw's two cache modes in this run (the target
 is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16).
 
-Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--basalt PATH] [--keep]
+Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--basalt PATH] [--keep] [--jobs J,..] [--targets T,..]
+--jobs and --targets run a subset (for profiling one job); the tables then show "-" for what did not run.
 Needs fio (with the nbd engine) and qemu-utils; builds nothing: pass a release binary with --basalt
 (default target/release/basalt).
 
@@ -140,9 +141,20 @@ class Basalt:
         self.proc.wait()
 
 
+# Set from --jobs and --targets: the jobs and targets to run (None: all).
+SELECTED_JOBS = None
+SELECTED_TARGETS = None
+
+
+def selected(target):
+    return SELECTED_TARGETS is None or target in SELECTED_TARGETS
+
+
 def run_jobs(results, target, engine_args, runtime, size, only=None):
+    if not selected(target):
+        return
     for name, args, _ in JOBS:
-        if only is None or name in only:
+        if (only is None or name in only) and (SELECTED_JOBS is None or name in SELECTED_JOBS):
             iops, mibs = results[(target, name)] = fio(engine_args, args, runtime, size)
             print(f"  {target:12} {name:22} {iops:10.0f} IOPS {mibs:9.1f} MiB/s", file=sys.stderr)
 
@@ -220,7 +232,17 @@ def main():
     parser.add_argument("--basalt", default="target/release/basalt")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--ceph-conf", help="benchmark the NBD gateway on this Ceph cluster against rbd bench")
+    parser.add_argument("--jobs", help="comma-separated jobs to run (default: all)")
+    parser.add_argument("--targets", help="comma-separated targets to run (default: all)")
     opts = parser.parse_args()
+    global SELECTED_JOBS, SELECTED_TARGETS
+    known_jobs = {name for name, _, _ in JOBS}
+    if opts.jobs:
+        SELECTED_JOBS = set(opts.jobs.split(","))
+        if SELECTED_JOBS - known_jobs:
+            sys.exit(f"unknown jobs {sorted(SELECTED_JOBS - known_jobs)}: the jobs are {sorted(known_jobs)}")
+    if opts.targets:
+        SELECTED_TARGETS = set(opts.targets.split(","))
     if opts.ceph_conf:
         return main_ceph(opts)
     for tool in ("fio", "qemu-nbd", "qemu-img"):
@@ -241,17 +263,23 @@ def main():
         subprocess.run(["truncate", "-s", opts.size, raw], check=True)
         aio = io_uring_or_native(raw)
         print(f"  raw-none uses --aio={aio}", file=sys.stderr)
-        with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "none", aio) as uri:
-            run_jobs(results, "raw-none", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
-        with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "writeback", "threads") as uri:
-            run_jobs(results, "raw-wb", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
+        # A peer is started only when it runs jobs: qemu-nbd that no client reached may not see its SIGTERM.
+        if selected("raw-none"):
+            with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "none", aio) as uri:
+                run_jobs(results, "raw-none", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
+        if selected("raw-wb"):
+            with QemuNbd("raw", raw, os.path.join(scratch, "raw.sock"), "writeback", "threads") as uri:
+                run_jobs(results, "raw-wb", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
         qcow = os.path.join(scratch, "q.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", qcow, opts.size], check=True)
-        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
-            run_jobs(results, "qcow2", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
-        subprocess.run(["qemu-img", "snapshot", "-c", "s1", qcow], check=True)
-        with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
-            run_jobs(results, "qcow2-snap", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size, WRITE_JOBS)
+        if selected("qcow2"):
+            with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
+                run_jobs(results, "qcow2", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size)
+        if selected("qcow2-snap"):
+            subprocess.run(["qemu-img", "snapshot", "-c", "s1", qcow], check=True)
+            with QemuNbd("qcow2", qcow, os.path.join(scratch, "q.sock"), "none", aio) as uri:
+                run_jobs(results, "qcow2-snap", ["--ioengine=nbd", f"--uri={uri}"], opts.runtime, opts.size,
+                         WRITE_JOBS)
         run_jobs(results, "file", ["--ioengine=io_uring", "--direct=1", f"--filename={raw}"], opts.runtime, opts.size)
     finally:
         if not opts.keep:
@@ -274,9 +302,10 @@ def main():
     for name, _, unit in JOBS:
         idx = 0 if unit == "iops" else 1
         b, none, wb = (value(t, name, idx) for t in ("basalt", "raw-none", "raw-wb"))
-        best, mode = (none, "none") if none >= wb else (wb, "wb")
+        best, mode = max(((none, "none"), (wb, "wb")), key=lambda p: p[0] or 0)
         wb_cells = f"{ratio(b, wb):>10}{FLUSH_JOBS[name]:6.1f}" if name in FLUSH_JOBS else ""
-        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{b:10.0f}{best:10.0f}{mode:>6}{ratio(b, best):>8}"
+        num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
+        print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{num(b)}{num(best)}{mode:>6}{ratio(b, best):>8}"
               f"{1.0:6.1f}{wb_cells}")
 
 

@@ -233,6 +233,12 @@ impl Engine {
         (self.store.bitmaps.used(), self.store.bitmaps.peak(), self.store.bitmaps.budget())
     }
 
+    /// The journal's counters since the store opened: its syncs, the dirty-object records appended, and the
+    /// checkpoints committed.
+    pub fn journal_stats(&self) -> crate::journal::JournalStats {
+        self.store.journal.stats()
+    }
+
     /// Counts, once, the data of every layer that has no usage entry (a store from before usage counts, or layers
     /// just replayed), so listing pools never has to read their bitmaps. Runs at open, before any write.
     fn count_layer_usage(&self) -> Result<()> {

@@ -286,6 +286,9 @@ struct Inner {
     synced: u64,
     /// Every kind-2 record up to this seq has its bytes on disk (a durable mark says so).
     marked: u64,
+    /// The highest kind-2 seq a waiting flusher needs marked: the leader of the next sync covers it, so flushers of
+    /// kind-2 data share one round of layer syncs and mark.
+    mark_wanted: u64,
     /// Records up to this seq are in the metadata store (checkpointed).
     applied: u64,
     syncing: bool,
@@ -318,13 +321,58 @@ pub(crate) struct Journal {
     /// Layer file changes in flight, by overwrite epoch (docs/FORMAT.md, "The hard part").
     overwrites: Mutex<Overwrites>,
     overwrites_done: Condvar,
+    stats: Mutex<JournalStats>,
 }
 
-/// The overwrite epoch (raised by every checkpoint's freeze) and how many layer file changes are in flight in each.
+/// The overwrite epoch (raised by every checkpoint's freeze), how many layer file changes are in flight in each, and
+/// the dirty marks that let them change bytes the metadata store calls data (docs/FORMAT.md, "The hard part").
 #[derive(Debug, Default)]
 struct Overwrites {
     epoch: u64,
     in_flight: std::collections::BTreeMap<u64, u64>,
+    /// `(layer, object)` to its mark.
+    marks: HashMap<(u64, u64), Mark>,
+    /// Rows of `dirty_objects` whose marks are gone (dropped from memory, or of deleted layers): the next checkpoint
+    /// deletes them.
+    orphan_rows: Vec<(u64, u64)>,
+}
+
+/// A dirty mark: the object may be overwritten in place without a new dirty record in the epochs it counts in.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// The epoch of its dirty record, or of the last overwrite made under it.
+    label: u64,
+    /// The epoch in which a checkpoint's row makes it count (0: none yet).
+    carried: u64,
+    /// Its row is in `dirty_objects` (or in the transaction of the checkpoint that set `carried`).
+    stored: bool,
+}
+
+impl Mark {
+    fn counts_in(&self, epoch: u64) -> bool {
+        self.label == epoch || self.carried == epoch
+    }
+}
+
+/// Marks held in memory before those that do not count in the current epoch are forgotten.
+const MARKS_MAX: usize = 65_536;
+
+/// What a checkpoint does to the `dirty_objects` table: rows to insert and rows to delete.
+#[derive(Debug, Default)]
+pub(crate) struct MarkRows {
+    pub insert: Vec<(u64, u64)>,
+    pub delete: Vec<(u64, u64)>,
+}
+
+/// Counters of the journal's work since the store opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// `fdatasync`s of the journal files (group commits and file switches).
+    pub syncs: u64,
+    /// Dirty-object records appended (each one made durable before its overwrite).
+    pub dirty_records: u64,
+    /// Checkpoints committed.
+    pub checkpoints: u64,
 }
 
 /// How the journal asks its store for a checkpoint.
@@ -361,6 +409,7 @@ impl Journal {
                 file_last: [0, 0],
                 synced: last_seq,
                 marked: last_seq,
+                mark_wanted: 0,
                 applied,
                 syncing: false,
                 failed: None,
@@ -377,6 +426,7 @@ impl Journal {
             space: std::sync::OnceLock::new(),
             overwrites: Mutex::new(Overwrites::default()),
             overwrites_done: Condvar::new(),
+            stats: Mutex::new(JournalStats::default()),
         }
     }
 
@@ -400,12 +450,115 @@ impl Journal {
         mutex_lock(&self.overwrites).epoch
     }
 
-    /// Counts a layer file change as in flight; returns its epoch (pass it to [`Journal::leave_overwrite`]).
-    pub fn enter_overwrite(&self) -> u64 {
+    /// Counts a change of `objects` of `layer` as in flight when every one of them has a mark that counts in the
+    /// current epoch, and labels those marks with it; returns the epoch (pass it to [`Journal::leave_overwrite`]).
+    /// Otherwise enters nothing and returns the objects that need a dirty record.
+    pub fn enter_overwrite(
+        &self,
+        layer: u64,
+        objects: std::ops::RangeInclusive<u64>,
+    ) -> std::result::Result<u64, Vec<u64>> {
         let mut g = mutex_lock(&self.overwrites);
         let epoch = g.epoch;
+        let missing: Vec<u64> =
+            objects.clone().filter(|&o| !g.marks.get(&(layer, o)).is_some_and(|m| m.counts_in(epoch))).collect();
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        for o in objects {
+            if let Some(m) = g.marks.get_mut(&(layer, o)) {
+                m.label = epoch;
+            }
+        }
         *g.in_flight.entry(epoch).or_default() += 1;
-        epoch
+        Ok(epoch)
+    }
+
+    /// Sets the marks of `objects` of `layer`, whose dirty records were made durable after the epoch was read as
+    /// `label`.
+    pub fn set_marks(&self, layer: u64, objects: &[u64], label: u64) {
+        let mut g = mutex_lock(&self.overwrites);
+        if g.marks.len() + objects.len() > MARKS_MAX {
+            // Marks that do not count now only save a record later; their rows go with the next checkpoint.
+            let epoch = g.epoch;
+            let Overwrites { marks, orphan_rows, .. } = &mut *g;
+            marks.retain(|&key, m| {
+                let keep = m.counts_in(epoch);
+                if !keep && m.stored {
+                    orphan_rows.push(key);
+                }
+                keep
+            });
+        }
+        for &o in objects {
+            let m = g.marks.entry((layer, o)).or_insert(Mark { label, carried: 0, stored: false });
+            m.label = m.label.max(label);
+        }
+    }
+
+    /// Forgets the marks of deleted layers; their rows go with the next checkpoint.
+    fn forget_marks(&self, layers: &[u64]) {
+        let mut g = mutex_lock(&self.overwrites);
+        let Overwrites { marks, orphan_rows, .. } = &mut *g;
+        marks.retain(|&(layer, object), m| {
+            let keep = !layers.contains(&layer);
+            if !keep && m.stored {
+                orphan_rows.push((layer, object));
+            }
+            keep
+        });
+    }
+
+    /// A checkpoint that raised the epoch from `frozen`, once every change in flight in it or before has left:
+    /// keeps the marks labelled `frozen` or later (they count in the next epoch through their rows) and drops the
+    /// others. With `drop_all` (the store closes, nothing is in flight) every mark is dropped. Returns the rows to
+    /// write in the checkpoint's transaction.
+    pub fn visit_marks(&self, frozen: u64, drop_all: bool) -> MarkRows {
+        let mut g = mutex_lock(&self.overwrites);
+        let Overwrites { marks, orphan_rows, .. } = &mut *g;
+        let mut rows = MarkRows { insert: Vec::new(), delete: std::mem::take(orphan_rows) };
+        marks.retain(|&key, m| {
+            if drop_all || m.label < frozen {
+                if m.stored {
+                    rows.delete.push(key);
+                }
+                return false;
+            }
+            m.carried = frozen + 1;
+            if !m.stored {
+                m.stored = true;
+                rows.insert.push(key);
+            }
+            true
+        });
+        rows
+    }
+
+    /// After a checkpoint's transaction failed: rows it would have inserted are not stored, and rows it would have
+    /// deleted are left for the next one.
+    pub fn rows_not_written(&self, rows: MarkRows) {
+        let mut g = mutex_lock(&self.overwrites);
+        for key in rows.insert {
+            if let Some(m) = g.marks.get_mut(&key) {
+                m.stored = false;
+            }
+        }
+        g.orphan_rows.extend(rows.delete);
+    }
+
+    /// The journal's counters since the store opened.
+    pub fn stats(&self) -> JournalStats {
+        *mutex_lock(&self.stats)
+    }
+
+    /// Counts dirty-object records appended.
+    pub fn count_dirty_records(&self, n: u64) {
+        mutex_lock(&self.stats).dirty_records += n;
+    }
+
+    /// Counts a committed checkpoint.
+    pub fn count_checkpoint(&self) {
+        mutex_lock(&self.stats).checkpoints += 1;
     }
 
     /// Ends a change counted by [`Journal::enter_overwrite`].
@@ -502,6 +655,7 @@ impl Journal {
                     self.fail(&mut g, &e);
                     return Err(Self::failed_error(&e.to_string()));
                 }
+                mutex_lock(&self.stats).syncs += 1;
                 g.synced = g.synced.max(g.last_seq);
                 g.active = other;
                 g.offset = HEADER_LEN;
@@ -560,12 +714,15 @@ impl Journal {
 
     /// Forgets layers that were deleted.
     pub fn forget_layers(&self, ids: &[u64]) {
-        let mut changed = mutex_lock(&self.changed);
-        let mut large = mutex_lock(&self.large);
-        for id in ids {
-            changed.remove(id);
-            large.remove(id);
+        {
+            let mut changed = mutex_lock(&self.changed);
+            let mut large = mutex_lock(&self.large);
+            for id in ids {
+                changed.remove(id);
+                large.remove(id);
+            }
         }
+        self.forget_marks(ids);
     }
 
     /// The freeze lock, exclusively: no record is being logged while it is held.
@@ -616,13 +773,17 @@ impl Journal {
             if g.synced >= target && g.marked >= large_target {
                 return Ok(());
             }
+            g.mark_wanted = g.mark_wanted.max(large_target);
             if !g.syncing {
                 g.syncing = true;
                 break;
             }
             g = self.cond.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let need_mark = g.marked < large_target || !mutex_lock(&self.large).is_empty();
+        // Layer files are synced (and a mark appended) only when some caller needs kind-2 bytes covered: a sync for
+        // records alone (kind 1, a dirty-object record) must not wait for the page cache of every layer with
+        // kind-2 writes, which under a stream of large writes is most of a second's worth of data.
+        let need_mark = g.marked < g.mark_wanted;
         drop(g);
         let result = self.lead_sync(need_mark);
         let mut g = lock_inner(&self.inner);
@@ -674,6 +835,7 @@ impl Journal {
             (g.last_seq, g.active)
         };
         self.files[file].sync_data()?;
+        mutex_lock(&self.stats).syncs += 1;
         Ok((target, marked))
     }
 

@@ -239,7 +239,7 @@ pub(crate) fn check_blocks(crc: &dyn VfsFile, blocks: &[u8], start: u64, mut bad
     Ok(())
 }
 
-/// Objects remembered in a layer's dirty marks and pending removals before stale entries are dropped.
+/// Objects remembered in a layer's pending removals before stale entries are dropped.
 const MARKS_MAX: usize = 4096;
 
 /// Who a layer belongs to, for checksum errors.
@@ -263,8 +263,6 @@ pub struct Layer {
     /// The checksum sidecar: a crc32c per 4 KiB block of `file`.
     crc: Arc<dyn VfsFile>,
     owner: Owner,
-    /// Objects with a durable dirty-object record, and the overwrite epoch that record counts for.
-    marks: Mutex<HashMap<u64, u64>>,
     /// Objects whose data blocks were made zero or absent, and the seq of the record that did it: until a
     /// checkpoint covers that seq, the metadata store may still call those blocks data.
     removed: Mutex<HashMap<u64, u64>>,
@@ -341,7 +339,6 @@ impl Layer {
             file,
             crc,
             owner,
-            marks: Mutex::new(HashMap::new()),
             removed: Mutex::new(HashMap::new()),
             writing: AtomicU64::new(0),
             blocks_per_object,
@@ -376,6 +373,11 @@ impl Layer {
         let durable_data = self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no);
         let epoch = if durable_data { Some(self.enter_marked(object_no..=object_no)?) } else { None };
         let written = self.write_data(data, &crcs, file_off);
+        if written.is_err() {
+            // A failed write logs no record, yet part of it may be in the file: the next checkpoint must still sync
+            // the layer before a commit can drop the mark that covers it.
+            self.journal.note_changed(self);
+        }
         if written.is_err() && durable_data {
             // The blocks stay data and may now hold old, new or mixed bytes: their crcs follow what the file holds,
             // so they do not read as damaged (best effort: the error is returned either way).
@@ -449,20 +451,16 @@ impl Layer {
         mutex_lock(&self.removed).get(&object_no).is_some_and(|&seq| seq > applied)
     }
 
-    /// Enters the journal's in-flight set with every object of `objects` covered by a durable dirty-object record
-    /// that no checkpoint has made dead; returns the epoch to leave with. Appends and syncs the records it lacks
-    /// outside the in-flight set (a full journal checkpoints, which waits for that set to drain).
+    /// Enters the journal's in-flight set with every object of `objects` covered by a dirty mark that counts in the
+    /// current epoch (a durable dirty-object record no checkpoint has made dead, or a row a checkpoint carried it
+    /// by); returns the epoch to leave with. Appends and syncs the records it lacks outside the in-flight set (a full
+    /// journal checkpoints, which waits for that set to drain).
     fn enter_marked(self: &Arc<Self>, objects: std::ops::RangeInclusive<u64>) -> Result<u64> {
         loop {
-            let epoch = self.journal.enter_overwrite();
-            let missing: Vec<u64> = {
-                let marks = mutex_lock(&self.marks);
-                objects.clone().filter(|o| marks.get(o) != Some(&epoch)).collect()
+            let missing = match self.journal.enter_overwrite(self.id, objects.clone()) {
+                Ok(epoch) => return Ok(epoch),
+                Err(missing) => missing,
             };
-            if missing.is_empty() {
-                return Ok(epoch);
-            }
-            self.journal.leave_overwrite(epoch);
             // Labelled with the epoch read before the records are appended: a checkpoint that freezes after this
             // read raises the epoch, so the label goes stale whenever a checkpoint could have made a record dead.
             let label = self.journal.overwrite_epoch();
@@ -472,14 +470,9 @@ impl Layer {
                 // The layer counts as changed, so the next checkpoint syncs it.
                 last = self.journal.log(Kind::Dirty, &place, &Body::Empty, || self.journal.note_changed(self))?;
             }
+            self.journal.count_dirty_records(missing.len() as u64);
             self.journal.sync_through(last, 0)?;
-            let mut marks = mutex_lock(&self.marks);
-            if marks.len() >= MARKS_MAX {
-                marks.retain(|_, e| *e >= label);
-            }
-            for object in missing {
-                marks.insert(object, label);
-            }
+            self.journal.set_marks(self.id, &missing, label);
         }
     }
 
@@ -564,6 +557,9 @@ impl Layer {
         let epoch = if pending { Some(self.enter_marked(objects)?) } else { None };
         let result = self.file.punch_hole(offset, length);
         self.written.fetch_add(1, Ordering::SeqCst);
+        // The record that made these blocks zero or absent may already be in a checkpoint that synced the file
+        // before this punch: the next one syncs it again.
+        self.journal.note_changed(self);
         if let Some(epoch) = epoch {
             self.journal.leave_overwrite(epoch);
         }

@@ -25,7 +25,7 @@ pub mod upgrade;
 pub mod vfs;
 
 pub use engine::{DB_FILE, DEFAULT_METADATA_CACHE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};
-pub use journal::JOURNAL_DIR;
+pub use journal::{JOURNAL_DIR, JournalStats};
 pub use records::FORMAT_VERSION;
 pub use segments::DEFAULT_SEGMENT_SHIFT;
 pub use space::{RESERVE_FILE, ReserveStatus};

@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this code writes and reads.
-pub const FORMAT_VERSION: u64 = 4;
+pub const FORMAT_VERSION: u64 = 5;
 
 /// The `META` key of the size of layer file segments, as a power of two (version 4; see `segments.rs`).
 pub const SEGMENT_SHIFT: &str = "segment_shift";
@@ -33,6 +33,9 @@ pub const TRASH: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new(
 pub const CHILDREN: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("children");
 /// Allocation bitmaps: `(layer id, object number)` to the object's block states.
 pub const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
+/// `(layer id, object number)` of objects overwritten in place under a dirty mark that outlived a checkpoint: the
+/// next open recomputes their crcs (version 5; docs/FORMAT.md, "Marks that outlive a checkpoint").
+pub const DIRTY_OBJECTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("dirty_objects");
 /// Configuration overrides: `(scope, option)` to value; scope is `""` (global) or the pool name prefixed by `pool:`.
 pub const CONFIG: TableDefinition<(&str, &str), &str> = TableDefinition::new("config");
 /// Trash purge schedules by level (`""` every pool, `pool`, `pool/namespace`) to a [`PurgeScheduleRec`].
@@ -249,6 +252,18 @@ pub fn db_err(err: impl std::fmt::Display) -> Error {
     Error::io(format!("metadata store: {text}"))
 }
 
+/// Brings a version-4 store to version 5 in one transaction: version 5 only adds the `dirty_objects` table, empty,
+/// and the journal is read the same way, so a store with records still to replay is upgraded as well.
+pub fn upgrade_from_4(db: &redb::Database) -> Result<()> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        txn.open_table(DIRTY_OBJECTS).map_err(db_err)?;
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        meta.insert("format_version", FORMAT_VERSION).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)
+}
+
 /// Creates every table and records the format version in a new store (with layer file segments of
 /// `2^segment_shift` bytes), or checks the version of an existing one. Returns the store's segment shift.
 pub fn init(db: &redb::Database, segment_shift: u32) -> Result<u32> {
@@ -258,6 +273,13 @@ pub fn init(db: &redb::Database, segment_shift: u32) -> Result<u32> {
             let version = meta.get("format_version").map_err(db_err)?.map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => return stored_segment_shift(&meta),
+                Some(4) => {
+                    let shift = stored_segment_shift(&meta)?;
+                    drop(meta);
+                    drop(read);
+                    upgrade_from_4(db)?;
+                    return Ok(shift);
+                }
                 Some(old @ (1..=3)) => {
                     return Err(Error::new(
                         basalt_core::ErrorKind::NotSupported,
@@ -291,6 +313,7 @@ pub fn init(db: &redb::Database, segment_shift: u32) -> Result<u32> {
         txn.open_table(TRASH).map_err(db_err)?;
         txn.open_table(CHILDREN).map_err(db_err)?;
         txn.open_table(BLOCKS).map_err(db_err)?;
+        txn.open_table(DIRTY_OBJECTS).map_err(db_err)?;
         txn.open_table(CONFIG).map_err(db_err)?;
         txn.open_table(PURGE_SCHEDULES).map_err(db_err)?;
         txn.open_table(PURGE_RUNS).map_err(db_err)?;

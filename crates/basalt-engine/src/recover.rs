@@ -49,7 +49,18 @@ pub(crate) fn replay(
     }
     all.retain(|r| r.seq > applied);
     all.sort_by_key(|r| r.seq);
-    if all.is_empty() {
+    // Objects under dirty marks that outlived a checkpoint (a table a version-4 store, never opened since its
+    // upgrade offline, may not have yet).
+    let mut carried: Vec<(u64, u64)> = Vec::new();
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        if let Ok(table) = txn.open_table(records::DIRTY_OBJECTS) {
+            for entry in table.iter().map_err(db_err)? {
+                carried.push(entry.map_err(db_err)?.0.value());
+            }
+        }
+    }
+    if all.is_empty() && carried.is_empty() {
         return Ok(Replayed { last_seq, applied });
     }
     let covers = all.iter().filter(|r| r.kind == Kind::Mark).map(|r| r.covers).max().unwrap_or(0);
@@ -86,6 +97,8 @@ pub(crate) fn replay(
             history.entry((r.place.layer, r.place.object, blk)).or_default().push((ri, i));
         }
     }
+
+    dirty.extend(carried.iter().copied().filter(|(layer, _)| bpo_of.contains_key(layer)));
 
     let mut bits: BTreeMap<(u64, u64), ObjBits> = BTreeMap::new();
     {
@@ -208,6 +221,11 @@ pub(crate) fn replay(
             } else {
                 blocks.insert((*layer, *object), obj.encode().as_slice()).map_err(db_err)?;
             }
+        }
+        // Every marked object's crcs now match its file, synced above: no mark is left.
+        let mut rows = txn.open_table(records::DIRTY_OBJECTS).map_err(db_err)?;
+        for key in &carried {
+            rows.remove(*key).map_err(db_err)?;
         }
         let mut meta = txn.open_table(records::META).map_err(db_err)?;
         meta.insert(records::JOURNAL_APPLIED, last_seq).map_err(db_err)?;

@@ -65,8 +65,9 @@ pub(crate) struct Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // A clean close leaves nothing to replay. A failure here loses nothing: the journal still holds it all.
-        let _ = self.checkpoint(|_| Ok(()));
+        // A clean close leaves nothing to replay and no dirty mark. A failure here loses nothing: the journal and
+        // the marks' rows still hold it all.
+        let _ = self.checkpoint_with(|_| Ok(()), true);
         self.journal.shutdown();
     }
 }
@@ -86,6 +87,11 @@ impl Store {
     /// transaction, and records that the journal's records up to that point are applied (docs/FORMAT.md,
     /// "Checkpoints"). This is the only way bitmaps reach the store: layer files are synced first.
     pub fn checkpoint(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        self.checkpoint_with(extra, false)
+    }
+
+    /// [`Store::checkpoint`]; `closing` (nothing can be in flight) also drops every dirty mark.
+    fn checkpoint_with(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>, closing: bool) -> Result<()> {
         let _one = mutex_lock(&self.checkpoint_lock);
         self.check_healthy()?;
         // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
@@ -111,6 +117,9 @@ impl Store {
             (applied, taken, epoch)
         };
         self.journal.wait_overwrites_before(epoch);
+        // Every change in flight in the frozen epoch has left: the marks in use then carry over through their rows
+        // (docs/FORMAT.md, "Marks that outlive a checkpoint").
+        let mut mark_rows = Some(self.journal.visit_marks(epoch - 1, closing));
         let integrity = self.integrity.take_changed();
         let result = (|| -> Result<()> {
             for (layer, _, _) in &taken {
@@ -135,6 +144,15 @@ impl Store {
                         };
                     }
                 }
+                let mut dirty = txn.open_table(records::DIRTY_OBJECTS).map_err(db_err)?;
+                if let Some(rows) = &mark_rows {
+                    for key in &rows.insert {
+                        dirty.insert(*key, ()).map_err(db_err)?;
+                    }
+                    for key in &rows.delete {
+                        dirty.remove(*key).map_err(db_err)?;
+                    }
+                }
                 let mut meta = txn.open_table(records::META).map_err(db_err)?;
                 meta.insert(records::JOURNAL_APPLIED, applied).map_err(db_err)?;
             }
@@ -145,6 +163,7 @@ impl Store {
         match &result {
             Ok(()) => {
                 self.journal.set_applied(applied);
+                self.journal.count_checkpoint();
                 for (layer, _, _) in &taken {
                     layer.committed();
                 }
@@ -154,6 +173,9 @@ impl Store {
                 }
             }
             Err(_) => {
+                if let Some(rows) = mark_rows.take() {
+                    self.journal.rows_not_written(rows);
+                }
                 self.integrity.restore_changed(integrity);
                 for (layer, dirty, _) in taken {
                     layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));

@@ -2,16 +2,17 @@
 //!
 //! Version 1 kept every layer's bitmaps in the metadata store and had no journal; version 2 added the journal and
 //! the `journal_applied` key; version 3 added a checksum sidecar per layer file; version 4 cuts layer files and
-//! sidecars into segments (docs/FORMAT.md, "Versions"). The upgrade:
+//! sidecars into segments; version 5 adds the `dirty_objects` table (docs/FORMAT.md, "Versions"). From version 4 the
+//! upgrade only records version 5 (as an open does); from versions 1 to 3 it:
 //! 1. moves what a layer file holds past its first segment into the segment files that hold it now (copied and
 //!    synced before the first file is cut, so a rerun after a crash copies again);
 //! 2. replays a version-2 journal, so every change is in the metadata store and the layer files (a version-3
 //!    journal is left to the next open, which replays it the same way);
 //! 3. writes every layer's sidecar from its data blocks (versions 1 and 2);
-//! 4. records version 4 and the segment size in one metadata transaction.
+//! 4. records the current version and the segment size in one metadata transaction.
 //!
-//! A crash anywhere before that transaction leaves the old version, and a rerun does it all again; on a version-4
-//! store it changes nothing.
+//! A crash anywhere before that transaction leaves the old version, and a rerun does it all again; on a store of the
+//! current version it changes nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,10 @@ pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
     };
     let version = match version {
         Some(FORMAT_VERSION) => return Ok(Upgraded::AlreadyCurrent),
+        Some(4) => {
+            records::upgrade_from_4(&store.db)?;
+            return Ok(Upgraded::From(4));
+        }
         Some(v @ 1..=3) => v,
         Some(other) => {
             return Err(Error::new(

@@ -138,3 +138,48 @@ fn a_format_3_store_with_files_past_a_segment_is_split_and_keeps_every_byte() {
     let scrub = engine.scrub(None, &basalt_core::Progress::default()).expect("scrub");
     assert!(scrub.errors.is_empty() && scrub.blocks_checked >= 2 * 16 + 2 * 2, "{scrub:?}");
 }
+
+/// Version 5 only added the `dirty_objects` table: a version-4 store (this one made by taking a new store back to
+/// version 4: the version number, and no such table) opens at once, comes out as version 5, and keeps every byte.
+#[test]
+fn a_format_4_store_becomes_format_5_at_its_first_open() {
+    use redb::{ReadableDatabase, TableDefinition, TableHandle};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let version_of = |dir: &std::path::Path| {
+        let db = redb::Database::open(dir.join(basalt_engine::DB_FILE)).expect("open the metadata store");
+        let txn = db.begin_read().expect("read");
+        let tables: Vec<String> = txn.list_tables().expect("tables").map(|t| t.name().to_owned()).collect();
+        let version = txn.open_table(META).expect("meta").get("format_version").expect("get").map(|v| v.value());
+        (version, tables.contains(&"dirty_objects".to_owned()))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let spec = ImageSpec::parse("rbd/vm").expect("spec");
+    {
+        let engine = Engine::open(dir.path(), clock.clone()).expect("a new store");
+        let pool = basalt_core::PoolName::new("rbd").expect("pool");
+        engine.pool_create(&pool).expect("create the pool");
+        engine.pool_application_enable(&pool, "rbd").expect("tag the pool");
+        engine.image_create(&spec, &basalt_core::CreateOptions::with_size(8 << 20)).expect("create an image");
+        let io = engine.open(&spec, &OpenTarget::Head, "test").expect("open");
+        io.write(4096, &pattern()[..65536], basalt_core::Durability::Buffered).expect("write");
+        io.flush().expect("flush");
+    }
+    assert_eq!(version_of(dir.path()), (Some(basalt_engine::FORMAT_VERSION), true));
+    {
+        let db = redb::Database::open(dir.path().join(basalt_engine::DB_FILE)).expect("open the metadata store");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(META).expect("meta").insert("format_version", 4).expect("set version 4");
+        let dirty: TableDefinition<(u64, u64), ()> = TableDefinition::new("dirty_objects");
+        assert!(txn.delete_table(dirty).expect("delete the table"), "a version-5 store has the table");
+        txn.commit().expect("commit");
+    }
+    assert_eq!(version_of(dir.path()), (Some(4), false));
+
+    let engine = Engine::open(dir.path(), clock).expect("a version-4 store opens");
+    let back = read_all(&engine, OpenTarget::Head, "rbd/vm");
+    assert_eq!(&back[4096..4096 + 65536], &pattern()[..65536], "the data written before");
+    drop(engine);
+    assert_eq!(version_of(dir.path()), (Some(5), true), "the first open recorded version 5 and made the table");
+    assert_eq!(upgrade(dir.path()).expect("upgrade"), Upgraded::AlreadyCurrent);
+}
