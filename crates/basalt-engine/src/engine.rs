@@ -137,9 +137,11 @@ impl Engine {
         let db_path = root.join(DB_FILE);
         let db_file = vfs.open(&db_path, true)?;
         vfs.sync_dir(root)?;
+        let db_file = RedbFile::new(db_file, Some(reserve.clone()));
+        let db_failure = db_file.failure();
         let db = redb::Database::builder()
             .set_cache_size(options.metadata_cache_bytes / 4)
-            .create_with_backend(RedbFile::new(db_file, Some(reserve.clone())))
+            .create_with_backend(db_file)
             .map_err(db_err)?;
         if !(12..=62).contains(&options.segment_shift) {
             bail!(InvalidArgument, "a segment shift of {} is outside 12..=62", options.segment_shift);
@@ -186,6 +188,7 @@ impl Engine {
             file_len_ok: std::sync::atomic::AtomicU64::new(0),
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
+            db_failure,
             reserve,
             integrity,
             _lock: lock,
@@ -2042,6 +2045,10 @@ impl Backend for Engine {
 
     fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
         self.scrub_images(spec, progress)
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.store.stopped()
     }
 
     fn checksum_errors(&self) -> Vec<(String, u64)> {

@@ -315,7 +315,7 @@ where
     let work = move |b: &dyn basalt_core::Backend, p: &basalt_core::Progress| {
         let result = work(b, p);
         if let Err(e) = &result {
-            registry.observe(e);
+            registry.observe(e, || b.stopped());
         }
         result
     };
