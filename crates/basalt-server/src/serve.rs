@@ -183,7 +183,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if let Some(tls) = &config.api.tls {
         certificates.push(("API".to_owned(), tls.cert.clone()));
     }
-    state.certificates = Arc::new(crate::alerts::Certificates(certificates));
+    state.certificates = Arc::new(crate::alerts::Certificates::load(certificates));
     if let Some(engine) = engine {
         state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone(), engine));
     }
