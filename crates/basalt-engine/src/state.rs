@@ -38,6 +38,8 @@ pub(crate) struct Store {
     pub db: Arc<redb::Database>,
     /// Which block bitmaps stay in memory.
     pub bitmaps: Arc<crate::bitcache::BitmapCache>,
+    /// The data directory.
+    pub root: PathBuf,
     pub layers_dir: PathBuf,
     /// Layer files and sidecars are cut into segments of `2^segment_shift` bytes (`segments.rs`).
     pub segment_shift: u32,

@@ -117,7 +117,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             let backend: Arc<dyn Backend> = engine.clone();
             // A fresh embedded store gets pool `rbd`; a cluster's pools are the cluster's business.
             first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-            let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            let store =
+                ServerStore::on_engine(&engine).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
             (backend, store, None, Some(engine))
         }
         Some(ceph) => {
