@@ -349,6 +349,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
+    // --- health ---
+    /// Why the backend refuses every change until it is restarted, once it does; `None` while it works. The embedded
+    /// engine stops so after a failed sync or metadata write (the kernel may have dropped the unsynced pages, so a
+    /// retry could succeed without them) and answers with the same message its refusals carry. Backends that never
+    /// stop this way answer `None`.
+    fn stopped(&self) -> Option<String> {
+        None
+    }
+
     // --- trash ---
     /// Moves an image to the trash; it cannot be removed before `deferment_end`. Returns its id.
     fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String>;

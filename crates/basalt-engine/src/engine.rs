@@ -137,9 +137,11 @@ impl Engine {
         let db_path = root.join(DB_FILE);
         let db_file = vfs.open(&db_path, true)?;
         vfs.sync_dir(root)?;
+        let db_file = RedbFile::new(db_file, Some(reserve.clone()));
+        let db_failure = db_file.failure();
         let db = redb::Database::builder()
             .set_cache_size(options.metadata_cache_bytes / 4)
-            .create_with_backend(RedbFile::new(db_file, Some(reserve.clone())))
+            .create_with_backend(db_file)
             .map_err(db_err)?;
         if !(12..=62).contains(&options.segment_shift) {
             bail!(InvalidArgument, "a segment shift of {} is outside 12..=62", options.segment_shift);
@@ -177,6 +179,7 @@ impl Engine {
             vfs,
             db,
             bitmaps,
+            root: root.to_owned(),
             layers_dir,
             segment_shift,
             images: std::sync::Mutex::new(Default::default()),
@@ -186,6 +189,7 @@ impl Engine {
             file_len_ok: std::sync::atomic::AtomicU64::new(0),
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
+            db_failure,
             reserve,
             integrity,
             _lock: lock,
@@ -224,6 +228,21 @@ impl Engine {
     /// disk"). While it is low, data writes that need new blocks fail with ENOSPC.
     pub fn metadata_reserve(&self) -> crate::space::ReserveStatus {
         self.store.reserve.status()
+    }
+
+    /// Opens (or creates) another redb database `name` in the store's directory, on the store's disk and with its
+    /// metadata reserve: a write or growth of the file that fails with ENOSPC draws on the reserve and is retried,
+    /// as for the engine's own metadata store (docs/FORMAT.md, "The metadata reserve"), so a full disk does not
+    /// stop it; what it draws is refilled with the engine's. `basalt serve` keeps its own records there
+    /// (`server.redb`). The database stays usable after the engine is dropped, but only the open engine's
+    /// directory lock keeps other processes away from it.
+    pub fn open_database(&self, name: &str) -> Result<redb::Database> {
+        let path = self.store.root.join(name);
+        let file = self.store.vfs.open(&path, true)?;
+        self.store.vfs.sync_dir(&self.store.root)?;
+        redb::Database::builder()
+            .create_with_backend(RedbFile::new(file, Some(self.store.reserve.clone())))
+            .map_err(|e| Error::io(format!("{}: {e}", path.display())))
     }
 
     /// Bytes of block bitmaps in memory now, the most there were at once, and their budget (three quarters of
@@ -2048,6 +2067,10 @@ impl Backend for Engine {
 
     fn scrub(&self, spec: Option<&ImageSpec>, progress: &Progress) -> Result<basalt_core::ScrubReport> {
         self.scrub_images(spec, progress)
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.store.stopped()
     }
 
     fn checksum_errors(&self) -> Vec<(String, u64)> {

@@ -38,6 +38,8 @@ pub(crate) struct Store {
     pub db: Arc<redb::Database>,
     /// Which block bitmaps stay in memory.
     pub bitmaps: Arc<crate::bitcache::BitmapCache>,
+    /// The data directory.
+    pub root: PathBuf,
     pub layers_dir: PathBuf,
     /// Layer files and sidecars are cut into segments of `2^segment_shift` bytes (`segments.rs`).
     pub segment_shift: u32,
@@ -53,6 +55,9 @@ pub(crate) struct Store {
     pub journal: Arc<Journal>,
     /// Serialises checkpoints.
     pub checkpoint_lock: Mutex<()>,
+    /// The first failed access of the metadata file that reached redb (`RedbFile::failure`): redb may have
+    /// stopped since.
+    pub db_failure: Arc<std::sync::OnceLock<String>>,
     /// Space kept for the metadata store on a full disk.
     pub reserve: Arc<crate::space::MetaReserve>,
     /// Checksum errors seen since the store opened.
@@ -80,6 +85,24 @@ impl Store {
                 "the store stopped after an i/o error ({why}): restart basalt to reopen it consistently"
             ))),
             None => self.journal.check_healthy(),
+        }
+    }
+
+    /// Why the store refuses every change until it is reopened, once it does: the message of the refusal after a
+    /// failed sync of a layer file or the journal, or after redb stopped on a failed access of its file.
+    pub fn stopped(&self) -> Option<String> {
+        if let Err(err) = self.check_healthy() {
+            return Some(err.message().to_owned());
+        }
+        self.db_failure.get()?;
+        // redb stops after every failed access but the write-back of pages it evicts from its cache (it keeps the
+        // page and writes it again later), so a failure seen is confirmed by asking redb: a stopped redb refuses a
+        // write transaction before anything else, without waiting and without I/O.
+        match self.db.try_begin_write() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                Some(db_err(redb::StorageError::PreviousIo).message().to_owned())
+            }
+            _ => None,
         }
     }
 

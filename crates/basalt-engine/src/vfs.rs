@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An open file.
 #[allow(clippy::len_without_is_empty)]
@@ -243,24 +243,39 @@ impl Vfs for OsVfs {
 ///
 /// redb stops for good after any failed write, so a write or growth that fails with ENOSPC is retried after the
 /// metadata reserve gave part of its space back (docs/FORMAT.md, "A full disk"); only an empty reserve lets the
-/// error through.
+/// error through. The first failure that reaches redb is kept in [`RedbFile::failure`], so the store can tell that
+/// redb may have stopped without reading redb's error messages.
 #[derive(Debug)]
 pub(crate) struct RedbFile {
     file: Arc<dyn VfsFile>,
     reserve: Option<Arc<crate::space::MetaReserve>>,
+    failure: Arc<OnceLock<String>>,
 }
 
 impl RedbFile {
     /// The metadata file, drawing on `reserve` when the disk is full (offline tools pass none).
     pub(crate) fn new(file: Arc<dyn VfsFile>, reserve: Option<Arc<crate::space::MetaReserve>>) -> RedbFile {
-        RedbFile { file, reserve }
+        RedbFile { file, reserve, failure: Arc::default() }
+    }
+
+    /// The first error this file returned to redb (set at most once), shared with whoever asks before the file is
+    /// handed to redb.
+    pub(crate) fn failure(&self) -> Arc<OnceLock<String>> {
+        self.failure.clone()
+    }
+
+    fn noted<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            let _ = self.failure.set(e.to_string());
+        }
+        result
     }
 
     fn with_reserve(&self, op: impl Fn() -> io::Result<()>) -> io::Result<()> {
         loop {
             match op() {
                 Err(e) if crate::space::is_enospc(&e) && self.reserve.as_ref().is_some_and(|r| r.release()) => {}
-                other => return other,
+                other => return self.noted(other),
             }
         }
     }
@@ -268,15 +283,16 @@ impl RedbFile {
 
 impl redb::StorageBackend for RedbFile {
     fn len(&self) -> io::Result<u64> {
-        self.file.len()
+        self.noted(self.file.len())
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let len = self.file.len()?;
+        let len = self.noted(self.file.len())?;
         if offset + out.len() as u64 > len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the metadata file"));
+            return self
+                .noted(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the metadata file")));
         }
-        self.file.read_at(out, offset)
+        self.noted(self.file.read_at(out, offset))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -284,7 +300,7 @@ impl redb::StorageBackend for RedbFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.noted(self.file.sync_data())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {

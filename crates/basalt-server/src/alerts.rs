@@ -97,9 +97,37 @@ pub fn pool_alerts(pools: &[PoolInfo]) -> Vec<(String, Severity, String, String)
     out
 }
 
-/// The certificate files to watch: (what it is, its PEM file).
+/// The certificates whose expiry is watched, each read and parsed once, when basalt loads it at start: the
+/// listeners serve what they loaded until a restart, so that is the expiry that matters, and no request reads or
+/// parses a file.
 #[derive(Debug, Clone, Default)]
-pub struct Certificates(pub Vec<(String, PathBuf)>);
+pub struct Certificates(Vec<Watched>);
+
+/// One watched certificate.
+#[derive(Debug, Clone)]
+struct Watched {
+    /// What it is (`API`, `NBD server`, `NBD CA`).
+    what: String,
+    /// Its PEM file.
+    path: PathBuf,
+    /// When it expires (seconds since the epoch), or why that could not be read.
+    expiry: Result<i64, String>,
+}
+
+impl Certificates {
+    /// Reads each certificate file (what it is, its PEM file) and keeps when it expires.
+    pub fn load(files: Vec<(String, PathBuf)>) -> Certificates {
+        Certificates(
+            files
+                .into_iter()
+                .map(|(what, path)| {
+                    let expiry = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|pem| not_after(&pem));
+                    Watched { what, path, expiry }
+                })
+                .collect(),
+        )
+    }
+}
 
 /// Seconds since the epoch at which the first certificate of a PEM file expires.
 pub fn not_after(pem: &[u8]) -> Result<i64, String> {
@@ -110,15 +138,8 @@ pub fn not_after(pem: &[u8]) -> Result<i64, String> {
 
 /// Each watched certificate: what it is, its file, and when it expires (seconds since the epoch) or why that
 /// cannot be read.
-fn expiries(certs: &Certificates) -> Vec<(&str, &Path, Result<i64, String>)> {
-    certs
-        .0
-        .iter()
-        .map(|(what, path)| {
-            let end = std::fs::read(path).map_err(|e| e.to_string()).and_then(|pem| not_after(&pem));
-            (what.as_str(), path.as_path(), end)
-        })
-        .collect()
+fn expiries(certs: &Certificates) -> impl Iterator<Item = (&str, &Path, Result<i64, &str>)> {
+    certs.0.iter().map(|w| (w.what.as_str(), w.path.as_path(), w.expiry.as_ref().copied().map_err(String::as_str)))
 }
 
 fn cert_alerts(certs: &Certificates, at: u64) -> Vec<(String, Severity, String, String)> {
@@ -147,7 +168,7 @@ fn cert_alerts(certs: &Certificates, at: u64) -> Vec<(String, Severity, String, 
                         severity,
                         format!("the {what} certificate expires in {days} day(s)"),
                         format!(
-                            "{} is valid until {}: renew it before then.",
+                            "{} is valid until {}: renew it and restart basalt before then.",
                             path.display(),
                             crate::api::rfc3339(end as u64)
                         ),
@@ -256,7 +277,6 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
         );
     }
     let rows: Vec<(String, f64)> = expiries(&state.certificates)
-        .into_iter()
         .filter_map(|(what, _, end)| Some((format!("certificate=\"{}\"", label_value(what)), end.ok()? as f64)))
         .collect();
     family(
@@ -408,5 +428,31 @@ mod tests {
         let cert = params.self_signed(&key).expect("cert");
         assert_eq!(not_after(cert.pem().as_bytes()), Ok(1_935_792_000));
         assert!(not_after(b"not a certificate").is_err());
+    }
+
+    /// The expiry is read when the certificate is loaded, not per request: replacing or removing the file later
+    /// changes nothing until a restart (the listeners still serve what they loaded).
+    #[test]
+    fn a_certificate_is_read_once_when_loaded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 5, 6);
+        let pem = dir.path().join("api.pem");
+        std::fs::write(&pem, params.self_signed(&key).expect("cert").pem()).expect("write");
+        let missing = dir.path().join("missing.pem");
+        let certs = Certificates::load(vec![("API".to_owned(), pem.clone()), ("NBD CA".to_owned(), missing.clone())]);
+        std::fs::remove_file(&pem).expect("remove");
+        std::fs::write(&missing, b"written after the start").expect("write");
+        let read: Vec<_> = expiries(&certs).map(|(what, _, end)| (what, end.is_ok())).collect();
+        assert_eq!(read, [("API", true), ("NBD CA", false)]);
+        assert_eq!(expiries(&certs).next().map(|(_, _, end)| end), Some(Ok(1_935_792_000)));
+        // At the start of 2031 the API certificate, read at load, expires within the warning window.
+        let alerts = cert_alerts(&certs, 1_935_792_000 - 10 * 86_400);
+        let ids: Vec<_> = alerts.iter().map(|(id, severity, _, _)| (id.as_str(), *severity)).collect();
+        assert_eq!(
+            ids,
+            [("certificate_expiring:API", Severity::Warning), ("certificate_expiring:NBD CA", Severity::Warning)]
+        );
     }
 }

@@ -339,15 +339,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Looks at an error from any backend call: the engine refuses every change after a failed sync, with an EIO
-    /// that says the store (or its journal, or its metadata store) "stopped after" an i/o error, until it is
-    /// reopened. The first such error is kept: the store stays stopped until the server restarts.
-    pub fn observe(&self, err: &basalt_core::Error) {
-        if err.kind() == basalt_core::ErrorKind::Io && err.message().contains("stopped after") {
-            let mut stopped = self.stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if stopped.is_none() {
-                *stopped = Some(err.message().to_owned());
-            }
+    /// Looks at an error from any backend call: after an EIO, asks the backend (with `stopped`, on the thread that
+    /// made the call: the query may take the backend's locks) whether it now refuses every change until a restart,
+    /// as the engine does after a failed sync. The first answer that says so is kept: the store stays stopped until
+    /// the server restarts.
+    pub fn observe(&self, err: &basalt_core::Error, stopped: impl FnOnce() -> Option<String>) {
+        if err.kind() != basalt_core::ErrorKind::Io || self.store_stopped().is_some() {
+            return;
+        }
+        if let Some(why) = stopped() {
+            self.stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(why);
         }
     }
 
@@ -386,6 +387,8 @@ struct MeteredIo {
     inner: Box<dyn ImageIo>,
     stats: Arc<ImageStats>,
     registry: Arc<Registry>,
+    /// The backend that opened it, asked whether it stopped after an I/O error.
+    backend: Arc<dyn Backend>,
 }
 
 impl MeteredIo {
@@ -397,7 +400,7 @@ impl MeteredIo {
         self.stats.counters.record(dir, bytes, ns);
         self.stats.health.observe(&result);
         if let Err(e) = &result {
-            self.registry.observe(e);
+            self.registry.observe(e, || self.backend.stopped());
         }
         result
     }
@@ -439,7 +442,7 @@ impl ImageIo for MeteredIo {
         let result = self.inner.flush();
         self.stats.health.observe(&result);
         if let Err(e) = &result {
-            self.registry.observe(e);
+            self.registry.observe(e, || self.backend.stopped());
         }
         result
     }
@@ -475,7 +478,7 @@ impl ImageIo for MeteredIo {
         for result in &results {
             self.stats.health.observe(result);
             if let Err(e) = result {
-                self.registry.observe(e);
+                self.registry.observe(e, || self.backend.stopped());
             }
         }
         results
@@ -646,6 +649,9 @@ impl Backend for MeteredBackend {
     fn checksum_errors(&self) -> Vec<(String, u64)> {
         self.inner.checksum_errors()
     }
+    fn stopped(&self) -> Option<String> {
+        self.inner.stopped()
+    }
     fn trash_move(&self, spec: &ImageSpec, deferment_end: Timestamp) -> Result<String> {
         self.inner.trash_move(spec, deferment_end)
     }
@@ -696,7 +702,7 @@ impl Backend for MeteredBackend {
                 if e.kind() == basalt_core::ErrorKind::Io {
                     self.registry.image(spec).health.failed(&e);
                 }
-                self.registry.observe(&e);
+                self.registry.observe(&e, || self.inner.stopped());
                 return Err(e);
             }
         };
@@ -704,7 +710,7 @@ impl Backend for MeteredBackend {
         stats.health.succeeded();
         let entries = self.inner.config_list(&ConfigLevel::Image(spec.clone()))?;
         stats.qos.set_limits(QosLimits::from_config(&entries));
-        Ok(Box::new(MeteredIo { inner, stats, registry: self.registry.clone() }))
+        Ok(Box::new(MeteredIo { inner, stats, registry: self.registry.clone(), backend: self.inner.clone() }))
     }
 }
 

@@ -117,7 +117,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             let backend: Arc<dyn Backend> = engine.clone();
             // A fresh embedded store gets pool `rbd`; a cluster's pools are the cluster's business.
             first_start_pool(&backend).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
-            let store = ServerStore::open(&dir).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
+            let store =
+                ServerStore::on_engine(&engine).map_err(|source| ServeError::Store { dir: dir.clone(), source })?;
             (backend, store, None, Some(engine))
         }
         Some(ceph) => {
@@ -183,7 +184,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if let Some(tls) = &config.api.tls {
         certificates.push(("API".to_owned(), tls.cert.clone()));
     }
-    state.certificates = Arc::new(crate::alerts::Certificates(certificates));
+    state.certificates = Arc::new(crate::alerts::Certificates::load(certificates));
     if let Some(engine) = engine {
         state.capacity = Arc::new(crate::capacity::Capacity::embedded(dir.clone(), engine));
     }

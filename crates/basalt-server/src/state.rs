@@ -104,12 +104,15 @@ impl AppState {
     ) -> ApiResult<T> {
         let backend = self.backend.clone();
         let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || f(backend.as_ref()))
-            .await
-            .map_err(|e| ApiError::internal(format!("a backend call failed: {e}")))?
-            .map_err(|e| {
-                registry.observe(&e);
-                ApiError::from(e)
-            })
+        tokio::task::spawn_blocking(move || {
+            let result = f(backend.as_ref());
+            if let Err(e) = &result {
+                registry.observe(e, || backend.stopped());
+            }
+            result
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a backend call failed: {e}")))?
+        .map_err(ApiError::from)
     }
 }

@@ -1,10 +1,11 @@
 //! An image's status as the dashboard, the CLI and `/metrics` show it: OK, degraded or migrating, with the reason.
 //!
 //! It is derived from what the server knows, not stored:
-//! - **degraded**: the store stopped (a call answered that it refuses changes after a failed sync); the image's data
-//!   path met I/O errors and no operation has succeeded since (opening it included); its parent image or snapshot
-//!   cannot be found; its metadata cannot be read; or the backend itself reports it degraded (the embedded
-//!   engine's checksum errors, Ceph's invalid object map), with the backend's reason;
+//! - **degraded**: the store stopped (after a call failed with EIO, the backend said it refuses changes after a
+//!   failed sync, `Backend::stopped`); the image's data path met I/O errors and no operation has succeeded since
+//!   (opening it included); its parent image or snapshot cannot be found; its metadata cannot be read; or the
+//!   backend itself reports it degraded (the embedded engine's checksum errors, Ceph's invalid object map), with
+//!   the backend's reason;
 //! - **migrating**: a long task (flatten, copy, deep copy, rollback, snapshot purge, removal) works on it;
 //! - otherwise **OK**.
 //!
@@ -268,13 +269,17 @@ mod tests {
         io.read(0, &mut buf).expect("read");
         assert_eq!(status(&spec).status, ImageStatus::Ok, "a successful read clears it");
 
-        // An error saying the store stopped degrades every image until the server restarts.
-        registry.observe(&basalt_core::Error::io(
-            "the store stopped after an i/o error (sync failed): restart basalt to reopen it consistently",
-        ));
+        // The backend, not an error's wording, says whether the store stopped: an EIO that reads like the engine's
+        // refusal changes nothing while the backend answers that it works, and a non-EIO error does not ask.
+        assert_eq!(backend.stopped(), None, "the metered backend answers for the engine");
+        registry.observe(&basalt_core::Error::io("the store stopped after an i/o error: restart basalt"), || None);
+        registry.observe(&basalt_core::Error::busy("busy"), || panic!("only an EIO asks whether the store stopped"));
+        assert_eq!(status(&other).status, ImageStatus::Ok, "the backend did not say it stopped");
+        // An EIO after which the backend says it stopped degrades every image until the server restarts.
+        registry.observe(&basalt_core::Error::io("sync failed"), || Some("the journal failed a sync".into()));
         let stopped = status(&other);
         assert_eq!(stopped.status, ImageStatus::Degraded);
-        assert!(stopped.detail.as_deref().is_some_and(|d| d.starts_with("the store stopped: ")), "{stopped:?}");
+        assert_eq!(stopped.detail.as_deref(), Some("the store stopped: the journal failed a sync"), "{stopped:?}");
     }
 
     fn task(name: &str, metadata: Value) -> TaskInfo {

@@ -77,9 +77,15 @@ fn db_err(e: impl Into<redb::Error>) -> Error {
 }
 
 impl ServerStore {
-    /// Opens or creates the local store in `dir`.
+    /// Opens or creates the local store in `dir`, a plain file (tools and tests: nothing guards it on a full disk).
     pub fn open(dir: &Path) -> Result<ServerStore> {
         Ok(ServerStore::over(Arc::new(RedbStore::open(dir)?)))
+    }
+
+    /// Opens or creates the local store of `basalt serve` in the embedded engine's data directory, with the engine's
+    /// metadata reserve behind it, so a full disk does not stop it.
+    pub fn on_engine(engine: &basalt_engine::Engine) -> Result<ServerStore> {
+        Ok(ServerStore::over(Arc::new(RedbStore::on_engine(engine)?)))
     }
 
     /// A store over any key-value backend.
@@ -167,7 +173,18 @@ impl RedbStore {
                 .open(&path)
                 .map_err(|e| Error::io(format!("cannot create {}: {e}", path.display())))?;
         }
-        let db = redb::Database::create(&path).map_err(db_err)?;
+        RedbStore::with_tables(redb::Database::create(&path).map_err(db_err)?)
+    }
+
+    /// Opens or creates `server.redb` in the embedded engine's data directory, on the engine's disk: a write or
+    /// growth of the file that finds the disk full draws on the engine's metadata reserve and is retried (redb stops
+    /// for good after a failed write, so the store would otherwise refuse logins and task records until a
+    /// restart), and the engine refills the reserve as space comes back (docs/FORMAT.md, "The metadata reserve").
+    pub fn on_engine(engine: &basalt_engine::Engine) -> Result<RedbStore> {
+        RedbStore::with_tables(engine.open_database(SERVER_DB)?)
+    }
+
+    fn with_tables(db: redb::Database) -> Result<RedbStore> {
         let txn = db.begin_write().map_err(db_err)?;
         for table in TABLES {
             txn.open_table(definition(table)).map_err(db_err)?;
@@ -230,7 +247,38 @@ impl KvStore for RedbStore {
 
 #[cfg(test)]
 mod tests {
+    use basalt_engine::sim::SimVfs;
+    use basalt_engine::vfs::Vfs;
+
     use super::*;
+
+    /// On a full disk, commits of `server.redb` draw on the engine's metadata reserve instead of failing (a failed
+    /// write would stop redb until a restart): records keep being written, the reserve says it gave space, and the
+    /// store still works once they are read back.
+    #[test]
+    fn server_records_are_written_on_a_full_disk_from_the_engines_reserve() {
+        let vfs = SimVfs::new();
+        let root = Path::new("/store");
+        let clock = Arc::new(basalt_core::SystemClock);
+        let engine = basalt_engine::Engine::open_with_vfs(Arc::new(vfs.clone()), root, clock).expect("engine");
+        let store = ServerStore::on_engine(&engine).expect("server store");
+        store.put(TASKS, "first", &"written before the disk filled").expect("put");
+        // Everything else takes the rest of the disk.
+        vfs.set_capacity(Some(vfs.used_bytes()));
+        let size = engine.metadata_reserve().size;
+        let record = "x".repeat(3000);
+        let mut written = 0;
+        while engine.metadata_reserve().releases == 0 {
+            store.put(TASKS, &format!("task-{written:04}"), &record).expect("a commit on the full disk");
+            written += 1;
+            assert!(written < 2000, "the records never needed new space");
+        }
+        let held = engine.metadata_reserve().held;
+        assert!(held < size, "the reserve gave space: {held} of {size}");
+        assert_eq!(store.list::<String>(TASKS).expect("list").len(), written + 1);
+        assert!(store.remove(TASKS, "first").expect("remove"), "the store still takes changes");
+        assert!(vfs.open(&root.join(SERVER_DB), false).is_ok(), "in the engine's directory, on its disk");
+    }
 
     #[test]
     fn a_full_disk_keeps_its_kind() {

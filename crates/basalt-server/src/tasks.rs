@@ -85,6 +85,8 @@ pub enum Started {
     Done(TaskOutcome),
     /// It goes on in the background.
     Running(TaskInfo),
+    /// Not started: a task of the same kind already works on the same thing ([`Tasks::start_exclusive`]).
+    Busy,
 }
 
 impl Tasks {
@@ -143,6 +145,36 @@ impl Tasks {
     where
         F: FnOnce(&dyn Backend, &Progress) -> basalt_core::Result<serde_json::Value> + Send + 'static,
     {
+        self.launch(backend, name, metadata, false, work).await
+    }
+
+    /// [`Tasks::start`], unless a task of the same kind already works on the same thing (the same `metadata`):
+    /// then nothing starts and the answer is [`Started::Busy`]. The check and the start are one step under the
+    /// registry's lock, so of two calls at once only one starts.
+    pub async fn start_exclusive<F>(
+        self: &Arc<Self>,
+        backend: Arc<dyn Backend>,
+        name: &str,
+        metadata: serde_json::Value,
+        work: F,
+    ) -> Started
+    where
+        F: FnOnce(&dyn Backend, &Progress) -> basalt_core::Result<serde_json::Value> + Send + 'static,
+    {
+        self.launch(backend, name, metadata, true, work).await
+    }
+
+    async fn launch<F>(
+        self: &Arc<Self>,
+        backend: Arc<dyn Backend>,
+        name: &str,
+        metadata: serde_json::Value,
+        exclusive: bool,
+        work: F,
+    ) -> Started
+    where
+        F: FnOnce(&dyn Backend, &Progress) -> basalt_core::Result<serde_json::Value> + Send + 'static,
+    {
         let progress = Progress::new();
         let info = TaskInfo {
             id: format!("{}-{:08x}", now(), rand::random::<u32>()),
@@ -155,8 +187,15 @@ impl Tasks {
             exception: None,
             ret_value: None,
         };
+        {
+            let mut inner = self.lock();
+            if exclusive && inner.running.iter().any(|r| r.info.name == info.name && r.info.metadata == info.metadata) {
+                return Started::Busy;
+            }
+            inner.running.push(Running { info: info.clone(), progress: progress.clone() });
+        }
+        // The record is written before the work starts, so the task's end (which rewrites it) comes after.
         let _ = self.store.put(TASKS, &self.key(&info.id), &info);
-        self.lock().running.push(Running { info: info.clone(), progress: progress.clone() });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tasks = self.clone();
         let id = info.id.clone();
@@ -211,11 +250,6 @@ impl Tasks {
         (running, inner.finished.iter().cloned().collect())
     }
 
-    /// True while a task of this kind works on something with this metadata.
-    pub fn is_running(&self, name: &str, metadata: &serde_json::Value) -> bool {
-        self.lock().running.iter().any(|r| r.info.name == name && &r.info.metadata == metadata)
-    }
-
     /// Asks every running task to stop at its next safe point.
     pub fn cancel_all(&self) {
         for running in &self.lock().running {
@@ -252,6 +286,47 @@ mod tests {
             exception: None,
             ret_value: None,
         }
+    }
+
+    /// Of many exclusive starts of one kind on one thing at once, exactly one runs: the check and the start are
+    /// one step (checking first and starting after let several through while the task record was written).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn of_exclusive_starts_at_once_exactly_one_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = basalt_engine::Engine::open(dir.path(), Arc::new(basalt_core::SystemClock)).expect("engine");
+        let backend: Arc<dyn Backend> = Arc::new(engine);
+        let tasks = Arc::new(Tasks::new(ServerStore::open(dir.path()).expect("store")).expect("tasks"));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = Arc::new(Mutex::new(hold));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (tasks, backend, hold) = (tasks.clone(), backend.clone(), hold.clone());
+                tokio::spawn(async move {
+                    let meta = serde_json::json!({"image_spec": "rbd/vm"});
+                    tasks
+                        .start_exclusive(backend, "rbd/scrub", meta, move |_, _| {
+                            let _ = hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                            Ok(serde_json::Value::Null)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Every call answers within the wait: refused at once, or 202 once the held task outlasts it.
+        let mut started = 0;
+        let mut busy = 0;
+        for call in calls {
+            match call.await.expect("call") {
+                Started::Running(_) => started += 1,
+                Started::Busy => busy += 1,
+                Started::Done(done) => panic!("the held task finished: {done:?}"),
+            }
+        }
+        assert_eq!((started, busy), (1, 7));
+        assert_eq!(tasks.list().0.len(), 1, "one task runs");
+        release.send(()).expect("release");
+        tasks.wait_idle().await;
+        assert_eq!(tasks.list().1.len(), 1, "one task ran");
     }
 
     #[test]

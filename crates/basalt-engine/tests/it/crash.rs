@@ -1334,6 +1334,26 @@ fn fua_overwrite_of_allocated_blocks_is_durable() {
     );
 }
 
+/// A failed sync of the journal stops the engine: `Backend::stopped` says so, with the message its refusals carry.
+#[test]
+fn a_failed_journal_sync_is_reported_by_stopped() {
+    let (vfs, engine) = build_base(Base::Image);
+    let base_ops = vfs.op_count();
+    write_flushed(&engine, "img", &[(0, pattern(23, 4096))]).expect("a write and flush without faults");
+    let last_io = vfs.op_count() - 1;
+    drop(engine);
+
+    let (vfs, engine) = build_base(Base::Image);
+    assert_eq!(vfs.op_count(), base_ops, "the base state is deterministic");
+    assert_eq!(engine.stopped(), None, "a working engine has not stopped");
+    vfs.inject(last_io, Fault::Eio);
+    let err = write_flushed(&engine, "img", &[(0, pattern(23, 4096))]).expect_err("the flush's sync fails");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let why = engine.stopped().expect("the engine stopped after a failed sync");
+    let err = write_flushed(&engine, "img", &[(0, pattern(24, 4096))]).expect_err("the stopped engine refuses");
+    assert_eq!(why, err.message(), "stopped() gives the refusal's message");
+}
+
 /// Regression: after one failed write or sync of the metadata store, redb refuses every later write transaction.
 /// The engine stops too (fail-stop: after a failed sync the kernel may have dropped unsynced pages, so a retry
 /// could "succeed" without them) and says to restart; a restart on the same disk must recover a consistent store
@@ -1348,6 +1368,7 @@ fn engine_stops_after_a_failed_metadata_commit_and_a_restart_recovers() {
 
     let (vfs, engine) = build_base(Base::Image);
     assert_eq!(vfs.op_count(), base_ops, "the base state is deterministic");
+    assert_eq!(engine.stopped(), None, "a working engine has not stopped");
     vfs.inject(last_io, Fault::Eio);
     let err = engine.snap_create(&snap("img", "s1")).expect_err("the commit's sync fails");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
@@ -1356,6 +1377,8 @@ fn engine_stops_after_a_failed_metadata_commit_and_a_restart_recovers() {
         .expect_err("the stopped engine refuses changes");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(err.message().contains("restart basalt"), "{err}");
+    // The server learns it from the query, not from the wording of the refusals.
+    assert_eq!(engine.stopped().as_deref(), Some(err.message()), "the engine says it stopped, as it refuses");
     drop(engine);
 
     let engine = open_engine(&vfs).expect("restart");

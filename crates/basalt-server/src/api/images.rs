@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::compat::{Flavour, Version};
 use super::misc::{RBD_CREATE, RBD_DELETE, RBD_READ, RBD_UPDATE};
-use super::{Body, Ignored, OptionalBody, Params, parse, rfc3339, run_task};
+use super::{Body, Ignored, OptionalBody, Params, parse, rfc3339, run_exclusive_task, run_task};
 use crate::auth::Caller;
 use crate::background::Meter;
 use crate::error::{ApiError, ApiResult};
@@ -638,16 +638,14 @@ pub(crate) async fn flatten(
     who.require(RBD_UPDATE)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     let meta = spec_meta(&spec);
-    if state.tasks.is_running("rbd/flatten", &meta) {
-        return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being flattened"))));
-    }
+    let busy = format!("image '{spec}' is already being flattened");
     let registry = state.registry.clone();
-    Ok(run_task(&state, "rbd/flatten", meta, StatusCode::CREATED, move |b, progress: &Progress| {
+    run_exclusive_task(&state, "rbd/flatten", meta, StatusCode::CREATED, busy, move |b, progress: &Progress| {
         let meter = Meter::flatten(b, &spec);
         meter.run(&registry, progress, || b.flatten(&spec, progress))?;
         Ok(Value::Null)
     })
-    .await)
+    .await
 }
 
 /// A scrub report as the API answers it: the damaged blocks by image spec, view and offset (no internal ids).
@@ -675,26 +673,22 @@ pub(crate) async fn scrub(
     who.require(RBD_READ)?;
     let spec = parse(ImageSpec::parse(&spec))?;
     let meta = spec_meta(&spec);
-    if state.tasks.is_running("rbd/scrub", &meta) {
-        return Err(ApiError::from(basalt_core::Error::busy(format!("image '{spec}' is already being scrubbed"))));
-    }
-    Ok(run_task(&state, "rbd/scrub", meta, StatusCode::OK, move |b, progress: &Progress| {
+    let busy = format!("image '{spec}' is already being scrubbed");
+    run_exclusive_task(&state, "rbd/scrub", meta, StatusCode::OK, busy, move |b, progress: &Progress| {
         Ok(scrub_json(&b.scrub(Some(&spec), progress)?))
     })
-    .await)
+    .await
 }
 
 /// `POST /api/block/scrub`: [`scrub`] of every image of the store.
 pub(crate) async fn scrub_store(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Response> {
     who.require(RBD_READ)?;
     let meta = json!({});
-    if state.tasks.is_running("rbd/scrub", &meta) {
-        return Err(ApiError::from(basalt_core::Error::busy("the store is already being scrubbed")));
-    }
-    Ok(run_task(&state, "rbd/scrub", meta, StatusCode::OK, move |b, progress: &Progress| {
+    let busy = "the store is already being scrubbed".to_owned();
+    run_exclusive_task(&state, "rbd/scrub", meta, StatusCode::OK, busy, move |b, progress: &Progress| {
         Ok(scrub_json(&b.scrub(None, progress)?))
     })
-    .await)
+    .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -311,16 +311,49 @@ where
         + Send
         + 'static,
 {
+    let started = state.tasks.start(state.backend.clone(), name, metadata.clone(), observed(state, work)).await;
+    task_response(started, success, |e| map_err(e).in_task(name, &metadata))
+}
+
+/// [`run_task`] for a kind of task that runs once at a time on one thing (the same `metadata`): while one runs, the
+/// call is refused with EBUSY and the `busy` message, and nothing starts.
+pub(crate) async fn run_exclusive_task<F>(
+    state: &AppState,
+    name: &str,
+    metadata: serde_json::Value,
+    success: StatusCode,
+    busy: String,
+    work: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce(&dyn basalt_core::Backend, &basalt_core::Progress) -> basalt_core::Result<serde_json::Value>
+        + Send
+        + 'static,
+{
+    match state.tasks.start_exclusive(state.backend.clone(), name, metadata.clone(), observed(state, work)).await {
+        Started::Busy => Err(ApiError::from(basalt_core::Error::busy(busy))),
+        started => Ok(task_response(started, success, |e| e.in_task(name, &metadata))),
+    }
+}
+
+/// `work`, telling the registry of its failures (so it learns when the store stopped).
+fn observed<F>(
+    state: &AppState,
+    work: F,
+) -> impl FnOnce(&dyn basalt_core::Backend, &basalt_core::Progress) -> basalt_core::Result<serde_json::Value> + Send + 'static
+where
+    F: FnOnce(&dyn basalt_core::Backend, &basalt_core::Progress) -> basalt_core::Result<serde_json::Value>
+        + Send
+        + 'static,
+{
     let registry = state.registry.clone();
-    let work = move |b: &dyn basalt_core::Backend, p: &basalt_core::Progress| {
+    move |b: &dyn basalt_core::Backend, p: &basalt_core::Progress| {
         let result = work(b, p);
         if let Err(e) = &result {
-            registry.observe(e);
+            registry.observe(e, || b.stopped());
         }
         result
-    };
-    let started = state.tasks.start(state.backend.clone(), name, metadata.clone(), work).await;
-    task_response(started, success, |e| map_err(e).in_task(name, &metadata))
+    }
 }
 
 /// Answers a task call: the synchronous answer if it finished in time, else 202 with the task; a refusal names the
@@ -330,6 +363,9 @@ fn task_response(started: Started, success: StatusCode, refused: impl FnOnce(Api
         Started::Done(Ok(_)) if success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
         Started::Done(Ok(value)) => (success, axum::Json(value)).into_response(),
         Started::Done(Err(err)) => refused(err).into_response(),
+        Started::Busy => {
+            refused(ApiError::from(basalt_core::Error::busy("a task of this kind already runs on it"))).into_response()
+        }
         Started::Running(info) => (
             StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({"name": info.name, "metadata": info.metadata, "id": info.id})),
@@ -353,6 +389,8 @@ pub fn parse_rfc3339(text: &str) -> ApiResult<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn json_request(body: Vec<u8>, content_type: Option<&str>) -> Request {
@@ -387,6 +425,54 @@ mod tests {
         Body::<Named>::from_request(json_request(b" {} ".to_vec(), json), &()).await.expect("an object");
         let none = OptionalBody::<Named>::from_request(json_request(Vec::new(), None), &()).await.expect("empty");
         assert!(none.0.is_none());
+    }
+
+    /// A task kind that runs once at a time per thing: a second call on the same thing is refused with EBUSY and
+    /// the handler's message (the API's 400 with code 16, not in a task's shape), nothing starts; another thing or
+    /// another kind is not refused, and once the task ended the call starts again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_task_refuses_a_second_call_on_the_same_thing_while_it_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = basalt_engine::Engine::open(dir.path(), Arc::new(basalt_core::SystemClock)).expect("engine");
+        let store = crate::store::ServerStore::open(dir.path()).expect("store");
+        let tasks = Arc::new(crate::tasks::Tasks::new(store.clone()).expect("tasks"));
+        let state = AppState::new(
+            Arc::new(engine),
+            Arc::new(crate::auth::Auth::new(store)),
+            tasks.clone(),
+            Arc::default(),
+            Arc::default(),
+        );
+        let meta = || serde_json::json!({"image_spec": "rbd/vm"});
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let held = run_exclusive_task(&state, "rbd/scrub", meta(), StatusCode::OK, "first".into(), move |_, _| {
+            hold.recv().map_err(|_| basalt_core::Error::io("released"))?;
+            Ok(serde_json::Value::Null)
+        })
+        .await
+        .expect("the first call starts");
+        assert_eq!(held.status(), StatusCode::ACCEPTED, "the held task still runs after the call's wait");
+
+        let quick = |_: &dyn basalt_core::Backend, _: &basalt_core::Progress| Ok(serde_json::json!({"done": true}));
+        let refused = run_exclusive_task(&state, "rbd/scrub", meta(), StatusCode::OK, "already".into(), quick)
+            .await
+            .expect_err("a second call on the same image is refused");
+        assert_eq!(
+            (refused.status, refused.body()),
+            (StatusCode::BAD_REQUEST, serde_json::json!({"detail": "already", "code": "16", "component": "rbd"}))
+        );
+        assert_eq!(tasks.list().0.len(), 1, "the refused call started nothing");
+
+        let other = serde_json::json!({"image_spec": "rbd/other"});
+        let answer = run_exclusive_task(&state, "rbd/scrub", other, StatusCode::OK, "x".into(), quick).await;
+        assert_eq!(answer.expect("another image").status(), StatusCode::OK);
+        let answer = run_exclusive_task(&state, "rbd/flatten", meta(), StatusCode::CREATED, "x".into(), quick).await;
+        assert_eq!(answer.expect("another kind").status(), StatusCode::CREATED);
+
+        release.send(()).expect("release");
+        tasks.wait_idle().await;
+        let answer = run_exclusive_task(&state, "rbd/scrub", meta(), StatusCode::OK, "x".into(), quick).await;
+        assert_eq!(answer.expect("the task ended").status(), StatusCode::OK);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::error::Failure;
 
-/// Prints the notes and errors of the check and a summary line; exits 1 when the store is inconsistent.
+/// Prints the notes and errors of the check and a summary line (images, layers and data blocks checked); exits 1 when the store is inconsistent.
 pub fn run(dir: &Path) -> Result<ExitCode> {
     // Any failure to run the check at all exits 2, as before the CLI grew its other commands.
     let report = basalt_engine::fsck::fsck(dir).map_err(|e| Failure::new(2, e.to_string()))?;
@@ -19,9 +19,10 @@ pub fn run(dir: &Path) -> Result<ExitCode> {
         println!("error: {error}");
     }
     println!(
-        "checked {} image(s) and {} layer(s) in {}: {}",
+        "checked {} image(s), {} layer(s) and {} data block(s) in {}: {}",
         report.images,
         report.layers,
+        report.blocks_checked,
         dir.display(),
         if report.is_clean() { "clean".to_owned() } else { format!("{} error(s)", report.errors.len()) }
     );
