@@ -263,14 +263,33 @@ pub(crate) fn create_files(vfs: &dyn Vfs, root: &Path, file_size: u64) -> Result
     let f0 = vfs.open(&p0, true)?;
     let f1 = vfs.open(&p1, true)?;
     for f in [&f0, &f1] {
-        if f.len()? < file_size {
+        let len = f.len()?;
+        if len < file_size {
             f.allocate(file_size)?;
+            write_zeros(f.as_ref(), len, file_size)?;
         }
         f.sync_data()?;
     }
     vfs.sync_dir(&dir)?;
     vfs.sync_dir(root)?;
     Ok([f0, f1])
+}
+
+/// Writes zeros over `from..to` of a journal file being created. `fallocate` alone leaves *unwritten* extents on
+/// ext4 and XFS: the first `fdatasync` after each append into one must also commit the extent's conversion to
+/// written in the file system's own journal, which made a flush after a 4 KiB write cost about 1.7 times as much
+/// as in a file already written once (4,400 against 7,400 append+fdatasync per second on this disk). Zeros make
+/// the whole first turn as cheap as the later ones, for 2 x 64 MiB written once when the store is created.
+fn write_zeros(file: &dyn VfsFile, from: u64, to: u64) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        file.write_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]

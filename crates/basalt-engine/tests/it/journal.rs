@@ -93,3 +93,25 @@ fn a_process_crash_loses_no_completed_write_and_a_power_cut_no_flushed_one() {
     let report = basalt_engine::fsck::fsck_vfs(Arc::new(vfs.after_process_crash()), Path::new(ROOT)).expect("fsck");
     assert!(report.is_clean(), "{:?}", report.errors);
 }
+
+/// The journal files of a new store are written once with zeros, not only reserved: an append into an *unwritten*
+/// extent (what `fallocate` leaves on ext4) makes the next `fdatasync` commit the extent's conversion as well, a
+/// flush 1.7 times as expensive for the whole first turn of each file. On ext4, `SEEK_HOLE` reports unwritten
+/// extents as holes, so a fully written file has its only hole at its end.
+#[test]
+fn the_journal_files_of_a_new_store_hold_no_unwritten_extent() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let engine = Engine::open(dir.path(), clock).expect("a new store");
+    for name in ["0.log", "1.log"] {
+        let path = dir.path().join(basalt_engine::JOURNAL_DIR).join(name);
+        let file = std::fs::File::open(&path).expect("open the journal file");
+        let len = file.metadata().expect("metadata").len();
+        assert!(len >= 64 << 20, "{name}: {len} bytes");
+        // SAFETY: lseek on a descriptor this test owns, with integer arguments.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        assert_eq!(hole as u64, len, "{name} has a hole (or unwritten extent) at {hole}");
+    }
+    drop(engine);
+}
