@@ -89,7 +89,8 @@ impl Default for EngineOptions {
     fn default() -> EngineOptions {
         EngineOptions {
             journal_file_size: crate::journal::DEFAULT_FILE_SIZE,
-            checkpoint_interval: Some(std::time::Duration::from_secs(5)),
+            // The kernel's own writeback age (docs/FORMAT.md, "Checkpoints").
+            checkpoint_interval: Some(std::time::Duration::from_secs(30)),
             metadata_cache_bytes: DEFAULT_METADATA_CACHE,
             metadata_reserve: crate::space::DEFAULT_RESERVE,
             segment_shift: crate::segments::DEFAULT_SEGMENT_SHIFT,
