@@ -1334,19 +1334,27 @@ fn fua_overwrite_of_allocated_blocks_is_durable() {
     );
 }
 
-/// A failed sync of the journal stops the engine: `Backend::stopped` says so, with the message its refusals carry.
-#[test]
-fn a_failed_journal_sync_is_reported_by_stopped() {
-    let (vfs, engine) = build_base(Base::Image);
+/// The store of `base` with an EIO armed at the last I/O that `op` does on it without faults (the base state and
+/// the operation are deterministic, so the same I/O comes again when `op` runs on the returned engine).
+fn armed_at_last_io_of(base: Base, op: impl Fn(&Engine) -> basalt_core::Result<()>) -> (SimVfs, Engine) {
+    let (vfs, engine) = build_base(base);
     let base_ops = vfs.op_count();
-    write_flushed(&engine, "img", &[(0, pattern(23, 4096))]).expect("a write and flush without faults");
+    op(&engine).expect("the operation without faults");
     let last_io = vfs.op_count() - 1;
     drop(engine);
 
-    let (vfs, engine) = build_base(Base::Image);
+    let (vfs, engine) = build_base(base);
     assert_eq!(vfs.op_count(), base_ops, "the base state is deterministic");
     assert_eq!(engine.stopped(), None, "a working engine has not stopped");
     vfs.inject(last_io, Fault::Eio);
+    (vfs, engine)
+}
+
+/// A failed sync of the journal stops the engine: `Backend::stopped` says so, with the message its refusals carry.
+#[test]
+fn a_failed_journal_sync_is_reported_by_stopped() {
+    let (_vfs, engine) =
+        armed_at_last_io_of(Base::Image, |engine| write_flushed(engine, "img", &[(0, pattern(23, 4096))]));
     let err = write_flushed(&engine, "img", &[(0, pattern(23, 4096))]).expect_err("the flush's sync fails");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     let why = engine.stopped().expect("the engine stopped after a failed sync");
@@ -1360,16 +1368,7 @@ fn a_failed_journal_sync_is_reported_by_stopped() {
 /// that works. Scenario: base `Image`, EIO at the last I/O of a snapshot create (the metadata commit's final sync).
 #[test]
 fn engine_stops_after_a_failed_metadata_commit_and_a_restart_recovers() {
-    let (vfs, engine) = build_base(Base::Image);
-    let base_ops = vfs.op_count();
-    engine.snap_create(&snap("img", "s1")).expect("snapshot create without faults");
-    let last_io = vfs.op_count() - 1;
-    drop(engine);
-
-    let (vfs, engine) = build_base(Base::Image);
-    assert_eq!(vfs.op_count(), base_ops, "the base state is deterministic");
-    assert_eq!(engine.stopped(), None, "a working engine has not stopped");
-    vfs.inject(last_io, Fault::Eio);
+    let (vfs, engine) = armed_at_last_io_of(Base::Image, |engine| engine.snap_create(&snap("img", "s1")));
     let err = engine.snap_create(&snap("img", "s1")).expect_err("the commit's sync fails");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     let err = engine
@@ -1397,15 +1396,7 @@ fn engine_stops_after_a_failed_metadata_commit_and_a_restart_recovers() {
 /// The engine now removes files after a failed copy only when it can read that no record refers to them.
 #[test]
 fn failed_copy_commit_does_not_delete_the_copys_layer_file() {
-    let (vfs, engine) = build_base(Base::Snapshot);
-    let base_ops = vfs.op_count();
-    (IMAGE_COPY.run)(&engine).expect("image copy without faults");
-    let last_io = vfs.op_count() - 1;
-    drop(engine);
-
-    let (vfs, engine) = build_base(Base::Snapshot);
-    assert_eq!(vfs.op_count(), base_ops, "the base state is deterministic");
-    vfs.inject(last_io, Fault::Eio);
+    let (vfs, engine) = armed_at_last_io_of(Base::Snapshot, IMAGE_COPY.run);
     let err = (IMAGE_COPY.run)(&engine).expect_err("the publishing commit's final sync fails");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     // The disk is taken before closing, as a crash right after the failure would leave it.
