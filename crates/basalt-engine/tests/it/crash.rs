@@ -1463,10 +1463,7 @@ fn a_flush_during_an_in_flight_write_does_not_cover_it() {
 /// does fail, at a random cut, with `Store::checkpoint`'s `wait_overwrites_before` taken out.)
 #[test]
 fn an_overwrite_in_flight_during_a_checkpoint_stays_covered() {
-    // Random cuts, and the one that keeps the overwrite's bytes but neither its crc nor its journal record.
-    let cuts = (0..24u64)
-        .map(|seed| CrashSurvivors::Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-        .chain([CrashSurvivors::FilesEndingWith(&[".layer"])]);
+    let cuts = overwrite_cuts(24);
     // Each cut twice: with the mark counting through its dirty record, and through the row of a checkpoint that
     // carried it (docs/FORMAT.md, "Marks that outlive a checkpoint").
     let cases = cuts.flat_map(|cut| [(cut, false), (cut, true)]);
@@ -1506,6 +1503,22 @@ fn an_overwrite_in_flight_during_a_checkpoint_stays_covered() {
     }
 }
 
+/// Random power cuts, and the one that keeps an overwrite's new bytes in the layer file but neither their crcs nor
+/// the journal's records (what an overwrite not covered by a dirty mark would turn into a checksum error).
+fn overwrite_cuts(random: u64) -> impl Iterator<Item = CrashSurvivors> {
+    (0..random)
+        .map(|seed| CrashSurvivors::Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .chain([CrashSurvivors::FilesEndingWith(&[".layer"])])
+}
+
+/// Reopens the disk left by a power cut: every block verifies against its checksum, and fsck finds nothing.
+fn every_block_verifies_after_the_cut(disk: &SimVfs, seed: usize) {
+    let engine = open_engine(disk).expect("reopen after the power cut");
+    every_block_verifies(&engine).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    drop(engine);
+    fsck_clean(disk).expect("fsck after the power cut");
+}
+
 /// Makes the store checkpoint (creating and removing an image does) and returns the journal's counters after it.
 fn checkpoint(engine: &Engine) -> basalt_engine::JournalStats {
     let before = engine.journal_stats().checkpoints;
@@ -1522,9 +1535,7 @@ fn checkpoint(engine: &Engine) -> basalt_engine::JournalStats {
 /// must still find every block verifying: the row makes the open recompute the object's crcs.
 #[test]
 fn a_mark_in_use_outlives_checkpoints_and_still_covers_overwrites() {
-    let cuts = (0..12u64)
-        .map(|seed| CrashSurvivors::Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-        .chain([CrashSurvivors::FilesEndingWith(&[".layer"])]);
+    let cuts = overwrite_cuts(12);
     for (seed, cut) in cuts.enumerate() {
         let (vfs, engine) = build_base(Base::Image);
         let io = engine.open(&spec("img"), &OpenTarget::Head, "crash-test").expect("open the head");
@@ -1549,10 +1560,7 @@ fn a_mark_in_use_outlives_checkpoints_and_still_covers_overwrites() {
         let disk = vfs.after_crash(cut);
         drop(io);
         drop(engine);
-        let engine = open_engine(&disk).expect("reopen after the power cut");
-        every_block_verifies(&engine).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        drop(engine);
-        fsck_clean(&disk).expect("fsck after the power cut");
+        every_block_verifies_after_the_cut(&disk, seed);
     }
 }
 
@@ -1563,10 +1571,7 @@ fn a_mark_in_use_outlives_checkpoints_and_still_covers_overwrites() {
 /// (`Layer::removal_pending`). The test fails when both are taken out; either alone keeps it passing.
 #[test]
 fn a_rewrite_after_a_discard_stays_covered() {
-    // Random cuts, and the one that keeps the new bytes but neither their crcs nor the journal's records.
-    let cuts = (0..24u64)
-        .map(|seed| CrashSurvivors::Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-        .chain([CrashSurvivors::FilesEndingWith(&[".layer"])]);
+    let cuts = overwrite_cuts(24);
     for (seed, cut) in cuts.enumerate() {
         let (vfs, engine) = build_base(Base::Image);
         // A checkpoint (removing an image makes one) puts A's blocks in the metadata store, so only the bitmaps
@@ -1579,9 +1584,6 @@ fn a_rewrite_after_a_discard_stays_covered() {
         let disk = vfs.after_crash(cut);
         drop(io);
         drop(engine);
-        let engine = open_engine(&disk).expect("reopen after the power cut");
-        every_block_verifies(&engine).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        drop(engine);
-        fsck_clean(&disk).expect("fsck after the power cut");
+        every_block_verifies_after_the_cut(&disk, seed);
     }
 }
