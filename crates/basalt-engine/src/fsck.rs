@@ -291,8 +291,8 @@ fn check_image(
 
 /// Reads every data block of every layer and checks it against its crc32c in the layer's sidecar, with scrub's code
 /// ([`crate::scrub::check_object`]); each damaged block is an error naming the image, its view and the image offset.
-/// Objects that journal records not yet replayed name are skipped (noted): their bitmaps and crcs are set right by
-/// the next open's replay, not before.
+/// Objects that journal records not yet replayed name, or rows of `dirty_objects`, are skipped (noted): their
+/// bitmaps and crcs are set right by the next open's replay, not before.
 fn check_checksums(
     txn: &redb::ReadTransaction,
     vfs: &Arc<dyn Vfs>,
@@ -327,6 +327,12 @@ fn check_checksums(
             if r.seq > applied && r.kind != crate::journal::Kind::Mark {
                 unreplayed.insert((r.place.layer, r.place.object));
             }
+        }
+    }
+    // Objects under a dirty mark that outlived a checkpoint: the next open recomputes their crcs too.
+    if let Ok(rows) = txn.open_table(records::DIRTY_OBJECTS) {
+        for entry in rows.iter().map_err(db_err)? {
+            unreplayed.insert(entry.map_err(db_err)?.0.value());
         }
     }
     // Each layer: its image, that image's layout, and the layer's files.
