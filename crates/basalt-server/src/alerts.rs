@@ -276,6 +276,30 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
             &one(reserve.releases),
         );
     }
+    if let Some(journal) = state.capacity.journal() {
+        let one = |v: u64| [(String::new(), v as f64)];
+        family(
+            out,
+            "basalt_journal_syncs_total",
+            "fdatasyncs of the embedded engine's journal since basalt started (each one serves every flush waiting)",
+            "counter",
+            &one(journal.syncs),
+        );
+        family(
+            out,
+            "basalt_journal_dirty_records_total",
+            "Dirty-object records the embedded engine made durable before overwriting data in place",
+            "counter",
+            &one(journal.dirty_records),
+        );
+        family(
+            out,
+            "basalt_checkpoints_total",
+            "Checkpoints of the embedded engine's journal into its metadata store since basalt started",
+            "counter",
+            &one(journal.checkpoints),
+        );
+    }
     let rows: Vec<(String, f64)> = expiries(&state.certificates)
         .filter_map(|(what, _, end)| Some((format!("certificate=\"{}\"", label_value(what)), end.ok()? as f64)))
         .collect();

@@ -244,6 +244,11 @@ impl Capacity {
         self.engine.as_ref().map(|engine| engine.metadata_reserve())
     }
 
+    /// The embedded engine's journal counters since it opened; `None` with Ceph.
+    pub fn journal(&self) -> Option<basalt_engine::JournalStats> {
+        self.engine.as_ref().map(|engine| engine.journal_stats())
+    }
+
     /// Whether this server exports pool and health series (the embedded engine).
     pub fn exported(&self) -> bool {
         self.data_dir.is_some()

@@ -67,6 +67,35 @@ fn a_flipped_byte_fails_the_read_degrades_the_image_is_counted_and_scrubbed() {
     assert_eq!(json["errors"][0]["offset"], 5 * 4096);
 }
 
+/// The journal's counters reach `/metrics`: an import flushes (journal syncs), a snapshot commits metadata (a
+/// checkpoint), and an overwrite of imported data in place first makes a dirty-object record durable.
+#[test]
+fn the_journal_counters_are_exported() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("src.img");
+    std::fs::write(&source, vec![7u8; 1 << 20]).expect("write source");
+    s.ok(&["import", source.to_str().expect("utf-8"), "rbd/vm"]);
+    // An overwrite in place of the imported data, over NBD, with a flush.
+    let uri = format!("nbd+unix:///rbd/vm?socket={}", s.data.path().join("nbd.sock").display());
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x11 0 64k", "-c", "flush", &uri])
+        .output()
+        .expect("qemu-io (apt-get install -y qemu-utils)");
+    assert!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
+    s.ok(&["snap", "create", "rbd/vm@s1"]);
+    let text = metrics_text(&s);
+    let value = |name: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(value("basalt_journal_syncs_total") >= 1.0, "{text}");
+    assert!(value("basalt_checkpoints_total") >= 1.0, "{text}");
+    assert!(value("basalt_journal_dirty_records_total") >= 1.0, "{text}");
+    assert!(text.contains("# TYPE basalt_journal_dirty_records_total counter"), "{text}");
+}
+
 /// `/metrics` as Prometheus reads it: one plain HTTP GET with the administrator's token.
 fn metrics_text(s: &Server) -> String {
     let token = s.admin_token();
