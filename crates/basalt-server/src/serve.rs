@@ -88,9 +88,34 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
     move |source| ServeError::Io { what, source }
 }
 
+/// Raises the soft limit on open files to the hard limit and returns the new soft limit. Every image in use holds
+/// its layer files and their checksum sidecars open (two descriptors per layer, more past a segment), and NBD
+/// connections hold sockets: the usual soft limit of 1024 would stop a store at a few hundred open images, while
+/// the hard limit is what the administrator allows.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given, which lives on this stack frame.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
+    match raise_open_file_limit() {
+        Ok(files) => tracing::debug!(files, "open file limit"),
+        Err(err) => tracing::warn!(%err, "could not raise the open file limit"),
+    }
     // Bad TLS material is a configuration error found before anything is opened.
     let nbd_tls = match &config.nbd_tls {
         None => None,
@@ -319,5 +344,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let mut before = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into a struct on this stack frame.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) }, 0);
+        let lowered = libc::rlimit { rlim_cur: before.rlim_max.min(256), rlim_max: before.rlim_max };
+        // SAFETY: setrlimit only reads the struct (lowering the soft limit is always allowed).
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        let raised = super::raise_open_file_limit().expect("raise the limit");
+        assert_eq!(raised, before.rlim_max, "the soft limit is the hard limit");
+        let mut after = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) }, 0);
+        assert_eq!(after.rlim_cur, before.rlim_max);
     }
 }
