@@ -142,7 +142,7 @@ impl Store {
         self.journal.wait_overwrites_before(epoch);
         // Every change in flight in the frozen epoch has left: the marks in use then carry over through their rows
         // (docs/FORMAT.md, "Marks that outlive a checkpoint").
-        let mut mark_rows = Some(self.journal.visit_marks(epoch - 1, closing));
+        let mark_rows = self.journal.visit_marks(epoch - 1, closing);
         let integrity = self.integrity.take_changed();
         let result = (|| -> Result<()> {
             for (layer, _, _) in &taken {
@@ -168,13 +168,11 @@ impl Store {
                     }
                 }
                 let mut dirty = txn.open_table(records::DIRTY_OBJECTS).map_err(db_err)?;
-                if let Some(rows) = &mark_rows {
-                    for key in &rows.insert {
-                        dirty.insert(*key, ()).map_err(db_err)?;
-                    }
-                    for key in &rows.delete {
-                        dirty.remove(*key).map_err(db_err)?;
-                    }
+                for key in &mark_rows.insert {
+                    dirty.insert(*key, ()).map_err(db_err)?;
+                }
+                for key in &mark_rows.delete {
+                    dirty.remove(*key).map_err(db_err)?;
                 }
                 let mut meta = txn.open_table(records::META).map_err(db_err)?;
                 meta.insert(records::JOURNAL_APPLIED, applied).map_err(db_err)?;
@@ -196,9 +194,7 @@ impl Store {
                 }
             }
             Err(_) => {
-                if let Some(rows) = mark_rows.take() {
-                    self.journal.rows_not_written(rows);
-                }
+                self.journal.rows_not_written(mark_rows);
                 self.integrity.restore_changed(integrity);
                 for (layer, dirty, _) in taken {
                     layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));

@@ -36,6 +36,19 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// Writes zeros over `from..to` of a file, a MiB at a time.
+pub fn write_zeros(file: &dyn VfsFile, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        file.write_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// A directory tree of files.
 pub trait Vfs: Send + Sync + fmt::Debug {
     /// Opens a file, creating it if `create` is true and it does not exist.
@@ -137,14 +150,7 @@ impl VfsFile for OsFile {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
             // No fallocate here: write zeros, which reserves the space as well.
-            let zeros = vec![0u8; 1 << 20];
-            let mut done = self.file.metadata()?.len();
-            while done < length {
-                let n = (length - done).min(zeros.len() as u64);
-                self.file.write_all_at(&zeros[..n as usize], done)?;
-                done += n;
-            }
-            return Ok(());
+            return write_zeros(self, self.file.metadata()?.len(), length);
         }
         Err(io::Error::new(err.kind(), format!("reserve space for {}: {err}", self.path.display())))
     }
