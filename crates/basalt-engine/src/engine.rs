@@ -80,6 +80,18 @@ pub struct EngineOptions {
     /// Layer files are cut into segment files of `2^segment_shift` bytes (docs/FORMAT.md, "Layer files"). Used
     /// when a store is created; an existing store keeps the size it recorded. From 12 to 62.
     pub segment_shift: u32,
+    /// Layer files and sidecars (their segments) kept open at once across every image; past it, the least
+    /// recently used are closed and reopened on their next use (`segments.rs`, `OpenFiles`).
+    pub open_files: usize,
+}
+
+/// The default limit on open layer files: half of what the process may open (the rest is for the journal, the
+/// metadata stores, and the connections of whoever uses the engine), at least 64.
+pub fn default_open_files() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given, which lives on this stack frame.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    usize::try_from(soft / 2).unwrap_or(usize::MAX).max(64)
 }
 
 /// The default metadata memory: the bitmaps of about 3 TiB of fully written 4 MiB objects stay in memory.
@@ -94,6 +106,7 @@ impl Default for EngineOptions {
             metadata_cache_bytes: DEFAULT_METADATA_CACHE,
             metadata_reserve: crate::space::DEFAULT_RESERVE,
             segment_shift: crate::segments::DEFAULT_SEGMENT_SHIFT,
+            open_files: default_open_files(),
         }
     }
 }
@@ -108,6 +121,8 @@ impl EngineOptions {
             metadata_cache_bytes: 4 << 20,
             metadata_reserve: 256 << 10,
             segment_shift: 17,
+            // Few enough that the tests' images keep closing and reopening their segments.
+            open_files: 32,
         }
     }
 }
@@ -150,10 +165,11 @@ impl Engine {
         let segment_shift = records::init(&db, options.segment_shift)?;
         let files = crate::journal::create_files(vfs.as_ref(), root, options.journal_file_size)?;
         let boot = vfs.boot_id();
+        let open_files = crate::segments::OpenFiles::new(options.open_files);
         // Replay rewrites the bytes of logged blocks; on a full disk, blocks whose unsynced bytes a power cut lost
         // may need space again, and the metadata reserve gives it (replay is idempotent, so it is run again).
         let replayed = loop {
-            match crate::recover::replay(&vfs, &db, &files, &layers_dir, segment_shift, &boot) {
+            match crate::recover::replay(&vfs, &open_files, &db, &files, &layers_dir, segment_shift, &boot) {
                 Err(e) if e.kind() == ErrorKind::NoSpace && reserve.release() => {}
                 other => break other?,
             }
@@ -183,6 +199,7 @@ impl Engine {
             root: root.to_owned(),
             layers_dir,
             segment_shift,
+            open_files,
             images: std::sync::Mutex::new(Default::default()),
             next_handle: AtomicU64::new(1),
             failed: std::sync::Mutex::new(None),
@@ -257,6 +274,11 @@ impl Engine {
     /// checkpoints committed.
     pub fn journal_stats(&self) -> crate::journal::JournalStats {
         self.store.journal.stats()
+    }
+
+    /// Layer file and sidecar segments open now (at most [`EngineOptions::open_files`] while none is in use).
+    pub fn open_layer_files(&self) -> usize {
+        self.store.open_files.open_count()
     }
 
     /// Counts, once, the data of every layer that has no usage entry (a store from before usage counts, or layers

@@ -306,6 +306,8 @@ fn check_checksums(
         return Ok(());
     }
     let applied = meta.get(records::JOURNAL_APPLIED).map_err(db_err)?.map_or(0, |v| v.value());
+    // One layer's files are open at a time.
+    let open_files = crate::segments::OpenFiles::new(usize::MAX);
     let mut unreplayed: BTreeSet<(u64, u64)> = BTreeSet::new();
     for (i, path) in crate::journal::file_paths(root).iter().enumerate() {
         let file = match vfs.open(path, false) {
@@ -360,7 +362,7 @@ fn check_checksums(
         }
         if files.as_ref().is_none_or(|(id, _)| *id != layer) {
             // A missing file is reported above.
-            let pair = crate::state::open_layer_files(vfs, &layers_dir, segment_shift, layer, false).ok();
+            let pair = crate::state::open_layer_files(vfs, &open_files, &layers_dir, segment_shift, layer, false).ok();
             files = Some((layer, pair));
         }
         let Some((_, Some((file, crc)))) = &files else { continue };

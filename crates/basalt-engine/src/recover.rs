@@ -27,6 +27,7 @@ type LayerFiles = (Arc<dyn VfsFile>, Arc<dyn VfsFile>);
 /// Applies the journal's records that the metadata store lacks, then commits the result.
 pub(crate) fn replay(
     vfs: &Arc<dyn Vfs>,
+    open_files: &Arc<crate::segments::OpenFiles>,
     db: &redb::Database,
     journal: &[Arc<dyn VfsFile>; 2],
     layers_dir: &Path,
@@ -129,7 +130,7 @@ pub(crate) fn replay(
         if let Some(f) = files.get(&layer) {
             return Ok(Some(f.clone()));
         }
-        let (f, crc) = match crate::state::open_layer_files(vfs, layers_dir, segment_shift, layer, true) {
+        let (f, crc) = match crate::state::open_layer_files(vfs, open_files, layers_dir, segment_shift, layer, true) {
             Ok(files) => files,
             // A damaged store: the image whose file is gone refuses to open, and says so (fsck names it); the
             // store's other images stay usable.

@@ -7,10 +7,11 @@
 //! A segment exists from the first write into it; one that does not exist reads as zeros (docs/FORMAT.md,
 //! "Layer files").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::vfs::{Vfs, VfsFile};
 
@@ -51,6 +52,100 @@ fn pieces(shift: u32, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, 
     })
 }
 
+/// The segment files open at once across every [`SegmentedFile`] that shares this, kept under a limit.
+///
+/// Every image in use holds its layers' files and sidecars open, two descriptors per layer and more past a segment:
+/// ten thousand images would need more descriptors than a process is usually allowed. Past the limit, the segment
+/// least recently used is closed (a clock: a segment used since the hand last passed gets a second chance) and
+/// reopened on its next use. A segment written since its last sync is synced before it is closed, so a later
+/// [`VfsFile::sync_data`] of its file, which syncs only the segments open then, still covers every write made
+/// before it (a failure of that sync is kept and returned by the file's next `sync_data`).
+#[derive(Debug)]
+pub(crate) struct OpenFiles {
+    limit: usize,
+    open: AtomicUsize,
+    /// Every open segment, in the order the clock hand visits them; entries of closed segments and dropped files
+    /// are let go when the hand reaches them.
+    ring: Mutex<VecDeque<(Weak<SegmentedFile>, u64)>>,
+}
+
+impl OpenFiles {
+    /// At most `limit` segment files open at once (at least one).
+    pub(crate) fn new(limit: usize) -> Arc<OpenFiles> {
+        Arc::new(OpenFiles { limit: limit.max(1), open: AtomicUsize::new(0), ring: Mutex::new(VecDeque::new()) })
+    }
+
+    /// How many segment files are open now.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn opened(&self, file: &Arc<SegmentedFile>, index: u64) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut ring = self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.push_back((Arc::downgrade(file), index));
+        if open <= self.limit {
+            // Entries of segments closed by their own file (truncation, the file dropped) stay until the hand
+            // passes: let them go now and then, so the ring stays near the number of open segments.
+            if ring.len() > 2 * open + 64 {
+                ring.retain(|(file, index)| file.upgrade().is_some_and(|f| f.is_open(*index)));
+            }
+            return;
+        }
+        // Two turns of the hand at most: the first clears the marks of segments in use, the second closes.
+        let mut visits = 2 * ring.len();
+        while self.open.load(Ordering::Relaxed) > self.limit && visits > 0 {
+            visits -= 1;
+            let Some((weak, index)) = ring.pop_front() else { break };
+            let Some(file) = weak.upgrade() else { continue };
+            match file.try_close(index) {
+                Closing::Closed | Closing::NotOpen => {}
+                Closing::Kept => ring.push_back((weak, index)),
+            }
+        }
+    }
+}
+
+/// What [`SegmentedFile::try_close`] did.
+enum Closing {
+    Closed,
+    NotOpen,
+    Kept,
+}
+
+/// One open segment file.
+#[derive(Debug)]
+struct Slot {
+    file: Arc<dyn VfsFile>,
+    /// Set on every use, cleared by the clock hand: a segment used since the hand last passed stays open.
+    used: AtomicBool,
+    /// Set after every change, cleared by a sync.
+    dirty: AtomicBool,
+    files: Arc<OpenFiles>,
+}
+
+impl Slot {
+    fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a change of the segment and marks it as needing a sync (after the change, so a sync that cleared the
+    /// mark before the change completed leaves it set).
+    fn change<T>(&self, op: impl FnOnce(&dyn VfsFile) -> io::Result<T>) -> io::Result<T> {
+        let result = op(&*self.file);
+        self.dirty.store(true, Ordering::Release);
+        result
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.files.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One logical file made of segment files in a directory.
 #[derive(Debug)]
 pub(crate) struct SegmentedFile {
@@ -58,39 +153,103 @@ pub(crate) struct SegmentedFile {
     dir: PathBuf,
     base: String,
     shift: u32,
-    /// The segments opened so far. Segment 0 always is; one that is not open may exist on disk (written through
-    /// another handle) and is looked up again when needed.
-    open: RwLock<BTreeMap<u64, Arc<dyn VfsFile>>>,
+    files: Arc<OpenFiles>,
+    me: Weak<SegmentedFile>,
+    /// The segments open now. One that is not open may exist on disk (written through another handle, or closed
+    /// to stay under the limit) and is looked up again when needed. A clone of a slot is only taken under this
+    /// lock, so holding it for writing and seeing a slot's only reference means no one is using that segment.
+    open: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    /// The first failed sync of a segment closed to stay under the limit: every later `sync_data` returns it, as
+    /// the writes it did not make durable are past saving.
+    failed_sync: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
 impl SegmentedFile {
     /// Opens the file named `base` in `dir` (segment 0), creating it if `create` is true.
     pub(crate) fn open(
         vfs: &Arc<dyn Vfs>,
+        files: &Arc<OpenFiles>,
         dir: &Path,
         base: &str,
         shift: u32,
         create: bool,
     ) -> io::Result<Arc<dyn VfsFile>> {
         let first = vfs.open(&dir.join(base), create)?;
-        Ok(Arc::new(SegmentedFile {
+        let file = Arc::new_cyclic(|me| SegmentedFile {
             vfs: vfs.clone(),
             dir: dir.to_owned(),
             base: base.to_owned(),
             shift,
-            open: RwLock::new(BTreeMap::from([(0, first)])),
-        }))
+            files: files.clone(),
+            me: me.clone(),
+            open: RwLock::new(BTreeMap::new()),
+            failed_sync: Mutex::new(None),
+        });
+        file.insert(0, first);
+        Ok(file)
+    }
+
+    fn read_open(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_open(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        self.open.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a segment just opened (if no other thread added it first) and counts it against the limit, which may
+    /// close another segment. Returns the segment's slot.
+    fn insert(&self, index: u64, file: Arc<dyn VfsFile>) -> Arc<Slot> {
+        let slot = {
+            let mut open = self.write_open();
+            if let Some(slot) = open.get(&index) {
+                return slot.clone();
+            }
+            let slot = Arc::new(Slot {
+                file,
+                used: AtomicBool::new(true),
+                dirty: AtomicBool::new(false),
+                files: self.files.clone(),
+            });
+            open.insert(index, slot.clone());
+            slot
+        };
+        // Outside this file's lock: closing others takes theirs.
+        if let Some(me) = self.me.upgrade() {
+            self.files.opened(&me, index);
+        }
+        slot
+    }
+
+    fn is_open(&self, index: u64) -> bool {
+        self.read_open().contains_key(&index)
+    }
+
+    /// Closes segment `index` if no one is using it and it was not used since the clock hand last passed; a
+    /// segment with changes not yet synced is synced first.
+    fn try_close(&self, index: u64) -> Closing {
+        // Never wait on a file's lock while holding the ring's: its holder may be waiting for the ring.
+        let Ok(mut open) = self.open.try_write() else { return Closing::Kept };
+        let Some(slot) = open.get(&index) else { return Closing::NotOpen };
+        if Arc::strong_count(slot) > 1 || slot.used.swap(false, Ordering::Relaxed) {
+            return Closing::Kept;
+        }
+        if slot.dirty.load(Ordering::Acquire)
+            && let Err(err) = slot.file.sync_data()
+        {
+            let mut failed = self.failed_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            failed.get_or_insert_with(|| (err.kind(), format!("sync of {}: {err}", self.base)));
+        }
+        open.remove(&index);
+        Closing::Closed
     }
 
     /// Segment `index`, if it exists; with `create`, it is created (and its directory entry made durable before
     /// anything is written into it, so a sync of the segment covers what it holds).
-    fn segment(&self, index: u64, create: bool) -> io::Result<Option<Arc<dyn VfsFile>>> {
-        if let Some(f) = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&index) {
-            return Ok(Some(f.clone()));
-        }
-        let mut open = self.open.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(f) = open.get(&index) {
-            return Ok(Some(f.clone()));
+    fn segment(&self, index: u64, create: bool) -> io::Result<Option<Arc<Slot>>> {
+        if let Some(slot) = self.read_open().get(&index) {
+            slot.touch();
+            return Ok(Some(slot.clone()));
         }
         let path = self.dir.join(segment_name(&self.base, index));
         let file = match self.vfs.open(&path, false) {
@@ -103,12 +262,12 @@ impl SegmentedFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        open.insert(index, file.clone());
-        Ok(Some(file))
+        Ok(Some(self.insert(index, file)))
     }
 
-    fn opened(&self) -> Vec<Arc<dyn VfsFile>> {
-        self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    /// Segment `index`, created if it does not exist.
+    fn segment_created(&self, index: u64) -> io::Result<Arc<Slot>> {
+        self.segment(index, true)?.ok_or_else(|| io::Error::other("a segment just created is missing"))
     }
 
     /// The indices of the segments on disk past segment 0.
@@ -131,7 +290,7 @@ impl VfsFile for SegmentedFile {
         for (index, at, start, n) in pieces(self.shift, offset, buf.len() as u64) {
             let out = &mut buf[start as usize..(start + n) as usize];
             match self.segment(index, false)? {
-                Some(f) => f.read_at(out, at)?,
+                Some(slot) => slot.file.read_at(out, at)?,
                 None => out.fill(0),
             }
         }
@@ -140,28 +299,26 @@ impl VfsFile for SegmentedFile {
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         for (index, at, start, n) in pieces(self.shift, offset, data.len() as u64) {
-            let f = self.segment(index, true)?.expect("created");
-            f.write_at(&data[start as usize..(start + n) as usize], at)?;
+            let slot = self.segment_created(index)?;
+            slot.change(|f| f.write_at(&data[start as usize..(start + n) as usize], at))?;
         }
         Ok(())
     }
 
     fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
         for (index, at, _, n) in pieces(self.shift, offset, length) {
-            if let Some(f) = self.segment(index, false)? {
-                f.punch_hole(at, n)?;
+            if let Some(slot) = self.segment(index, false)? {
+                slot.change(|f| f.punch_hole(at, n))?;
             }
         }
         Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
-        match self.segments_on_disk()?.last() {
-            Some(&last) => {
-                let f = self.segment(last, false)?.expect("listed");
-                Ok((last << self.shift) + f.len()?)
-            }
-            None => self.segment(0, false)?.expect("segment 0 is open").len(),
+        let last = self.segments_on_disk()?.last().copied().unwrap_or(0);
+        match self.segment(last, false)? {
+            Some(slot) => Ok((last << self.shift) + slot.file.len()?),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{} is gone", self.base))),
         }
     }
 
@@ -169,31 +326,39 @@ impl VfsFile for SegmentedFile {
         let keep = length.div_ceil(1 << self.shift).max(1);
         for index in self.segments_on_disk()? {
             if index >= keep {
-                self.open.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&index);
+                self.write_open().remove(&index);
                 self.vfs.remove(&self.dir.join(segment_name(&self.base, index)))?;
             }
         }
         let last = keep - 1;
         for index in 0..last {
-            let f = self.segment(index, true)?.expect("created");
-            if f.len()? < 1 << self.shift {
-                f.set_len(1 << self.shift)?;
+            let slot = self.segment_created(index)?;
+            if slot.file.len()? < 1 << self.shift {
+                slot.change(|f| f.set_len(1 << self.shift))?;
             }
         }
-        self.segment(last, true)?.expect("created").set_len(length - (last << self.shift))?;
+        self.segment_created(last)?.change(|f| f.set_len(length - (last << self.shift)))?;
         self.vfs.sync_dir(&self.dir)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        for f in self.opened() {
-            f.sync_data()?;
+        let open: Vec<Arc<Slot>> = self.read_open().values().cloned().collect();
+        for slot in open {
+            slot.dirty.store(false, Ordering::Release);
+            if let Err(err) = slot.file.sync_data() {
+                slot.dirty.store(true, Ordering::Release);
+                return Err(err);
+            }
         }
-        Ok(())
+        match &*self.failed_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
     }
 
     fn allocate(&self, length: u64) -> io::Result<()> {
         for (index, at, _, n) in pieces(self.shift, 0, length) {
-            self.segment(index, true)?.expect("created").allocate(at + n)?;
+            self.segment_created(index)?.change(|f| f.allocate(at + n))?;
         }
         Ok(())
     }
@@ -209,7 +374,7 @@ pub(crate) fn split_oversized(vfs: &Arc<dyn Vfs>, dir: &Path, base: &str, shift:
     if len <= size {
         return Ok(false);
     }
-    let target = SegmentedFile::open(vfs, dir, base, shift, false)?;
+    let target = SegmentedFile::open(vfs, &OpenFiles::new(usize::MAX), dir, base, shift, false)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = size;
     while at < len {
@@ -237,7 +402,7 @@ pub(crate) fn split_oversized(vfs: &Arc<dyn Vfs>, dir: &Path, base: &str, shift:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{CrashSurvivors, SimVfs};
+    use crate::sim::{CrashSurvivors, Fault, SimVfs};
 
     #[test]
     fn names_map_back_to_their_layer() {
@@ -265,7 +430,8 @@ mod tests {
         let vfs: Arc<dyn Vfs> = Arc::new(sim.clone());
         let dir = Path::new("/l");
         vfs.create_dir_all(dir).expect("dir");
-        let f = SegmentedFile::open(&vfs, dir, "0000000000000001.layer", 12, true).expect("open");
+        let f = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000001.layer", 12, true)
+            .expect("open");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
         f.write_at(&data, 4096 * 3 - 100).expect("write across 4 segments");
         f.write_at(b"far", (4096 * 40) + 5).expect("write far");
@@ -287,7 +453,8 @@ mod tests {
         assert_eq!(back[100 + 8192..], data[100 + 8192..]);
         assert_eq!(f.len().expect("len"), 4096 * 40 + 8);
         // Another handle finds the segments this one created.
-        let g = SegmentedFile::open(&vfs, dir, "0000000000000001.layer", 12, false).expect("reopen");
+        let g = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000001.layer", 12, false)
+            .expect("reopen");
         let mut far = [0u8; 3];
         g.read_at(&mut far, 4096 * 40 + 5).expect("read far");
         assert_eq!(&far, b"far");
@@ -300,16 +467,91 @@ mod tests {
         let dir = Path::new("/l");
         vfs.create_dir_all(dir).expect("dir");
         vfs.sync_dir(Path::new("/")).expect("sync root");
-        let f = SegmentedFile::open(&vfs, dir, "0000000000000002.layer", 12, true).expect("open");
+        let f = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000002.layer", 12, true)
+            .expect("open");
         vfs.sync_dir(dir).expect("sync dir");
         f.write_at(b"kept", 4096 * 9 + 1).expect("write");
         f.sync_data().expect("sync");
         f.write_at(b"lost", 4096 * 30).expect("write unsynced");
         let after: Arc<dyn Vfs> = Arc::new(sim.after_crash(CrashSurvivors::None));
-        let g = SegmentedFile::open(&after, dir, "0000000000000002.layer", 12, false).expect("reopen");
+        let g = SegmentedFile::open(&after, &OpenFiles::new(usize::MAX), dir, "0000000000000002.layer", 12, false)
+            .expect("reopen");
         let mut back = [0u8; 4];
         g.read_at(&mut back, 4096 * 9 + 1).expect("read");
         assert_eq!(&back, b"kept");
+    }
+
+    /// Files `0..n` in `/l`, sharing a limit of `limit` open segments, each with its first segment created.
+    fn limited(sim: &SimVfs, limit: usize, n: u64) -> (Arc<OpenFiles>, Vec<Arc<dyn VfsFile>>) {
+        let vfs: Arc<dyn Vfs> = Arc::new(sim.clone());
+        let dir = Path::new("/l");
+        vfs.create_dir_all(dir).expect("dir");
+        vfs.sync_dir(Path::new("/")).expect("sync root");
+        let open_files = OpenFiles::new(limit);
+        let files = (0..n)
+            .map(|i| {
+                let base = format!("{i:016x}.layer");
+                SegmentedFile::open(&vfs, &open_files, dir, &base, 12, true).expect("open")
+            })
+            .collect();
+        vfs.sync_dir(dir).expect("sync dir");
+        (open_files, files)
+    }
+
+    #[test]
+    fn past_the_limit_idle_segments_are_closed_and_reopened_on_use() {
+        let sim = SimVfs::new();
+        let (open_files, files) = limited(&sim, 3, 6);
+        assert_eq!(open_files.open_count(), 3);
+        for round in 0..3u8 {
+            for (i, f) in files.iter().enumerate() {
+                // Two segments per file: segment 0 and segment 2.
+                f.write_at(&[round, i as u8 + 1], 7).expect("write");
+                f.write_at(&[round, i as u8 + 1], 2 * 4096 + 7).expect("write");
+                assert!(open_files.open_count() <= 3, "{} segments open", open_files.open_count());
+            }
+        }
+        for (i, f) in files.iter().enumerate() {
+            let (mut a, mut b) = ([0u8; 2], [0u8; 2]);
+            f.read_at(&mut a, 7).expect("read");
+            f.read_at(&mut b, 2 * 4096 + 7).expect("read");
+            assert_eq!((a, b), ([2, i as u8 + 1], [2, i as u8 + 1]));
+            assert_eq!(f.len().expect("len"), 2 * 4096 + 9);
+            assert!(open_files.open_count() <= 3);
+        }
+    }
+
+    #[test]
+    fn a_segment_closed_with_unsynced_writes_is_synced_first() {
+        let sim = SimVfs::new();
+        let (_, files) = limited(&sim, 1, 2);
+        files[0].write_at(b"kept", 100).expect("write");
+        // Using the other file closes the first one's segment: its write must not depend on that segment being
+        // open at the next sync of its file.
+        files[1].write_at(b"other", 0).expect("write");
+        files[1].sync_data().expect("sync");
+        files[0].sync_data().expect("sync");
+        let after: Arc<dyn Vfs> = Arc::new(sim.after_crash(CrashSurvivors::None));
+        let g =
+            SegmentedFile::open(&after, &OpenFiles::new(8), Path::new("/l"), &format!("{:016x}.layer", 0), 12, false)
+                .expect("reopen");
+        let mut back = [0u8; 4];
+        g.read_at(&mut back, 100).expect("read");
+        assert_eq!(&back, b"kept");
+    }
+
+    #[test]
+    fn a_failed_sync_when_closing_a_segment_fails_every_later_sync_of_its_file() {
+        let sim = SimVfs::new();
+        let (_, files) = limited(&sim, 1, 2);
+        files[0].write_at(b"lost", 100).expect("write");
+        // The next mutating operation is the sync of the first file's segment as the second file's is used.
+        sim.inject(sim.op_count(), Fault::Eio);
+        let mut back = [0u8; 4];
+        files[1].read_at(&mut back, 0).expect("read");
+        assert!(files[0].sync_data().is_err());
+        assert!(files[0].sync_data().is_err(), "a sync after a failed one cannot vouch for the lost writes");
+        files[1].sync_data().expect("the other file is unaffected");
     }
 
     #[test]
@@ -324,7 +566,8 @@ mod tests {
         assert!(split_oversized(&vfs, dir, "0000000000000003.layer", 12).expect("split"));
         assert_eq!(old.len().expect("len"), 1 << 12);
         assert!(!split_oversized(&vfs, dir, "0000000000000003.layer", 12).expect("rerun"), "nothing left to move");
-        let f = SegmentedFile::open(&vfs, dir, "0000000000000003.layer", 12, false).expect("open");
+        let f = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000003.layer", 12, false)
+            .expect("open");
         let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
         f.read_at(&mut a, 100).expect("read");
         f.read_at(&mut b, (1 << 12) * 5 + 7).expect("read");

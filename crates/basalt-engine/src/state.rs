@@ -15,19 +15,20 @@ use crate::journal::Journal;
 use crate::layer::{Base, Layer, ObjBits, Owner, StripeLocks, View, ViewLayer, mutex_lock};
 use crate::layout::Layout;
 use crate::records::{self, BLOCKS, ImageRec, db_err};
+use crate::segments::{OpenFiles, SegmentedFile};
 use crate::vfs::{Vfs, VfsFile};
 
 /// Opens layer `id`'s file and checksum sidecar in `layers_dir`, each as its run of segments of `2^shift` bytes.
 pub(crate) fn open_layer_files(
     vfs: &Arc<dyn Vfs>,
+    files: &Arc<OpenFiles>,
     layers_dir: &std::path::Path,
     shift: u32,
     id: u64,
     create_sidecar: bool,
 ) -> std::io::Result<(Arc<dyn VfsFile>, Arc<dyn VfsFile>)> {
-    use crate::segments::SegmentedFile;
-    let file = SegmentedFile::open(vfs, layers_dir, &crate::layer::layer_file_name(id), shift, false)?;
-    let crc = SegmentedFile::open(vfs, layers_dir, &crate::layer::sidecar_name(id), shift, create_sidecar)?;
+    let file = SegmentedFile::open(vfs, files, layers_dir, &crate::layer::layer_file_name(id), shift, false)?;
+    let crc = SegmentedFile::open(vfs, files, layers_dir, &crate::layer::sidecar_name(id), shift, create_sidecar)?;
     Ok((file, crc))
 }
 
@@ -43,6 +44,8 @@ pub(crate) struct Store {
     pub layers_dir: PathBuf,
     /// Layer files and sidecars are cut into segments of `2^segment_shift` bytes (`segments.rs`).
     pub segment_shift: u32,
+    /// The layer files open at once, under the limit of `EngineOptions::open_files`.
+    pub open_files: Arc<OpenFiles>,
     pub images: Mutex<HashMap<String, std::sync::Weak<ImageState>>>,
     pub next_handle: AtomicU64,
     /// Set after a failed sync: the store refuses further changes until it is reopened.
@@ -226,7 +229,7 @@ impl Store {
 
     /// Opens a layer's file and its checksum sidecar, each as its run of segments.
     pub fn open_layer_files(&self, id: u64) -> std::io::Result<(Arc<dyn VfsFile>, Arc<dyn VfsFile>)> {
-        open_layer_files(&self.vfs, &self.layers_dir, self.segment_shift, id, false)
+        open_layer_files(&self.vfs, &self.open_files, &self.layers_dir, self.segment_shift, id, false)
     }
 
     /// Removes layer files (every segment) after the records that referred to them are gone; failures leave

@@ -24,7 +24,7 @@ use crate::engine::LAYERS_DIR;
 use crate::layer::{BlockSt, ObjBits, sidecar_offset};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE};
 use crate::records::{self, BLOCKS, FORMAT_VERSION, IMAGES, ImageRec, db_err, decode};
-use crate::segments::{DEFAULT_SEGMENT_SHIFT, layer_id_of, split_oversized};
+use crate::segments::{DEFAULT_SEGMENT_SHIFT, OpenFiles, layer_id_of, split_oversized};
 use crate::state::layout_of;
 use crate::state::open_layer_files;
 use crate::vfs::{OsVfs, Vfs};
@@ -80,7 +80,8 @@ pub fn upgrade_vfs(vfs: Arc<dyn Vfs>, root: &Path) -> Result<Upgraded> {
         let paths = crate::journal::file_paths(root);
         if paths.iter().all(|p| vfs.open(p, false).is_ok()) {
             let files = [vfs.open(&paths[0], false)?, vfs.open(&paths[1], false)?];
-            crate::recover::replay(&vfs, &store.db, &files, &layers_dir, shift, &vfs.boot_id())?;
+            let open_files = OpenFiles::new(crate::engine::default_open_files());
+            crate::recover::replay(&vfs, &open_files, &store.db, &files, &layers_dir, shift, &vfs.boot_id())?;
         }
     }
     if version <= 2 {
@@ -105,13 +106,15 @@ fn write_sidecars(vfs: &Arc<dyn Vfs>, db: &redb::Database, layers_dir: &Path, sh
     let images = txn.open_table(IMAGES).map_err(db_err)?;
     let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
     let mut buf = Vec::new();
+    // One layer's files are open at a time.
+    let open_files = OpenFiles::new(usize::MAX);
     for entry in images.iter().map_err(db_err)? {
         let (_, value) = entry.map_err(db_err)?;
         let rec: ImageRec = decode(value.value())?;
         let layout = layout_of(&rec)?;
         let bpo = layout.blocks_per_object();
         for layer in &rec.layers {
-            let (file, crc) = open_layer_files(vfs, layers_dir, shift, layer.id, true).map_err(|e| {
+            let (file, crc) = open_layer_files(vfs, &open_files, layers_dir, shift, layer.id, true).map_err(|e| {
                 Error::io(format!(
                     "image '{}': the files of layer {:016x} cannot be opened ({e}): run fsck",
                     rec.spec_text(),

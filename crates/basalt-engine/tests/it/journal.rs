@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use basalt_core::{Backend, Clock, CreateOptions, Durability, ImageSpec, ManualClock, OpenTarget, PoolName, Timestamp};
-use basalt_engine::Engine;
+use basalt_core::{
+    Backend, Clock, CreateOptions, Durability, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec, Timestamp,
+};
 use basalt_engine::sim::{CrashSurvivors, SimVfs};
 use basalt_engine::vfs::Vfs;
+use basalt_engine::{Engine, EngineOptions};
 
 const ROOT: &str = "/store";
 const MIB: u64 = 1 << 20;
@@ -114,4 +116,50 @@ fn the_journal_files_of_a_new_store_hold_no_unwritten_extent() {
         assert_eq!(hole as u64, len, "{name} has a hole (or unwritten extent) at {hole}");
     }
     drop(engine);
+}
+
+/// Many images in use under a small limit of open layer files: their segments keep closing and reopening, yet a
+/// flush and a checkpoint still make every write durable, and no more files than the limit stay open.
+#[test]
+fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut() {
+    const LIMIT: usize = 6;
+    const IMAGES: u8 = 12;
+    let vfs = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { open_files: LIMIT, ..EngineOptions::deterministic() };
+    let engine = Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    let spec = |i: u8| ImageSpec::parse(&format!("rbd/vm{i}")).expect("spec");
+    let mut handles = Vec::new();
+    for i in 0..IMAGES {
+        engine.image_create(&spec(i), &CreateOptions::with_size(4 * MIB)).expect("create");
+        handles.push(engine.open(&spec(i), &OpenTarget::Head, "t").expect("open"));
+    }
+    // Every image is written before any is flushed: segments with unsynced writes are closed to make room.
+    for (i, io) in (0..IMAGES).zip(&handles) {
+        // A large write (its bytes go to the layer file, synced by the flush) across two segments, and a small one
+        // (logged with its bytes, written to the layer file by the checkpoint).
+        io.write(96 << 10, &fill(i, 256 << 10), Durability::Buffered).expect("large write");
+        io.write(MIB + 4096, &fill(i + 100, 4096), Durability::Buffered).expect("small write");
+        assert!(engine.open_layer_files() <= LIMIT, "{} layer files open", engine.open_layer_files());
+    }
+    for io in &handles {
+        io.flush().expect("flush");
+    }
+    // A snapshot checkpoints: the small writes' journal records are applied and may be overwritten from now on.
+    engine.snap_create(&SnapSpec::parse("rbd/vm0@s").expect("snap")).expect("snapshot");
+    let cut = vfs.after_crash(CrashSurvivors::None);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { open_files: LIMIT, ..EngineOptions::deterministic() };
+    let after = Engine::open_with_options(Arc::new(cut), Path::new(ROOT), clock, options).expect("reopen");
+    for i in 0..IMAGES {
+        let io = after.open(&spec(i), &OpenTarget::Head, "check").expect("open");
+        let (mut large, mut small) = (vec![0u8; 256 << 10], vec![0u8; 4096]);
+        io.read(96 << 10, &mut large).expect("read");
+        io.read(MIB + 4096, &mut small).expect("read");
+        assert!(large == fill(i, 256 << 10), "image {i}: a flushed large write was lost");
+        assert!(small == fill(i + 100, 4096), "image {i}: a flushed small write was lost");
+    }
 }
