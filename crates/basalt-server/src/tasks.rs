@@ -194,12 +194,14 @@ impl Tasks {
             }
             inner.running.push(Running { info: info.clone(), progress: progress.clone() });
         }
-        // The record is written before the work starts, so the task's end (which rewrites it) comes after.
-        let _ = self.store.put(TASKS, &self.key(&info.id), &info);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tasks = self.clone();
         let id = info.id.clone();
+        let record = info.clone();
         tokio::task::spawn_blocking(move || {
+            // The record is written before the work starts, so the task's end (which rewrites it) comes after; on
+            // the blocking pool, as the write is a commit of the server's store.
+            let _ = tasks.store.put(TASKS, &tasks.key(&record.id), &record);
             let result = work(backend.as_ref(), &progress).map_err(ApiError::from);
             tasks.finish(&id, &result);
             let _ = tx.send(result);
@@ -327,6 +329,28 @@ mod tests {
         release.send(()).expect("release");
         tasks.wait_idle().await;
         assert_eq!(tasks.list().1.len(), 1, "one task ran");
+    }
+
+    /// A task's record is in the store before its work starts, so a server that stops while it runs reports it
+    /// as interrupted at its next start.
+    #[tokio::test]
+    async fn a_task_is_recorded_before_its_work_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = basalt_engine::Engine::open(dir.path(), Arc::new(basalt_core::SystemClock)).expect("engine");
+        let backend: Arc<dyn Backend> = Arc::new(engine);
+        let store = ServerStore::open(dir.path()).expect("store");
+        let tasks = Arc::new(Tasks::new(store.clone()).expect("tasks"));
+        let seen = store.clone();
+        let started = tasks
+            .start(backend, "rbd/flatten", serde_json::json!({"image_spec": "rbd/vm"}), move |_, _| {
+                let records = seen.list::<TaskInfo>(TASKS).map_err(|e| basalt_core::Error::io(e.to_string()))?;
+                Ok(serde_json::json!(records.iter().filter(|(_, t)| t.success.is_none()).count()))
+            })
+            .await;
+        match started {
+            Started::Done(Ok(value)) => assert_eq!(value, serde_json::json!(1), "the running task's record"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
