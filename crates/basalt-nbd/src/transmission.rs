@@ -1,5 +1,6 @@
 //! The transmission phase: a reader task parses requests into a bounded in-flight window, workers on the
-//! blocking pool carry them out against the image, and a writer task sends replies in completion order.
+//! blocking pool carry them out against the image, and replies go out in completion order: written by the worker
+//! itself when the socket is free, else handed to a writer task that sends what is ready in one batch.
 //!
 //! Memory is bounded four ways: at most `max_in_flight_per_connection` requests per connection, at most
 //! `buffer_bytes_per_connection` payload bytes per connection, at most `buffer_bytes_per_address` for all the
@@ -48,10 +49,20 @@ pub(crate) struct Budgets {
     pub address: Option<Arc<Semaphore>>,
 }
 
+/// The socket's write half, behind a lock: whoever holds it writes whole replies.
+type Out = tokio::sync::Mutex<BufWriter<Box<dyn AsyncWrite + Unpin + Send>>>;
+
 /// What workers share.
 struct Export {
     io: Arc<dyn ImageIo>,
     negotiated: Negotiated,
+    /// The socket's write half. A worker that finds it free writes its reply itself: handing each reply to the
+    /// writer task cost a third of the thread switches of a request at queue depth 1.
+    out: Arc<Out>,
+    /// The runtime the socket belongs to, for a worker's own writes.
+    runtime: tokio::runtime::Handle,
+    /// Closed when the connection is torn down: a worker's write to a client that stopped reading gives up then.
+    torn_down: watch::Receiver<()>,
     /// Dropped after `io` (fields drop in order): once every clone of the sender is gone, so is every reference to
     /// the image but the connection's own handle.
     _released: mpsc::Sender<()>,
@@ -78,11 +89,22 @@ where
 {
     let max_in_flight = budgets.shared.limits.max_in_flight_per_connection.max(1);
     let (tx, rx) = mpsc::channel::<Reply>(max_in_flight);
+    let writer: Box<dyn AsyncWrite + Unpin + Send> = Box::new(writer);
+    let out = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer)));
     // Aborted if this future is dropped (the server cutting connections after its drain timeout), so a writer
-    // stuck on a client that stopped reading does not outlive its connection.
-    let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(writer, rx)));
+    // stuck on a client that stopped reading does not outlive its connection; workers writing give up as
+    // `_tear_down` drops with it.
+    let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(out.clone(), rx)));
+    let (_tear_down, torn_down) = watch::channel(());
     let (released_tx, mut released) = mpsc::channel::<()>(1);
-    let export = Arc::new(Export { io: handle.io(), negotiated, _released: released_tx });
+    let export = Arc::new(Export {
+        io: handle.io(),
+        negotiated,
+        out: out.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        torn_down,
+        _released: released_tx,
+    });
     let mut reader_task = Box::pin(read_requests(reader, tx, export, budgets, shutdown, client));
     let read_result = tokio::select! {
         result = &mut reader_task => result,
@@ -102,11 +124,11 @@ where
     // Dropping the reader drops its sender; the writer ends once every worker has sent its reply.
     drop(reader_task);
     let written = (&mut writer_task.0).await;
-    // A worker may still hold the image for a moment after sending its last reply.
+    // A worker may still hold the image (and be writing its last reply) for a moment after the writer ends.
     let _ = released.recv().await;
     handle.close().await;
     let write_result = match written {
-        Ok(Ok(mut writer)) => writer.shutdown().await.map_err(ConnError::from),
+        Ok(Ok(())) => out.lock().await.shutdown().await.map_err(ConnError::from),
         Ok(Err(err)) => Err(err.into()),
         Err(join) => Err(ConnError::Refused(format!("reply writer failed: {join}"))),
     };
@@ -122,13 +144,10 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Sends replies as workers finish them; returns the flushed writer once every sender is gone.
-async fn write_replies<W: AsyncWrite + Unpin>(
-    writer: W,
-    mut rx: mpsc::Receiver<Reply>,
-) -> std::io::Result<BufWriter<W>> {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+/// Sends the replies handed over by workers (and the reader's refusals) as they come, until every sender is gone.
+async fn write_replies(out: Arc<Out>, mut rx: mpsc::Receiver<Reply>) -> std::io::Result<()> {
     while let Some(reply) = rx.recv().await {
+        let mut out = out.lock().await;
         out.write_all(&reply.bytes).await?;
         drop(reply);
         // Batch whatever else is ready into the same flush.
@@ -137,7 +156,29 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         }
         out.flush().await?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Sends a worker's reply: on the socket at once if no one else is writing, else through the writer task (which
+/// also meets, and reports, a failed socket). Returns false once nobody is left to answer.
+fn send_reply(export: &Export, tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
+    if let Ok(mut out) = export.out.try_lock() {
+        let mut torn_down = export.torn_down.clone();
+        let written = export.runtime.block_on(async {
+            tokio::select! {
+                written = async {
+                    out.write_all(&reply.bytes).await?;
+                    out.flush().await
+                } => written,
+                _ = torn_down.changed() => Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
+        });
+        if written.is_ok() {
+            return true;
+        }
+    }
+    // An error means the writer is gone with the connection.
+    tx.blocking_send(reply).is_ok()
 }
 
 /// Requests decoded but not yet handed to a worker.
@@ -183,8 +224,7 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
                 }
             };
             for (job, bytes) in jobs.into_iter().zip(replies) {
-                // An error means the writer is gone with the connection; nobody is left to answer.
-                if tx.blocking_send(Reply { bytes, _permits: job.permits }).is_err() {
+                if !send_reply(&export, &tx, Reply { bytes, _permits: job.permits }) {
                     return;
                 }
             }

@@ -90,3 +90,37 @@ fn a_client_that_never_reads_its_replies_stalls_only_itself() {
     }
     drop(stalled);
 }
+
+/// A shutdown cuts a connection whose client stopped reading once the drain timeout passes, and nothing of it
+/// lives on: the workers that were writing its replies give up, so the image is released and can be removed.
+#[test]
+fn a_shutdown_releases_the_image_of_a_client_that_stopped_reading() {
+    let limits = basalt_nbd::Limits { drain_timeout: Duration::from_secs(2), ..basalt_nbd::Limits::default() };
+    let mut server = TestServer::start_with_limits(limits);
+    server.create_shared_image("rbd/big", 64 * MIB);
+    let spec = basalt_core::ImageSpec::parse("rbd/big").expect("spec");
+    {
+        let io = server.engine.open(&spec, &basalt_core::OpenTarget::Head, "test").expect("open");
+        io.write(0, &vec![0xab; (32 * MIB) as usize], basalt_core::Durability::Buffered).expect("write");
+    }
+    let (mut client, _) = RawClient::connect_from(ATTACKER, server.port).greet().open_export("rbd/big");
+    for cookie in 0..8u64 {
+        client.request(0, CMD_READ, cookie, 0, (32 * MIB) as u32, &[]);
+    }
+    // Replies fill the socket's buffers and the workers writing them wait.
+    std::thread::sleep(Duration::from_secs(1));
+    server.stop();
+    let mut removed = None;
+    for _ in 0..100 {
+        match server.engine.image_remove(&spec, &basalt_core::Progress::new()) {
+            Ok(()) => {
+                removed = Some(Ok(()));
+                break;
+            }
+            Err(err) => removed = Some(Err(err)),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(removed, Some(Ok(()))), "the image is still held after the shutdown: {removed:?}");
+    drop(client);
+}

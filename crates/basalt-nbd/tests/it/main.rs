@@ -140,10 +140,11 @@ impl TestServer {
         format!("nbd+unix:///{export}?socket={}", self.socket.display())
     }
 
-    /// Asks the server to stop and waits until both listeners' `serve` calls return.
+    /// Asks the server to stop and waits until both listeners' `serve` calls return. The runtime lives on (as a
+    /// process's does after its NBD server stopped) until the test server is dropped.
     pub fn stop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = &self.runtime {
             let tasks = std::mem::take(&mut self.tasks);
             runtime.block_on(async {
                 for task in tasks {
