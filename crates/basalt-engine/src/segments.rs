@@ -7,7 +7,7 @@
 //! A segment exists from the first write into it; one that does not exist reads as zeros (docs/FORMAT.md,
 //! "Layer files").
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,6 +60,9 @@ fn pieces(shift: u32, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, 
 /// reopened on its next use. A segment written since its last sync is synced before it is closed, so a later
 /// [`VfsFile::sync_data`] of its file, which syncs only the segments open then, still covers every write made
 /// before it (a failure of that sync is kept and returned by the file's next `sync_data`).
+///
+/// A closed segment is reopened by name, so a layer's files must not be deleted while a handle to them may still
+/// read: [`OpenFiles::hold_open`] opens every segment of the layers about to be deleted, for good.
 #[derive(Debug)]
 pub(crate) struct OpenFiles {
     limit: usize,
@@ -67,12 +70,32 @@ pub(crate) struct OpenFiles {
     /// Every open segment, in the order the clock hand visits them; entries of closed segments and dropped files
     /// are let go when the hand reaches them.
     ring: Mutex<VecDeque<(Weak<SegmentedFile>, u64)>>,
+    /// Per layer id, its files in use.
+    live: Mutex<HashMap<u64, Vec<Weak<SegmentedFile>>>>,
 }
 
 impl OpenFiles {
     /// At most `limit` segment files open at once (at least one).
     pub(crate) fn new(limit: usize) -> Arc<OpenFiles> {
-        Arc::new(OpenFiles { limit: limit.max(1), open: AtomicUsize::new(0), ring: Mutex::new(VecDeque::new()) })
+        Arc::new(OpenFiles {
+            limit: limit.max(1),
+            open: AtomicUsize::new(0),
+            ring: Mutex::new(VecDeque::new()),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens every segment of the files in use of `layers` and keeps them open until those files are dropped:
+    /// called before the layers' files are deleted, as a view built before the deletion (an open snapshot's, say)
+    /// may still read through them, and a deleted file cannot be reopened.
+    pub(crate) fn hold_open(&self, layers: &[u64]) {
+        let files: Vec<Arc<SegmentedFile>> = {
+            let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            layers.iter().filter_map(|id| live.get(id)).flatten().filter_map(Weak::upgrade).collect()
+        };
+        for file in files {
+            file.hold_open();
+        }
     }
 
     /// How many segment files are open now.
@@ -101,6 +124,25 @@ impl OpenFiles {
             match file.try_close(index) {
                 Closing::Closed | Closing::NotOpen => {}
                 Closing::Kept => ring.push_back((weak, index)),
+            }
+        }
+    }
+
+    fn register(&self, file: &Arc<SegmentedFile>) {
+        if let Some(id) = layer_id_of(&file.base) {
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.entry(id).or_default().push(Arc::downgrade(file));
+        }
+    }
+
+    fn unregister(&self, base: &str) {
+        if let Some(id) = layer_id_of(base) {
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(files) = live.get_mut(&id) {
+                files.retain(|f| f.strong_count() > 0);
+                if files.is_empty() {
+                    live.remove(&id);
+                }
             }
         }
     }
@@ -162,6 +204,14 @@ pub(crate) struct SegmentedFile {
     /// The first failed sync of a segment closed to stay under the limit: every later `sync_data` returns it, as
     /// the writes it did not make durable are past saving.
     failed_sync: Mutex<Option<(io::ErrorKind, String)>>,
+    /// Set once the file is about to be deleted: its segments stay open until it is dropped.
+    held_open: AtomicBool,
+}
+
+impl Drop for SegmentedFile {
+    fn drop(&mut self) {
+        self.files.unregister(&self.base);
+    }
 }
 
 impl SegmentedFile {
@@ -184,9 +234,22 @@ impl SegmentedFile {
             me: me.clone(),
             open: RwLock::new(BTreeMap::new()),
             failed_sync: Mutex::new(None),
+            held_open: AtomicBool::new(false),
         });
+        files.register(&file);
         file.insert(0, first);
         Ok(file)
+    }
+
+    /// Opens every segment on disk and keeps them open from now on ([`OpenFiles::hold_open`]).
+    fn hold_open(&self) {
+        // Set first: from now on no segment of this file is closed, so every one opened below stays.
+        self.held_open.store(true, Ordering::SeqCst);
+        let segments = self.segments_on_disk().unwrap_or_default();
+        for index in std::iter::once(0).chain(segments) {
+            // A segment that cannot be opened now could not be later either; its reads fail as they would have.
+            let _ = self.segment(index, false);
+        }
     }
 
     fn read_open(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Slot>>> {
@@ -231,6 +294,10 @@ impl SegmentedFile {
         // Never wait on a file's lock while holding the ring's: its holder may be waiting for the ring.
         let Ok(mut open) = self.open.try_write() else { return Closing::Kept };
         let Some(slot) = open.get(&index) else { return Closing::NotOpen };
+        if self.held_open.load(Ordering::SeqCst) {
+            // Never closed: the hand can forget it.
+            return Closing::NotOpen;
+        }
         if Arc::strong_count(slot) > 1 || slot.used.swap(false, Ordering::Relaxed) {
             return Closing::Kept;
         }

@@ -238,6 +238,8 @@ impl Store {
         if ids.is_empty() {
             return;
         }
+        // Views built before the change that made these layers dead may still read through them.
+        self.open_files.hold_open(ids);
         let ids: std::collections::HashSet<u64> = ids.iter().copied().collect();
         let names = self.vfs.list(&self.layers_dir).unwrap_or_default();
         for name in names {

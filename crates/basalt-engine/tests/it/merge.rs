@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use basalt_core::{
-    Backend, Clock, CreateOptions, Durability, ImageIo, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec,
-    Timestamp, ZeroMode,
+    Backend, Clock, CreateOptions, Durability, ImageIo, ImageSpec, ManualClock, OpenTarget, PoolName, SnapName,
+    SnapSpec, Timestamp, ZeroMode,
 };
 use basalt_engine::vfs::OsVfs;
 use basalt_engine::{DEFAULT_METADATA_CACHE, Engine, EngineOptions};
@@ -174,5 +174,48 @@ fn removing_a_snapshot_into_a_large_head_under_writes_keeps_every_byte() {
 fn removing_snapshots_under_load_with_a_tiny_bitmap_cache_keeps_every_byte() {
     for (seed, big_head) in [(5, false), (13, true)] {
         remove_under_load(seed, big_head, 1 << 10);
+    }
+}
+
+/// An open snapshot keeps reading the layers its view was built on after a removal below it folds one of them away
+/// and deletes its files, even when that layer's files were closed (to stay under the limit of open files) before
+/// the deletion: they must not need reopening by name.
+#[test]
+fn an_open_snapshot_reads_through_a_layer_folded_away_while_few_files_may_stay_open() {
+    use basalt_engine::sim::SimVfs;
+    const IMAGE: u64 = MIB;
+    let sim = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { open_files: 4, ..EngineOptions::deterministic() };
+    let engine =
+        Engine::open_with_options(Arc::new(sim), std::path::Path::new("/store"), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    engine.image_create(&image, &CreateOptions::with_size(IMAGE)).expect("create");
+    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    // s1's layer holds the whole image; s2's a few blocks (so removing s1 folds s2's layer down into s1's, and
+    // s2's layer is the one deleted).
+    let mut model = vec![0x11u8; IMAGE as usize];
+    head.write(0, &model, Durability::Buffered).expect("write");
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
+    for i in 0..8u64 {
+        let at = i * IMAGE / 8 + 4096;
+        head.write(at, &[0x22; 4096], Durability::Buffered).expect("write");
+        model[at as usize..at as usize + 4096].fill(0x22);
+    }
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s2").expect("snap")).expect("s2");
+    let s2 = engine.open(&image, &OpenTarget::Snapshot(SnapName::new("s2").expect("name")), "reader").expect("open s2");
+    let mut buf = vec![0u8; IMAGE as usize];
+    s2.read(0, &mut buf).expect("read s2");
+    assert!(buf == model, "s2 before the removal");
+    // The head's writes go everywhere, so every other layer's files are closed to make room.
+    head.write(0, &vec![0x33; IMAGE as usize], Durability::Buffered).expect("write");
+    engine.snap_remove(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("remove s1");
+    head.write(0, &vec![0x44; IMAGE as usize], Durability::Buffered).expect("write");
+    s2.read(0, &mut buf).expect("read s2 after the fold");
+    if let Some(i) = first_difference(&buf, &model) {
+        panic!("s2 after the fold: byte {i} is {:#x}, expected {:#x}", buf[i], model[i]);
     }
 }
