@@ -207,10 +207,21 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name("basalt-checkpoint".into())
                 .spawn(move || {
-                    while journal.wait_checkpoint_due(std::time::Duration::from_millis(500)) {
+                    use crate::journal::Due;
+                    let (poll, idle) = (std::time::Duration::from_millis(500), std::time::Duration::from_secs(1));
+                    loop {
+                        let due = journal.wait_checkpoint_due(poll, idle);
+                        if due == Due::Stop {
+                            return;
+                        }
                         let Some(store) = weak.upgrade() else { return };
-                        // A failure stops the store (its next operations say so); nothing else to tell here.
-                        let _ = store.checkpoint(|_| Ok(()));
+                        if due == Due::Checkpoint {
+                            // A failure stops the store (its next operations say so); nothing else to tell here.
+                            let _ = store.checkpoint(|_| Ok(()));
+                        } else {
+                            // Reads evict bitmaps too, with no checkpoint after them (see `release_freed`).
+                            store.bitmaps.release_freed();
+                        }
                     }
                 })
                 .map_err(|e| Error::io(format!("cannot start the checkpoint thread: {e}")))?;
