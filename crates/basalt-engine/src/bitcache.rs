@@ -85,7 +85,8 @@ impl BitmapCache {
     /// since it last did; true when it asked. Bitmaps come and go by the thousand (read back, evicted, copied by
     /// checkpoints) among the store's other small allocations, and glibc's malloc returns only the free top of
     /// its heap by itself: the pages freed in the middle stayed resident, about a third of the heap once a budget
-    /// had been cycled through (`benches/memory.rs`). Called after checkpoints, off the data path.
+    /// had been cycled through (`benches/memory.rs`). Called after checkpoints and by the checkpoint thread when
+    /// idle.
     pub fn release_freed(&self) -> bool {
         if self.freed.load(Ordering::Relaxed) < self.budget / 8 {
             return false;

@@ -208,7 +208,9 @@ impl Engine {
                 .name("basalt-checkpoint".into())
                 .spawn(move || {
                     use crate::journal::Due;
-                    let (poll, idle) = (std::time::Duration::from_millis(500), std::time::Duration::from_secs(1));
+                    // Idle every quarter second: freed memory goes back soon after reads evicted it (memory bench,
+                    // 256 GiB x 11 layers, 64 MiB budget: peak RSS 98.9 MiB with a second, 87.8 with a quarter).
+                    let (poll, idle) = (std::time::Duration::from_millis(250), std::time::Duration::from_millis(250));
                     loop {
                         let due = journal.wait_checkpoint_due(poll, idle);
                         if due == Due::Stop {

@@ -902,3 +902,29 @@ impl Journal {
         self.cond.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::{Due, Journal, create_files};
+    use crate::sim::SimVfs;
+
+    #[test]
+    fn the_checkpoint_thread_wakes_when_idle_and_stops_at_shutdown() {
+        let vfs = SimVfs::new();
+        let files = create_files(&vfs, Path::new("/store"), 1 << 20).expect("files");
+        let journal = Journal::new(files, 1 << 20, Some(Duration::from_secs(30)), 10, 10);
+        let (poll, idle) = (Duration::from_millis(5), Duration::from_millis(20));
+        let started = Instant::now();
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Idle, "nothing is pending");
+        assert!(started.elapsed() >= idle, "it waited for the idle time first");
+        journal.want_save();
+        super::lock_inner(&journal.inner).last_checkpoint =
+            Instant::now().checked_sub(Duration::from_secs(31)).expect("an uptime over 31 s");
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Checkpoint, "a save is wanted and overdue");
+        journal.shutdown();
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Stop);
+    }
+}
