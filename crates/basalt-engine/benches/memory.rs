@@ -25,6 +25,16 @@ const MIB: u64 = 1 << 20;
 const OBJECT: u64 = 4 * MIB;
 const SNAPSHOTS: usize = 10;
 
+/// MiB the allocator holds for live allocations (glibc): what the resident set holds beyond it is the program, the
+/// stacks, and free memory the allocator kept.
+fn heap() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    return unsafe { libc::mallinfo2() }.uordblks as f64 / MIB as f64;
+    #[allow(unreachable_code)]
+    0.0
+}
+
 /// `(resident now, peak resident)` in MiB, from /proc/self/status.
 fn rss() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -44,7 +54,9 @@ fn report(engine: &Engine, what: &str, started: Instant) {
     let (bitmaps, bitmap_peak, budget) = engine.bitmap_memory();
     let mib = |b: usize| b as f64 / MIB as f64;
     println!(
-        "  {what:<58} RSS {now:7.1} MiB (peak {peak:7.1})  bitmaps {:6.1} MiB (peak {:6.1}, budget {:.0})  {:6.1} s",
+        "  {what:<58} RSS {now:7.1} MiB (peak {peak:7.1}, heap {:6.1})  bitmaps {:6.1} MiB (peak {:6.1}, budget {:.0})  \
+         {:6.1} s",
+        heap(),
         mib(bitmaps),
         mib(bitmap_peak),
         mib(budget),

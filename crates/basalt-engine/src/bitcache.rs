@@ -6,6 +6,10 @@
 //! checkpoint (or being committed by one) are never dropped: the store's copy is behind them. Eviction is a clock
 //! over the layers: each resident bitmap has a referenced flag, set on use; an eviction pass clears flags and drops
 //! the bitmaps it finds unreferenced, until the total is back under seven eighths of the budget.
+//!
+//! The budget is charged what the heap holds for the bitmaps, not a nominal size per bitmap: each layer counts its
+//! bitmaps' allocations and its table of them at the table's size, and a checkpoint counts its encoded copies
+//! (`layer.rs`, `LayerMap::recount` and `Dirty`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +28,9 @@ pub(crate) struct BitmapCache {
     used: AtomicUsize,
     /// The most `used` has been.
     peak: AtomicUsize,
+    /// Bytes given back since the allocator last returned free memory to the system (see
+    /// [`BitmapCache::release_freed`]).
+    freed: AtomicUsize,
     layers: Mutex<Vec<Weak<Layer>>>,
     hand: AtomicUsize,
     evicting: Mutex<()>,
@@ -36,6 +43,7 @@ impl BitmapCache {
             budget,
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            freed: AtomicUsize::new(0),
             layers: Mutex::new(Vec::new()),
             hand: AtomicUsize::new(0),
             evicting: Mutex::new(()),
@@ -70,6 +78,26 @@ impl BitmapCache {
 
     pub fn uncharge(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.freed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Asks the allocator to return its free memory to the system once an eighth of the budget or more was freed
+    /// since it last did; true when it asked. Bitmaps come and go by the thousand (read back, evicted, copied by
+    /// checkpoints) among the store's other small allocations, and glibc's malloc returns only the free top of
+    /// its heap by itself: the pages freed in the middle stayed resident, about a third of the heap once a budget
+    /// had been cycled through (`benches/memory.rs`). Called after checkpoints and by the checkpoint thread when
+    /// idle.
+    pub fn release_freed(&self) -> bool {
+        if self.freed.load(Ordering::Relaxed) < self.budget / 8 {
+            return false;
+        }
+        self.freed.store(0, Ordering::Relaxed);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        true
     }
 
     /// Lets eviction visit a layer (for as long as it lives).
@@ -107,8 +135,7 @@ impl BitmapCache {
                 return;
             }
             let at = self.hand.fetch_add(1, Ordering::Relaxed) % layers.len();
-            let freed = layers[at].evict_unreferenced(self.used().saturating_sub(target));
-            self.uncharge(freed);
+            layers[at].evict_unreferenced(self.used().saturating_sub(target));
         }
     }
 }
@@ -181,7 +208,23 @@ impl ObjectSet {
 
 #[cfg(test)]
 mod tests {
-    use super::ObjectSet;
+    use std::sync::Arc;
+
+    use super::{BitmapCache, ObjectSet};
+
+    #[test]
+    fn freed_memory_goes_back_after_an_eighth_of_the_budget() {
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).expect("db");
+        let cache = BitmapCache::new(Arc::new(db), 8 << 20);
+        cache.charge(4 << 20);
+        assert!(!cache.release_freed(), "nothing was freed");
+        cache.uncharge(512 << 10);
+        assert!(!cache.release_freed(), "a sixteenth of the budget is not worth a trim");
+        cache.uncharge(512 << 10);
+        assert!(cache.release_freed(), "an eighth of the budget was freed");
+        assert!(!cache.release_freed(), "and was given back already");
+        assert_eq!(cache.used(), 3 << 20);
+    }
 
     #[test]
     fn object_set_keeps_what_was_inserted_in_order() {

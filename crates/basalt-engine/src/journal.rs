@@ -27,6 +27,17 @@ const RECORD_HEAD: usize = 56;
 const RECORD_TAIL: usize = 4;
 /// Writes shorter than this carry their bytes in the journal (kind 1); longer ones a checksum per block (kind 2).
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
+/// What the checkpoint thread does next ([`Journal::wait_checkpoint_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// A checkpoint.
+    Checkpoint,
+    /// Nothing was due for a while: housekeeping.
+    Idle,
+    /// The store closes (or stopped after a failure).
+    Stop,
+}
+
 /// The default size of each of the two journal files.
 pub const DEFAULT_FILE_SIZE: u64 = 64 << 20;
 
@@ -855,20 +866,24 @@ impl Journal {
     }
 
     /// Waits until a checkpoint is due (the active file is half full and the other not yet free, a writer waits for
-    /// space, or records waited longer than the interval); false once the store closes.
-    pub fn wait_checkpoint_due(&self, poll: Duration) -> bool {
+    /// space, or records waited longer than the interval), for at most `idle`.
+    pub fn wait_checkpoint_due(&self, poll: Duration, idle: Duration) -> Due {
+        let since = Instant::now();
         let mut g = lock_inner(&self.inner);
         loop {
             if g.shutdown {
-                return false;
+                return Due::Stop;
             }
             if g.failed.is_some() {
-                return false;
+                return Due::Stop;
             }
             let pending = g.last_seq > g.applied || g.save_wanted;
             let overdue = self.interval.is_some_and(|i| pending && g.last_checkpoint.elapsed() >= i);
             if (g.checkpoint_wanted && pending) || overdue {
-                return true;
+                return Due::Checkpoint;
+            }
+            if since.elapsed() >= idle {
+                return Due::Idle;
             }
             g = self.cond.wait_timeout(g, poll).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
@@ -885,5 +900,31 @@ impl Journal {
         let mut g = lock_inner(&self.inner);
         g.shutdown = true;
         self.cond.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::{Due, Journal, create_files};
+    use crate::sim::SimVfs;
+
+    #[test]
+    fn the_checkpoint_thread_wakes_when_idle_and_stops_at_shutdown() {
+        let vfs = SimVfs::new();
+        let files = create_files(&vfs, Path::new("/store"), 1 << 20).expect("files");
+        let journal = Journal::new(files, 1 << 20, Some(Duration::from_secs(30)), 10, 10);
+        let (poll, idle) = (Duration::from_millis(5), Duration::from_millis(20));
+        let started = Instant::now();
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Idle, "nothing is pending");
+        assert!(started.elapsed() >= idle, "it waited for the idle time first");
+        journal.want_save();
+        super::lock_inner(&journal.inner).last_checkpoint =
+            Instant::now().checked_sub(Duration::from_secs(31)).expect("an uptime over 31 s");
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Checkpoint, "a save is wanted and overdue");
+        journal.shutdown();
+        assert_eq!(journal.wait_checkpoint_due(poll, idle), Due::Stop);
     }
 }

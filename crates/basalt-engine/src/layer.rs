@@ -30,24 +30,32 @@ pub enum BlockSt {
     Zero,
 }
 
-/// Block states of one object in one layer: two bitsets.
+/// Block states of one object in one layer: two bitsets, data then zero, in one allocation (a bitmap in memory
+/// costs its words and one allocation header, see [`LayerMap::bitmap_bytes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjBits {
-    data: Vec<u64>,
-    zero: Vec<u64>,
+    words: Box<[u64]>,
 }
 
 impl ObjBits {
     pub(crate) fn new(blocks: u64) -> ObjBits {
         let words = blocks.div_ceil(64) as usize;
-        ObjBits { data: vec![0; words], zero: vec![0; words] }
+        ObjBits { words: vec![0; 2 * words].into_boxed_slice() }
+    }
+
+    fn data(&self) -> &[u64] {
+        &self.words[..self.words.len() / 2]
+    }
+
+    fn zero(&self) -> &[u64] {
+        &self.words[self.words.len() / 2..]
     }
 
     fn get(&self, blk: u64) -> BlockSt {
         let (w, b) = ((blk / 64) as usize, blk % 64);
-        if self.data[w] >> b & 1 == 1 {
+        if self.data()[w] >> b & 1 == 1 {
             BlockSt::Data
-        } else if self.zero[w] >> b & 1 == 1 {
+        } else if self.zero()[w] >> b & 1 == 1 {
             BlockSt::Zero
         } else {
             BlockSt::Absent
@@ -56,26 +64,27 @@ impl ObjBits {
 
     /// Sets a block's state; returns true when it changed.
     pub(crate) fn set(&mut self, blk: u64, st: BlockSt) -> bool {
-        let (w, b) = ((blk / 64) as usize, blk % 64);
-        let mask = 1u64 << b;
-        let before = (self.data[w] & mask, self.zero[w] & mask);
-        self.data[w] &= !mask;
-        self.zero[w] &= !mask;
+        let half = self.words.len() / 2;
+        let (d, z) = ((blk / 64) as usize, half + (blk / 64) as usize);
+        let mask = 1u64 << (blk % 64);
+        let before = (self.words[d] & mask, self.words[z] & mask);
+        self.words[d] &= !mask;
+        self.words[z] &= !mask;
         match st {
-            BlockSt::Data => self.data[w] |= mask,
-            BlockSt::Zero => self.zero[w] |= mask,
+            BlockSt::Data => self.words[d] |= mask,
+            BlockSt::Zero => self.words[z] |= mask,
             BlockSt::Absent => {}
         }
-        before != (self.data[w] & mask, self.zero[w] & mask)
+        before != (self.words[d] & mask, self.words[z] & mask)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.data.iter().chain(&self.zero).all(|w| *w == 0)
+        self.words.iter().all(|w| *w == 0)
     }
 
     /// Every block that is data or zero, in order, visiting only the set bits.
     pub(crate) fn present(&self) -> impl Iterator<Item = (u64, BlockSt)> + '_ {
-        self.data.iter().zip(&self.zero).enumerate().flat_map(|(w, (&data, &zero))| {
+        self.data().iter().zip(self.zero()).enumerate().flat_map(|(w, (&data, &zero))| {
             let mut bits = data | zero;
             std::iter::from_fn(move || {
                 if bits == 0 {
@@ -96,11 +105,16 @@ impl ObjBits {
 
     /// Encodes as little-endian words: data bitset then zero bitset.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity((self.data.len() + self.zero.len()) * 8);
-        for w in self.data.iter().chain(&self.zero) {
+        let mut out = Vec::with_capacity(self.words.len() * 8);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`ObjBits::encode`]'s bytes to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        for w in &self.words {
             out.extend_from_slice(&w.to_le_bytes());
         }
-        out
     }
 
     /// Decodes what [`ObjBits::encode`] wrote for an object of `blocks` blocks.
@@ -113,17 +127,20 @@ impl ObjBits {
                 words * 16
             )));
         }
-        let mut all = bytes.chunks_exact(8).map(|c| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            u64::from_le_bytes(word)
-        });
-        let data: Vec<u64> = all.by_ref().take(words).collect();
-        let zero: Vec<u64> = all.collect();
-        if data.iter().zip(&zero).any(|(d, z)| d & z != 0) {
+        let bits = ObjBits {
+            words: bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(c);
+                    u64::from_le_bytes(word)
+                })
+                .collect(),
+        };
+        if bits.data().iter().zip(bits.zero()).any(|(d, z)| d & z != 0) {
             return Err(Error::io("an allocation bitmap marks a block both data and zero: run fsck"));
         }
-        Ok(ObjBits { data, zero })
+        Ok(bits)
     }
 }
 
@@ -160,20 +177,66 @@ struct LayerMap {
     data_objects: u64,
     /// Bumped by every eviction: a bitmap read from the store while it changed may be stale.
     evictions: u64,
-    /// Bytes of the bitmaps in memory.
+    /// Bytes the bitmaps in memory take, with the table of `objects` (see [`LayerMap::recount`]): what this layer
+    /// has charged to the cache.
     resident_bytes: usize,
+    /// Buckets of the table of `objects` (see [`LayerMap::table_bytes`]).
+    table_buckets: usize,
 }
 
 impl LayerMap {
-    /// Bytes an object's bitmap takes in memory, with its map entry.
-    fn cost(blocks_per_object: u64) -> usize {
-        blocks_per_object.div_ceil(64) as usize * 16 + 96
+    /// Heap bytes of one bitmap: its words, and the allocator's header rounded as glibc's malloc does (8 bytes,
+    /// chunks of 16).
+    fn bitmap_bytes(blocks_per_object: u64) -> usize {
+        (blocks_per_object.div_ceil(64) as usize * 16 + 8).next_multiple_of(16).max(32)
     }
 
-    fn insert_resident(&mut self, object_no: u64, bits: ObjBits, cost: usize, cache: &BitmapCache) {
+    /// Bytes the table of `objects` takes: hashbrown's buckets (a power of two, filled to at most 7/8) with a
+    /// control byte each, and a group of control bytes more. A table keeps its size after entries leave it, so
+    /// this is counted, not the entries alone. The capacity tells the buckets only while no entry was removed (a
+    /// removal may leave a tombstone, which lowers it), so the most it told is kept until the table shrinks.
+    fn table_bytes(&mut self) -> usize {
+        let capacity = self.objects.capacity();
+        let buckets = match capacity {
+            0 => 0,
+            1..8 => capacity + 1,
+            _ => capacity / 7 * 8,
+        };
+        self.table_buckets = self.table_buckets.max(buckets);
+        if self.table_buckets == 0 {
+            return 0;
+        }
+        self.table_buckets * (std::mem::size_of::<(u64, Resident)>() + 1) + 16
+    }
+
+    /// Gives back the table's room when evictions left it sparse (see [`shrink_if_sparse`]).
+    fn shrink(&mut self) {
+        if shrink_if_sparse(&mut self.objects) {
+            // A table rehashed into its new size has no tombstones: its capacity tells its buckets again.
+            self.table_buckets = 0;
+        }
+    }
+
+    /// About what one more bitmap in memory costs, its share of the table included (the table is between 7/16
+    /// and 7/8 full): for planning; what is charged is [`LayerMap::recount`]'s.
+    fn cost(blocks_per_object: u64) -> usize {
+        Self::bitmap_bytes(blocks_per_object) + 2 * (std::mem::size_of::<(u64, Resident)>() + 1)
+    }
+
+    /// Counts what the bitmaps in memory and their table take now, and charges (or gives back) the difference.
+    fn recount(&mut self, blocks_per_object: u64, cache: &BitmapCache) {
+        let bytes = self.table_bytes() + self.objects.len() * Self::bitmap_bytes(blocks_per_object);
+        if bytes >= self.resident_bytes {
+            cache.charge(bytes - self.resident_bytes);
+        } else {
+            cache.uncharge(self.resident_bytes - bytes);
+        }
+        self.resident_bytes = bytes;
+    }
+
+    fn insert_resident(&mut self, object_no: u64, bits: ObjBits, blocks_per_object: u64, cache: &BitmapCache) {
         if self.objects.insert(object_no, Resident { bits, referenced: AtomicBool::new(true) }).is_none() {
-            self.resident_bytes += cost;
-            cache.charge(cost);
+            self.recount(blocks_per_object, cache);
         }
     }
 }
@@ -197,17 +260,20 @@ impl Drop for Pinned<'_> {
 }
 
 /// A hash map keeps the capacity of its largest size: a layer that once held many bitmaps (all of them dirty until a
-/// checkpoint) would keep their buckets, unaccounted by the bitmap budget, after the bitmaps left. Measured with
+/// checkpoint) would keep their buckets after the bitmaps left (counted in the bitmap budget, so in place of
+/// bitmaps: [`LayerMap::table_bytes`]). Measured with
 /// `benches/memory.rs` (64 GiB image, 11 layers, 16 MiB budget): 47.1 MiB resident before, 30.6 after.
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) -> bool {
     let len = map.len();
-    if map.capacity() > 2 * len + 64 {
+    let sparse = map.capacity() > 2 * len + 64;
+    if sparse {
         map.shrink_to(len + len / 4);
     }
+    sparse
 }
 
 fn data_count(bits: &ObjBits) -> u64 {
-    bits.data.iter().map(|w| u64::from(w.count_ones())).sum()
+    bits.data().iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
 /// The name of a layer's file (its first segment) in the layers directory (docs/FORMAT.md, "Layer files").
@@ -341,7 +407,7 @@ impl Layer {
             map.data_blocks += data;
             map.data_objects += u64::from(data > 0);
             if cache.has_room(cost) {
-                map.insert_resident(object_no, bits, cost, &cache);
+                map.insert_resident(object_no, bits, blocks_per_object, &cache);
             }
         }
         Ok(Layer {
@@ -686,7 +752,6 @@ impl Layer {
     /// Runs `f` on the map with the bitmap of `object_no` in memory if this layer has state for it (read from the
     /// store if it was evicted), under the map's write lock; then lets the cache evict if it is over its budget.
     fn with_resident<R>(&self, object_no: u64, f: impl FnOnce(&mut LayerMap) -> R) -> Result<R> {
-        let cost = LayerMap::cost(self.blocks_per_object);
         let mut loaded: Option<(u64, Option<ObjBits>)> = None;
         let result = loop {
             let mut map = write_lock(&self.map);
@@ -696,7 +761,7 @@ impl Layer {
             match loaded.take() {
                 // Read before any eviction since: the store's copy was current (only clean bitmaps are evicted).
                 Some((evictions, Some(bits))) if evictions == map.evictions => {
-                    map.insert_resident(object_no, bits, cost, &self.cache);
+                    map.insert_resident(object_no, bits, self.blocks_per_object, &self.cache);
                     break f(&mut map);
                 }
                 Some((evictions, None)) if evictions == map.evictions => {
@@ -741,12 +806,11 @@ impl Layer {
     /// change, then call this).
     fn set_range(&self, object_no: u64, first: u64, last: u64, st: BlockSt) {
         let bpo = self.blocks_per_object;
-        let cost = LayerMap::cost(bpo);
         let mut map = write_lock(&self.map);
         debug_assert!(map.pinned.contains_key(&object_no), "a bitmap changed without a pin");
         if !map.objects.contains_key(&object_no) {
             // Pinned, so not evicted: the layer has no state for the object yet.
-            map.insert_resident(object_no, ObjBits::new(bpo), cost, &self.cache);
+            map.insert_resident(object_no, ObjBits::new(bpo), bpo, &self.cache);
             map.known.insert(object_no);
         }
         let map = &mut *map;
@@ -763,8 +827,7 @@ impl Layer {
         map.data_objects = map.data_objects + u64::from(after > 0) - u64::from(before > 0);
         if empty && map.objects.remove(&object_no).is_some() {
             map.known.remove(object_no);
-            map.resident_bytes -= cost;
-            self.cache.uncharge(cost);
+            map.recount(bpo, &self.cache);
         }
         if changed {
             map.dirty.insert(object_no);
@@ -776,9 +839,9 @@ impl Layer {
     }
 
     /// Drops clean, unreferenced bitmaps (clearing the referenced flag of the others) until about `want` bytes
-    /// are freed; returns the bytes freed (the caller gives them back to the cache).
-    pub(crate) fn evict_unreferenced(&self, want: usize) -> usize {
-        let cost = LayerMap::cost(self.blocks_per_object);
+    /// are freed, and gives the bytes back to the cache.
+    pub(crate) fn evict_unreferenced(&self, want: usize) {
+        let cost = LayerMap::bitmap_bytes(self.blocks_per_object);
         let mut map = write_lock(&self.map);
         let LayerMap { objects, dirty, committing, pinned, .. } = &mut *map;
         let mut freed = 0;
@@ -797,11 +860,10 @@ impl Layer {
             false
         });
         if freed > 0 {
-            map.resident_bytes -= freed;
             map.evictions += 1;
-            shrink_if_sparse(&mut map.objects);
+            map.shrink();
+            map.recount(self.blocks_per_object, &self.cache);
         }
-        freed
     }
 
     /// Starts (or stops) recording which objects are written: a merge that copies this layer while it takes
@@ -820,13 +882,27 @@ impl Layer {
         self.with_bits(object_no, |o| o.is_some_and(|o| (first..=last).all(|b| o.get(b) == BlockSt::Data)))
     }
 
-    /// Takes the changed bitmaps for writing to the store: `(object, Some(bits))` or `(object, None)` for removal.
-    /// They stay in memory until [`Layer::committed`] or [`Layer::restore_dirty`].
-    pub fn take_dirty(&self) -> Vec<(u64, Option<Vec<u8>>)> {
+    /// Takes the changed bitmaps for writing to the store, encoded (a copy: writes go on meanwhile). They stay in
+    /// memory until [`Layer::committed`] or [`Layer::restore_dirty`].
+    pub(crate) fn take_dirty(&self) -> Dirty {
         let mut map = write_lock(&self.map);
         let dirty = std::mem::take(&mut map.dirty);
         map.committing.extend(dirty.iter().copied());
-        dirty.into_iter().map(|o| (o, map.objects.get(&o).map(|r| r.bits.encode()))).collect()
+        let each = self.blocks_per_object.div_ceil(64) as usize * 16;
+        let mut bytes = Vec::with_capacity(dirty.iter().filter(|o| map.objects.contains_key(o)).count() * each);
+        let objects = dirty
+            .into_iter()
+            .map(|o| {
+                let bits = map.objects.get(&o);
+                if let Some(resident) = bits {
+                    resident.bits.encode_into(&mut bytes);
+                }
+                (o, bits.is_some())
+            })
+            .collect::<Vec<_>>();
+        let charged = bytes.capacity() + objects.capacity() * std::mem::size_of::<(u64, bool)>();
+        self.cache.charge(charged);
+        Dirty { objects, bytes, each, charged, cache: self.cache.clone() }
     }
 
     /// The bitmaps taken were committed: the store's copies are current, so they may leave memory.
@@ -871,13 +947,47 @@ impl Layer {
     pub fn union_present(&self, object_no: u64, words: &mut Vec<u64>) -> Result<()> {
         self.with_bits(object_no, |obj| {
             let Some(obj) = obj else { return };
-            if words.len() < obj.data.len() {
-                words.resize(obj.data.len(), 0);
+            if words.len() < obj.data().len() {
+                words.resize(obj.data().len(), 0);
             }
-            for (w, (d, z)) in words.iter_mut().zip(obj.data.iter().zip(&obj.zero)) {
+            for (w, (d, z)) in words.iter_mut().zip(obj.data().iter().zip(obj.zero())) {
                 *w |= d | z;
             }
         })
+    }
+}
+
+/// A layer's changed bitmaps, taken by a checkpoint ([`Layer::take_dirty`]). Their encoding is one allocation,
+/// charged to the bitmap budget while it lives: a checkpoint may take as many bitmaps as the journal holds changes
+/// for, and thousands of small copies would leave the heap fragmented once freed.
+#[derive(Debug)]
+pub(crate) struct Dirty {
+    /// The objects in order, each with whether it has a bitmap (false: it became empty, its row goes).
+    objects: Vec<(u64, bool)>,
+    /// The bitmaps of the objects that have one, in order, `each` bytes apiece.
+    bytes: Vec<u8>,
+    each: usize,
+    /// What the two vectors take, charged to the cache until this drops.
+    charged: usize,
+    cache: Arc<BitmapCache>,
+}
+
+impl Dirty {
+    /// `(object, Some(encoded bitmap))`, or `(object, None)` where the object became empty.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> + '_ {
+        let mut encoded = self.bytes.chunks_exact(self.each.max(1));
+        self.objects.iter().map(move |&(o, has)| (o, if has { encoded.next() } else { None }))
+    }
+
+    /// The objects taken.
+    pub fn objects(&self) -> impl Iterator<Item = u64> + '_ {
+        self.objects.iter().map(|&(o, _)| o)
+    }
+}
+
+impl Drop for Dirty {
+    fn drop(&mut self) {
+        self.cache.uncharge(self.charged);
     }
 }
 
@@ -1573,6 +1683,50 @@ impl Base {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::{LayerMap, ObjBits};
+    use crate::bitcache::BitmapCache;
+    use crate::test_alloc::heap_bytes;
+
+    /// What the map holds on the heap, against what it charged to the cache: equal within 2% (and the few
+    /// hundred bytes of the message and the table's header).
+    fn assert_charged(what: &str, start: isize, map: &LayerMap, cache: &BitmapCache) {
+        let heap = (heap_bytes() - start) as usize;
+        assert_eq!(cache.used(), map.resident_bytes, "{what}: the cache holds what the layer charged");
+        assert!(
+            heap <= map.resident_bytes + 256 && map.resident_bytes <= heap + heap / 50,
+            "{what}: {} bitmaps hold {heap} bytes on the heap, {} were charged",
+            map.objects.len(),
+            map.resident_bytes
+        );
+    }
+
+    #[test]
+    fn the_bitmap_budget_is_charged_what_bitmaps_and_their_table_take() {
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).expect("db");
+        let cache = BitmapCache::new(Arc::new(db), 1 << 30);
+        for bpo in [1024, 16, 8192] {
+            let start = heap_bytes();
+            let mut map = LayerMap::default();
+            for object_no in 0..3000 {
+                map.insert_resident(object_no, ObjBits::new(bpo), bpo, &cache);
+            }
+            assert_charged(&format!("{bpo} blocks per object, 3000 in memory"), start, &map, &cache);
+            // Evictions leave a table larger than its entries need, until it shrinks: charged all along.
+            map.objects.retain(|o, _| *o < 1000);
+            map.recount(bpo, &cache);
+            assert_charged(&format!("{bpo} blocks per object, 1000 left"), start, &map, &cache);
+            map.objects.retain(|o, _| *o < 100);
+            map.shrink();
+            map.recount(bpo, &cache);
+            assert_charged(&format!("{bpo} blocks per object, 100 left"), start, &map, &cache);
+            map.objects.clear();
+            map.shrink();
+            map.recount(bpo, &cache);
+            assert_charged(&format!("{bpo} blocks per object, none left"), start, &map, &cache);
+        }
+    }
 
     #[test]
     fn a_map_emptied_by_evictions_gives_its_capacity_back() {

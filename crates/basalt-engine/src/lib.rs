@@ -24,6 +24,9 @@ mod state;
 pub mod upgrade;
 pub mod vfs;
 
+#[cfg(test)]
+mod test_alloc;
+
 pub use engine::{DB_FILE, DEFAULT_METADATA_CACHE, Engine, EngineOptions, LAYERS_DIR, LOCK_FILE};
 pub use journal::{JOURNAL_DIR, JournalStats};
 pub use records::FORMAT_VERSION;

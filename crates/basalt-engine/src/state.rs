@@ -12,7 +12,7 @@ use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, 
 use redb::ReadableDatabase;
 
 use crate::journal::Journal;
-use crate::layer::{Base, Layer, ObjBits, Owner, StripeLocks, View, ViewLayer, mutex_lock};
+use crate::layer::{Base, Dirty, Layer, ObjBits, Owner, StripeLocks, View, ViewLayer, mutex_lock};
 use crate::layout::Layout;
 use crate::records::{self, BLOCKS, ImageRec, db_err};
 use crate::segments::{OpenFiles, SegmentedFile};
@@ -118,6 +118,17 @@ impl Store {
 
     /// [`Store::checkpoint`]; `closing` (nothing can be in flight) also drops every dirty mark.
     fn checkpoint_with(&self, extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>, closing: bool) -> Result<()> {
+        let result = self.checkpoint_locked(extra, closing);
+        // The copies of the bitmaps are gone, and writes evicted clean bitmaps since the last checkpoint.
+        self.bitmaps.release_freed();
+        result
+    }
+
+    fn checkpoint_locked(
+        &self,
+        extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+        closing: bool,
+    ) -> Result<()> {
         let _one = mutex_lock(&self.checkpoint_lock);
         self.check_healthy()?;
         // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
@@ -126,7 +137,7 @@ impl Store {
             let _frozen = self.journal.freeze();
             let applied = self.journal.last_seq();
             // A layer's usage counts, read here, match the bitmaps taken with it: no bit changes while frozen.
-            let taken: Vec<(Arc<Layer>, DirtyBits, (u64, u64))> = self
+            let taken: Vec<(Arc<Layer>, Dirty, (u64, u64))> = self
                 .journal
                 .take_changed()
                 .into_iter()
@@ -142,6 +153,8 @@ impl Store {
             let epoch = self.journal.bump_overwrite_epoch();
             (applied, taken, epoch)
         };
+        // The copies just taken are charged to the bitmap budget: clean bitmaps make room for them.
+        self.bitmaps.evict_if_over();
         self.journal.wait_overwrites_before(epoch);
         // Every change in flight in the frozen epoch has left: the marks in use then carry over through their rows
         // (docs/FORMAT.md, "Marks that outlive a checkpoint").
@@ -163,10 +176,10 @@ impl Store {
                 let mut usage = txn.open_table(records::LAYER_USAGE).map_err(db_err)?;
                 for (layer, dirty, counts) in &taken {
                     usage.insert(layer.id, *counts).map_err(db_err)?;
-                    for (object_no, bits) in dirty {
+                    for (object_no, bits) in dirty.rows() {
                         match bits {
-                            Some(bytes) => blocks.insert((layer.id, *object_no), bytes.as_slice()).map_err(db_err)?,
-                            None => blocks.remove((layer.id, *object_no)).map_err(db_err)?,
+                            Some(bytes) => blocks.insert((layer.id, object_no), bytes).map_err(db_err)?,
+                            None => blocks.remove((layer.id, object_no)).map_err(db_err)?,
                         };
                     }
                 }
@@ -200,7 +213,7 @@ impl Store {
                 self.journal.rows_not_written(mark_rows);
                 self.integrity.restore_changed(integrity);
                 for (layer, dirty, _) in taken {
-                    layer.restore_dirty(dirty.into_iter().map(|(o, _)| o));
+                    layer.restore_dirty(dirty.objects());
                     self.journal.note_changed(&layer);
                 }
             }
@@ -305,9 +318,6 @@ impl Store {
 pub(crate) fn gone() -> Error {
     Error::not_found("the image no longer exists: it was removed while this operation ran")
 }
-
-/// Changed bitmaps of one layer: `(object, Some(encoded bits))`, or `None` where the object became empty.
-type DirtyBits = Vec<(u64, Option<Vec<u8>>)>;
 
 /// What the data path needs of the head: its view and the features that change behaviour.
 #[derive(Debug)]

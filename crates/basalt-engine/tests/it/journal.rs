@@ -163,3 +163,25 @@ fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut(
         assert!(small == fill(i + 100, 4096), "image {i}: a flushed small write was lost");
     }
 }
+
+#[test]
+fn a_checkpoint_charges_its_copies_of_the_bitmaps_to_the_budget() {
+    let vfs = SimVfs::new();
+    let engine = open(&vfs);
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec(), &CreateOptions::with_size(1024 * MIB)).expect("create");
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    // One block in each of 200 objects of 4 MiB: 200 changed bitmaps of 256 bytes, all kept until a checkpoint.
+    for object in 0..200u64 {
+        io.write(object * 4 * MIB, &fill(object as u8, 4096), Durability::Buffered).expect("write");
+    }
+    let (before, peak_before, _) = engine.bitmap_memory();
+    assert_eq!(before, peak_before, "the bitmaps only grew so far");
+    // The snapshot's checkpoint encodes the 200 bitmaps for the metadata store: a copy, counted while it lives.
+    engine.snap_create(&basalt_core::SnapSpec::parse("rbd/vm@s").expect("snap")).expect("snapshot");
+    let (after, peak, _) = engine.bitmap_memory();
+    assert!(peak >= before + 200 * 256, "{peak} bytes at most during the checkpoint, {before} before it");
+    assert!(after <= before, "the copies are given back: {after} bytes now, {before} before");
+}
