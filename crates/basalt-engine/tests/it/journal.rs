@@ -25,12 +25,17 @@ fn spec() -> ImageSpec {
 }
 
 fn store_with_image() -> (SimVfs, Engine) {
+    store_with_image_of(8 * MIB)
+}
+
+/// A store on a fresh simulated disk with one image `rbd/vm` of `size` bytes.
+fn store_with_image_of(size: u64) -> (SimVfs, Engine) {
     let vfs = SimVfs::new();
     let engine = open(&vfs);
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+    engine.image_create(&spec(), &CreateOptions::with_size(size)).expect("create");
     (vfs, engine)
 }
 
@@ -166,12 +171,7 @@ fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut(
 
 #[test]
 fn a_checkpoint_charges_its_copies_of_the_bitmaps_to_the_budget() {
-    let vfs = SimVfs::new();
-    let engine = open(&vfs);
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec(), &CreateOptions::with_size(1024 * MIB)).expect("create");
+    let (_vfs, engine) = store_with_image_of(1024 * MIB);
     let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
     // One block in each of 200 objects of 4 MiB: 200 changed bitmaps of 256 bytes, all kept until a checkpoint.
     for object in 0..200u64 {
