@@ -289,9 +289,10 @@ impl Engine {
         self.store.journal.stats()
     }
 
-    /// Layer file and sidecar segments open now (at most [`EngineOptions::open_files`] while none is in use).
-    pub fn open_layer_files(&self) -> usize {
-        self.store.open_files.open_count()
+    /// Layer file and sidecar segments open now, and the limit ([`EngineOptions::open_files`]) they are kept
+    /// under (the count passes it only while every open one is in use).
+    pub fn open_layer_files(&self) -> (usize, usize) {
+        (self.store.open_files.open_count(), self.store.open_files.limit())
     }
 
     /// Counts, once, the data of every layer that has no usage entry (a store from before usage counts, or layers

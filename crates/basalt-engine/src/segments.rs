@@ -98,6 +98,11 @@ impl OpenFiles {
         }
     }
 
+    /// The most segment files kept open at once.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// How many segment files are open now.
     pub(crate) fn open_count(&self) -> usize {
         self.open.load(Ordering::Relaxed)

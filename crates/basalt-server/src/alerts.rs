@@ -300,6 +300,22 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
             &one(journal.checkpoints),
         );
     }
+    if let Some((open, limit)) = state.capacity.layer_files() {
+        family(
+            out,
+            "basalt_layer_files_open",
+            "Layer files (and checksum sidecars) the embedded engine holds open; past basalt_layer_files_limit, idle ones are closed and reopened on use",
+            "gauge",
+            &[(String::new(), open as f64)],
+        );
+        family(
+            out,
+            "basalt_layer_files_limit",
+            "The most layer files the embedded engine keeps open (half the process's open-file limit)",
+            "gauge",
+            &[(String::new(), limit as f64)],
+        );
+    }
     let rows: Vec<(String, f64)> = expiries(&state.certificates)
         .filter_map(|(what, _, end)| Some((format!("certificate=\"{}\"", label_value(what)), end.ok()? as f64)))
         .collect();

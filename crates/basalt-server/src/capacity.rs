@@ -244,6 +244,11 @@ impl Capacity {
         self.engine.as_ref().map(|engine| engine.metadata_reserve())
     }
 
+    /// The embedded engine's layer files open now and their limit; `None` with Ceph.
+    pub fn layer_files(&self) -> Option<(usize, usize)> {
+        self.engine.as_ref().map(|engine| engine.open_layer_files())
+    }
+
     /// The embedded engine's journal counters since it opened; `None` with Ceph.
     pub fn journal(&self) -> Option<basalt_engine::JournalStats> {
         self.engine.as_ref().map(|engine| engine.journal_stats())

@@ -148,7 +148,8 @@ fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut(
         // (logged with its bytes, written to the layer file by the checkpoint).
         io.write(96 << 10, &fill(i, 256 << 10), Durability::Buffered).expect("large write");
         io.write(MIB + 4096, &fill(i + 100, 4096), Durability::Buffered).expect("small write");
-        assert!(engine.open_layer_files() <= LIMIT, "{} layer files open", engine.open_layer_files());
+        let (open, limit) = engine.open_layer_files();
+        assert!(open <= LIMIT && limit == LIMIT, "{open} layer files open, limit {limit}");
     }
     for io in &handles {
         io.flush().expect("flush");

@@ -94,6 +94,14 @@ fn the_journal_counters_are_exported() {
     assert!(value("basalt_checkpoints_total") >= 1.0, "{text}");
     assert!(value("basalt_journal_dirty_records_total") >= 1.0, "{text}");
     assert!(text.contains("# TYPE basalt_journal_dirty_records_total counter"), "{text}");
+    // The server raised its soft open-file limit to the hard one it inherited from this process, and keeps half of
+    // that for layer files.
+    let mut files = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a struct on this stack frame.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) }, 0);
+    assert_eq!(value("basalt_layer_files_limit"), (files.rlim_max / 2).max(64) as f64, "{text}");
+    assert!(value("basalt_layer_files_open") <= value("basalt_layer_files_limit"), "{text}");
+    assert!(text.contains("# TYPE basalt_layer_files_open gauge"), "{text}");
 }
 
 /// `/metrics` as Prometheus reads it: one plain HTTP GET with the administrator's token.
