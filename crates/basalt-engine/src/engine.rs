@@ -237,6 +237,12 @@ impl Engine {
                         if due == Due::Checkpoint {
                             // A failure stops the store (its next operations say so); nothing else to tell here.
                             let _ = store.checkpoint(|_| Ok(()));
+                        } else if store.bitmaps.used() > store.bitmaps.budget() && store.journal.pending() {
+                            // Bitmaps changed since the last checkpoint cannot be evicted, and small records (discards
+                            // above all) can change far more of them than the budget holds before the journal fills
+                            // or the interval ends: a checkpoint makes them clean, so evictable, now.
+                            let _ = store.checkpoint(|_| Ok(()));
+                            store.bitmaps.evict_if_over();
                         } else {
                             // Reads evict bitmaps too, with no checkpoint after them (see `release_freed`).
                             store.bitmaps.release_freed();

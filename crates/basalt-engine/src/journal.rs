@@ -889,6 +889,12 @@ impl Journal {
         }
     }
 
+    /// Whether records wait for a checkpoint to apply them.
+    pub fn pending(&self) -> bool {
+        let g = lock_inner(&self.inner);
+        g.last_seq > g.applied
+    }
+
     /// Asks for a background checkpoint at the next interval even if no record is pending (something kept in the
     /// metadata store by checkpoints changed).
     pub fn want_save(&self) {

@@ -186,3 +186,39 @@ fn a_checkpoint_charges_its_copies_of_the_bitmaps_to_the_budget() {
     assert!(peak >= before + 200 * 256, "{peak} bytes at most during the checkpoint, {before} before it");
     assert!(after <= before, "the copies are given back: {after} bytes now, {before} before");
 }
+
+/// Bitmaps changed since the last checkpoint cannot be evicted, so past the budget the background thread checkpoints
+/// at once rather than at its interval (an hour here) or when the journal fills (far off here): then they are
+/// evictable and the budget holds again.
+#[test]
+fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_interval() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions {
+        journal_file_size: 64 * MIB,
+        checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
+        metadata_cache_bytes: 256 << 10,
+        ..EngineOptions::default()
+    };
+    let engine =
+        Engine::open_with_options(Arc::new(basalt_engine::vfs::OsVfs), dir.path(), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec(), &CreateOptions::with_size(8192 * MIB)).expect("create");
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    let checkpoints = engine.journal_stats().checkpoints;
+    // One block in each of 2000 objects: 2000 changed bitmaps, several times the 192 KiB budget, in 8 MiB of
+    // records (a quarter of one journal file).
+    for object in 0..2000u64 {
+        io.write(object * 4 * MIB, &fill(object as u8, 4096), Durability::Buffered).expect("write");
+    }
+    let (_, _, budget) = engine.bitmap_memory();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while engine.journal_stats().checkpoints == checkpoints && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(engine.journal_stats().checkpoints > checkpoints, "no checkpoint while the bitmaps were over the budget");
+    let (used, _, _) = engine.bitmap_memory();
+    assert!(used <= budget, "{used} bytes of bitmaps after the checkpoint, budget {budget}");
+}
