@@ -126,9 +126,8 @@ impl OpenFiles {
             visits -= 1;
             let Some((weak, index)) = ring.pop_front() else { break };
             let Some(file) = weak.upgrade() else { continue };
-            match file.try_close(index) {
-                Closing::Closed | Closing::NotOpen => {}
-                Closing::Kept => ring.push_back((weak, index)),
+            if file.try_close(index) {
+                ring.push_back((weak, index));
             }
         }
     }
@@ -151,13 +150,6 @@ impl OpenFiles {
             }
         }
     }
-}
-
-/// What [`SegmentedFile::try_close`] did.
-enum Closing {
-    Closed,
-    NotOpen,
-    Kept,
 }
 
 /// One open segment file.
@@ -294,17 +286,18 @@ impl SegmentedFile {
     }
 
     /// Closes segment `index` if no one is using it and it was not used since the clock hand last passed; a
-    /// segment with changes not yet synced is synced first.
-    fn try_close(&self, index: u64) -> Closing {
+    /// segment with changes not yet synced is synced first. Returns true while the clock hand should come back to
+    /// it (it stays open and may be closed later).
+    fn try_close(&self, index: u64) -> bool {
         // Never wait on a file's lock while holding the ring's: its holder may be waiting for the ring.
-        let Ok(mut open) = self.open.try_write() else { return Closing::Kept };
-        let Some(slot) = open.get(&index) else { return Closing::NotOpen };
+        let Ok(mut open) = self.open.try_write() else { return true };
+        let Some(slot) = open.get(&index) else { return false };
         if self.held_open.load(Ordering::SeqCst) {
             // Never closed: the hand can forget it.
-            return Closing::NotOpen;
+            return false;
         }
         if Arc::strong_count(slot) > 1 || slot.used.swap(false, Ordering::Relaxed) {
-            return Closing::Kept;
+            return true;
         }
         if slot.dirty.load(Ordering::Acquire)
             && let Err(err) = slot.file.sync_data()
@@ -313,7 +306,7 @@ impl SegmentedFile {
             failed.get_or_insert_with(|| (err.kind(), format!("sync of {}: {err}", self.base)));
         }
         open.remove(&index);
-        Closing::Closed
+        false
     }
 
     /// Segment `index`, if it exists; with `create`, it is created (and its directory entry made durable before

@@ -59,8 +59,6 @@ struct Export {
     /// The socket's write half. A worker that finds it free writes its reply itself: handing each reply to the
     /// writer task cost a third of the thread switches of a request at queue depth 1.
     out: Arc<Out>,
-    /// The runtime the socket belongs to, for a worker's own writes.
-    runtime: tokio::runtime::Handle,
     /// Closed when the connection is torn down: a worker's write to a client that stopped reading gives up then.
     torn_down: watch::Receiver<()>,
     /// Dropped after `io` (fields drop in order): once every clone of the sender is gone, so is every reference to
@@ -97,14 +95,7 @@ where
     let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(out.clone(), rx)));
     let (_tear_down, torn_down) = watch::channel(());
     let (released_tx, mut released) = mpsc::channel::<()>(1);
-    let export = Arc::new(Export {
-        io: handle.io(),
-        negotiated,
-        out: out.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        torn_down,
-        _released: released_tx,
-    });
+    let export = Arc::new(Export { io: handle.io(), negotiated, out: out.clone(), torn_down, _released: released_tx });
     let mut reader_task = Box::pin(read_requests(reader, tx, export, budgets, shutdown, client));
     let read_result = tokio::select! {
         result = &mut reader_task => result,
@@ -164,7 +155,8 @@ async fn write_replies(out: Arc<Out>, mut rx: mpsc::Receiver<Reply>) -> std::io:
 fn send_reply(export: &Export, tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
     if let Ok(mut out) = export.out.try_lock() {
         let mut torn_down = export.torn_down.clone();
-        let written = export.runtime.block_on(async {
+        // Workers run on the blocking pool of the runtime the socket belongs to.
+        let written = tokio::runtime::Handle::current().block_on(async {
             tokio::select! {
                 written = async {
                     out.write_all(&reply.bytes).await?;

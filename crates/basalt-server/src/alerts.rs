@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::perf::{family, image_labels, label_value};
+use crate::perf::{family, image_labels, label_value, single};
 use crate::state::AppState;
 use crate::tasks::TaskInfo;
 
@@ -228,20 +228,14 @@ pub fn reserve_alert(reserve: basalt_engine::ReserveStatus) -> Option<(String, S
 /// written elsewhere). A certificate that cannot be read has no series; `/api/alerts` names it.
 pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut String) {
     let stopped = if state.registry.store_stopped().is_some() { 1.0 } else { 0.0 };
-    family(
-        out,
-        "basalt_store_stopped",
-        "The store stopped and refuses changes until a restart (1)",
-        "gauge",
-        &[(String::new(), stopped)],
-    );
+    single(out, "basalt_store_stopped", "The store stopped and refuses changes until a restart (1)", "gauge", stopped);
     let failed = recent_failures(finished, now()).count();
-    family(
+    single(
         out,
         "basalt_tasks_failed_recent",
         "Background tasks that failed in the last 24 hours",
         "gauge",
-        &[(String::new(), failed as f64)],
+        failed as f64,
     );
     let rows: Vec<(String, f64)> =
         state.backend.checksum_errors().into_iter().map(|(image, n)| (image_labels(&image), n as f64)).collect();
@@ -253,67 +247,65 @@ pub(crate) fn write_metrics(state: &AppState, finished: &[TaskInfo], out: &mut S
         &rows,
     );
     if let Some(reserve) = state.capacity.reserve() {
-        let one = |v: u64| [(String::new(), v as f64)];
-        family(
+        single(
             out,
             "basalt_metadata_reserve_bytes",
             "Bytes the metadata reserve holds now; below its size after the disk filled up",
             "gauge",
-            &one(reserve.held),
+            reserve.held as f64,
         );
-        family(
+        single(
             out,
             "basalt_metadata_reserve_size_bytes",
             "Bytes the metadata reserve is kept at",
             "gauge",
-            &one(reserve.size),
+            reserve.size as f64,
         );
-        family(
+        single(
             out,
             "basalt_metadata_reserve_releases_total",
             "Times the metadata store drew on the reserve for lack of space since basalt started",
             "counter",
-            &one(reserve.releases),
+            reserve.releases as f64,
         );
     }
     if let Some(journal) = state.capacity.journal() {
-        let one = |v: u64| [(String::new(), v as f64)];
-        family(
+        single(
             out,
             "basalt_journal_syncs_total",
             "fdatasyncs of the embedded engine's journal since basalt started (each one serves every flush waiting)",
             "counter",
-            &one(journal.syncs),
+            journal.syncs as f64,
         );
-        family(
+        single(
             out,
             "basalt_journal_dirty_records_total",
             "Dirty-object records the embedded engine made durable before overwriting data in place",
             "counter",
-            &one(journal.dirty_records),
+            journal.dirty_records as f64,
         );
-        family(
+        single(
             out,
             "basalt_checkpoints_total",
             "Checkpoints of the embedded engine's journal into its metadata store since basalt started",
             "counter",
-            &one(journal.checkpoints),
+            journal.checkpoints as f64,
         );
     }
     if let Some((open, limit)) = state.capacity.layer_files() {
-        family(
+        single(
             out,
             "basalt_layer_files_open",
             "Layer files (and checksum sidecars) the embedded engine holds open; past basalt_layer_files_limit, idle ones are closed and reopened on use",
             "gauge",
-            &[(String::new(), open as f64)],
+            open as f64,
         );
-        family(
+        single(
             out,
             "basalt_layer_files_limit",
             "The most layer files the embedded engine keeps open (half the process's open-file limit)",
             "gauge",
-            &[(String::new(), limit as f64)],
+            limit as f64,
         );
     }
     let rows: Vec<(String, f64)> = expiries(&state.certificates)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use basalt_core::{Backend, PoolInfo};
 
-use crate::perf::{family, label_value};
+use crate::perf::{family, label_value, single};
 
 /// How often pool usage is taken.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -157,13 +157,7 @@ impl Snapshot {
     /// Writes the pool, cluster and health families.
     pub fn write_metrics(&self, out: &mut String) {
         let fs = self.fs;
-        family(
-            out,
-            "ceph_health_status",
-            "Cluster health status",
-            "untyped",
-            &[(String::new(), self.status() as u8 as f64)],
-        );
+        single(out, "ceph_health_status", "Cluster health status", "untyped", self.status() as u8 as f64);
         let active = self.active_checks();
         let detail: Vec<(String, f64)> = CHECKS
             .iter()
@@ -174,22 +168,10 @@ impl Snapshot {
             .collect();
         family(out, "ceph_health_detail", "healthcheck status by type (0=inactive, 1=active)", "gauge", &detail);
         let total = fs.map_or(0, |f| f.total);
-        family(out, "ceph_cluster_total_bytes", "DF total_bytes", "gauge", &[(String::new(), total as f64)]);
+        single(out, "ceph_cluster_total_bytes", "DF total_bytes", "gauge", total as f64);
         let fs_used = fs.map_or(0, |f| f.total.saturating_sub(f.avail));
-        family(
-            out,
-            "ceph_cluster_total_used_bytes",
-            "DF total_used_bytes",
-            "gauge",
-            &[(String::new(), fs_used as f64)],
-        );
-        family(
-            out,
-            "ceph_cluster_total_used_raw_bytes",
-            "DF total_used_raw_bytes",
-            "gauge",
-            &[(String::new(), fs_used as f64)],
-        );
+        single(out, "ceph_cluster_total_used_bytes", "DF total_used_bytes", "gauge", fs_used as f64);
+        single(out, "ceph_cluster_total_used_raw_bytes", "DF total_used_raw_bytes", "gauge", fs_used as f64);
         let id = |p: &PoolInfo| format!("pool_id=\"{}\"", p.id);
         let metadata: Vec<(String, f64)> = self
             .pools

@@ -459,6 +459,11 @@ pub(crate) fn family(out: &mut String, name: &str, help: &str, kind: &str, rows:
     }
 }
 
+/// [`family`] with one series and no labels.
+pub(crate) fn single(out: &mut String, name: &str, help: &str, kind: &str, value: f64) {
+    family(out, name, help, kind, &[(String::new(), value)]);
+}
+
 /// The label set of Ceph's per-image series: `pool`, `namespace` (empty for the default one), `image`.
 pub(crate) fn image_labels(key: &str) -> String {
     match ImageSpec::parse(key) {
