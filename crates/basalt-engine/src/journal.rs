@@ -140,6 +140,16 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// Where [`Journal::log_with`] put a record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Logged {
+    pub seq: u64,
+    /// Which journal file (0 or 1).
+    pub file: usize,
+    /// Offset of the record's body in that file.
+    pub body_at: u64,
+}
+
 /// A valid record read back from a journal file.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadRecord {
@@ -651,6 +661,12 @@ impl Journal {
     /// Appends a record and runs `apply` (the in-memory change it describes) before any checkpoint can start;
     /// returns the record's seq.
     pub fn log(&self, kind: Kind, place: &Place, body: &Body<'_>, apply: impl FnOnce()) -> Result<u64> {
+        self.log_with(kind, place, body, |_| apply())
+    }
+
+    /// [`Journal::log`], telling `apply` where the record went (a deferred overwrite reads its bytes back from
+    /// there until a checkpoint applies them).
+    pub fn log_with(&self, kind: Kind, place: &Place, body: &Body<'_>, apply: impl FnOnce(Logged)) -> Result<u64> {
         let mut bytes = encode(0, kind, place, body);
         if bytes.len() as u64 > self.file_size - HEADER_LEN {
             return Err(Error::io(format!(
@@ -696,6 +712,7 @@ impl Journal {
                 self.fail(&mut g, &e);
                 return Err(Self::failed_error(&e.to_string()));
             }
+            let logged = Logged { seq, file: g.active, body_at: g.offset + RECORD_HEAD as u64 };
             g.last_seq = seq;
             g.offset += bytes.len() as u64;
             let active = g.active;
@@ -713,10 +730,44 @@ impl Journal {
                 self.cond.notify_all();
             }
             drop(g);
-            apply();
+            apply(logged);
             drop(freeze);
             return Ok(seq);
         }
+    }
+
+    /// Reads bytes of a record's body back (`at` from [`Logged::body_at`]). Only the records past the last
+    /// checkpoint are sure to be there: the caller checks what it reads.
+    pub fn read_body(&self, file: usize, buf: &mut [u8], at: u64) -> Result<()> {
+        Ok(self.files[file].read_at(buf, at)?)
+    }
+
+    /// Makes every record appended so far durable with one `fdatasync` of the active file, and returns the seq it
+    /// covers. Unlike [`Journal::sync_through`] it never waits for another sync and never appends a mark, so a
+    /// checkpoint can call it while writers wait for that checkpoint.
+    pub fn sync_appended(&self) -> Result<u64> {
+        let (target, file) = {
+            let g = lock_inner(&self.inner);
+            if let Some(why) = &g.failed {
+                return Err(Self::failed_error(why));
+            }
+            if g.synced >= g.last_seq {
+                return Ok(g.synced);
+            }
+            // Records are written under this lock, so every record up to `target` is in its file now; a file that
+            // stops being active later is synced when it stops.
+            (g.last_seq, g.active)
+        };
+        let result = self.files[file].sync_data();
+        let mut g = lock_inner(&self.inner);
+        if let Err(e) = result {
+            self.fail(&mut g, &e);
+            return Err(Self::failed_error(&e.to_string()));
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        g.synced = g.synced.max(target);
+        self.cond.notify_all();
+        Ok(g.synced)
     }
 
     /// Registers a layer as changed since the last checkpoint.

@@ -14,6 +14,7 @@ use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
 use crate::bitcache::{BitmapCache, ObjectSet};
 use crate::checksum;
+use crate::deferred::{Apply, Deferred, DeferredMap};
 use crate::integrity::Integrity;
 use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
@@ -366,6 +367,8 @@ pub struct Layer {
     last_seq: AtomicU64,
     /// The seq of the last kind-2 record logged for this layer.
     last_large_seq: AtomicU64,
+    /// Blocks whose newest bytes are only in the journal (docs/FORMAT.md, "Deferred overwrites").
+    deferred: DeferredMap,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -427,28 +430,40 @@ impl Layer {
             in_large: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             last_large_seq: AtomicU64::new(0),
+            deferred: DeferredMap::default(),
         })
     }
 
-    /// Writes whole blocks of one object into the layer file and their crc32c into the sidecar, logs them in the
-    /// journal and marks them data: the only way block data enters a layer. Writes shorter than [`INLINE_MAX`]
-    /// carry their bytes in the journal; longer ones a crc32c per block, and the next flush syncs this file before
-    /// it marks them durable. A write that may change bytes the metadata store calls data first makes sure a
-    /// durable dirty-object record covers it (docs/FORMAT.md, "The hard part").
+    /// Writes whole blocks of one object into the layer, logs them in the journal and marks them data: the only
+    /// way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal; longer
+    /// ones a crc32c per block, and the next flush syncs this file before it marks them durable. A short write over
+    /// blocks that all are data already is deferred: the journal is the only thing written, and the next checkpoint
+    /// writes the layer file (docs/FORMAT.md, "Deferred overwrites"). Any other write goes to the layer file and
+    /// its crc32c to the sidecar first; if it may change bytes the metadata store calls data, a durable
+    /// dirty-object record covers it (docs/FORMAT.md, "The hard part").
     pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
         let place = self.place(object_no, first_blk, blocks, file_off)?;
         let _pinned = self.pin(object_no)?;
         let last = first_blk + blocks - 1;
+        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
+        let all_data = self.all_data(object_no, first_blk, last)?;
+        if data.len() < INLINE_MAX && all_data {
+            return self.defer(&place, data, &crcs);
+        }
         // On a full disk (the metadata reserve is low) only blocks the layer owns can be written.
-        if self.journal.space_low() && !self.all_data(object_no, first_blk, last)? {
+        if self.journal.space_low() && !all_data {
             self.journal.admit_data()?;
         }
-        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
-        let durable_data = self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no);
+        let deferred_here = !self.deferred.range(file_off >> BLOCK_SHIFT, blocks).is_empty();
+        let durable_data =
+            self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no) || deferred_here;
         let epoch = if durable_data { Some(self.enter_marked(object_no..=object_no)?) } else { None };
-        let written = self.write_data(data, &crcs, file_off);
+        // Deferred versions of these blocks reach the file first, under the same dirty mark: the file never goes
+        // back to an older version than a record a checkpoint may make dead.
+        let applied = if deferred_here { self.apply_deferred_in(file_off, blocks) } else { Ok(()) };
+        let written = applied.and_then(|()| self.write_data(data, &crcs, file_off));
         if written.is_err() {
             // A failed write logs no record, yet part of it may be in the file: the next checkpoint must still sync
             // the layer before a commit can drop the mark that covers it.
@@ -472,15 +487,115 @@ impl Layer {
             self.journal.note_changed(self);
             self.set_range(object_no, first_blk, last, BlockSt::Data);
         };
-        if data.len() < INLINE_MAX {
-            let seq = self.journal.log(Kind::Data, &place, &Body::Bytes(data), apply)?;
-            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        let seq = if data.len() < INLINE_MAX {
+            self.journal.log(Kind::Data, &place, &Body::Bytes(data), apply)?
         } else {
             // Registered before the record is appended, so a flush that covers the record syncs these bytes.
             self.journal.note_large(self);
             let seq = self.journal.log(Kind::DataCrc, &place, &Body::Crcs(&crcs), apply)?;
-            self.last_seq.fetch_max(seq, Ordering::SeqCst);
             self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
+            seq
+        };
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        if !self.deferred.is_empty() {
+            // An entry older than this record that appeared since the applies above (block locks keep writers of
+            // one block apart, so only a caller without them) is older than the bytes the file holds now.
+            let mut map = self.deferred.lock();
+            for (block, entry) in map.range(file_off >> BLOCK_SHIFT, blocks) {
+                if entry.seq < seq {
+                    map.remove(block);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The deferred path of [`Layer::write_blocks`]: one journal record with the bytes, and entries in the deferred
+    /// map, added while the record's log section still holds off checkpoints. The blocks are data already, so no
+    /// bitmap changes and no space is needed.
+    fn defer(self: &Arc<Self>, place: &Place, data: &[u8], crcs: &[u32]) -> Result<()> {
+        let first = place.file_off >> BLOCK_SHIFT;
+        let seq = self.journal.log_with(Kind::Data, place, &Body::Bytes(data), |logged| {
+            self.journal.note_changed(self);
+            self.deferred.lock().insert(logged, first, crcs);
+        })?;
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Writes deferred versions into the layer file (with their crcs) and removes their entries, under the map's
+    /// lock held by the caller: runs of neighbouring blocks with one write each. The journal still holds their
+    /// records (nothing reuses its space before a checkpoint that applied them), and each block read back is
+    /// checked against its crc.
+    fn write_entries(&self, writes: &[(u64, Deferred)]) -> Result<()> {
+        let mut buf = Vec::new();
+        let mut crcs = Vec::new();
+        let mut i = 0;
+        while i < writes.len() {
+            let first = writes[i].0;
+            let mut n = 1;
+            while i + n < writes.len() && writes[i + n].0 == first + n as u64 && n < 256 {
+                n += 1;
+            }
+            buf.resize(n << BLOCK_SHIFT, 0);
+            crcs.clear();
+            for (j, (_, entry)) in writes[i..i + n].iter().enumerate() {
+                let block = &mut buf[j << BLOCK_SHIFT..(j + 1) << BLOCK_SHIFT];
+                self.journal.read_body(entry.file, block, entry.at)?;
+                if checksum::crc32c(block) != entry.crc {
+                    return Err(Error::io(format!(
+                        "the journal no longer holds the bytes of a deferred block of layer {} (seq {})",
+                        self.id, entry.seq
+                    )));
+                }
+                crcs.push(entry.crc);
+            }
+            self.write_data(&buf, &crcs, first << BLOCK_SHIFT)?;
+            i += n;
+        }
+        Ok(())
+    }
+
+    /// Writes the deferred blocks among `blocks` blocks at `file_off` into the layer file and forgets them: before
+    /// a direct write or a punch there. The caller is inside the dirty-marked section of their object.
+    fn apply_deferred_in(&self, file_off: u64, blocks: u64) -> Result<()> {
+        let mut map = self.deferred.lock();
+        let found = map.range(file_off >> BLOCK_SHIFT, blocks);
+        self.write_entries(&found)?;
+        for (block, _) in found {
+            map.remove(block);
+        }
+        Ok(())
+    }
+
+    /// Every deferred block, copied under the checkpoint's freeze (see [`Layer::apply_copied`]).
+    pub(crate) fn copy_deferred(&self) -> Vec<(u64, Deferred)> {
+        if self.deferred.is_empty() { Vec::new() } else { self.deferred.lock().copy() }
+    }
+
+    /// The checkpoint's writes of deferred blocks: for each block of `copied` (taken under the freeze at seq `S`),
+    /// the file gets the version the copy names or a newer durable one, unless another path wrote it since; the
+    /// journal is durable through `synced` (at least `S`). A batch at a time under the map's lock, so writers of
+    /// the layer wait at most one batch (docs/FORMAT.md, "Deferred overwrites", rule 4).
+    pub(crate) fn apply_copied(&self, copied: &[(u64, Deferred)], synced: u64) -> Result<()> {
+        for batch in copied.chunks(64) {
+            let mut map = self.deferred.lock();
+            let mut writes = Vec::with_capacity(batch.len());
+            let mut done = Vec::with_capacity(batch.len());
+            for &(block, copy) in batch {
+                match crate::deferred::plan(copy, map.get(block), synced) {
+                    Apply::Skip => {}
+                    Apply::Current(entry) => {
+                        writes.push((block, entry));
+                        done.push(block);
+                    }
+                    Apply::Copy(entry) => writes.push((block, entry)),
+                }
+            }
+            self.write_entries(&writes)?;
+            for block in done {
+                map.remove(block);
+            }
         }
         Ok(())
     }
@@ -629,9 +744,13 @@ impl Layer {
         }
         let object_size = self.blocks_per_object << BLOCK_SHIFT;
         let objects = offset / object_size..=(offset + length - 1) / object_size;
-        let pending = objects.clone().any(|o| self.removal_pending(o));
+        let (first, blocks) = (offset >> BLOCK_SHIFT, (offset + length).div_ceil(BLOCK_SIZE) - (offset >> BLOCK_SHIFT));
+        let deferred_here = !self.deferred.range(first, blocks).is_empty();
+        let pending = deferred_here || objects.clone().any(|o| self.removal_pending(o));
         let epoch = if pending { Some(self.enter_marked(objects)?) } else { None };
-        let result = self.file.punch_hole(offset, length);
+        // Deferred blocks go to the file before the hole, or a checkpoint would write them into it later.
+        let applied = if deferred_here { self.apply_deferred_in(first << BLOCK_SHIFT, blocks) } else { Ok(()) };
+        let result = applied.and_then(|()| Ok(self.file.punch_hole(offset, length)?));
         self.written.fetch_add(1, Ordering::SeqCst);
         // The record that made these blocks zero or absent may already be in a checkpoint that synced the file
         // before this punch: the next one syncs it again.
@@ -639,7 +758,7 @@ impl Layer {
         if let Some(epoch) = epoch {
             self.journal.leave_overwrite(epoch);
         }
-        Ok(result?)
+        result
     }
 
     /// Reads `out.len()` bytes at layer file offset `file_off`, all of them blocks this layer holds as data, and
@@ -679,8 +798,21 @@ impl Layer {
                 None => &mut *out,
             };
             let before = self.written.load(Ordering::SeqCst);
+            // Taken before the file is read: an entry applied meanwhile is in the file by the time it is read, or
+            // its journal bytes are still there (docs/FORMAT.md, "Deferred overwrites", rule 2).
+            let deferred = self.deferred.range(start >> BLOCK_SHIFT, buf.len() as u64 >> BLOCK_SHIFT);
             self.file.read_at(buf, start)?;
-            let bad = self.bad_blocks(buf, start)?;
+            if !self.overlay_deferred(buf, start, &deferred)? {
+                // The journal space of an entry was reused after a checkpoint applied it: the file has it now.
+                attempt += 1;
+                if attempt < 100_000 {
+                    continue;
+                }
+                return Err(Error::io(format!("reads of layer {} keep racing its checkpoints", self.id)));
+            }
+            let mut bad = self.bad_blocks(buf, start)?;
+            // A deferred block's sidecar entry is the file's older version's: its journal crc was checked instead.
+            bad.retain(|&i| deferred.binary_search_by_key(&((start >> BLOCK_SHIFT) + i), |&(b, _)| b).is_err());
             // A block that stopped being this layer's data since the caller resolved it (a discard or a fold
             // racing the read) holds bytes the caller no longer shows as this layer's: not damage.
             let object_size = self.blocks_per_object << BLOCK_SHIFT;
@@ -709,6 +841,21 @@ impl Layer {
             out.copy_from_slice(&w[at..at + out.len()]);
         }
         Ok(None)
+    }
+
+    /// Replaces the blocks of `buf` (whole blocks read from file offset `start`) that have a deferred entry with
+    /// their bytes from the journal; false when one of them fails its entry's crc32c (its journal space was
+    /// reused: the caller reads again).
+    fn overlay_deferred(&self, buf: &mut [u8], start: u64, deferred: &[(u64, Deferred)]) -> Result<bool> {
+        for &(block, entry) in deferred {
+            let at = ((block - (start >> BLOCK_SHIFT)) << BLOCK_SHIFT) as usize;
+            let bytes = &mut buf[at..at + BLOCK_SIZE as usize];
+            self.journal.read_body(entry.file, bytes, entry.at)?;
+            if checksum::crc32c(bytes) != entry.crc {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The checksum sidecar.

@@ -8,6 +8,7 @@
 
 mod bitcache;
 pub mod checksum;
+mod deferred;
 mod engine;
 pub mod fsck;
 mod integrity;

@@ -133,7 +133,7 @@ impl Store {
         self.check_healthy()?;
         // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
         // in the bitmaps taken here, and its bytes were written to the layer file before.
-        let (applied, taken, epoch) = {
+        let (applied, taken, epoch, deferred) = {
             let _frozen = self.journal.freeze();
             let applied = self.journal.last_seq();
             // A layer's usage counts, read here, match the bitmaps taken with it: no bit changes while frozen.
@@ -147,11 +147,13 @@ impl Store {
                     (l, dirty, usage)
                 })
                 .collect();
+            // Each block's newest deferred version up to `applied` (docs/FORMAT.md, "Deferred overwrites").
+            let deferred: Vec<_> = taken.iter().map(|(l, _, _)| l.copy_deferred()).collect();
             // Overwrites that entered the in-flight set before this point may be covered only by dirty-object
             // records up to `applied`: they must be in the files before the syncs below (docs/FORMAT.md, "The
             // hard part").
             let epoch = self.journal.bump_overwrite_epoch();
-            (applied, taken, epoch)
+            (applied, taken, epoch, deferred)
         };
         // The copies just taken are charged to the bitmap budget: clean bitmaps make room for them.
         self.bitmaps.evict_if_over();
@@ -161,6 +163,17 @@ impl Store {
         let mark_rows = self.journal.visit_marks(epoch - 1, closing);
         let integrity = self.integrity.take_changed();
         let result = (|| -> Result<()> {
+            if deferred.iter().any(|d| !d.is_empty()) {
+                // The versions written below go over blocks the metadata store calls data: their records must be
+                // durable first, so replay can rewrite whatever a power cut leaves of them.
+                let synced = self.journal.sync_appended()?;
+                for ((layer, _, _), copied) in taken.iter().zip(&deferred) {
+                    if let Err(err) = layer.apply_copied(copied, synced) {
+                        self.fail(&err);
+                        return Err(err);
+                    }
+                }
+            }
             for (layer, _, _) in &taken {
                 if let Err(err) = layer.sync_if_needed() {
                     // After a failed sync the kernel may have dropped the unsynced pages and a retry could

@@ -30,6 +30,8 @@ const NOW: u64 = 1_700_000_000;
 const IMAGE_SIZE: u64 = 256 << 10;
 const ORDER: u8 = 16;
 const BLOCK: usize = 4096;
+/// The object size of [`tiny_image`] (order 16).
+const OBJECT: usize = 1 << ORDER;
 /// The most failures one sweep prints; the count of all of them is always reported.
 const MAX_REPORTED: usize = 12;
 
@@ -1471,12 +1473,13 @@ fn an_overwrite_in_flight_during_a_checkpoint_stays_covered() {
         let (vfs, engine) = build_base(Base::Image);
         engine.image_create(&spec("other"), &tiny_image()).expect("a second image");
         let io = engine.open(&spec("img"), &OpenTarget::Head, "crash-test").expect("open the head");
-        // The first overwrite marks object 0 dirty (a journal record, synced); the second needs no new mark.
-        io.write(0, &pattern(40, BLOCK), Durability::Buffered).expect("first overwrite");
+        // The first overwrite marks object 0 dirty (a journal record, synced); the second needs no new mark. Whole
+        // objects: a shorter overwrite of blocks that are data is deferred, and writes no layer file in place.
+        io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
         if carried {
             checkpoint(&engine);
         }
-        let data = pattern(41, BLOCK);
+        let data = pattern(41, OBJECT);
         let gate = vfs.hold_next_write();
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
@@ -1540,22 +1543,23 @@ fn a_mark_in_use_outlives_checkpoints_and_still_covers_overwrites() {
         let (vfs, engine) = build_base(Base::Image);
         let io = engine.open(&spec("img"), &OpenTarget::Head, "crash-test").expect("open the head");
         let records = || engine.journal_stats().dirty_records;
-        io.write(0, &pattern(50, BLOCK), Durability::Buffered).expect("first overwrite");
+        // Whole objects, written in place (a shorter overwrite of data blocks is deferred: no mark at all).
+        io.write(0, &pattern(50, OBJECT), Durability::Buffered).expect("first overwrite");
         let marked = records();
         assert_eq!(marked, 1, "the first overwrite of object 0 appends one dirty record");
         for round in 0..3u8 {
             checkpoint(&engine);
-            io.write(0, &pattern(51 + round, BLOCK), Durability::Buffered).expect("overwrite after a checkpoint");
+            io.write(0, &pattern(51 + round, OBJECT), Durability::Buffered).expect("overwrite after a checkpoint");
             assert_eq!(records(), marked, "round {round}: the mark in use carried over the checkpoint");
         }
         // Two checkpoints with no overwrite between: the first carries the mark, the second drops it.
         checkpoint(&engine);
         checkpoint(&engine);
-        io.write(BLOCK as u64, &pattern(60, BLOCK), Durability::Buffered).expect("overwrite after an idle interval");
+        io.write(0, &pattern(60, OBJECT), Durability::Buffered).expect("overwrite after an idle interval");
         assert_eq!(records(), marked + 1, "a mark idle for a whole interval was dropped");
         // A carried mark again, then a cut.
         checkpoint(&engine);
-        io.write(0, &pattern(61, BLOCK), Durability::Buffered).expect("overwrite under the carried mark");
+        io.write(0, &pattern(61, OBJECT), Durability::Buffered).expect("overwrite under the carried mark");
         assert_eq!(records(), marked + 1, "no new record under the carried mark");
         let disk = vfs.after_crash(cut);
         drop(io);

@@ -1,6 +1,7 @@
 //! The engine's integration tests: the model-based property test, crash and fault injection, and the refusals.
 
 mod crash;
+mod deferred;
 mod full_disk;
 mod integrity;
 mod journal;
