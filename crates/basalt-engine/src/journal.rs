@@ -98,7 +98,9 @@ pub(crate) enum Body<'a> {
     Covers(u64),
 }
 
-fn encode(seq: u64, kind: Kind, place: &Place, body: &Body<'_>) -> Vec<u8> {
+/// A record with seq 0 and no checksum yet, and the crc32c of its bytes after the head (body): [`seal`] puts in the
+/// seq and the checksum once the seq is known, without going over the body again.
+fn encode(kind: Kind, place: &Place, body: &Body<'_>) -> (Vec<u8>, u32) {
     let body_len = match body {
         Body::Bytes(b) => b.len(),
         Body::Crcs(c) => c.len() * 4,
@@ -109,7 +111,7 @@ fn encode(seq: u64, kind: Kind, place: &Place, body: &Body<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&[kind as u8, 0, 0, 0]);
     out.extend_from_slice(&place.blocks.to_le_bytes());
     out.extend_from_slice(&place.layer.to_le_bytes());
@@ -123,9 +125,17 @@ fn encode(seq: u64, kind: Kind, place: &Place, body: &Body<'_>) -> Vec<u8> {
         Body::Empty => {}
         Body::Covers(s) => out.extend_from_slice(&s.to_le_bytes()),
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    let body_crc = crc32c::crc32c(&out[RECORD_HEAD..]);
+    out.extend_from_slice(&[0; RECORD_TAIL]);
+    (out, body_crc)
+}
+
+/// Puts `seq` and the trailing crc32c (of every byte before it) into a record from [`encode`].
+fn seal(bytes: &mut [u8], seq: u64, body_crc: u32) {
+    bytes[8..16].copy_from_slice(&seq.to_le_bytes());
+    let end = bytes.len() - RECORD_TAIL;
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&bytes[..RECORD_HEAD]), body_crc, end - RECORD_HEAD);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -667,7 +677,7 @@ impl Journal {
     /// [`Journal::log`], telling `apply` where the record went (a deferred overwrite reads its bytes back from
     /// there until a checkpoint applies them).
     pub fn log_with(&self, kind: Kind, place: &Place, body: &Body<'_>, apply: impl FnOnce(Logged)) -> Result<u64> {
-        let mut bytes = encode(0, kind, place, body);
+        let (mut bytes, body_crc) = encode(kind, place, body);
         if bytes.len() as u64 > self.file_size - HEADER_LEN {
             return Err(Error::io(format!(
                 "a journal record of {} bytes does not fit a journal file of {} bytes",
@@ -704,10 +714,7 @@ impl Journal {
                 g.file_last[other] = 0;
             }
             let seq = g.last_seq + 1;
-            bytes[8..16].copy_from_slice(&seq.to_le_bytes());
-            let end = bytes.len() - RECORD_TAIL;
-            let crc = crc32c::crc32c(&bytes[..end]);
-            bytes[end..].copy_from_slice(&crc.to_le_bytes());
+            seal(&mut bytes, seq, body_crc);
             if let Err(e) = self.files[g.active].write_at(&bytes, g.offset) {
                 self.fail(&mut g, &e);
                 return Err(Self::failed_error(&e.to_string()));
@@ -967,6 +974,19 @@ mod tests {
 
     use super::{Due, Journal, create_files};
     use crate::sim::SimVfs;
+
+    #[test]
+    fn a_sealed_record_carries_the_crc32c_of_all_its_bytes_and_its_seq() {
+        let place = super::Place { layer: 7, object: 3, file_off: 1 << 20, first_blk: 2, blocks: 1 };
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        for body in [super::Body::Bytes(&data), super::Body::Empty, super::Body::Covers(99)] {
+            let (mut bytes, body_crc) = super::encode(super::Kind::Data, &place, &body);
+            super::seal(&mut bytes, 1234, body_crc);
+            let end = bytes.len() - super::RECORD_TAIL;
+            assert_eq!(super::le_u32(&bytes, end), crc32c::crc32c(&bytes[..end]));
+            assert_eq!(super::le_u64(&bytes, 8), 1234);
+        }
+    }
 
     #[test]
     fn the_checkpoint_thread_wakes_when_idle_and_stops_at_shutdown() {
