@@ -70,6 +70,9 @@ def fio(engine_args, job_args, runtime, size):
     A flush job's IOPS are its writes per second: fio counts its flushes apart, and each write has one."""
     cmd = ["fio", "--name=bench", "--output-format=json", "--time_based=1", f"--runtime={runtime}",
            f"--size={size}", "--group_reporting=1"] + engine_args + job_args
+    # Every job starts with the page cache clean: otherwise the writeback of what the previous job (or target) left
+    # dirty runs during this one, and a target is measured against its predecessor's leftovers.
+    os.sync()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     report = json.loads(out[out.index("{"):])
     job = report["jobs"][0]

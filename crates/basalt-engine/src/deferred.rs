@@ -92,11 +92,9 @@ impl Locked<'_> {
         }
     }
 
-    /// Every entry, by block (what a checkpoint copies under the freeze lock).
+    /// Every entry, in no order (what a checkpoint copies under the freeze lock, and sorts after it).
     pub fn copy(&self) -> Vec<(u64, Deferred)> {
-        let mut all: Vec<(u64, Deferred)> = self.map.iter().map(|(&b, &e)| (b, e)).collect();
-        all.sort_unstable_by_key(|&(b, _)| b);
-        all
+        self.map.iter().map(|(&b, &e)| (b, e)).collect()
     }
 }
 
@@ -153,7 +151,8 @@ mod tests {
         map.lock().insert(logged(5), 10, &[1, 2]);
         map.lock().insert(logged(9), 11, &[3]);
         map.lock().insert(logged(7), 11, &[4]);
-        let all = map.lock().copy();
+        let mut all = map.lock().copy();
+        all.sort_unstable_by_key(|&(b, _)| b);
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], (10, Deferred { seq: 5, file: 0, at: 4096 * 5, crc: 1, chain: 5 }));
         assert_eq!(all[1], (11, Deferred { seq: 9, file: 0, at: 4096 * 9, crc: 3, chain: 5 }), "kept the newer");

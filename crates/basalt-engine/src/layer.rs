@@ -568,12 +568,13 @@ impl Layer {
         Ok(())
     }
 
-    /// Every deferred block, copied under the checkpoint's freeze (see [`Layer::apply_copied`]).
+    /// Every deferred block, copied under the checkpoint's freeze, in no order (see [`Layer::apply_copied`]).
     pub(crate) fn copy_deferred(&self) -> Vec<(u64, Deferred)> {
         if self.deferred.is_empty() { Vec::new() } else { self.deferred.lock().copy() }
     }
 
-    /// The checkpoint's writes of deferred blocks: for each block of `copied` (taken under the freeze at seq `S`),
+    /// The checkpoint's writes of deferred blocks: for each block of `copied` (taken under the freeze at seq `S`,
+    /// then sorted by block),
     /// the file gets the version the copy names or a newer durable one, unless another path wrote it since; the
     /// journal is durable through `synced` (at least `S`). A batch at a time under the map's lock, so writers of
     /// the layer wait at most one batch (docs/FORMAT.md, "Deferred overwrites", rule 4).

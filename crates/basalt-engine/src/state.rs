@@ -133,7 +133,7 @@ impl Store {
         self.check_healthy()?;
         // Under the exclusive freeze lock no record is being logged: every record up to `applied` has its bits set
         // in the bitmaps taken here, and its bytes were written to the layer file before.
-        let (applied, taken, epoch, deferred) = {
+        let (applied, taken, epoch, mut deferred) = {
             let _frozen = self.journal.freeze();
             let applied = self.journal.last_seq();
             // A layer's usage counts, read here, match the bitmaps taken with it: no bit changes while frozen.
@@ -155,6 +155,10 @@ impl Store {
             let epoch = self.journal.bump_overwrite_epoch();
             (applied, taken, epoch, deferred)
         };
+        // Applied in block order: neighbours go out in one write.
+        for copied in &mut deferred {
+            copied.sort_unstable_by_key(|&(block, _)| block);
+        }
         // The copies just taken are charged to the bitmap budget: clean bitmaps make room for them.
         self.bitmaps.evict_if_over();
         self.journal.wait_overwrites_before(epoch);
