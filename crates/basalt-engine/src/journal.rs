@@ -362,6 +362,7 @@ pub(crate) struct Journal {
     syncs: AtomicU64,
     dirty_records: AtomicU64,
     checkpoints: AtomicU64,
+    byte_records: AtomicU64,
 }
 
 /// The overwrite epoch (raised by every checkpoint's freeze), how many layer file changes are in flight in each, and
@@ -413,6 +414,8 @@ pub struct JournalStats {
     pub dirty_records: u64,
     /// Checkpoints committed.
     pub checkpoints: u64,
+    /// Records that carry their blocks' bytes (kind 1).
+    pub byte_records: u64,
 }
 
 /// How the journal asks its store for a checkpoint.
@@ -469,6 +472,7 @@ impl Journal {
             syncs: AtomicU64::new(0),
             dirty_records: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            byte_records: AtomicU64::new(0),
         }
     }
 
@@ -594,7 +598,13 @@ impl Journal {
             syncs: self.syncs.load(Ordering::Relaxed),
             dirty_records: self.dirty_records.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            byte_records: self.byte_records.load(Ordering::Relaxed),
         }
+    }
+
+    /// Checkpoints committed since the store opened.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Counts dirty-object records appended.
@@ -720,6 +730,9 @@ impl Journal {
                 return Err(Self::failed_error(&e.to_string()));
             }
             let logged = Logged { seq, file: g.active, body_at: g.offset + RECORD_HEAD as u64 };
+            if kind == Kind::Data {
+                self.byte_records.fetch_add(1, Ordering::Relaxed);
+            }
             g.last_seq = seq;
             g.offset += bytes.len() as u64;
             let active = g.active;

@@ -369,6 +369,9 @@ pub struct Layer {
     last_large_seq: AtomicU64,
     /// Blocks whose newest bytes are only in the journal (docs/FORMAT.md, "Deferred overwrites").
     deferred: DeferredMap,
+    /// One more than the journal's checkpoint count at the last flush of this layer's image (0: none yet): while at
+    /// most one checkpoint has passed since, short writes of new blocks carry their bytes in the journal.
+    flushed_at: AtomicU64,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -431,6 +434,7 @@ impl Layer {
             last_seq: AtomicU64::new(0),
             last_large_seq: AtomicU64::new(0),
             deferred: DeferredMap::default(),
+            flushed_at: AtomicU64::new(0),
         })
     }
 
@@ -487,7 +491,7 @@ impl Layer {
             self.journal.note_changed(self);
             self.set_range(object_no, first_blk, last, BlockSt::Data);
         };
-        let seq = if data.len() < INLINE_MAX {
+        let seq = if data.len() < INLINE_MAX && self.flushing() {
             self.journal.log(Kind::Data, &place, &Body::Bytes(data), apply)?
         } else {
             // Registered before the record is appended, so a flush that covers the record syncs these bytes.
@@ -508,6 +512,20 @@ impl Layer {
             }
         }
         Ok(())
+    }
+
+    /// Notes that the image asked for its writes to be durable (a flush or a FUA write).
+    pub fn note_flush(&self) {
+        self.flushed_at.store(self.journal.checkpoint_count() + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the image is being flushed: since its last flush, at most one checkpoint passed. Short writes of new
+    /// blocks then carry their bytes in the journal, so a flush syncs the journal alone; otherwise they carry
+    /// crcs, records are 64 times smaller, and the journal turns (and checkpoints sync the layer files) that much
+    /// less often (docs/FORMAT.md, "What is logged, and when").
+    fn flushing(&self) -> bool {
+        let at = self.flushed_at.load(Ordering::Relaxed);
+        at != 0 && self.journal.checkpoint_count() <= at
     }
 
     /// The deferred path of [`Layer::write_blocks`]: one journal record with the bytes, and entries in the deferred

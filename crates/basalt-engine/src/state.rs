@@ -498,6 +498,7 @@ impl ImageState {
     pub fn flush(&self) -> Result<()> {
         let (mut target, mut large) = (0, 0);
         for layer in self.loaded_layers() {
+            layer.note_flush();
             let (t, l) = layer.flush_targets();
             target = target.max(t);
             large = large.max(l);

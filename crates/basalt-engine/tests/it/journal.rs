@@ -222,3 +222,37 @@ fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_inte
     let (used, _, _) = engine.bitmap_memory();
     assert!(used <= budget, "{used} bytes of bitmaps after the checkpoint, budget {budget}");
 }
+
+/// A short write of new blocks carries its bytes in the journal only while its image is being flushed (a flush
+/// since the last checkpoint but one); otherwise it carries crcs, and a later flush syncs its layer file instead.
+/// Either way a flushed write survives a power cut.
+#[test]
+fn short_writes_of_new_blocks_carry_their_bytes_only_while_the_image_is_being_flushed() {
+    let (vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    let byte_records = || engine.journal_stats().byte_records;
+    let checkpoint = || {
+        let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
+        engine.image_create(&scratch, &CreateOptions::with_size(MIB)).expect("create: a checkpoint");
+        engine.image_remove(&scratch, &basalt_core::Progress::default()).expect("remove: another");
+    };
+    let before = byte_records();
+    io.write(0, &fill(1, 4096), Durability::Buffered).expect("a write before any flush");
+    assert_eq!(byte_records(), before, "never flushed: logged with crcs");
+    io.flush().expect("flush");
+    io.write(8192, &fill(2, 4096), Durability::Buffered).expect("a write after a flush");
+    assert_eq!(byte_records(), before + 1, "being flushed: logged with its bytes");
+    io.flush().expect("flush");
+    checkpoint();
+    checkpoint();
+    io.write(16384, &fill(3, 4096), Durability::Buffered).expect("a write long after the last flush");
+    assert_eq!(byte_records(), before + 1, "no flush for two checkpoints: logged with crcs again");
+    io.write(24576, &fill(4, 4096), Durability::ForceUnitAccess).expect("a FUA write");
+    io.write(32768, &fill(5, 4096), Durability::Buffered).expect("a write after a FUA write");
+    assert_eq!(byte_records(), before + 2, "a FUA write counts as a flush");
+    io.flush().expect("flush");
+    let cut = open(&vfs.after_crash(CrashSurvivors::None));
+    for (i, at) in [0u64, 8192, 16384, 24576, 32768].into_iter().enumerate() {
+        assert!(read(&cut, at, 4096) == fill(i as u8 + 1, 4096), "the flushed write at {at} was lost");
+    }
+}
