@@ -439,8 +439,9 @@ impl Layer {
     }
 
     /// Writes whole blocks of one object into the layer, logs them in the journal and marks them data: the only
-    /// way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal; longer
-    /// ones a crc32c per block, and the next flush syncs this file before it marks them durable. A short write over
+    /// way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal while the
+    /// image is being flushed ([`Layer::flushing`]); others a crc32c per block, and the next flush syncs this file
+    /// before it marks them durable. A short write over
     /// blocks that all are data already is deferred: the journal is the only thing written, and the next checkpoint
     /// writes the layer file (docs/FORMAT.md, "Deferred overwrites"). Any other write goes to the layer file and
     /// its crc32c to the sidecar first; if it may change bytes the metadata store calls data, a durable
@@ -541,8 +542,8 @@ impl Layer {
         Ok(())
     }
 
-    /// Writes deferred versions into the layer file (with their crcs) and removes their entries, under the map's
-    /// lock held by the caller: runs of neighbouring blocks with one write each. The journal still holds their
+    /// Writes deferred versions (sorted by block) into the layer file with their crcs, under the map's lock held
+    /// by the caller, who removes the entries it applied: runs of neighbouring blocks with one write each. The journal still holds their
     /// records (nothing reuses its space before a checkpoint that applied them), and each block read back is
     /// checked against its crc.
     fn write_entries(&self, writes: &[(u64, Deferred)]) -> Result<()> {
@@ -592,10 +593,9 @@ impl Layer {
     }
 
     /// The checkpoint's writes of deferred blocks: for each block of `copied` (taken under the freeze at seq `S`,
-    /// then sorted by block),
-    /// the file gets the version the copy names or a newer durable one, unless another path wrote it since; the
-    /// journal is durable through `synced` (at least `S`). A batch at a time under the map's lock, so writers of
-    /// the layer wait at most one batch (docs/FORMAT.md, "Deferred overwrites", rule 4).
+    /// then sorted by block), the file gets the version the copy names or a newer durable one, unless another path
+    /// wrote it since; the journal is durable through `synced` (at least `S`). A batch at a time under the map's
+    /// lock, so writers of the layer wait at most one batch (docs/FORMAT.md, "Deferred overwrites", rule 4).
     pub(crate) fn apply_copied(&self, copied: &[(u64, Deferred)], synced: u64) -> Result<()> {
         for batch in copied.chunks(64) {
             let mut map = self.deferred.lock();
