@@ -130,6 +130,33 @@ fn main() {
     });
     println!("  {:<46} {:>9.0} writes/s", "engine: 4k FUA writes, 8 threads, own images", engine_rate);
     println!("  {:<46} {:>9.0} writes/s", "plain files: 4k pwrite + fdatasync, 8 threads", plain_rate);
+    // Several clients of one disk, each flushing after every write (NBD connections of one image, a database's
+    // threads): their flushes share one image and one file.
+    let shared = engine.open(&specs[2], &OpenTarget::Head, "bench").expect("open");
+    for i in 0..4096u64 {
+        shared.write(i * 4096, &block, Durability::Buffered).expect("fill");
+    }
+    shared.flush().expect("flush");
+    let engine_shared = parallel(run_for, |t| {
+        let (io, block) = (&shared, block.clone());
+        move |i: u64| {
+            io.write(((i * THREADS as u64 + t as u64) % 4096) * 4096, &block, Durability::Buffered).expect("write");
+            io.flush().expect("flush");
+        }
+    });
+    let one = File::options().read(true).write(true).create_new(true).open(root.join("one.bin")).expect("file");
+    one.write_all_at(&vec![0u8; 4096 * 4096], 0).expect("fill");
+    one.sync_data().expect("fdatasync");
+    let plain_shared = parallel(run_for, |t| {
+        let (f, block) = (&one, block.clone());
+        move |i: u64| {
+            f.write_all_at(&block, ((i * THREADS as u64 + t as u64) % 4096) * 4096).expect("pwrite");
+            f.sync_data().expect("fdatasync");
+        }
+    });
+    println!("  {:<46} {:>9.0} writes/s", "engine: 4k overwrite + flush, 8 threads, one image", engine_shared);
+    println!("  {:<46} {:>9.0} writes/s", "plain file: 4k overwrite + fdatasync, 8 threads", plain_shared);
+    drop(shared);
     drop(engine);
     drop(dir);
 }
