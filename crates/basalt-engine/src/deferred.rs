@@ -130,6 +130,15 @@ impl DeferredMap {
         self.len.load(Ordering::SeqCst) == 0
     }
 
+    /// Whether any of `blocks` consecutive blocks from `first` is deferred (without taking the lock when the map is
+    /// empty).
+    pub fn any_in(&self, first: u64, blocks: u64) -> bool {
+        !self.is_empty() && {
+            let map = self.lock();
+            (first..first + blocks).any(|b| map.get(b).is_some())
+        }
+    }
+
     /// The entries of `blocks` consecutive blocks from `first` (none without taking the lock when the map is empty).
     pub fn range(&self, first: u64, blocks: u64) -> Vec<(u64, Deferred)> {
         if self.is_empty() { Vec::new() } else { self.lock().range(first, blocks) }
@@ -159,9 +168,10 @@ mod tests {
         assert!(!map.is_empty());
         map.lock().remove(10);
         map.lock().remove(11);
-        assert!(map.is_empty() && map.range(10, 2).is_empty());
+        assert!(map.is_empty() && map.range(10, 2).is_empty() && !map.any_in(10, 2));
         // After the file got the block, a new entry starts a new chain.
         map.lock().insert(logged(12), 11, &[6]);
+        assert!(map.any_in(10, 2) && !map.any_in(12, 4));
         assert_eq!(map.range(10, 4), vec![(11, Deferred { seq: 12, file: 0, at: 4096 * 12, crc: 6, chain: 12 })]);
     }
 

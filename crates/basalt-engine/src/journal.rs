@@ -767,7 +767,7 @@ impl Journal {
     /// covers. Unlike [`Journal::sync_through`] it never waits for another sync and never appends a mark, so a
     /// checkpoint can call it while writers wait for that checkpoint.
     pub fn sync_appended(&self) -> Result<u64> {
-        let (target, file) = {
+        {
             let g = lock_inner(&self.inner);
             if let Some(why) = &g.failed {
                 return Err(Self::failed_error(why));
@@ -775,17 +775,16 @@ impl Journal {
             if g.synced >= g.last_seq {
                 return Ok(g.synced);
             }
-            // Records are written under this lock, so every record up to `target` is in its file now; a file that
-            // stops being active later is synced when it stops.
-            (g.last_seq, g.active)
-        };
-        let result = self.files[file].sync_data();
-        let mut g = lock_inner(&self.inner);
-        if let Err(e) = result {
-            self.fail(&mut g, &e);
-            return Err(Self::failed_error(&e.to_string()));
         }
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let result = self.sync_active();
+        let mut g = lock_inner(&self.inner);
+        let target = match result {
+            Ok(target) => target,
+            Err(e) => {
+                self.fail(&mut g, &e);
+                return Err(Self::failed_error(&e.to_string()));
+            }
+        };
         g.synced = g.synced.max(target);
         self.cond.notify_all();
         Ok(g.synced)
@@ -928,13 +927,20 @@ impl Journal {
             self.log(Kind::Mark, &place, &Body::Covers(covers), || {})?;
             marked = Some(covers);
         }
+        Ok((self.sync_active()?, marked))
+    }
+
+    /// `fdatasync`s the active file and returns the last seq it covers. Records are written under the journal's
+    /// lock, so every record up to that seq is in its file when the seq is read; a file that stops being active
+    /// meanwhile is synced when it stops.
+    fn sync_active(&self) -> std::io::Result<u64> {
         let (target, file) = {
             let g = lock_inner(&self.inner);
             (g.last_seq, g.active)
         };
         self.files[file].sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok((target, marked))
+        Ok(target)
     }
 
     /// Waits until a checkpoint is due (the active file is half full and the other not yet free, a writer waits for

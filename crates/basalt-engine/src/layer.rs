@@ -461,7 +461,7 @@ impl Layer {
         if self.journal.space_low() && !all_data {
             self.journal.admit_data()?;
         }
-        let deferred_here = !self.deferred.range(file_off >> BLOCK_SHIFT, blocks).is_empty();
+        let deferred_here = self.deferred.any_in(file_off >> BLOCK_SHIFT, blocks);
         let durable_data =
             self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no) || deferred_here;
         let epoch = if durable_data { Some(self.enter_marked(object_no..=object_no)?) } else { None };
@@ -764,7 +764,7 @@ impl Layer {
         let object_size = self.blocks_per_object << BLOCK_SHIFT;
         let objects = offset / object_size..=(offset + length - 1) / object_size;
         let (first, blocks) = (offset >> BLOCK_SHIFT, (offset + length).div_ceil(BLOCK_SIZE) - (offset >> BLOCK_SHIFT));
-        let deferred_here = !self.deferred.range(first, blocks).is_empty();
+        let deferred_here = self.deferred.any_in(first, blocks);
         let pending = deferred_here || objects.clone().any(|o| self.removal_pending(o));
         let epoch = if pending { Some(self.enter_marked(objects)?) } else { None };
         // Deferred blocks go to the file before the hole, or a checkpoint would write them into it later.
