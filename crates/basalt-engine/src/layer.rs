@@ -363,6 +363,9 @@ pub struct Layer {
     pub(crate) in_changed: AtomicBool,
     /// True while the journal counts this layer as holding kind-2 bytes not yet synced.
     pub(crate) in_large: AtomicBool,
+    /// A fold records the objects written ([`Layer::watch`]): lets a deferred overwrite, which changes no bit,
+    /// skip the map's lock otherwise.
+    watching: AtomicBool,
     /// The seq of the last record logged for this layer.
     last_seq: AtomicU64,
     /// The seq of the last kind-2 record logged for this layer.
@@ -431,6 +434,7 @@ impl Layer {
             cache,
             in_changed: AtomicBool::new(false),
             in_large: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             last_large_seq: AtomicU64::new(0),
             deferred: DeferredMap::default(),
@@ -537,6 +541,8 @@ impl Layer {
         let seq = self.journal.log_with(Kind::Data, place, &Body::Bytes(data), |logged| {
             self.journal.note_changed(self);
             self.deferred.lock().insert(logged, first, crcs);
+            // After the entry is in the map: a fold that starts watching later reads it when it copies.
+            self.note_watched(place.object);
         })?;
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(())
@@ -1036,6 +1042,16 @@ impl Layer {
     /// writes copies again what was written meanwhile. A write is recorded once its bytes are in the file.
     pub fn watch(&self, on: bool) {
         write_lock(&self.map).watched = on.then(BTreeSet::new);
+        self.watching.store(on, Ordering::SeqCst);
+    }
+
+    /// Records a write to `object_no` that changed no bit (a deferred overwrite) for a fold that is watching.
+    fn note_watched(&self, object_no: u64) {
+        if self.watching.load(Ordering::SeqCst)
+            && let Some(watched) = &mut write_lock(&self.map).watched
+        {
+            watched.insert(object_no);
+        }
     }
 
     /// The objects written since watching started or since the last call, sorted.

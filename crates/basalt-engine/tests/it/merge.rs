@@ -219,3 +219,59 @@ fn an_open_snapshot_reads_through_a_layer_folded_away_while_few_files_may_stay_o
         panic!("s2 after the fold: byte {i} is {:#x}, expected {:#x}", buf[i], model[i]);
     }
 }
+
+/// Small overwrites of blocks the head holds already are deferred (written to the journal only) while a removal
+/// copies the head's blocks down into the larger snapshot layer below it: each one must reach the layer that becomes
+/// the head, even when it lands on an object the fold copied already.
+#[test]
+fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
+    for seed in [2u64, 9, 0xd00d] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Arc::new(open(dir.path(), DEFAULT_METADATA_CACHE));
+        let pool = PoolName::new("rbd").expect("pool");
+        engine.pool_create(&pool).expect("pool");
+        engine.pool_application_enable(&pool, "rbd").expect("application");
+        let image = ImageSpec::parse("rbd/vm").expect("spec");
+        engine.image_create(&image, &CreateOptions::with_size(SIZE)).expect("create");
+        let io: Arc<dyn ImageIo> = Arc::from(engine.open(&image, &OpenTarget::Head, "test").expect("open"));
+        io.write(0, &vec![0x11; SIZE as usize], Durability::Buffered).expect("fill");
+        let snap = SnapSpec::parse("rbd/vm@s1").expect("snap");
+        engine.snap_create(&snap).expect("snapshot");
+        // The head owns the first quarter: smaller than the snapshot's layer, so the fold copies it down.
+        let owned = SIZE / 4;
+        io.write(0, &vec![0x22; owned as usize], Durability::Buffered).expect("head");
+        let mut model = vec![0x11u8; SIZE as usize];
+        model[..owned as usize].fill(0x22);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (io, stop) = (io.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed | 1);
+                let mut written = Vec::new();
+                while !stop.load(Ordering::SeqCst) || written.len() < 200 {
+                    let at = rng.below(owned / 4096) * 4096;
+                    let fill = (written.len() % 200 + 40) as u8;
+                    io.write(at, &[fill; 4096], Durability::Buffered).expect("overwrite");
+                    written.push((at, fill));
+                }
+                written
+            })
+        };
+        engine.snap_remove(&snap).expect("snapshot remove");
+        stop.store(true, Ordering::SeqCst);
+        for (at, fill) in writer.join().expect("writer") {
+            model[at as usize..at as usize + 4096].fill(fill);
+        }
+        if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
+            panic!("seed {seed}: after the removal, byte {i} differs from the model");
+        }
+        drop(io);
+        drop(Arc::into_inner(engine).expect("one engine"));
+        let engine = open(dir.path(), DEFAULT_METADATA_CACHE);
+        let io = engine.open(&image, &OpenTarget::HeadReadOnly, "check").expect("open");
+        if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
+            panic!("seed {seed}: after reopening, byte {i} differs from the model");
+        }
+    }
+}
