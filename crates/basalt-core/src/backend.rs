@@ -124,6 +124,15 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Writes `data` at `offset`.
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()>;
+    /// Writes `data` at `offset` (buffered, as [`ImageIo::write`]) only if that needs no waiting: no throttle, no
+    /// lock another thread holds for long, no journal space, metadata or device I/O to wait for. `None` means
+    /// nothing was written, and the caller calls [`ImageIo::write`] on a thread that may block. An event loop
+    /// answers the cheap writes (small overwrites) itself this way, instead of waking a thread for each. The
+    /// default never writes.
+    fn try_write_now(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
+        let _ = (offset, data);
+        None
+    }
     /// Deallocates a range; it then reads as zeros.
     fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()>;
     /// Makes a range read as zeros.

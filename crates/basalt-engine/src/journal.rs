@@ -730,37 +730,69 @@ impl Journal {
                 g.offset = HEADER_LEN;
                 g.file_last[other] = 0;
             }
-            let seq = g.last_seq + 1;
-            seal(&mut bytes, seq);
-            if let Err(e) = self.files[g.active].write_at(&bytes, g.offset) {
-                self.fail(&mut g, &e);
-                return Err(Self::failed_error(&e.to_string()));
-            }
-            let logged = Logged { seq, file: g.active, body_at: g.offset + RECORD_HEAD as u64 };
-            if kind == Kind::Data {
-                self.byte_records.fetch_add(1, Ordering::Relaxed);
-            }
-            g.last_seq = seq;
-            g.offset += bytes.len() as u64;
-            let active = g.active;
-            g.file_last[active] = seq;
-            // Past the middle of the active file, the other file must be free (checkpointed) before this one
-            // fills: ask for one checkpoint then. Once one has covered the other file's records nothing more is
-            // asked for until the next turn (asking on every record ran checkpoints back to back, each with its
-            // syncs and a new overwrite epoch).
-            let other = 1 - active;
-            if !g.checkpoint_wanted
-                && g.file_last[other] > g.applied
-                && g.offset - HEADER_LEN > (self.file_size - HEADER_LEN) / 2
-            {
-                g.checkpoint_wanted = true;
-                self.checkpoint_cond.notify_all();
-            }
+            let logged = self.append(&mut g, kind, &mut bytes)?;
             drop(g);
             apply(logged);
             drop(freeze);
-            return Ok(seq);
+            return Ok(logged.seq);
         }
+    }
+
+    /// [`Journal::log_with`] for a caller that must not wait (an event loop): appends only if the journal's locks
+    /// are free and the record fits the active file, so no checkpoint, file switch or sync stands in the way.
+    /// `None` means nothing was appended.
+    pub fn try_log_with(
+        &self,
+        kind: Kind,
+        place: &Place,
+        body: &Body<'_>,
+        apply: impl FnOnce(Logged),
+    ) -> Option<Result<u64>> {
+        let mut bytes = encode(kind, place, body);
+        let freeze = self.freeze.try_read().ok()?;
+        let mut g = self.inner.try_lock().ok()?;
+        if g.failed.is_some() || g.offset + bytes.len() as u64 > self.file_size {
+            return None;
+        }
+        let logged = match self.append(&mut g, kind, &mut bytes) {
+            Ok(logged) => logged,
+            Err(e) => return Some(Err(e)),
+        };
+        drop(g);
+        apply(logged);
+        drop(freeze);
+        Some(Ok(logged.seq))
+    }
+
+    /// Seals and writes a record at the end of the active file, which has room for it.
+    fn append(&self, g: &mut Inner, kind: Kind, bytes: &mut [u8]) -> Result<Logged> {
+        let seq = g.last_seq + 1;
+        seal(bytes, seq);
+        if let Err(e) = self.files[g.active].write_at(bytes, g.offset) {
+            self.fail(g, &e);
+            return Err(Self::failed_error(&e.to_string()));
+        }
+        let logged = Logged { seq, file: g.active, body_at: g.offset + RECORD_HEAD as u64 };
+        if kind == Kind::Data {
+            self.byte_records.fetch_add(1, Ordering::Relaxed);
+        }
+        g.last_seq = seq;
+        g.offset += bytes.len() as u64;
+        let active = g.active;
+        g.file_last[active] = seq;
+        // Past the middle of the active file, the other file must be free (checkpointed) before this one
+        // fills: ask for one checkpoint then. Once one has covered the other file's records nothing more is
+        // asked for until the next turn (asking on every record ran checkpoints back to back, each with its
+        // syncs and a new overwrite epoch).
+        let other = 1 - active;
+        if !g.checkpoint_wanted
+            && g.file_last[other] > g.applied
+            && g.offset - HEADER_LEN > (self.file_size - HEADER_LEN) / 2
+        {
+            g.checkpoint_wanted = true;
+            self.checkpoint_cond.notify_all();
+        }
+        Ok(logged)
     }
 
     /// Reads bytes of a record's body back (`at` from [`Logged::body_at`]). Only the records past the last

@@ -16,7 +16,7 @@ use crate::bitcache::{BitmapCache, ObjectSet};
 use crate::checksum;
 use crate::deferred::{Apply, Deferred, DeferredMap};
 use crate::integrity::Integrity;
-use crate::journal::{Body, INLINE_MAX, Journal, Kind, Place};
+use crate::journal::{Body, INLINE_MAX, Journal, Kind, Logged, Place};
 use crate::layout::{BLOCK_SHIFT, BLOCK_SIZE, Layout, Piece};
 use crate::vfs::VfsFile;
 
@@ -537,15 +537,48 @@ impl Layer {
     /// map, added while the record's log section still holds off checkpoints. The blocks are data already, so no
     /// bitmap changes and no space is needed.
     fn defer(self: &Arc<Self>, place: &Place, data: &[u8], crcs: &[u32]) -> Result<()> {
-        let first = place.file_off >> BLOCK_SHIFT;
         let seq = self.journal.log_with(Kind::Data, place, &Body::Bytes(data), |logged| {
-            self.journal.note_changed(self);
-            self.deferred.lock().insert(logged, first, crcs);
-            // After the entry is in the map: a fold that starts watching later reads it when it copies.
-            self.note_watched(place.object);
+            self.note_deferred(place, crcs, logged);
         })?;
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The in-memory side of a deferred overwrite, inside its record's log section.
+    fn note_deferred(self: &Arc<Self>, place: &Place, crcs: &[u32], logged: Logged) {
+        self.journal.note_changed(self);
+        self.deferred.lock().insert(logged, place.file_off >> BLOCK_SHIFT, crcs);
+        // After the entry is in the map: a fold that starts watching later reads it when it copies.
+        self.note_watched(place.object);
+    }
+
+    /// [`Layer::write_blocks`] for a caller that must not wait (an event loop): only the deferred path, for blocks
+    /// that are all data with their object's bitmap in memory, and only if the journal takes the record at once
+    /// ([`Journal::try_log_with`]). The caller holds the blocks' locks. The deferred map's lock may still be waited
+    /// for: a checkpoint holds it for one batch of its writes. `None` means nothing was written.
+    pub fn try_defer(
+        self: &Arc<Self>,
+        object_no: u64,
+        first_blk: u64,
+        data: &[u8],
+        file_off: u64,
+    ) -> Option<Result<()>> {
+        debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
+        if data.len() >= INLINE_MAX {
+            return None;
+        }
+        let blocks = data.len() as u64 >> BLOCK_SHIFT;
+        if !self.resident_all_data(object_no, first_blk, first_blk + blocks - 1)? {
+            return None;
+        }
+        let place = self.place(object_no, first_blk, blocks, file_off).ok()?;
+        let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
+        let logged = self.journal.try_log_with(Kind::Data, &place, &Body::Bytes(data), |logged| {
+            self.note_deferred(&place, &crcs, logged);
+        })?;
+        Some(logged.map(|seq| {
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        }))
     }
 
     /// Writes deferred versions (sorted by block) into the layer file with their crcs, under the map's lock held
@@ -1059,6 +1092,13 @@ impl Layer {
         write_lock(&self.map).watched.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// [`Layer::all_data`] from memory alone: `None` when the object's bitmap is not resident or the map is locked.
+    fn resident_all_data(&self, object_no: u64, first: u64, last: u64) -> Option<bool> {
+        let map = self.map.try_read().ok()?;
+        let bits = map.objects.get(&object_no)?.used();
+        Some((first..=last).all(|b| bits.get(b) == BlockSt::Data))
+    }
+
     /// True when every block `first..=last` of the object holds data in this layer.
     pub fn all_data(&self, object_no: u64, first: u64, last: u64) -> Result<bool> {
         self.with_bits(object_no, |o| o.is_some_and(|o| (first..=last).all(|b| o.get(b) == BlockSt::Data)))
@@ -1343,6 +1383,19 @@ impl StripeLocks {
         }
         let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
         indices.into_iter().map(|i| mutex_lock(&self.locks[i])).collect()
+    }
+
+    /// [`StripeLocks::lock_blocks`] if no other thread holds any of the stripes; `None` otherwise.
+    pub(crate) fn try_lock_blocks(
+        &self,
+        bpo: u64,
+        object_no: u64,
+        first: u64,
+        last: u64,
+    ) -> Option<Vec<MutexGuard<'_, ()>>> {
+        let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
+        let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
+        indices.into_iter().map(|i| self.locks[i].try_lock().ok()).collect()
     }
 }
 
@@ -1698,6 +1751,23 @@ impl View {
             self.write_run(locks, &run, run_data)?;
         }
         Ok(())
+    }
+
+    /// [`View::write`] for a caller that must not wait (an event loop): only an overwrite of whole blocks of one
+    /// object that the top layer holds already, through [`Layer::try_defer`], with the blocks' locks free. `None`
+    /// means nothing was written.
+    pub fn try_overwrite(&self, locks: &StripeLocks, offset: u64, data: &[u8]) -> Option<Result<()>> {
+        let mut runs = object_runs(self.layout.pieces(offset, data.len() as u64));
+        let run = match runs.as_mut_slice() {
+            [run] if run.iter().all(|p| p.length == BLOCK_SIZE) => std::mem::take(run),
+            _ => return None,
+        };
+        let top = &self.chain[0].layer;
+        let (first, last) = (run[0], run[run.len() - 1]);
+        let object_no = first.object_no;
+        let (first_blk, last_blk) = (first.block_in_object(), last.block_in_object());
+        let _guards = locks.try_lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk)?;
+        top.try_defer(object_no, first_blk, data, self.layout.file_offset(object_no, first.object_offset))
     }
 
     fn write_run(&self, locks: &StripeLocks, run: &[Piece], data: &[u8]) -> Result<()> {

@@ -647,6 +647,17 @@ impl ImageIo for Handle {
         self.after_write(durability)
     }
 
+    fn try_write_now(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
+        // Anything unusual (a read-only handle, a full pool, a range past the end) goes the usual way, which
+        // reports it.
+        if !matches!(self.target, Target::Head { writable: true }) || self.state.pool_full.load(Ordering::Relaxed) {
+            return None;
+        }
+        let head = self.state.head.try_read().ok()?;
+        check_range(offset, data.len() as u64, head.view.size).ok()?;
+        head.view.try_overwrite(&self.state.locks, offset, data)
+    }
+
     fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {
         self.write_zeroes(offset, length, ZeroMode::MayUnmap, durability)
     }

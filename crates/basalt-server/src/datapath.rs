@@ -240,6 +240,12 @@ impl Qos {
         };
     }
 
+    /// True when some limit applies to writes: [`Qos::admit`] may then have to wait.
+    pub fn limits_writes(&self) -> bool {
+        let b = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.iops.is_some() || b.bps.is_some() || b.write_iops.is_some() || b.write_bps.is_some()
+    }
+
     /// Waits (blocking the calling thread, which is a data-path worker) until the operation is within the limits.
     pub fn admit(&self, dir: Dir, bytes: u64) {
         let wait = {
@@ -396,13 +402,18 @@ impl MeteredIo {
         self.stats.qos.admit(dir, bytes);
         let start = Instant::now();
         let result = op();
+        self.account(dir, bytes, start, &result);
+        result
+    }
+
+    /// Counts an operation that ran from `start`, and looks at its result.
+    fn account<T>(&self, dir: Dir, bytes: u64, start: Instant, result: &Result<T>) {
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.counters.record(dir, bytes, ns);
-        self.stats.health.observe(&result);
-        if let Err(e) = &result {
+        self.stats.health.observe(result);
+        if let Err(e) = result {
             self.registry.observe(e, || self.backend.stopped());
         }
-        result
     }
 }
 
@@ -427,6 +438,17 @@ impl ImageIo for MeteredIo {
 
     fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
         self.timed(Dir::Write, data.len() as u64, || self.inner.write(offset, data, durability))
+    }
+
+    fn try_write_now(&self, offset: u64, data: &[u8]) -> Option<Result<()>> {
+        // A limited image may have to wait for its turn: that is for a thread that may block.
+        if self.stats.qos.limits_writes() {
+            return None;
+        }
+        let start = Instant::now();
+        let result = self.inner.try_write_now(offset, data)?;
+        self.account(Dir::Write, data.len() as u64, start, &result);
+        Some(result)
     }
 
     fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {

@@ -344,3 +344,56 @@ fn a_process_crash_keeps_every_deferred_overwrite() {
         assert_eq!(got, want, "block {b}");
     }
 }
+
+/// `try_write_now` (how the NBD server answers a write on its reader thread, without waking a worker) takes the
+/// small overwrites of whole blocks the image holds already: deferred like any other, they read back, survive a
+/// process crash, and once flushed a power cut. It leaves everything else to `write`, having written nothing: part of
+/// a block, blocks of two objects, a write too large to defer, a range past the end, a block that is not data, and a
+/// read-only handle.
+#[test]
+fn try_write_now_takes_small_overwrites_and_leaves_the_rest_to_write() {
+    let (vfs, engine) = written_store(EngineOptions::deterministic());
+    let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    let blocks = |range: std::ops::Range<u64>, version: u64| -> Vec<u8> {
+        range.flat_map(|b| version_block(b, version)).collect()
+    };
+    let at = |block: u64| block * BLOCK as u64;
+    assert!(matches!(io.try_write_now(at(0), &version_block(0, 2)), Some(Ok(()))), "one block");
+    assert!(matches!(io.try_write_now(at(4), &blocks(4..8, 2)), Some(Ok(()))), "four blocks of one object");
+
+    io.discard(at(20), BLOCK as u64, Durability::Buffered).expect("discard");
+    let per_object = 1u64 << (ORDER - 12);
+    let refused: [(&str, u64, Vec<u8>); 6] = [
+        ("part of a block", at(2) + 512, vec![9; 512]),
+        ("blocks of two objects", at(per_object - 1), blocks(per_object - 1..per_object + 1, 3)),
+        ("a whole object (too large to defer)", at(per_object), blocks(per_object..2 * per_object, 3)),
+        ("past the end", IMAGE - BLOCK as u64, blocks(0..2, 3)),
+        ("a discarded block", at(20), version_block(20, 3)),
+        ("a block next to a discarded one", at(19), blocks(19..21, 3)),
+    ];
+    for (what, offset, data) in &refused {
+        assert!(io.try_write_now(*offset, data).is_none(), "{what} is left to write");
+    }
+    let ro: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::HeadReadOnly, "ro").expect("open read-only");
+    assert!(ro.try_write_now(at(9), &version_block(9, 3)).is_none(), "a read-only handle writes nothing");
+    drop(ro);
+
+    let check = |image: &[u8], written: &[u64], when: &str| {
+        for b in 0..IMAGE / BLOCK as u64 {
+            let bytes = &image[b as usize * BLOCK..(b as usize + 1) * BLOCK];
+            if b == 20 {
+                assert!(bytes.iter().all(|&x| x == 0), "{when}: the discarded block reads as zeros");
+                continue;
+            }
+            let want = if written.contains(&b) { 2 } else { 1 };
+            assert_eq!(version_of(b, bytes).expect("a whole version"), want, "{when}: block {b}");
+        }
+    };
+    let written = [0, 4, 5, 6, 7];
+    check(&read_all(&engine), &written, "read back");
+    check(&read_all(&open_with(&vfs.after_process_crash(), EngineOptions::deterministic())), &written, "after kill");
+    io.flush().expect("flush");
+    let cut = vfs.after_crash(basalt_engine::sim::CrashSurvivors::None);
+    check(&read_all(&open_with(&cut, EngineOptions::deterministic())), &written, "after a power cut");
+    fsck_clean(&cut);
+}

@@ -262,6 +262,80 @@ fn pipelined_requests_are_all_answered_by_cookie() {
     client.disconnect();
 }
 
+/// Overwrites of blocks the image holds are answered on the reader's thread, the others by workers; pipelined
+/// together with partial, FUA and past-the-end writes and flushes, every request gets one right answer and the image
+/// reads back as written.
+#[test]
+fn pipelined_overwrites_mixed_with_other_writes_and_flushes_read_back() {
+    let server = TestServer::start();
+    server.create_image("rbd/img", 4 * MIB);
+    let block = 4096usize;
+    let blocks = 256u64;
+    let (mut client, _) = RawClient::open(server.port, "rbd/img");
+    let mut model = vec![0u8; blocks as usize * block];
+    client.request(0, CMD_WRITE, 1, 0, model.len() as u32, &vec![0x11; model.len()]);
+    assert!(matches!(client.reply(), Reply::Simple { cookie: 1, error: 0 }));
+    model.fill(0x11);
+    let mut expected = HashMap::new();
+    let mut cookie = 100u64;
+    for round in 0..4u64 {
+        for b in 0..blocks {
+            cookie += 1;
+            let fill = (round * 7 + b % 200 + 20) as u8;
+            let at = b as usize * block;
+            match (b + round) % 16 {
+                // Part of a block, and a FUA overwrite: both go to a worker.
+                3 => {
+                    client.request(0, CMD_WRITE, cookie, at as u64 + 100, 100, &[fill; 100]);
+                    model[at + 100..at + 200].fill(fill);
+                }
+                7 => {
+                    client.request(CMD_FLAG_FUA, CMD_WRITE, cookie, at as u64, block as u32, &vec![fill; block]);
+                    model[at..at + block].fill(fill);
+                }
+                11 => client.request(0, CMD_FLUSH, cookie, 0, 0, &[]),
+                _ => {
+                    client.request(0, CMD_WRITE, cookie, at as u64, block as u32, &vec![fill; block]);
+                    model[at..at + block].fill(fill);
+                }
+            }
+            expected.insert(cookie, 0);
+        }
+        cookie += 1;
+        client.request(0, CMD_WRITE, cookie, 4 * MIB, block as u32, &vec![1; block]);
+        expected.insert(cookie, ENOSPC);
+        for _ in 0..=blocks {
+            match client.reply() {
+                Reply::Simple { cookie, error } => {
+                    let want = expected.remove(&cookie).unwrap_or_else(|| panic!("cookie {cookie} answered twice"));
+                    assert_eq!(error, want, "cookie {cookie}");
+                }
+                Reply::Chunk(chunk) => {
+                    assert_eq!(chunk.kind, REPLY_TYPE_ERROR, "only the write past the end gets a chunk");
+                    assert_eq!(expected.remove(&chunk.cookie), Some(ENOSPC), "cookie {}", chunk.cookie);
+                }
+            }
+        }
+        assert!(expected.is_empty(), "round {round}: unanswered {expected:?}");
+    }
+    let read_back = |client: &mut RawClient| {
+        let mut image = vec![0u8; model.len()];
+        client.request(0, CMD_READ, 9, 0, model.len() as u32, &[]);
+        loop {
+            let Reply::Chunk(chunk) = client.reply() else { panic!("structured replies were negotiated") };
+            if chunk.kind == REPLY_TYPE_OFFSET_DATA {
+                let offset = u64::from_be_bytes(chunk.payload[0..8].try_into().expect("8 bytes")) as usize;
+                image[offset..offset + chunk.payload.len() - 8].copy_from_slice(&chunk.payload[8..]);
+            }
+            if chunk.flags & REPLY_FLAG_DONE != 0 {
+                return image;
+            }
+        }
+    };
+    assert!(read_back(&mut client) == model, "the image reads back as written");
+    client.disconnect();
+}
+
 #[test]
 fn snapshots_are_read_only_and_the_head_has_one_writer() {
     let server = TestServer::start();
