@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub tls: Option<Tls>,
     /// When set, decides each client's access to each image; without it every client may use every export.
     pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// Large request buffers kept for reuse.
+    pub buffers: Arc<crate::buffers::Buffers>,
 }
 
 /// Why a connection ended early.

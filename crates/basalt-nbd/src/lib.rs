@@ -22,6 +22,7 @@
 //! ```
 
 mod access;
+mod buffers;
 mod conn;
 mod export;
 mod handshake;

@@ -116,7 +116,7 @@ pub async fn serve_with(
     let memory = Arc::new(Semaphore::new(total_bytes));
     let peers = Peers::new(&limits, total_bytes);
     let drain_timeout = limits.drain_timeout;
-    let shared = Arc::new(Shared { backend, limits, memory, tls, authorizer });
+    let shared = Arc::new(Shared { backend, limits, memory, tls, authorizer, buffers: Arc::default() });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -14,6 +14,7 @@ use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, ImageIo, IoReq
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::buffers::Buffers;
 use crate::conn::{ConnError, Shared, shutdown_requested};
 use crate::export::ImageHandle;
 use crate::proto::{self, Command, Decision, Descriptor, Negotiated, Request};
@@ -61,6 +62,8 @@ struct Export {
     out: Arc<Out>,
     /// Closed when the connection is torn down: a worker's write to a client that stopped reading gives up then.
     torn_down: watch::Receiver<()>,
+    /// Large payloads and read buffers come from here and go back once answered.
+    buffers: Arc<Buffers>,
     /// Dropped after `io` (fields drop in order): once every clone of the sender is gone, so is every reference to
     /// the image but the connection's own handle.
     _released: mpsc::Sender<()>,
@@ -92,10 +95,12 @@ where
     // Aborted if this future is dropped (the server cutting connections after its drain timeout), so a writer
     // stuck on a client that stopped reading does not outlive its connection; workers writing give up as
     // `_tear_down` drops with it.
-    let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(out.clone(), rx)));
+    let mut writer_task = AbortOnDrop(tokio::spawn(write_replies(out.clone(), rx, budgets.shared.buffers.clone())));
     let (_tear_down, torn_down) = watch::channel(());
     let (released_tx, mut released) = mpsc::channel::<()>(1);
-    let export = Arc::new(Export { io: handle.io(), negotiated, out: out.clone(), torn_down, _released: released_tx });
+    let buffers = budgets.shared.buffers.clone();
+    let export =
+        Arc::new(Export { io: handle.io(), negotiated, out: out.clone(), torn_down, buffers, _released: released_tx });
     let mut reader_task = Box::pin(read_requests(reader, tx, export, budgets, shutdown, client));
     let read_result = tokio::select! {
         result = &mut reader_task => result,
@@ -136,14 +141,15 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Sends the replies handed over by workers (and the reader's refusals) as they come, until every sender is gone.
-async fn write_replies(out: Arc<Out>, mut rx: mpsc::Receiver<Reply>) -> std::io::Result<()> {
+async fn write_replies(out: Arc<Out>, mut rx: mpsc::Receiver<Reply>, buffers: Arc<Buffers>) -> std::io::Result<()> {
     while let Some(reply) = rx.recv().await {
         let mut out = out.lock().await;
         out.write_all(&reply.bytes).await?;
-        drop(reply);
+        buffers.give(reply.bytes);
         // Batch whatever else is ready into the same flush.
         while let Ok(reply) = rx.try_recv() {
             out.write_all(&reply.bytes).await?;
+            buffers.give(reply.bytes);
         }
         out.flush().await?;
     }
@@ -166,6 +172,7 @@ fn send_reply(export: &Export, tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
             }
         });
         if written.is_ok() {
+            export.buffers.give(reply.bytes);
             return true;
         }
     }
@@ -222,6 +229,7 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
                 }
             };
             for (job, bytes) in jobs.into_iter().zip(replies) {
+                export.buffers.give(job.payload);
                 if !send_reply(&export, &tx, Reply { bytes, _permits: job.permits }) {
                     return;
                 }
@@ -245,6 +253,7 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job
     }
     let Some(result) = export.io.try_write_now(request.offset, &job.payload) else { return Some(job) };
     let bytes = finish(request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
+    export.buffers.give(job.payload);
     // The channel has room for every request in flight, and this one holds its slot until the reply is sent; an
     // error means the connection is going away.
     let _ = tx.try_send(Reply { bytes, _permits: job.permits });
@@ -352,8 +361,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
                         // The payload is still on its way: let the batch run meanwhile.
                         dispatch(&mut batch, &export, &tx);
                     }
-                    let mut payload = vec![0u8; request.length as usize];
-                    reader.read_exact(&mut payload).await?;
+                    let mut payload = export.buffers.take(request.length as usize);
+                    read_payload(&mut reader, &mut payload, request.length as usize).await?;
                     payload
                 } else {
                     Vec::new()
@@ -362,6 +371,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Reads a write's `len` bytes into the empty `payload`, straight into its spare capacity (no zeroing first).
+async fn read_payload<R: AsyncRead + Unpin>(reader: &mut R, payload: &mut Vec<u8>, len: usize) -> std::io::Result<()> {
+    payload.reserve_exact(len);
+    while payload.len() < len {
+        let want = (len - payload.len()) as u64;
+        if (&mut *reader).take(want).read_buf(payload).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 async fn acquire_bytes(budget: &Arc<Semaphore>, bytes: u32) -> Result<Option<OwnedSemaphorePermit>, ConnError> {
@@ -425,7 +446,7 @@ fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
     // One size for the batch: every request is checked against it.
     let size = io.size_bytes();
     for job in jobs {
-        let (reply, buffer) = prepare(io, size, &job.request, structured);
+        let (reply, buffer) = prepare(io, size, &job.request, structured, &export.buffers);
         replies.push(reply);
         buffers.push(buffer);
     }
@@ -475,7 +496,13 @@ fn execute_batch(export: &Export, jobs: &[Job]) -> Vec<Vec<u8>> {
 }
 
 /// Either the reply of a request that needs no I/O, or the buffer its read goes into (empty for other requests).
-fn prepare(io: &dyn ImageIo, size: u64, request: &Request, structured: bool) -> (Option<Vec<u8>>, Vec<u8>) {
+fn prepare(
+    io: &dyn ImageIo,
+    size: u64,
+    request: &Request,
+    structured: bool,
+    buffers: &Buffers,
+) -> (Option<Vec<u8>>, Vec<u8>) {
     let cookie = request.cookie;
     let length = u64::from(request.length);
     let ok = || {
@@ -511,9 +538,9 @@ fn prepare(io: &dyn ImageIo, size: u64, request: &Request, structured: bool) -> 
             (Some(out), Vec::new())
         }
         // A simple reply is built in place: header, then the data read straight into the reply buffer.
-        Command::Read if !structured => (None, vec![0u8; proto::SIMPLE_REPLY_LEN + length as usize]),
+        Command::Read if !structured => (None, buffers.take_zeroed(proto::SIMPLE_REPLY_LEN + length as usize)),
         // Room for a data chunk's header in front, so a read that is all data is answered in place.
-        Command::Read => (None, vec![0u8; DATA_CHUNK_PREFIX + length as usize]),
+        Command::Read => (None, buffers.take_zeroed(DATA_CHUNK_PREFIX + length as usize)),
         _ => (None, Vec::new()),
     }
 }
