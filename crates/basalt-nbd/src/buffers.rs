@@ -22,7 +22,7 @@ impl Buffers {
     /// Buffers smaller than this are not kept: the allocator serves them cheaply.
     pub const MIN: usize = 64 << 10;
     /// The most bytes of capacity kept.
-    pub const KEEP_BYTES: usize = 32 << 20;
+    pub const KEEP_BYTES: usize = 16 << 20;
 
     /// An empty buffer with room for at least `capacity` bytes: a kept one if one is large enough.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
