@@ -23,9 +23,11 @@ random write + flush at "QD1" and "QD16":
   only the writes already replied to). That is why the QD16 job uses sixteen connections at depth 1.
 
 The last table compares, per job, basalt with the better of qemu-nbd raw's two cache modes in this run (the target
-is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16).
+is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16). With --rounds N everything runs N
+times on fresh images and every figure is the median of its N values; the last table then also shows each round's
+ratio, so the spread of a shared machine is in view.
 
-Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--basalt PATH] [--keep] [--jobs J,..] [--targets T,..]
+Usage: scripts/bench-nbd.py [--runtime S] [--size 1G] [--rounds N] [--basalt PATH] [--keep] [--jobs J,..] [--targets T,..]
 --jobs and --targets run a subset (for profiling one job); the tables then show "-" for what did not run.
 Needs fio (with the nbd engine) and qemu-utils; builds nothing: pass a release binary with --basalt
 (default target/release/basalt).
@@ -42,6 +44,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,31 +231,9 @@ def main_ceph(opts):
         print(f"{name + (' MiB/s' if unit == 'mibs' else ''):18}{nbd:13.0f}{rbd:13.0f}{nbd / rbd:9.2f}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", type=int, default=8)
-    parser.add_argument("--size", default="1G")
-    parser.add_argument("--basalt", default="target/release/basalt")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--ceph-conf", help="benchmark the NBD gateway on this Ceph cluster against rbd bench")
-    parser.add_argument("--jobs", help="comma-separated jobs to run (default: all)")
-    parser.add_argument("--targets", help="comma-separated targets to run (default: all)")
-    opts = parser.parse_args()
-    global SELECTED_JOBS, SELECTED_TARGETS
-    known_jobs = {name for name, _, _ in JOBS}
-    if opts.jobs:
-        SELECTED_JOBS = set(opts.jobs.split(","))
-        if SELECTED_JOBS - known_jobs:
-            sys.exit(f"unknown jobs {sorted(SELECTED_JOBS - known_jobs)}: the jobs are {sorted(known_jobs)}")
-    if opts.targets:
-        SELECTED_TARGETS = set(opts.targets.split(","))
-    if opts.ceph_conf:
-        return main_ceph(opts)
-    for tool in ("fio", "qemu-nbd", "qemu-img"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: apt-get install -y fio qemu-utils")
+def one_round(opts, results):
+    """Every selected target runs every selected job once, on fresh images; adds each result to `results`."""
     scratch = tempfile.mkdtemp(prefix="basalt-bench-")
-    results = {}
     try:
         with Basalt(os.path.abspath(opts.basalt), os.path.join(scratch, "data")) as b:
             # Without exclusive-lock (only layering), so the sixteen connections of the QD16 flush job may all write,
@@ -288,6 +269,47 @@ def main():
         if not opts.keep:
             shutil.rmtree(scratch, ignore_errors=True)
 
+
+def best_ratio(results, name, idx):
+    """basalt over the better qemu-nbd raw mode for one job, the value of each, and that mode's name."""
+    b, none, wb = (results.get((t, name), (None, None))[idx] for t in ("basalt", "raw-none", "raw-wb"))
+    best, mode = max(((none, "none"), (wb, "wb")), key=lambda p: p[0] or 0)
+    return (b / best if b and best else None), b, best, mode
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime", type=int, default=8)
+    parser.add_argument("--size", default="1G")
+    parser.add_argument("--rounds", type=int, default=1, help="run everything this many times; report medians")
+    parser.add_argument("--basalt", default="target/release/basalt")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--ceph-conf", help="benchmark the NBD gateway on this Ceph cluster against rbd bench")
+    parser.add_argument("--jobs", help="comma-separated jobs to run (default: all)")
+    parser.add_argument("--targets", help="comma-separated targets to run (default: all)")
+    opts = parser.parse_args()
+    global SELECTED_JOBS, SELECTED_TARGETS
+    known_jobs = {name for name, _, _ in JOBS}
+    if opts.jobs:
+        SELECTED_JOBS = set(opts.jobs.split(","))
+        if SELECTED_JOBS - known_jobs:
+            sys.exit(f"unknown jobs {sorted(SELECTED_JOBS - known_jobs)}: the jobs are {sorted(known_jobs)}")
+    if opts.targets:
+        SELECTED_TARGETS = set(opts.targets.split(","))
+    if opts.ceph_conf:
+        return main_ceph(opts)
+    for tool in ("fio", "qemu-nbd", "qemu-img"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install -y fio qemu-utils")
+    rounds = []
+    for round_no in range(opts.rounds):
+        if opts.rounds > 1:
+            print(f"round {round_no + 1} of {opts.rounds}", file=sys.stderr)
+        rounds.append({})
+        one_round(opts, rounds[-1])
+    # Each figure is the median of its rounds: a run on a shared machine has outliers either way.
+    results = {key: tuple(statistics.median(r[key][i] for r in rounds) for i in (0, 1)) for key in rounds[0]}
+
     targets = ["basalt", "basalt-snap", "raw-none", "raw-wb", "qcow2", "qcow2-snap", "file"]
     value = lambda t, name, idx: results.get((t, name), (None, None))[idx]
     ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
@@ -301,15 +323,20 @@ def main():
 
     # The targets of the engine's redesign: basalt against the better qemu-nbd raw cache mode of this run.
     print()
-    print(f"{'job':24}{'basalt':>10}{'best raw':>10}{'mode':>6}{'b/best':>8}{'need':>6}{'b/raw-wb':>10}{'need':>6}")
+    per_round = " b/best per round" if len(rounds) > 1 else ""
+    print(f"{'job':24}{'basalt':>10}{'best raw':>10}{'mode':>6}{'b/best':>8}{'need':>6}{'b/raw-wb':>10}{'need':>6}"
+          f"{per_round}")
     for name, _, unit in JOBS:
         idx = 0 if unit == "iops" else 1
-        b, none, wb = (value(t, name, idx) for t in ("basalt", "raw-none", "raw-wb"))
-        best, mode = max(((none, "none"), (wb, "wb")), key=lambda p: p[0] or 0)
-        wb_cells = f"{ratio(b, wb):>10}{FLUSH_JOBS[name]:6.1f}" if name in FLUSH_JOBS else ""
+        _, b, best, mode = best_ratio(results, name, idx)
+        wb = value("raw-wb", name, idx)
+        wb_cells = f"{ratio(b, wb):>10}{FLUSH_JOBS[name]:6.1f}" if name in FLUSH_JOBS else f"{'':16}"
         num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
+        each = ""
+        if len(rounds) > 1:
+            each = "  " + " ".join(f"{r:.2f}" if r else "-" for r in (best_ratio(rr, name, idx)[0] for rr in rounds))
         print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{num(b)}{num(best)}{mode:>6}{ratio(b, best):>8}"
-              f"{1.0:6.1f}{wb_cells}")
+              f"{1.0:6.1f}{wb_cells}{each}")
 
 
 def io_uring_or_native(image):
