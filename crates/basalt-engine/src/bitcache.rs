@@ -21,6 +21,9 @@ use redb::ReadableDatabase;
 use crate::layer::{Layer, ObjBits, mutex_lock};
 use crate::records::{BLOCKS, db_err};
 
+/// The share of the budget (one in this many bytes) that the chain indexes of all views may hold together.
+pub(crate) const INDEX_SHARE: usize = 4;
+
 /// The memory budget for bitmaps, and the layers sharing it.
 #[derive(Debug)]
 pub(crate) struct BitmapCache {
@@ -31,6 +34,8 @@ pub(crate) struct BitmapCache {
     /// Bytes given back since the allocator last returned free memory to the system (see
     /// [`BitmapCache::release_freed`]).
     freed: AtomicUsize,
+    /// Bytes of `used` that views' chain indexes hold (see [`BitmapCache::charge_index`]).
+    indexes: AtomicUsize,
     layers: Mutex<Vec<Weak<Layer>>>,
     hand: AtomicUsize,
     evicting: Mutex<()>,
@@ -44,6 +49,7 @@ impl BitmapCache {
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             freed: AtomicUsize::new(0),
+            indexes: AtomicUsize::new(0),
             layers: Mutex::new(Vec::new()),
             hand: AtomicUsize::new(0),
             evicting: Mutex::new(()),
@@ -69,6 +75,31 @@ impl BitmapCache {
     pub fn charge(&self, bytes: usize) {
         let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(used, Ordering::Relaxed);
+    }
+
+    /// Charges `bytes` of a view's chain index, unless the chain indexes of all views would then hold more than
+    /// [`INDEX_SHARE`] of the budget: false then, and nothing is charged (the index starts over). Each view has its
+    /// own index, so without this bound many long-chained views open at once could hold any amount.
+    pub fn charge_index(&self, bytes: usize) -> bool {
+        let limit = self.budget / INDEX_SHARE;
+        let before = self.indexes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > limit {
+            self.indexes.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        self.charge(bytes);
+        true
+    }
+
+    /// Gives back bytes of a chain index charged by [`BitmapCache::charge_index`].
+    pub fn uncharge_index(&self, bytes: usize) {
+        self.indexes.fetch_sub(bytes, Ordering::Relaxed);
+        self.uncharge(bytes);
+    }
+
+    /// Bytes the chain indexes of all views hold now.
+    pub fn index_bytes(&self) -> usize {
+        self.indexes.load(Ordering::Relaxed)
     }
 
     /// The most bytes of bitmaps that were in memory at once.

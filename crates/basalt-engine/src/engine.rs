@@ -289,6 +289,13 @@ impl Engine {
         (self.store.bitmaps.used(), self.store.bitmaps.peak(), self.store.bitmaps.budget())
     }
 
+    /// Bytes the chain indexes of all open views hold now (charged to the bitmap budget), and the most they may
+    /// hold together.
+    pub fn chain_index_memory(&self) -> (usize, usize) {
+        let bitmaps = &self.store.bitmaps;
+        (bitmaps.index_bytes(), bitmaps.budget() / crate::bitcache::INDEX_SHARE)
+    }
+
     /// The journal's counters since the store opened: its syncs, the dirty-object records appended, and the
     /// checkpoints committed.
     pub fn journal_stats(&self) -> crate::journal::JournalStats {

@@ -1253,7 +1253,8 @@ const INDEXED_CHAIN: usize = 8;
 
 /// Objects in a [`ChainIndex`] before it starts over (a bound on its memory: a few dozen bytes each).
 /// A view's chain index may take this share of the store's bitmap budget (12 MiB of the default 192 MiB): past it,
-/// the index starts over, so a scan of a huge image with many snapshots holds a bounded set of objects.
+/// the index starts over, so a scan of a huge image with many snapshots holds a bounded set of objects. All views'
+/// indexes together are charged to the budget and bounded too (`bitcache::INDEX_SHARE`).
 const INDEX_BUDGET_SHARE: usize = 16;
 /// What an index entry costs besides its two slices: the map's slot, the `Arc` and the slices' headers.
 const INDEX_ENTRY_OVERHEAD: usize = 96;
@@ -1277,6 +1278,8 @@ const INDEX_ENTRY_OVERHEAD: usize = 96;
 #[derive(Debug, Default)]
 pub struct ChainIndex {
     objects: RwLock<IndexMap>,
+    /// The budget its bytes are charged to, from its first entry on.
+    charged: std::sync::OnceLock<Arc<BitmapCache>>,
     /// `hidden_from[i]`: the smallest `min_size` of `chain[1..i]`, so blocks of layer `i` or below at or past it
     /// are hidden by a shrink above.
     hidden_from: std::sync::OnceLock<Vec<u64>>,
@@ -1334,16 +1337,34 @@ impl ChainIndex {
         }
         let bytes = INDEX_ENTRY_OVERHEAD + layers.len() * 4 + upper.len() * 8;
         let found = Arc::new(Holders { layers, upper: upper.into_boxed_slice() });
-        let budget = chain[0].layer.cache.budget() / INDEX_BUDGET_SHARE;
+        let cache = self.charged.get_or_init(|| chain[0].layer.cache.clone());
         let mut objects = write_lock(&self.objects);
-        if objects.bytes + bytes > budget {
+        if objects.holders.contains_key(&object_no) {
+            return Ok(found);
+        }
+        // Past its own share, or past what all views' indexes may hold together, the index starts over.
+        if objects.bytes + bytes > cache.budget() / INDEX_BUDGET_SHARE || !cache.charge_index(bytes) {
+            cache.uncharge_index(objects.bytes);
             objects.holders = HashMap::new();
             objects.bytes = 0;
+            if !cache.charge_index(bytes) {
+                // Other views hold the whole share: answer without keeping the entry.
+                return Ok(found);
+            }
         }
-        if objects.holders.insert(object_no, found.clone()).is_none() {
-            objects.bytes += bytes;
-        }
+        objects.holders.insert(object_no, found.clone());
+        objects.bytes += bytes;
+        drop(objects);
+        cache.evict_if_over();
         Ok(found)
+    }
+}
+
+impl Drop for ChainIndex {
+    fn drop(&mut self) {
+        if let Some(cache) = self.charged.get() {
+            cache.uncharge_index(read_lock(&self.objects).bytes);
+        }
     }
 }
 
@@ -1366,6 +1387,11 @@ pub struct StripeLocks {
 
 const STRIPE_LOCKS: usize = 128;
 
+/// The stripe lock of a block: one per 16-block granule, so neighbouring blocks share one.
+fn stripe(bpo: u64, object_no: u64, blk: u64) -> usize {
+    ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS
+}
+
 impl Default for StripeLocks {
     fn default() -> StripeLocks {
         StripeLocks { locks: (0..STRIPE_LOCKS).map(|_| Mutex::new(())).collect() }
@@ -1376,7 +1402,7 @@ impl StripeLocks {
     /// Locks the stripes of blocks `first..=last` of one object, in a fixed order (writers and copies of a block
     /// exclude each other).
     pub(crate) fn lock_blocks(&self, bpo: u64, object_no: u64, first: u64, last: u64) -> Vec<MutexGuard<'_, ()>> {
-        let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
+        let granule = |blk: u64| stripe(bpo, object_no, blk);
         if granule(first) == granule(last) && last - first < 16 {
             // One granule (most writes): no set to sort.
             return vec![mutex_lock(&self.locks[granule(first)])];
@@ -1393,8 +1419,7 @@ impl StripeLocks {
         first: u64,
         last: u64,
     ) -> Option<Vec<MutexGuard<'_, ()>>> {
-        let granule = |blk: u64| ((object_no.wrapping_mul(bpo).wrapping_add(blk)) >> 4) as usize % STRIPE_LOCKS;
-        let indices: BTreeSet<usize> = (first..=last).map(granule).collect();
+        let indices: BTreeSet<usize> = (first..=last).map(|blk| stripe(bpo, object_no, blk)).collect();
         indices.into_iter().map(|i| self.locks[i].try_lock().ok()).collect()
     }
 }

@@ -232,3 +232,56 @@ fn long_chains_match_the_model_with_a_tiny_bitmap_cache() {
         run(seed, 160, Some(4 << 10));
     }
 }
+
+/// Every view of an image with a long chain has its own index of the layers holding each object. With many such
+/// views open and read at once, the indexes together stay within their share of the metadata budget (each one
+/// starts over rather than pass it), every view still reads what was written, and closing the views gives the
+/// memory back.
+#[test]
+fn the_chain_indexes_of_many_open_views_stay_within_their_share_of_the_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A tiny budget: the indexes of the views below need several times their share of it.
+    let engine = engine(dir.path(), Some(64 << 10));
+    let image = spec("vm");
+    let mut create = CreateOptions::with_size(MAX_SIZE);
+    create.order = Some(ObjectOrder::new(ORDER).expect("order"));
+    engine.image_create(&image, &create).expect("create");
+    let objects = MAX_SIZE >> ORDER;
+    let snapshots = 24u64;
+    let mut models = Vec::new();
+    let mut model = vec![0u8; MAX_SIZE as usize];
+    {
+        let head = engine.open(&image, &OpenTarget::Head, "writer").expect("open head");
+        for round in 0..snapshots {
+            for object in 0..objects {
+                // A different block of each object in each round, so every layer holds every object.
+                let at = (object << ORDER) + (round % 16) * 4096;
+                let fill = (round * 7 + object + 1) as u8;
+                head.write(at, &[fill; 4096], Durability::Buffered).expect("write");
+                model[at as usize..at as usize + 4096].fill(fill);
+            }
+            engine.snap_create(&snap(&image, &format!("s{round}"))).expect("snapshot");
+            models.push(model.clone());
+        }
+    }
+    let views: Vec<(String, Box<dyn ImageIo>, &Vec<u8>)> = (8..snapshots)
+        .map(|round| {
+            let name = format!("s{round}");
+            let io = engine.open(&image, &OpenTarget::Snapshot(SnapName::new(&name).expect("name")), "reader");
+            (name, io.expect("open snapshot"), &models[round as usize])
+        })
+        .collect();
+    let (_, limit) = engine.chain_index_memory();
+    let mut most = 0;
+    for pass in 0..2 {
+        for (name, io, model) in &views {
+            check(&format!("pass {pass}, {name}"), io.as_ref(), model);
+            let (held, _) = engine.chain_index_memory();
+            most = most.max(held);
+            assert!(held <= limit, "after reading {name}: the indexes hold {held} bytes, more than {limit}");
+        }
+    }
+    assert!(most > limit / 2, "the indexes were used ({most} bytes at most, limit {limit})");
+    drop(views);
+    assert_eq!(engine.chain_index_memory().0, 0, "closing the views gives their indexes' memory back");
+}
