@@ -780,6 +780,40 @@ mod tests {
         assert_eq!(limits.read_iops, (0, 0));
     }
 
+    /// A write done at once skips the throttle's wait, so an image with a write limit never takes that way: its
+    /// writes go to a thread that may wait their turn; a read limit changes nothing for writes.
+    #[test]
+    fn writes_of_a_limited_image_are_never_done_at_once() {
+        use basalt_core::{CreateOptions, OpenTarget, PoolName};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = basalt_engine::Engine::open(dir.path(), Arc::new(basalt_core::SystemClock)).expect("engine");
+        let backend = MeteredBackend::new(Arc::new(engine), Arc::new(Registry::default()));
+        let pool = PoolName::new("rbd").expect("pool");
+        backend.pool_create(&pool).expect("pool create");
+        backend.pool_application_enable(&pool, "rbd").expect("tag rbd");
+        let spec = ImageSpec::parse("rbd/vm").expect("spec");
+        backend.image_create(&spec, &CreateOptions::with_size(1 << 20)).expect("create");
+        backend
+            .open(&spec, &OpenTarget::Head, "fill")
+            .expect("open")
+            .write(0, &[1; 8192], Durability::Buffered)
+            .expect("fill");
+        let level = ConfigLevel::Image(spec.clone());
+        let now = |what: &str| {
+            let io = backend.open(&spec, &OpenTarget::Head, what).expect("open");
+            io.try_write_now(0, &[2; 4096]).is_some()
+        };
+        assert!(now("unlimited"), "an overwrite of an unlimited image is done at once");
+        backend.config_set(&level, "rbd_qos_read_iops_limit", "10").expect("read limit");
+        assert!(now("read limit"), "a read limit leaves writes alone");
+        for (name, value) in [("rbd_qos_write_iops_limit", "10"), ("rbd_qos_bps_limit", "1048576")] {
+            backend.config_set(&level, name, value).expect("write limit");
+            assert!(!now(name), "{name}: the write waits for a thread that may block");
+            backend.config_remove(&level, name).expect("remove limit");
+        }
+        assert!(now("limits removed"));
+    }
+
     #[test]
     fn samples_subtract_and_add() {
         let a = Sample { read_ops: 5, write_bytes: 100, ..Sample::default() };
