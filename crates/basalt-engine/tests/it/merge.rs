@@ -46,9 +46,8 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-/// One run: `big_head` makes the head hold more blocks than the snapshot (its layer's blocks move up into the
-/// head); otherwise the snapshot holds more (the head's blocks move down into it, and it becomes the head).
-fn remove_under_load(seed: u64, big_head: bool, cache: usize) {
+/// A store with `cache` bytes of metadata memory and an empty image `rbd/vm` of `SIZE`, open for writing.
+fn fresh_image(cache: usize) -> (tempfile::TempDir, Arc<Engine>, ImageSpec, Arc<dyn ImageIo>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = Arc::new(open(dir.path(), cache));
     let pool = PoolName::new("rbd").expect("pool");
@@ -57,6 +56,35 @@ fn remove_under_load(seed: u64, big_head: bool, cache: usize) {
     let image = ImageSpec::parse("rbd/vm").expect("spec");
     engine.image_create(&image, &CreateOptions::with_size(SIZE)).expect("create");
     let io: Arc<dyn ImageIo> = Arc::from(engine.open(&image, &OpenTarget::Head, "test").expect("open"));
+    (dir, engine, image, io)
+}
+
+/// Checks that the image reads as `model` now, and again after the store is closed and reopened.
+fn check_kept(
+    dir: &tempfile::TempDir,
+    engine: Arc<Engine>,
+    io: Arc<dyn ImageIo>,
+    image: &ImageSpec,
+    cache: usize,
+    model: &[u8],
+    what: &str,
+) {
+    if let Some(i) = first_difference(&read_all(io.as_ref()), model) {
+        panic!("{what}: after the removal, byte {i} differs from the model");
+    }
+    drop(io);
+    drop(Arc::into_inner(engine).expect("one engine"));
+    let engine = open(dir.path(), cache);
+    let io = engine.open(image, &OpenTarget::HeadReadOnly, "check").expect("open");
+    if let Some(i) = first_difference(&read_all(io.as_ref()), model) {
+        panic!("{what}: after reopening, byte {i} differs from the model");
+    }
+}
+
+/// One run: `big_head` makes the head hold more blocks than the snapshot (its layer's blocks move up into the
+/// head); otherwise the snapshot holds more (the head's blocks move down into it, and it becomes the head).
+fn remove_under_load(seed: u64, big_head: bool, cache: usize) {
+    let (dir, engine, image, io) = fresh_image(cache);
 
     let mut model = vec![0u8; SIZE as usize];
     let put = |io: &dyn ImageIo, model: &mut [u8], off: u64, len: u64, fill: u8| {
@@ -142,16 +170,7 @@ fn remove_under_load(seed: u64, big_head: bool, cache: usize) {
 
     let model = model.lock().expect("model").clone();
     assert!(engine.snap_list(&image).expect("snap list").is_empty(), "seed {seed}: the snapshot is gone");
-    if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
-        panic!("seed {seed} (big head: {big_head}): after the removal, byte {i} differs from the model");
-    }
-    drop(io);
-    drop(Arc::into_inner(engine).expect("one engine"));
-    let engine = open(dir.path(), cache);
-    let io = engine.open(&image, &OpenTarget::HeadReadOnly, "check").expect("open");
-    if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
-        panic!("seed {seed} (big head: {big_head}): after reopening, byte {i} differs from the model");
-    }
+    check_kept(&dir, engine, io, &image, cache, &model, &format!("seed {seed} (big head: {big_head})"));
 }
 
 #[test]
@@ -226,14 +245,7 @@ fn an_open_snapshot_reads_through_a_layer_folded_away_while_few_files_may_stay_o
 #[test]
 fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
     for seed in [2u64, 9, 0xd00d] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Arc::new(open(dir.path(), DEFAULT_METADATA_CACHE));
-        let pool = PoolName::new("rbd").expect("pool");
-        engine.pool_create(&pool).expect("pool");
-        engine.pool_application_enable(&pool, "rbd").expect("application");
-        let image = ImageSpec::parse("rbd/vm").expect("spec");
-        engine.image_create(&image, &CreateOptions::with_size(SIZE)).expect("create");
-        let io: Arc<dyn ImageIo> = Arc::from(engine.open(&image, &OpenTarget::Head, "test").expect("open"));
+        let (dir, engine, image, io) = fresh_image(DEFAULT_METADATA_CACHE);
         io.write(0, &vec![0x11; SIZE as usize], Durability::Buffered).expect("fill");
         let snap = SnapSpec::parse("rbd/vm@s1").expect("snap");
         engine.snap_create(&snap).expect("snapshot");
@@ -263,15 +275,6 @@ fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
         for (at, fill) in writer.join().expect("writer") {
             model[at as usize..at as usize + 4096].fill(fill);
         }
-        if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
-            panic!("seed {seed}: after the removal, byte {i} differs from the model");
-        }
-        drop(io);
-        drop(Arc::into_inner(engine).expect("one engine"));
-        let engine = open(dir.path(), DEFAULT_METADATA_CACHE);
-        let io = engine.open(&image, &OpenTarget::HeadReadOnly, "check").expect("open");
-        if let Some(i) = first_difference(&read_all(io.as_ref()), &model) {
-            panic!("seed {seed}: after reopening, byte {i} differs from the model");
-        }
+        check_kept(&dir, engine, io, &image, DEFAULT_METADATA_CACHE, &model, &format!("seed {seed}"));
     }
 }
