@@ -354,6 +354,9 @@ pub(crate) struct Journal {
     freeze: RwLock<()>,
     /// Layers changed since the last checkpoint (bitmaps or file bytes).
     changed: Mutex<HashMap<u64, Arc<Layer>>>,
+    /// Layers the running checkpoint took from `changed`: until it ends, the metadata store is behind their bitmaps
+    /// and their layer files behind their deferred blocks, so they are still the ones to use (taken after `changed`).
+    checkpointing: Mutex<HashMap<u64, Arc<Layer>>>,
     /// Layers with kind-2 bytes not yet synced.
     large: Mutex<HashMap<u64, Arc<Layer>>>,
     /// Runs a checkpoint of the store (set once the store exists).
@@ -470,6 +473,7 @@ impl Journal {
             checkpoint_cond: Condvar::new(),
             freeze: RwLock::new(()),
             changed: Mutex::new(HashMap::new()),
+            checkpointing: Mutex::new(HashMap::new()),
             large: Mutex::new(HashMap::new()),
             checkpointer: std::sync::OnceLock::new(),
             space: std::sync::OnceLock::new(),
@@ -842,18 +846,22 @@ impl Journal {
         }
     }
 
-    /// A changed layer not yet checkpointed, if any: it must be reused rather than loaded again from the store.
+    /// A changed layer not yet checkpointed (or that the running checkpoint has not finished with), if any: it must
+    /// be reused rather than loaded again from the store.
     pub fn changed_layer(&self, id: u64) -> Option<Arc<Layer>> {
-        mutex_lock(&self.changed).get(&id).cloned()
+        let changed = mutex_lock(&self.changed);
+        changed.get(&id).or(mutex_lock(&self.checkpointing).get(&id)).cloned()
     }
 
     /// Forgets layers that were deleted.
     pub fn forget_layers(&self, ids: &[u64]) {
         {
             let mut changed = mutex_lock(&self.changed);
+            let mut checkpointing = mutex_lock(&self.checkpointing);
             let mut large = mutex_lock(&self.large);
             for id in ids {
                 changed.remove(id);
+                checkpointing.remove(id);
                 large.remove(id);
             }
         }
@@ -876,14 +884,22 @@ impl Journal {
         lock_inner(&self.inner).last_seq
     }
 
-    /// Takes every changed layer (the caller holds the freeze lock exclusively).
+    /// Takes every changed layer (the caller holds the freeze lock exclusively). They stay findable by
+    /// [`Journal::changed_layer`] until [`Journal::checkpoint_ended`].
     pub fn take_changed(&self) -> Vec<Arc<Layer>> {
         let mut changed = mutex_lock(&self.changed);
+        let mut checkpointing = mutex_lock(&self.checkpointing);
         let layers: Vec<Arc<Layer>> = changed.drain().map(|(_, l)| l).collect();
         for l in &layers {
             l.in_changed.store(false, Ordering::SeqCst);
+            checkpointing.insert(l.id, l.clone());
         }
         layers
+    }
+
+    /// Forgets the layers the checkpoint that ends now took: it committed them, or noted them changed again.
+    pub fn checkpoint_ended(&self) {
+        mutex_lock(&self.checkpointing).clear();
     }
 
     /// Records that a checkpoint committed every record up to `seq`.

@@ -235,6 +235,7 @@ impl Store {
                 }
             }
         }
+        self.journal.checkpoint_ended();
         result
     }
 

@@ -397,3 +397,77 @@ fn try_write_now_takes_small_overwrites_and_leaves_the_rest_to_write() {
     check(&read_all(&open_with(&cut, EngineOptions::deterministic())), &written, "after a power cut");
     fsck_clean(&cut);
 }
+
+/// An image closed and opened again while a checkpoint writes its deferred blocks: the layer the checkpoint holds
+/// is the one the image opens with (its deferred map, and its bitmaps the metadata store does not have yet), not a
+/// copy read again from the metadata store. A copy showed the file's older version until the checkpoint wrote it,
+/// and a direct write through it was then overwritten by the checkpoint's older bytes.
+#[test]
+fn an_image_opened_again_while_a_checkpoint_applies_its_deferred_blocks_shows_and_keeps_the_newest() {
+    let (vfs, engine) = written_store(EngineOptions::deterministic());
+    let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    io.write(3 * BLOCK as u64, &version_block(3, 2), Durability::Buffered).expect("deferred overwrite");
+    io.flush().expect("flush");
+    drop(io);
+    // Removing an image checkpoints; its creation is done first, so the next write is the checkpoint's.
+    let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
+    engine.image_create(&scratch, &CreateOptions::with_size(IMAGE)).expect("create");
+    let gate = vfs.hold_next_write();
+    std::thread::scope(|s| {
+        let checkpointing = s.spawn(|| engine.image_remove(&scratch, &Progress::default()));
+        // The checkpoint is about to write block 3's deferred version into the layer file.
+        gate.wait_until_held();
+        let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "again").expect("open again");
+        let user = s.spawn(move || {
+            let mut back = vec![0u8; BLOCK];
+            io.read(3 * BLOCK as u64, &mut back).expect("read");
+            let seen = version_of(3, &back);
+            // A whole object (16 blocks, too large to defer): written to the layer file at once.
+            let object: Vec<u8> = (0..16).flat_map(|b| version_block(b, 3)).collect();
+            io.write(0, &object, Durability::Buffered).expect("direct write");
+            seen
+        });
+        // The read and the write wait for the checkpoint's write of the deferred blocks (they need the deferred
+        // map it holds); given time, a copy of the layer did both before it.
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while !user.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        gate.release();
+        checkpointing.join().expect("checkpoint thread").expect("checkpoint");
+        assert_eq!(user.join().expect("user thread"), Ok(2), "the image opened again showed the deferred version");
+    });
+    let image = read_all(&engine);
+    for b in 0..16u64 {
+        assert_eq!(version_of(b, &image[b as usize * BLOCK..(b as usize + 1) * BLOCK]), Ok(3), "block {b}");
+    }
+    drop(engine);
+    fsck_clean(&vfs);
+}
+
+/// The same for bitmaps: an image opened again while a checkpoint commits the blocks it wrote last reads them,
+/// not the metadata store's older bitmaps (which the commit in progress is about to replace).
+#[test]
+fn an_image_opened_again_while_a_checkpoint_commits_its_new_blocks_reads_them() {
+    let (vfs, engine) = written_store(EngineOptions::deterministic());
+    let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    io.discard(0, 16 * BLOCK as u64, Durability::Buffered).expect("discard an object");
+    checkpoint(&engine).expect("checkpoint");
+    io.write(3 * BLOCK as u64, &version_block(3, 2), Durability::Buffered).expect("a new block");
+    io.flush().expect("flush");
+    drop(io);
+    let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
+    engine.image_create(&scratch, &CreateOptions::with_size(IMAGE)).expect("create");
+    // The checkpoint's first write is its commit's, in the metadata store.
+    let gate = vfs.hold_next_write();
+    std::thread::scope(|s| {
+        let checkpointing = s.spawn(|| engine.image_remove(&scratch, &Progress::default()));
+        gate.wait_until_held();
+        let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "again").expect("open again");
+        gate.release();
+        checkpointing.join().expect("checkpoint thread").expect("checkpoint");
+        let mut back = vec![0u8; BLOCK];
+        io.read(3 * BLOCK as u64, &mut back).expect("read");
+        assert_eq!(version_of(3, &back), Ok(2), "the block written before the checkpoint");
+    });
+}
