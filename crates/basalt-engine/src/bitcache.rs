@@ -23,6 +23,8 @@ use crate::records::{BLOCKS, db_err};
 
 /// The share of the budget (one in this many bytes) that the chain indexes of all views may hold together.
 pub(crate) const INDEX_SHARE: usize = 4;
+/// Past this share of the budget (one in this many bytes) in dirty bitmaps, the checkpoint thread checkpoints.
+pub(crate) const DIRTY_SHARE: usize = 8;
 
 /// The memory budget for bitmaps, and the layers sharing it.
 #[derive(Debug)]
@@ -36,6 +38,9 @@ pub(crate) struct BitmapCache {
     freed: AtomicUsize,
     /// Bytes of `used` that views' chain indexes hold (see [`BitmapCache::charge_index`]).
     indexes: AtomicUsize,
+    /// Bytes of bitmaps changed since a checkpoint last took them: they cannot be evicted, and the next checkpoint
+    /// holds an encoded copy of each (see [`BitmapCache::dirty_high`]).
+    dirty: AtomicUsize,
     layers: Mutex<Vec<Weak<Layer>>>,
     hand: AtomicUsize,
     evicting: Mutex<()>,
@@ -50,6 +55,7 @@ impl BitmapCache {
             peak: AtomicUsize::new(0),
             freed: AtomicUsize::new(0),
             indexes: AtomicUsize::new(0),
+            dirty: AtomicUsize::new(0),
             layers: Mutex::new(Vec::new()),
             hand: AtomicUsize::new(0),
             evicting: Mutex::new(()),
@@ -100,6 +106,24 @@ impl BitmapCache {
     /// Bytes the chain indexes of all views hold now.
     pub fn index_bytes(&self) -> usize {
         self.indexes.load(Ordering::Relaxed)
+    }
+
+    /// Counts bitmaps of `bytes` in all that became dirty (or went back to dirty after a failed checkpoint).
+    pub fn note_dirty(&self, bytes: usize) {
+        self.dirty.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bitmaps of `bytes` in all that stopped being dirty (a checkpoint took them, or their layer is gone).
+    pub fn note_clean(&self, bytes: usize) {
+        // Saturating: a layer dropped with dirty bitmaps and a checkpoint may both count the same ones.
+        let _ = self.dirty.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(bytes)));
+    }
+
+    /// True when dirty bitmaps hold more than [`DIRTY_SHARE`] of the budget: a checkpoint should make them clean
+    /// now. Waiting until the whole budget is used made the checkpoint's encoded copy (and the metadata store's
+    /// transaction) as large as the budget again, on top of it.
+    pub fn dirty_high(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed) > self.budget / DIRTY_SHARE
     }
 
     /// The most bytes of bitmaps that were in memory at once.

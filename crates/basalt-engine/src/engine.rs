@@ -237,10 +237,13 @@ impl Engine {
                         if due == Due::Checkpoint {
                             // A failure stops the store (its next operations say so); nothing else to tell here.
                             let _ = store.checkpoint(|_| Ok(()));
-                        } else if store.bitmaps.used() > store.bitmaps.budget() && store.journal.pending() {
+                        } else if (store.bitmaps.used() > store.bitmaps.budget() || store.bitmaps.dirty_high())
+                            && store.journal.pending()
+                        {
                             // Bitmaps changed since the last checkpoint cannot be evicted, and small records (discards
                             // above all) can change far more of them than the budget holds before the journal fills
-                            // or the interval ends: a checkpoint makes them clean, so evictable, now.
+                            // or the interval ends: a checkpoint makes them clean, so evictable, now. It comes once
+                            // an eighth of the budget is dirty, so its encoded copy stays that small.
                             let _ = store.checkpoint(|_| Ok(()));
                             store.bitmaps.evict_if_over();
                         } else {

@@ -391,7 +391,10 @@ pub(crate) fn mutex_lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Drop for Layer {
     fn drop(&mut self) {
-        self.cache.uncharge(self.map.get_mut().map_or(0, |m| m.resident_bytes));
+        let bpo = self.blocks_per_object;
+        let (resident, dirty) = self.map.get_mut().map_or((0, 0), |m| (m.resident_bytes, m.dirty.len()));
+        self.cache.uncharge(resident);
+        self.cache.note_clean(dirty * LayerMap::bitmap_bytes(bpo));
     }
 }
 
@@ -1034,8 +1037,8 @@ impl Layer {
             map.known.remove(object_no);
             map.recount(bpo, &self.cache);
         }
-        if changed {
-            map.dirty.insert(object_no);
+        if changed && map.dirty.insert(object_no) {
+            self.cache.note_dirty(LayerMap::bitmap_bytes(bpo));
         }
         // An overwrite in place changes no bit but does change the bytes: a watcher hears of every write.
         if let Some(watched) = &mut map.watched {
@@ -1109,6 +1112,7 @@ impl Layer {
     pub(crate) fn take_dirty(&self) -> Dirty {
         let mut map = write_lock(&self.map);
         let dirty = std::mem::take(&mut map.dirty);
+        self.cache.note_clean(dirty.len() * LayerMap::bitmap_bytes(self.blocks_per_object));
         map.committing.extend(dirty.iter().copied());
         let each = self.blocks_per_object.div_ceil(64) as usize * 16;
         let mut bytes = Vec::with_capacity(dirty.iter().filter(|o| map.objects.contains_key(o)).count() * each);
@@ -1135,7 +1139,9 @@ impl Layer {
     /// Marks objects dirty again after a failed write to the store.
     pub fn restore_dirty(&self, objects: impl IntoIterator<Item = u64>) {
         let mut map = write_lock(&self.map);
+        let before = map.dirty.len();
         map.dirty.extend(objects);
+        self.cache.note_dirty((map.dirty.len() - before) * LayerMap::bitmap_bytes(self.blocks_per_object));
         map.committing.clear();
     }
 
