@@ -398,6 +398,23 @@ fn try_write_now_takes_small_overwrites_and_leaves_the_rest_to_write() {
     fsck_clean(&cut);
 }
 
+/// Runs a checkpoint on another thread (removing a scratch image created first, so the checkpoint's is the next
+/// write), holds its first write, runs `during` meanwhile, then lets the checkpoint finish and returns what `during`
+/// returned.
+fn during_a_held_checkpoint<R>(vfs: &SimVfs, engine: &Engine, during: impl FnOnce() -> R) -> R {
+    let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
+    engine.image_create(&scratch, &CreateOptions::with_size(IMAGE)).expect("create");
+    let gate = vfs.hold_next_write();
+    std::thread::scope(|s| {
+        let checkpointing = s.spawn(|| engine.image_remove(&scratch, &Progress::default()));
+        gate.wait_until_held();
+        let out = during();
+        gate.release();
+        checkpointing.join().expect("checkpoint thread").expect("checkpoint");
+        out
+    })
+}
+
 /// An image closed and opened again while a checkpoint writes its deferred blocks: the layer the checkpoint holds
 /// is the one the image opens with (its deferred map, and its bitmaps the metadata store does not have yet), not a
 /// copy read again from the metadata store. A copy showed the file's older version until the checkpoint wrote it,
@@ -409,16 +426,10 @@ fn an_image_opened_again_while_a_checkpoint_applies_its_deferred_blocks_shows_an
     io.write(3 * BLOCK as u64, &version_block(3, 2), Durability::Buffered).expect("deferred overwrite");
     io.flush().expect("flush");
     drop(io);
-    // Removing an image checkpoints; its creation is done first, so the next write is the checkpoint's.
-    let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
-    engine.image_create(&scratch, &CreateOptions::with_size(IMAGE)).expect("create");
-    let gate = vfs.hold_next_write();
-    std::thread::scope(|s| {
-        let checkpointing = s.spawn(|| engine.image_remove(&scratch, &Progress::default()));
-        // The checkpoint is about to write block 3's deferred version into the layer file.
-        gate.wait_until_held();
+    // The checkpoint is about to write block 3's deferred version into the layer file.
+    let user = during_a_held_checkpoint(&vfs, &engine, || {
         let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "again").expect("open again");
-        let user = s.spawn(move || {
+        let user = std::thread::spawn(move || {
             let mut back = vec![0u8; BLOCK];
             io.read(3 * BLOCK as u64, &mut back).expect("read");
             let seen = version_of(3, &back);
@@ -433,10 +444,9 @@ fn an_image_opened_again_while_a_checkpoint_applies_its_deferred_blocks_shows_an
         while !user.is_finished() && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        gate.release();
-        checkpointing.join().expect("checkpoint thread").expect("checkpoint");
-        assert_eq!(user.join().expect("user thread"), Ok(2), "the image opened again showed the deferred version");
+        user
     });
+    assert_eq!(user.join().expect("user thread"), Ok(2), "the image opened again showed the deferred version");
     let image = read_all(&engine);
     for b in 0..16u64 {
         assert_eq!(version_of(b, &image[b as usize * BLOCK..(b as usize + 1) * BLOCK]), Ok(3), "block {b}");
@@ -456,18 +466,11 @@ fn an_image_opened_again_while_a_checkpoint_commits_its_new_blocks_reads_them() 
     io.write(3 * BLOCK as u64, &version_block(3, 2), Durability::Buffered).expect("a new block");
     io.flush().expect("flush");
     drop(io);
-    let scratch = ImageSpec::parse("rbd/scratch").expect("spec");
-    engine.image_create(&scratch, &CreateOptions::with_size(IMAGE)).expect("create");
     // The checkpoint's first write is its commit's, in the metadata store.
-    let gate = vfs.hold_next_write();
-    std::thread::scope(|s| {
-        let checkpointing = s.spawn(|| engine.image_remove(&scratch, &Progress::default()));
-        gate.wait_until_held();
-        let io: Box<dyn ImageIo> = engine.open(&spec(), &OpenTarget::Head, "again").expect("open again");
-        gate.release();
-        checkpointing.join().expect("checkpoint thread").expect("checkpoint");
-        let mut back = vec![0u8; BLOCK];
-        io.read(3 * BLOCK as u64, &mut back).expect("read");
-        assert_eq!(version_of(3, &back), Ok(2), "the block written before the checkpoint");
+    let io = during_a_held_checkpoint(&vfs, &engine, || {
+        engine.open(&spec(), &OpenTarget::Head, "again").expect("open again")
     });
+    let mut back = vec![0u8; BLOCK];
+    io.read(3 * BLOCK as u64, &mut back).expect("read");
+    assert_eq!(version_of(3, &back), Ok(2), "the block written before the checkpoint");
 }

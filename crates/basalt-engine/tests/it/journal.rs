@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use basalt_core::{
-    Backend, Clock, CreateOptions, Durability, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec, Timestamp,
+    Backend, Clock, CreateOptions, Durability, ImageIo, ImageSpec, ManualClock, OpenTarget, PoolName, SnapSpec,
+    Timestamp,
 };
 use basalt_engine::sim::{CrashSurvivors, SimVfs};
 use basalt_engine::vfs::Vfs;
@@ -187,17 +188,16 @@ fn a_checkpoint_charges_its_copies_of_the_bitmaps_to_the_budget() {
     assert!(after <= before, "the copies are given back: {after} bytes now, {before} before");
 }
 
-/// Bitmaps changed since the last checkpoint cannot be evicted, so past the budget the background thread checkpoints
-/// at once rather than at its interval (an hour here) or when the journal fills (far off here): then they are
-/// evictable and the budget holds again.
-#[test]
-fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_interval() {
+/// An engine with `cache` bytes of metadata memory, background checkpoints an hour apart and 64 MiB journal files,
+/// after one 4 KiB block was written to each of 2000 objects of an image (2000 changed bitmaps); with the number of
+/// checkpoints before the writes, and the image still open.
+fn with_changed_bitmaps(cache: usize) -> (tempfile::TempDir, Engine, Box<dyn ImageIo>, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let options = EngineOptions {
         journal_file_size: 64 * MIB,
         checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
-        metadata_cache_bytes: 256 << 10,
+        metadata_cache_bytes: cache,
         ..EngineOptions::default()
     };
     let engine =
@@ -208,17 +208,30 @@ fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_inte
     engine.image_create(&spec(), &CreateOptions::with_size(8192 * MIB)).expect("create");
     let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
     let checkpoints = engine.journal_stats().checkpoints;
-    // One block in each of 2000 objects: 2000 changed bitmaps, several times the 192 KiB budget, in 8 MiB of
-    // records (a quarter of one journal file).
     for object in 0..2000u64 {
         io.write(object * 4 * MIB, &fill(object as u8, 4096), Durability::Buffered).expect("write");
     }
-    let (_, _, budget) = engine.bitmap_memory();
+    (dir, engine, io, checkpoints)
+}
+
+/// Whether a checkpoint past the first `checkpoints` comes within 20 s.
+fn checkpoint_comes(engine: &Engine, checkpoints: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while engine.journal_stats().checkpoints == checkpoints && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(engine.journal_stats().checkpoints > checkpoints, "no checkpoint while the bitmaps were over the budget");
+    engine.journal_stats().checkpoints > checkpoints
+}
+
+/// Bitmaps changed since the last checkpoint cannot be evicted, so past the budget the background thread checkpoints
+/// at once rather than at its interval (an hour here) or when the journal fills (far off here): then they are
+/// evictable and the budget holds again.
+#[test]
+fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_interval() {
+    let (_dir, engine, _io, checkpoints) = with_changed_bitmaps(256 << 10);
+    // 2000 changed bitmaps are several times the 192 KiB budget, in 8 MiB of records (a quarter of one journal file).
+    let (_, _, budget) = engine.bitmap_memory();
+    assert!(checkpoint_comes(&engine, checkpoints), "no checkpoint while the bitmaps were over the budget");
     let (used, _, _) = engine.bitmap_memory();
     assert!(used <= budget, "{used} bytes of bitmaps after the checkpoint, budget {budget}");
 }
@@ -228,34 +241,11 @@ fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_inte
 /// transaction) as large as the budget again, on top of it (peak memory of `benches/memory.rs`).
 #[test]
 fn bitmaps_changed_past_an_eighth_of_the_budget_are_checkpointed_while_the_budget_has_room() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    let options = EngineOptions {
-        journal_file_size: 64 * MIB,
-        checkpoint_interval: Some(std::time::Duration::from_secs(3600)),
-        metadata_cache_bytes: 4 * MIB as usize,
-        ..EngineOptions::default()
-    };
-    let engine =
-        Engine::open_with_options(Arc::new(basalt_engine::vfs::OsVfs), dir.path(), clock, options).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec(), &CreateOptions::with_size(8192 * MIB)).expect("create");
-    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
-    let checkpoints = engine.journal_stats().checkpoints;
-    // One block in each of 2000 objects: 2000 changed bitmaps of about 280 bytes, over an eighth of the 3 MiB budget
-    // but well inside it.
-    for object in 0..2000u64 {
-        io.write(object * 4 * MIB, &fill(object as u8, 4096), Durability::Buffered).expect("write");
-    }
+    let (_dir, engine, _io, checkpoints) = with_changed_bitmaps(4 * MIB as usize);
+    // 2000 changed bitmaps of about 280 bytes are over an eighth of the 3 MiB budget but well inside it.
     let (used, _, budget) = engine.bitmap_memory();
     assert!(used < budget / 2, "{used} bytes of bitmaps: the budget ({budget}) has room");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while engine.journal_stats().checkpoints == checkpoints && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(engine.journal_stats().checkpoints > checkpoints, "no checkpoint while many bitmaps were changed");
+    assert!(checkpoint_comes(&engine, checkpoints), "no checkpoint while many bitmaps were changed");
 }
 
 /// A short write of new blocks carries its bytes in the journal only while its image is being flushed (a flush
