@@ -71,8 +71,9 @@ pub struct EngineOptions {
     /// checkpoints only when the journal is full and in control operations, so the sequence of I/O is
     /// deterministic (for the simulated disk's crash tests).
     pub checkpoint_interval: Option<std::time::Duration>,
-    /// Memory for metadata, in bytes (`serve --cache-size`): a quarter for the metadata store's page cache, the
-    /// rest for block bitmaps in memory (see `bitcache.rs`). More is read from disk when needed.
+    /// Memory for metadata, in bytes (`serve --cache-size`): three quarters for block bitmaps in memory (see
+    /// `bitcache.rs`), an eighth for the metadata store's page cache, and an eighth for what a checkpoint holds while
+    /// it commits. More is read from disk when needed.
     pub metadata_cache_bytes: usize,
     /// Bytes kept in the reserve file for the metadata store, so its commits never fail on a full disk
     /// (docs/FORMAT.md, "A full disk"); 0 keeps none.
@@ -156,7 +157,9 @@ impl Engine {
         let db_file = RedbFile::new(db_file, Some(reserve.clone()));
         let db_failure = db_file.failure();
         let db = redb::Database::builder()
-            .set_cache_size(options.metadata_cache_bytes / 4)
+            // An eighth of the metadata memory, bitmaps three quarters (below): the last eighth is room for what a
+            // checkpoint holds while it commits (docs/FORMAT.md, "Known costs").
+            .set_cache_size(options.metadata_cache_bytes / 8)
             .create_with_backend(db_file)
             .map_err(db_err)?;
         if !(12..=62).contains(&options.segment_shift) {
