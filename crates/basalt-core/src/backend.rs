@@ -139,6 +139,14 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
     fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<()>;
+    /// Starts a flush that no thread waits for: `done` gets its outcome, perhaps before this returns, on whatever
+    /// thread made the writes durable, so it must not block. It covers the writes acknowledged before the call, as
+    /// [`ImageIo::flush`] does. Gives `done` back, uncalled, when the backend cannot: the caller then calls
+    /// [`ImageIo::flush`] on a thread that may block. An event loop hands flushes over this way instead of parking a
+    /// thread on each until its group commit. The default gives it back.
+    fn flush_async(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
+        Err(done)
+    }
     /// Reports which parts of a range hold data and which are holes, without reading data.
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>>;
     /// Reads like [`ImageIo::read`] and also reports which parts are holes (they read as zeros): one read operation
@@ -160,6 +168,9 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
         false
     }
 }
+
+/// What [`ImageIo::flush_async`] calls with a flush's outcome.
+pub type FlushDone = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// One request of a batch (see [`ImageIo::run_batch`]).
 #[derive(Debug)]

@@ -14,8 +14,8 @@ pub mod time;
 pub mod units;
 
 pub use backend::{
-    Backend, Clock, DiffGranularity, Durability, ImageIo, IoRequest, ManualClock, Progress, SystemClock, TrashForce,
-    ZeroMode, default_location, location_of, sibling,
+    Backend, Clock, DiffGranularity, Durability, FlushDone, ImageIo, IoRequest, ManualClock, Progress, SystemClock,
+    TrashForce, ZeroMode, default_location, location_of, sibling,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use image::*;

@@ -42,6 +42,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     /// The background checkpoint thread, joined when the engine is dropped.
     checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// Leads the journal's syncs for flushes no thread waits for ([`basalt_core::ImageIo::flush_async`]).
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Engine {
@@ -50,6 +52,9 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.store.journal.shutdown();
         if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.syncer.take() {
             let _ = thread.join();
         }
     }
@@ -258,7 +263,10 @@ impl Engine {
                 .map_err(|e| Error::io(format!("cannot start the checkpoint thread: {e}")))?;
             checkpointer = Some(thread);
         }
-        let engine = Engine { store, clock, checkpointer };
+        let syncer = journal
+            .start_sync_thread()
+            .map_err(|e| Error::io(format!("cannot start the journal's sync thread: {e}")))?;
+        let engine = Engine { store, clock, checkpointer, syncer: Some(syncer) };
         engine.remove_orphan_layer_files()?;
         engine.count_layer_usage()?;
         // Fill the metadata reserve as far as the disk allows (a full disk leaves it low: new data is refused until

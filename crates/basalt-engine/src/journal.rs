@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use basalt_core::{Error, Result};
+use basalt_core::{Error, FlushDone, Result};
 
 use crate::layer::{Layer, mutex_lock};
 use crate::layout::BLOCK_SIZE;
@@ -337,6 +337,30 @@ struct Inner {
     save_wanted: bool,
     shutdown: bool,
     last_checkpoint: Instant,
+    /// Flushes that no thread waits for ([`Journal::sync_later`]), in the order they came.
+    waiters: Vec<Waiter>,
+    /// The sync thread runs ([`Journal::start_sync_thread`]): `sync_later` takes waiters only while it does.
+    sync_thread: bool,
+}
+
+/// A flush handed to the sync thread: `done` is called once every record up to `target` is durable and every kind-2
+/// record up to `large` is marked.
+struct Waiter {
+    target: u64,
+    large: u64,
+    done: FlushDone,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("target", &self.target).field("large", &self.large).finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn covers(&self, target: u64, large: u64) -> bool {
+        self.synced >= target && self.marked >= large
+    }
 }
 
 /// The journal of a store.
@@ -347,6 +371,8 @@ pub(crate) struct Journal {
     inner: Mutex<Inner>,
     /// Wakes callers of [`Journal::sync_through`] waiting for a leader's sync.
     cond: Condvar,
+    /// Wakes the sync thread: async flushes wait, or a sync ended.
+    sync_cond: Condvar,
     /// Wakes the checkpoint thread. Apart from `cond`: a thread woken at every group commit it has no use for cost a
     /// context switch per flush.
     checkpoint_cond: Condvar,
@@ -468,8 +494,11 @@ impl Journal {
                 save_wanted: false,
                 shutdown: false,
                 last_checkpoint: Instant::now(),
+                waiters: Vec::new(),
+                sync_thread: false,
             }),
             cond: Condvar::new(),
+            sync_cond: Condvar::new(),
             checkpoint_cond: Condvar::new(),
             freeze: RwLock::new(()),
             changed: Mutex::new(HashMap::new()),
@@ -686,6 +715,7 @@ impl Journal {
     fn fail(&self, g: &mut Inner, err: &dyn std::fmt::Display) {
         g.failed.get_or_insert_with(|| err.to_string());
         self.cond.notify_all();
+        self.sync_cond.notify_all();
         self.checkpoint_cond.notify_all();
     }
 
@@ -920,16 +950,22 @@ impl Journal {
             if let Some(why) = &g.failed {
                 return Err(Self::failed_error(why));
             }
-            if g.synced >= target && g.marked >= large_target {
+            if g.covers(target, large_target) {
                 return Ok(());
             }
             g.mark_wanted = g.mark_wanted.max(large_target);
             if !g.syncing {
-                g.syncing = true;
                 break;
             }
             g = self.cond.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        self.lead(g)
+    }
+
+    /// Leads one sync (the caller found none running, and holds the lock): syncs outside the lock, then wakes the
+    /// callers that waited for it and calls back the async flushes it made durable.
+    fn lead(&self, mut g: MutexGuard<'_, Inner>) -> Result<()> {
+        g.syncing = true;
         // Layer files are synced (and a mark appended) only when some caller needs kind-2 bytes covered: a sync for
         // records alone (kind 1, a dirty-object record) must not wait for the page cache of every layer with
         // kind-2 writes, which under a stream of large writes is most of a second's worth of data.
@@ -952,7 +988,101 @@ impl Journal {
             }
         };
         self.cond.notify_all();
+        let ready = Self::take_ready(&mut g);
+        if !g.waiters.is_empty() {
+            // Flushes that came during this sync need the next one.
+            self.sync_cond.notify_one();
+        }
+        drop(g);
+        Self::call_back(ready);
         outcome
+    }
+
+    /// Removes the async flushes that are now answered: made durable, or failed with the journal.
+    fn take_ready(g: &mut Inner) -> Vec<(Waiter, Result<()>)> {
+        if g.waiters.is_empty() {
+            return Vec::new();
+        }
+        if let Some(why) = &g.failed {
+            let err = Self::failed_error(why);
+            return g.waiters.drain(..).map(|w| (w, Err(err.clone()))).collect();
+        }
+        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
+            std::mem::take(&mut g.waiters).into_iter().partition(|w| g.covers(w.target, w.large));
+        g.waiters = waiting;
+        ready.into_iter().map(|w| (w, Ok(()))).collect()
+    }
+
+    /// Calls back answered async flushes, outside the journal's lock (a callback may log or flush again).
+    fn call_back(ready: Vec<(Waiter, Result<()>)>) {
+        for (waiter, outcome) in ready {
+            (waiter.done)(outcome);
+        }
+    }
+
+    /// [`Journal::sync_through`] for a caller that must not wait (an event loop): `done` is called once the same
+    /// records are durable, by the thread whose sync made them so (the sync thread leads one if nobody does), or at
+    /// once when they are durable already. Gives `done` back when no sync thread runs (before
+    /// [`Journal::start_sync_thread`], or after shutdown).
+    pub fn sync_later(&self, target: u64, large_target: u64, done: FlushDone) -> std::result::Result<(), FlushDone> {
+        let mut g = lock_inner(&self.inner);
+        if !g.sync_thread || g.shutdown {
+            return Err(done);
+        }
+        let outcome = if let Some(why) = &g.failed {
+            Err(Self::failed_error(why))
+        } else if g.covers(target, large_target) {
+            Ok(())
+        } else {
+            g.mark_wanted = g.mark_wanted.max(large_target);
+            g.waiters.push(Waiter { target, large: large_target, done });
+            if !g.syncing {
+                self.sync_cond.notify_one();
+            }
+            return Ok(());
+        };
+        drop(g);
+        done(outcome);
+        Ok(())
+    }
+
+    /// Starts the sync thread, which leads a sync whenever async flushes wait and no sync runs, until
+    /// [`Journal::shutdown`], and answers every flush it took before it ends. Async flushes that arrive while a sync
+    /// runs share the next one: each sync serves every flush waiting when it starts.
+    pub fn start_sync_thread(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        // Taking flushes from now on: the thread may not have run yet when the first comes.
+        lock_inner(&self.inner).sync_thread = true;
+        let journal = self.clone();
+        let started =
+            std::thread::Builder::new().name("basalt-sync".into()).spawn(move || journal.serve_async_flushes());
+        if started.is_err() {
+            lock_inner(&self.inner).sync_thread = false;
+        }
+        started
+    }
+
+    fn serve_async_flushes(&self) {
+        let mut g = lock_inner(&self.inner);
+        loop {
+            let ready = Self::take_ready(&mut g);
+            if !ready.is_empty() {
+                drop(g);
+                Self::call_back(ready);
+                g = lock_inner(&self.inner);
+                continue;
+            }
+            if !g.waiters.is_empty() && !g.syncing {
+                // A failure is answered to every waiter (`take_ready`), whose errors it reports.
+                let _ = self.lead(g);
+                g = lock_inner(&self.inner);
+                continue;
+            }
+            if g.shutdown && g.waiters.is_empty() {
+                g.sync_thread = false;
+                return;
+            }
+            g = self.sync_cond.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     fn lead_sync(&self, need_mark: bool) -> Result<(u64, Option<u64>)> {
@@ -1037,6 +1167,7 @@ impl Journal {
         let mut g = lock_inner(&self.inner);
         g.shutdown = true;
         self.cond.notify_all();
+        self.sync_cond.notify_all();
         self.checkpoint_cond.notify_all();
     }
 }

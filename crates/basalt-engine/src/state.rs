@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use basalt_core::{BlockExtent, Durability, Error, ErrorKind, Features, ImageIo, Result, Timestamp, Watcher, ZeroMode};
+use basalt_core::{
+    BlockExtent, Durability, Error, ErrorKind, Features, FlushDone, ImageIo, Result, Timestamp, Watcher, ZeroMode,
+};
 use redb::ReadableDatabase;
 
 use crate::journal::Journal;
@@ -497,6 +499,19 @@ impl ImageState {
     /// Makes every acknowledged write to this image durable: waits for the journal's group commit to cover the
     /// records its layers logged; returns at once, with no sync, when they are durable already.
     pub fn flush(&self) -> Result<()> {
+        let (target, large) = self.flush_targets();
+        self.store.journal.sync_through(target, large)
+    }
+
+    /// [`ImageState::flush`] that calls `done` instead of waiting ([`Journal::sync_later`]).
+    pub fn flush_later(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
+        let (target, large) = self.flush_targets();
+        self.store.journal.sync_later(target, large, done)
+    }
+
+    /// What a flush must make durable: the journal through the last record of any of the image's layers, and the
+    /// kind-2 bytes through their last such record.
+    fn flush_targets(&self) -> (u64, u64) {
         let (mut target, mut large) = (0, 0);
         for layer in self.loaded_layers() {
             layer.note_flush();
@@ -504,7 +519,7 @@ impl ImageState {
             target = target.max(t);
             large = large.max(l);
         }
-        self.store.journal.sync_through(target, large)
+        (target, large)
     }
 
     fn add_watcher(&self, watcher: Watcher, snap_id: Option<u64>) -> u64 {
@@ -687,6 +702,16 @@ impl ImageIo for Handle {
         match self.target {
             Target::Head { writable: true } => self.state.flush(),
             _ => Ok(()),
+        }
+    }
+
+    fn flush_async(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
+        match self.target {
+            Target::Head { writable: true } => self.state.flush_later(done),
+            _ => {
+                done(Ok(()));
+                Ok(())
+            }
         }
     }
 

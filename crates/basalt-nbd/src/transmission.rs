@@ -10,7 +10,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, ImageIo, IoRequest, Result, ZeroMode};
+use basalt_core::{BlockExtent, BlockState, Durability, ErrorKind, FlushDone, ImageIo, IoRequest, Result, ZeroMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -240,10 +240,14 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
 
 /// Writes that need no waiting are done on the reader's own thread ([`ImageIo::try_write_now`]), and their replies
 /// handed to the writer task: a short overwrite takes microseconds, and waking a blocking thread for it cost more
-/// than the write (a third of the server's CPU with sixteen clients writing and flushing). Gives the job back when
-/// it was not answered.
+/// than the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes go to the
+/// backend's group commit without a thread ([`flush_later`]). Gives the job back when it was not answered or handed
+/// over.
 fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
     let request = &job.request;
+    if request.command == Command::Flush {
+        return flush_later(export, tx, job);
+    }
     if request.command != Command::Write
         || request.has(proto::CMD_FLAG_FUA)
         || job.payload.is_empty()
@@ -258,6 +262,28 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job
     // error means the connection is going away.
     let _ = tx.try_send(Reply { bytes, _permits: job.permits });
     None
+}
+
+/// Hands a flush to the backend's group commit with a callback that sends its reply ([`ImageIo::flush_async`]): no
+/// thread is woken for it, nor parked until the sync (with sixteen clients each writing and flushing, the blocking
+/// worker of each flush cost a context switch of its own at both ends). Gives the job back when the backend cannot.
+fn flush_later(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
+    // Where both the callback and a refusal can take the job from.
+    let slot = Arc::new(std::sync::Mutex::new(Some(job)));
+    let take =
+        |slot: &std::sync::Mutex<Option<Job>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let (taken, tx, structured) = (slot.clone(), tx.clone(), export.negotiated.structured);
+    let done: FlushDone = Box::new(move |result| {
+        let Some(job) = take(&taken) else { return };
+        let bytes = finish(&job.request, structured, Vec::new(), result.map(|()| Vec::new()));
+        // As in `answer_now`: the reply's slot is held by the job, and an error means the connection is going
+        // away. Sent from whatever thread ended the sync, which must not block.
+        let _ = tx.try_send(Reply { bytes, _permits: job.permits });
+    });
+    match export.io.flush_async(done) {
+        Ok(()) => None,
+        Err(_) => take(&slot),
+    }
 }
 
 /// Takes a permit at once if one is free; otherwise first hands the pending jobs to a worker (they hold permits that

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use basalt_core::config::{ConfigEntry, ConfigLevel};
 use basalt_core::{
     Backend, BlockExtent, ChildInfo, CloneRequest, CopyRequest, CreateOptions, DiffExtent, DiffGranularity, DuEntry,
-    Durability, Features, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, IoRequest, NamespaceInfo,
-    OpenTarget, PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, ScheduleItem, ScheduleLevel,
-    ScheduledPurge, SnapInfo, SnapName, SnapSpec, Timestamp, TrashEntry, TrashForce, TrashPurgeSchedule, Watcher,
-    ZeroMode,
+    Durability, Features, FlushDone, ImageInfo, ImageIo, ImageListEntry, ImageName, ImageSpec, IoRequest,
+    NamespaceInfo, OpenTarget, PoolInfo, PoolName, PoolNs, Progress, PurgeReport, ResizePolicy, Result, ScheduleItem,
+    ScheduleLevel, ScheduledPurge, SnapInfo, SnapName, SnapSpec, Timestamp, TrashEntry, TrashForce, TrashPurgeSchedule,
+    Watcher, ZeroMode,
 };
 
 /// Cumulative counters of one image, updated on the data path without locks.
@@ -387,6 +387,19 @@ impl Registry {
     }
 }
 
+/// Counts a flush's outcome in the image's health and the backend's error watch.
+fn observe_flush(stats: &ImageStats, registry: &Registry, backend: &Arc<dyn Backend>, result: &Result<()>) {
+    stats.health.observe(result);
+    if let Err(e) = result {
+        registry.observe(e, || backend.stopped());
+    }
+}
+
+/// Takes the callback out of a [`MeteredIo::flush_async`] slot (once).
+fn take_slot(slot: &Mutex<Option<FlushDone>>) -> Option<FlushDone> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+}
+
 /// An open image whose I/O is counted and limited.
 #[derive(Debug)]
 struct MeteredIo {
@@ -462,11 +475,27 @@ impl ImageIo for MeteredIo {
 
     fn flush(&self) -> Result<()> {
         let result = self.inner.flush();
-        self.stats.health.observe(&result);
-        if let Err(e) = &result {
-            self.registry.observe(e, || self.backend.stopped());
-        }
+        observe_flush(&self.stats, &self.registry, &self.backend, &result);
         result
+    }
+
+    fn flush_async(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
+        // Kept where both this wrapper's callback and the refusal can take it: a backend that cannot flush this way
+        // gives the callback back uncalled, and the caller's own `done` goes back with the refusal.
+        let slot = Arc::new(Mutex::new(Some(done)));
+        let (stats, registry, backend, taken) =
+            (self.stats.clone(), self.registry.clone(), self.backend.clone(), slot.clone());
+        let wrapped: FlushDone = Box::new(move |result| {
+            observe_flush(&stats, &registry, &backend, &result);
+            if let Some(done) = take_slot(&taken) {
+                done(result);
+            }
+        });
+        match self.inner.flush_async(wrapped) {
+            Ok(()) => Ok(()),
+            // Empty only if the backend called the callback and refused too: `done` has its answer then.
+            Err(_) => take_slot(&slot).map_or(Ok(()), Err),
+        }
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
@@ -812,6 +841,76 @@ mod tests {
             backend.config_remove(&level, name).expect("remove limit");
         }
         assert!(now("limits removed"));
+    }
+
+    /// The wrapper passes an async flush on and answers the caller's callback; a backend that refuses gets the
+    /// caller's own callback given back, uncalled, so the caller can flush the blocking way and answer it.
+    #[test]
+    fn async_flushes_pass_through_and_a_refusal_gives_the_callers_callback_back() {
+        use basalt_core::{CreateOptions, OpenTarget, PoolName};
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine: Arc<dyn Backend> =
+            Arc::new(basalt_engine::Engine::open(dir.path(), Arc::new(basalt_core::SystemClock)).expect("engine"));
+        let backend = MeteredBackend::new(engine.clone(), Arc::new(Registry::default()));
+        let pool = PoolName::new("rbd").expect("pool");
+        backend.pool_create(&pool).expect("pool create");
+        backend.pool_application_enable(&pool, "rbd").expect("tag rbd");
+        let spec = ImageSpec::parse("rbd/vm").expect("spec");
+        backend.image_create(&spec, &CreateOptions::with_size(1 << 20)).expect("create");
+        let io = backend.open(&spec, &OpenTarget::Head, "t").expect("open");
+        io.write(0, &[1; 4096], Durability::Buffered).expect("write");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handed = io.flush_async(Box::new(move |result| drop(tx.send(result))));
+        assert!(handed.is_ok(), "the engine takes async flushes");
+        rx.recv_timeout(Duration::from_secs(30)).expect("answered").expect("flushed");
+        drop(io);
+
+        // A backend with only the required methods cannot: the default refuses.
+        #[derive(Debug)]
+        struct Blocking(Box<dyn ImageIo>);
+        impl ImageIo for Blocking {
+            fn size_bytes(&self) -> u64 {
+                self.0.size_bytes()
+            }
+            fn is_read_only(&self) -> bool {
+                self.0.is_read_only()
+            }
+            fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+                self.0.read(offset, buf)
+            }
+            fn write(&self, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
+                self.0.write(offset, data, durability)
+            }
+            fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {
+                self.0.discard(offset, length, durability)
+            }
+            fn write_zeroes(&self, offset: u64, length: u64, mode: ZeroMode, durability: Durability) -> Result<()> {
+                self.0.write_zeroes(offset, length, mode, durability)
+            }
+            fn flush(&self) -> Result<()> {
+                self.0.flush()
+            }
+            fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>> {
+                self.0.block_status(offset, length)
+            }
+        }
+        let refusing = MeteredIo {
+            inner: Box::new(Blocking(engine.open(&spec, &OpenTarget::Head, "b").expect("open"))),
+            stats: Arc::default(),
+            registry: Arc::new(Registry::default()),
+            backend: engine,
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let given_back = refusing
+            .flush_async(Box::new(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }))
+            .expect_err("refused");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "not called on refusal");
+        given_back(refusing.flush());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the callback given back is the caller's");
     }
 
     #[test]

@@ -281,3 +281,72 @@ fn short_writes_of_new_blocks_carry_their_bytes_only_while_the_image_is_being_fl
         assert!(read(&cut, at, 4096) == fill(i as u8 + 1, 4096), "the flushed write at {at} was lost");
     }
 }
+
+/// Waits for the answer of a flush handed over with `flush_async`, with a copy of the disk as a power cut at the
+/// moment of the answer leaves it.
+fn flush_async_and_cut(io: &dyn ImageIo, vfs: &SimVfs) -> (basalt_core::Result<()>, SimVfs) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let disk = vfs.clone();
+    let handed = io.flush_async(Box::new(move |result| {
+        let _ = tx.send((result, disk.after_crash(CrashSurvivors::None)));
+    }));
+    assert!(handed.is_ok(), "an open engine takes async flushes");
+    rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the flush is answered")
+}
+
+/// A flush handed over with `flush_async` (the NBD server's, which no thread waits for) is answered only once every
+/// write acknowledged before it is durable: a power cut at the moment of the answer keeps small overwrites (their
+/// bytes in the journal), short writes of new blocks, and large writes (their layer file synced, then a mark).
+#[test]
+fn an_async_flush_is_answered_only_once_a_power_cut_keeps_every_write_before_it() {
+    let (vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    for round in 1..=5u8 {
+        let small = u64::from(round) * 8192;
+        io.write(0, &fill(round, 4096), Durability::Buffered).expect("overwrite");
+        io.write(small, &fill(round + 50, 4096), Durability::Buffered).expect("new block");
+        io.write(4 * MIB, &fill(round + 100, 1 << 20), Durability::Buffered).expect("large");
+        let (result, cut) = flush_async_and_cut(&*io, &vfs);
+        result.expect("the flush succeeds");
+        let after = open(&cut);
+        assert!(read(&after, 0, 4096) == fill(round, 4096), "round {round}: the overwrite is lost");
+        assert!(read(&after, small, 4096) == fill(round + 50, 4096), "round {round}: the new block is lost");
+        assert!(read(&after, 4 * MIB, 1 << 20) == fill(round + 100, 1 << 20), "round {round}: the large write");
+    }
+    // With nothing new, the answer comes at once, with no I/O.
+    let before = vfs.op_count();
+    let (result, _) = flush_async_and_cut(&*io, &vfs);
+    result.expect("nothing to flush");
+    assert_eq!(vfs.op_count(), before, "a flush with nothing new does no I/O");
+}
+
+/// A failed sync answers the async flushes waiting for it with the error, and later ones at once; once the engine is
+/// closed (a handle may outlive it), `flush_async` gives the callback back uncalled and `flush` still works.
+#[test]
+fn an_async_flush_reports_a_failed_sync_and_is_given_back_after_the_engine_closed() {
+    let (vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    io.write(0, &fill(1, 4096), Durability::Buffered).expect("write");
+    vfs.inject(vfs.op_count(), basalt_engine::sim::Fault::Eio);
+    let (result, _) = flush_async_and_cut(&*io, &vfs);
+    assert!(result.is_err(), "the failed sync is reported");
+    let (result, _) = flush_async_and_cut(&*io, &vfs);
+    assert!(
+        result.expect_err("the journal stopped").message().contains("restart basalt"),
+        "the stopped journal is reported"
+    );
+    drop(io);
+    drop(engine);
+
+    let (_vfs, engine) = store_with_image();
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    io.write(0, &fill(2, 4096), Durability::Buffered).expect("write");
+    drop(engine);
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = called.clone();
+    let handed = io.flush_async(Box::new(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)));
+    let done = handed.expect_err("no sync thread after the engine closed");
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst), "given back uncalled");
+    drop(done);
+    io.flush().expect("the blocking flush still works");
+}
