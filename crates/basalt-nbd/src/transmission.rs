@@ -240,22 +240,23 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
 
 /// Writes that need no waiting are done on the reader's own thread ([`ImageIo::try_write_now`]), and their replies
 /// handed to the writer task: a short overwrite takes microseconds, and waking a blocking thread for it cost more
-/// than the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes go to the
-/// backend's group commit without a thread ([`flush_later`]). Gives the job back when it was not answered or handed
+/// than the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes, and FUA writes
+/// done here, go to the backend's group commit without a thread ([`flush_later`]). Gives the job back when it was not answered or handed
 /// over.
 fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
     let request = &job.request;
     if request.command == Command::Flush {
         return flush_later(export, tx, job);
     }
-    if request.command != Command::Write
-        || request.has(proto::CMD_FLAG_FUA)
-        || job.payload.is_empty()
-        || job.payload.len() > INLINE_WRITE_MAX
-    {
+    if request.command != Command::Write || job.payload.is_empty() || job.payload.len() > INLINE_WRITE_MAX {
         return Some(job);
     }
     let Some(result) = export.io.try_write_now(request.offset, &job.payload) else { return Some(job) };
+    if request.has(proto::CMD_FLAG_FUA) && result.is_ok() {
+        // Durable once answered: the reply waits for a flush that covers the write. Were the flush refused, the
+        // worker writes the same bytes again and flushes, which changes nothing a client could tell.
+        return flush_later(export, tx, job);
+    }
     let bytes = finish(request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
     export.buffers.give(job.payload);
     // The channel has room for every request in flight, and this one holds its slot until the reply is sent; an
@@ -264,9 +265,10 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job
     None
 }
 
-/// Hands a flush to the backend's group commit with a callback that sends its reply ([`ImageIo::flush_async`]): no
-/// thread is woken for it, nor parked until the sync (with sixteen clients each writing and flushing, the blocking
-/// worker of each flush cost a context switch of its own at both ends). Gives the job back when the backend cannot.
+/// Hands a flush (or a FUA write done already) to the backend's group commit with a callback that sends its reply
+/// ([`ImageIo::flush_async`]): no thread is woken for it, nor parked until the sync (with sixteen clients each
+/// writing and flushing, the blocking worker of each flush cost a context switch of its own at both ends). Gives the
+/// job back when the backend cannot.
 fn flush_later(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
     // Where both the callback and a refusal can take the job from.
     let slot = Arc::new(std::sync::Mutex::new(Some(job)));
