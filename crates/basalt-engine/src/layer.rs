@@ -330,6 +330,17 @@ pub(crate) struct Owner {
     pub integrity: Arc<Integrity>,
 }
 
+/// What [`Layer::overlay_deferred`] found.
+enum Overlay {
+    /// Every deferred block is in the buffer.
+    Done,
+    /// The journal space of a block's entry was reused after a checkpoint applied it: the file has it now, so the
+    /// caller reads again.
+    Reused,
+    /// The bytes of the entry of this block (index from the buffer's first) are damaged in the journal.
+    Damaged(u64),
+}
+
 /// One layer: its file and its block states.
 #[derive(Debug)]
 pub struct Layer {
@@ -585,9 +596,9 @@ impl Layer {
     }
 
     /// Writes deferred versions (sorted by block) into the layer file with their crcs, under the map's lock held
-    /// by the caller, who removes the entries it applied: runs of neighbouring blocks with one write each. The journal still holds their
-    /// records (nothing reuses its space before a checkpoint that applied them), and each block read back is
-    /// checked against its crc.
+    /// by the caller, who removes the entries it applied: runs of neighbouring blocks with one write each. The
+    /// journal still holds their records (nothing reuses its space before a checkpoint that applied them), and each
+    /// block read back is checked against its crc.
     fn write_entries(&self, writes: &[(u64, Deferred)]) -> Result<()> {
         let mut buf = Vec::new();
         let mut crcs = Vec::new();
@@ -600,16 +611,19 @@ impl Layer {
             }
             buf.resize(n << BLOCK_SHIFT, 0);
             crcs.clear();
-            for (j, (_, entry)) in writes[i..i + n].iter().enumerate() {
+            for (j, (file_block, entry)) in writes[i..i + n].iter().enumerate() {
                 let block = &mut buf[j << BLOCK_SHIFT..(j + 1) << BLOCK_SHIFT];
                 self.journal.read_body(entry.file, block, entry.at)?;
-                if checksum::crc32c(block) != entry.crc {
-                    return Err(Error::io(format!(
-                        "the journal no longer holds the bytes of a deferred block of layer {} (seq {})",
-                        self.id, entry.seq
-                    )));
+                if checksum::crc32c(block) == entry.crc {
+                    crcs.push(entry.crc);
+                    continue;
                 }
-                crcs.push(entry.crc);
+                // The journal holds an entry's bytes until a checkpoint applied it, so they are damaged: that
+                // version is lost. The block keeps the file's bytes under a checksum they cannot match, so it reads
+                // as damaged (EIO, counted) until it is written again, never as the older version.
+                let _ = self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, None);
+                self.file.read_at(block, file_block << BLOCK_SHIFT)?;
+                crcs.push(!checksum::crc32c(block));
             }
             self.write_data(&buf, &crcs, first << BLOCK_SHIFT)?;
             i += n;
@@ -863,13 +877,20 @@ impl Layer {
             // its journal bytes are still there (docs/FORMAT.md, "Deferred overwrites", rule 2).
             let deferred = self.deferred.range(start >> BLOCK_SHIFT, buf.len() as u64 >> BLOCK_SHIFT);
             self.file.read_at(buf, start)?;
-            if !self.overlay_deferred(buf, start, &deferred)? {
-                // The journal space of an entry was reused after a checkpoint applied it: the file has it now.
-                attempt += 1;
-                if attempt < 100_000 {
-                    continue;
+            match self.overlay_deferred(buf, start, &deferred)? {
+                Overlay::Done => {}
+                Overlay::Reused => {
+                    // The journal space of an entry was reused after a checkpoint applied it: the file has it now.
+                    attempt += 1;
+                    if attempt < 100_000 {
+                        continue;
+                    }
+                    return Err(Error::io(format!("reads of layer {} keep racing its checkpoints", self.id)));
                 }
-                return Err(Error::io(format!("reads of layer {} keep racing its checkpoints", self.id)));
+                Overlay::Damaged(bad) => {
+                    out.fill(0);
+                    return Ok(Some(bad));
+                }
             }
             let mut bad = self.bad_blocks(buf, start)?;
             // A deferred block's sidecar entry is the file's older version's: its journal crc was checked instead.
@@ -905,18 +926,21 @@ impl Layer {
     }
 
     /// Replaces the blocks of `buf` (whole blocks read from file offset `start`) that have a deferred entry with
-    /// their bytes from the journal; false when one of them fails its entry's crc32c (its journal space was
-    /// reused: the caller reads again).
-    fn overlay_deferred(&self, buf: &mut [u8], start: u64, deferred: &[(u64, Deferred)]) -> Result<bool> {
+    /// their bytes from the journal, each checked against its entry's crc32c.
+    fn overlay_deferred(&self, buf: &mut [u8], start: u64, deferred: &[(u64, Deferred)]) -> Result<Overlay> {
         for &(block, entry) in deferred {
-            let at = ((block - (start >> BLOCK_SHIFT)) << BLOCK_SHIFT) as usize;
+            let index = block - (start >> BLOCK_SHIFT);
+            let at = (index << BLOCK_SHIFT) as usize;
             let bytes = &mut buf[at..at + BLOCK_SIZE as usize];
             self.journal.read_body(entry.file, bytes, entry.at)?;
             if checksum::crc32c(bytes) != entry.crc {
-                return Ok(false);
+                // Nothing reuses the journal space of an entry still in the map (docs/FORMAT.md, "Deferred
+                // overwrites", rule 2): if it is still there, the bytes are damaged.
+                let current = self.deferred.lock().get(block) == Some(entry);
+                return Ok(if current { Overlay::Damaged(index) } else { Overlay::Reused });
             }
         }
-        Ok(true)
+        Ok(Overlay::Done)
     }
 
     /// The checksum sidecar.

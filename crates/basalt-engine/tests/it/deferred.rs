@@ -474,3 +474,57 @@ fn an_image_opened_again_while_a_checkpoint_commits_its_new_blocks_reads_them() 
     io.read(3 * BLOCK as u64, &mut back).expect("read");
     assert_eq!(version_of(3, &back), Ok(2), "the block written before the checkpoint");
 }
+
+/// Flips a byte of the journal's copy of `bytes` (a deferred block's version), past the engine.
+fn damage_in_journal(vfs: &SimVfs, bytes: &[u8]) {
+    for name in ["0.log", "1.log"] {
+        let file = vfs.open(&Path::new(ROOT).join("journal").join(name), false).expect("open a journal file");
+        let mut all = vec![0u8; file.len().expect("length") as usize];
+        file.read_at(&mut all, 0).expect("read a journal file");
+        if let Some(at) = all.windows(bytes.len()).position(|w| w == bytes) {
+            let at = (at + 100) as u64;
+            file.write_at(&[all[at as usize] ^ 0x40], at).expect("flip a byte");
+            return;
+        }
+    }
+    panic!("the version is in neither journal file");
+}
+
+/// A deferred block whose bytes are damaged in the journal (nothing reuses them before a checkpoint applied them)
+/// is a bad block like any other: its read fails with EIO, is counted, and the image shows degraded. The
+/// checkpoint that meets it goes on, leaving the block unreadable rather than at its older version, until it is
+/// written again; every other block keeps its newest version.
+#[test]
+fn a_deferred_block_damaged_in_the_journal_reads_as_damaged_and_its_checkpoint_goes_on() {
+    let (vfs, engine) = written_store(EngineOptions::deterministic());
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    let at = |block: u64| block * BLOCK as u64;
+    io.write(at(3), &version_block(3, 2), Durability::Buffered).expect("deferred");
+    io.write(at(5), &version_block(5, 2), Durability::Buffered).expect("deferred");
+    io.flush().expect("flush");
+    damage_in_journal(&vfs, &version_block(3, 2));
+
+    let read = |block: u64| {
+        let mut buf = vec![0u8; BLOCK];
+        io.read(at(block), &mut buf).map(|()| buf)
+    };
+    let bad = |when: &str| {
+        let err = read(3).expect_err("the damaged block is not returned");
+        assert_eq!(err.kind(), basalt_core::ErrorKind::Io, "{when}: {err}");
+        assert!(err.message().contains("checksum mismatch"), "{when}: {err}");
+    };
+    bad("deferred");
+    let info = engine.image_info(&spec()).expect("info");
+    assert_eq!(info.status, basalt_core::ImageStatus::Degraded, "counted");
+    assert_eq!(version_of(5, &read(5).expect("block 5")), Ok(2));
+
+    checkpoint(&engine).expect("the checkpoint goes on");
+    bad("after the checkpoint");
+    assert_eq!(version_of(5, &read(5).expect("block 5")), Ok(2), "the other block was applied");
+    assert_eq!(version_of(4, &read(4).expect("block 4")), Ok(1));
+
+    io.write(at(3), &version_block(3, 3), Durability::Buffered).expect("written again");
+    assert_eq!(version_of(3, &read(3).expect("block 3")), Ok(3));
+    checkpoint(&engine).expect("checkpoint");
+    assert_eq!(version_of(3, &read(3).expect("block 3")), Ok(3), "healed by the write");
+}
