@@ -989,8 +989,9 @@ impl Journal {
         };
         self.cond.notify_all();
         let ready = Self::take_ready(&mut g);
-        if !g.waiters.is_empty() {
-            // Flushes that came during this sync need the next one.
+        if !g.waiters.is_empty() || g.shutdown {
+            // Flushes that came during this sync need the next one. After a shutdown the sync thread may wait for
+            // this sync to answer the flushes it still holds: with none left now it must wake to end.
             self.sync_cond.notify_one();
         }
         drop(g);

@@ -350,3 +350,156 @@ fn an_async_flush_reports_a_failed_sync_and_is_given_back_after_the_engine_close
     drop(done);
     io.flush().expect("the blocking flush still works");
 }
+
+/// A simulated disk whose journal files' next `fdatasync`, once armed, waits until released, with the journal's lock
+/// free: another thread's sync is then in progress for as long as a test needs.
+#[derive(Debug, Clone, Default)]
+struct HeldSync {
+    disk: SimVfs,
+    gate: Arc<(std::sync::Mutex<SyncGate>, std::sync::Condvar)>,
+}
+
+/// Where the held `fdatasync` is.
+#[derive(Debug, Default)]
+struct SyncGate {
+    armed: bool,
+    arrived: bool,
+    released: bool,
+}
+
+impl HeldSync {
+    fn arm(&self) {
+        self.gate.0.lock().expect("gate").armed = true;
+    }
+
+    fn wait_until_held(&self) {
+        let (state, cond) = &*self.gate;
+        let mut st = state.lock().expect("gate");
+        while !st.arrived {
+            st = cond.wait(st).expect("gate");
+        }
+    }
+
+    fn release(&self) {
+        let (state, cond) = &*self.gate;
+        state.lock().expect("gate").released = true;
+        cond.notify_all();
+    }
+
+    fn pass(&self) {
+        let (state, cond) = &*self.gate;
+        let mut st = state.lock().expect("gate");
+        if !st.armed || st.arrived {
+            return;
+        }
+        st.arrived = true;
+        cond.notify_all();
+        while !st.released {
+            st = cond.wait(st).expect("gate");
+        }
+    }
+}
+
+/// A file of [`HeldSync`]: a journal file's `fdatasync` passes its gate.
+#[derive(Debug)]
+struct HeldSyncFile {
+    file: Arc<dyn basalt_engine::vfs::VfsFile>,
+    journal: bool,
+    disk: HeldSync,
+}
+
+impl basalt_engine::vfs::VfsFile for HeldSyncFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_at(data, offset)
+    }
+    fn punch_hole(&self, offset: u64, length: u64) -> std::io::Result<()> {
+        self.file.punch_hole(offset, length)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn set_len(&self, length: u64) -> std::io::Result<()> {
+        self.file.set_len(length)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        if self.journal {
+            self.disk.pass();
+        }
+        self.file.sync_data()
+    }
+    fn allocate(&self, length: u64) -> std::io::Result<()> {
+        self.file.allocate(length)
+    }
+    fn next_data(&self, offset: u64) -> std::io::Result<Option<u64>> {
+        self.file.next_data(offset)
+    }
+}
+
+impl Vfs for HeldSync {
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn basalt_engine::vfs::VfsFile>> {
+        let file = self.disk.open(path, create)?;
+        let journal = path.extension().is_some_and(|e| e == "log");
+        Ok(Arc::new(HeldSyncFile { file, journal, disk: self.clone() }))
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.disk.remove(path)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.disk.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
+        self.disk.lock(path)
+    }
+    fn boot_id(&self) -> String {
+        self.disk.boot_id()
+    }
+    fn holds_file_of(&self, dir: &Path, len: u64) -> std::io::Result<bool> {
+        self.disk.holds_file_of(dir, len)
+    }
+}
+
+/// An async flush that another thread's sync answers while the engine is closing: the sync thread, which saw the
+/// shutdown while that sync ran and the flush still waited, is woken when the sync ends, so closing the engine does
+/// not wait for it forever.
+#[test]
+fn closing_the_engine_ends_when_another_threads_sync_answers_the_last_async_flush() {
+    let disk = HeldSync::default();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let engine = Engine::open_with_vfs(Arc::new(disk.clone()), Path::new(ROOT), clock).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+    let io: Arc<dyn ImageIo> = Arc::from(engine.open(&spec(), &OpenTarget::Head, "t").expect("open"));
+    io.write(0, &fill(1, 4096), Durability::Buffered).expect("write");
+    // A blocking flush leads a sync that stays in its `fdatasync`.
+    disk.arm();
+    let leader = {
+        let io = io.clone();
+        std::thread::spawn(move || io.flush())
+    };
+    disk.wait_until_held();
+    let (answered_tx, answered) = std::sync::mpsc::channel();
+    let handed = io.flush_async(Box::new(move |result| drop(answered_tx.send(result))));
+    assert!(handed.is_ok(), "an open engine takes async flushes");
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(engine);
+        let _ = closed_tx.send(());
+    });
+    // The sync thread sees the shutdown while the flush still waits for the held sync, which then answers it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    disk.release();
+    leader.join().expect("leader").expect("the leader's flush");
+    answered.recv_timeout(std::time::Duration::from_secs(10)).expect("answered").expect("flushed");
+    closed.recv_timeout(std::time::Duration::from_secs(10)).expect("the engine closes");
+}
