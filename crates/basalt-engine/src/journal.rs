@@ -712,6 +712,17 @@ impl Journal {
         }
     }
 
+    /// Stops the journal after a failure elsewhere that makes acknowledging more writes or flushes unsafe (a failed
+    /// sync of a layer file): every later record, flush and queued async flush fails.
+    pub fn stop(&self, why: &str) {
+        let ready = {
+            let mut g = lock_inner(&self.inner);
+            self.fail(&mut g, &why);
+            Self::take_ready(&mut g)
+        };
+        Self::call_back(ready);
+    }
+
     fn fail(&self, g: &mut Inner, err: &dyn std::fmt::Display) {
         g.failed.get_or_insert_with(|| err.to_string());
         self.cond.notify_all();

@@ -241,9 +241,12 @@ impl Store {
         result
     }
 
-    /// Stops the store after a failed sync.
+    /// Stops the store after a failed sync, and its journal with it: the kernel may have dropped the pages it could
+    /// not write, and a later sync of the same file (a flush's, for kind-2 data) could succeed without them, so no
+    /// flush may be acknowledged from here on.
     pub fn fail(&self, err: &Error) {
         mutex_lock(&self.failed).get_or_insert_with(|| err.message().to_owned());
+        self.journal.stop(err.message());
     }
 
     /// The full flag of a pool (the data pool of images that have one).

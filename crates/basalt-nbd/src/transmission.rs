@@ -254,7 +254,7 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job
     let Some(result) = export.io.try_write_now(request.offset, &job.payload) else { return Some(job) };
     if request.has(proto::CMD_FLAG_FUA) && result.is_ok() {
         // Durable once answered: the reply waits for a flush that covers the write. Were the flush refused, the
-        // worker writes the same bytes again and flushes, which changes nothing a client could tell.
+        // worker writes the same bytes again and flushes, which changes nothing a client may rely on.
         return flush_later(export, tx, job);
     }
     let bytes = finish(request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));

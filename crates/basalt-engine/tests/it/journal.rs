@@ -503,3 +503,38 @@ fn closing_the_engine_ends_when_another_threads_sync_answers_the_last_async_flus
     answered.recv_timeout(std::time::Duration::from_secs(10)).expect("answered").expect("flushed");
     closed.recv_timeout(std::time::Duration::from_secs(10)).expect("the engine closes");
 }
+
+/// After a checkpoint's sync of a layer file failed, the kernel may have dropped the pages it could not write, and a
+/// later sync of the same file can succeed without them: no flush may be acknowledged from then on. A flush of a
+/// large write made before the failed checkpoint (its bytes only in that layer file) must fail, not retry the sync.
+#[test]
+fn after_a_checkpoint_failed_to_sync_a_layer_file_no_flush_is_acknowledged() {
+    let mut failed_layer_syncs = 0;
+    for k in 0..40 {
+        let vfs = SimVfs::new();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+        let engine =
+            Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, EngineOptions::deterministic())
+                .expect("open");
+        let pool = PoolName::new("rbd").expect("pool");
+        engine.pool_create(&pool).expect("pool");
+        engine.pool_application_enable(&pool, "rbd").expect("tag");
+        engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+        let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+        io.write(4 * MIB, &fill(3, MIB as usize), Durability::Buffered).expect("large write");
+        vfs.inject(vfs.op_count() + k, basalt_engine::sim::Fault::Eio);
+        // A snapshot checkpoints first: the head's bitmaps go to the metadata store with it.
+        let r = engine.snap_create(&SnapSpec::parse("rbd/vm@s").expect("snap"));
+        if r.is_ok() {
+            continue;
+        }
+        let Some(why) = engine.stopped() else { continue };
+        if !why.contains("the store stopped") {
+            // The journal or the metadata store failed: their own refusals cover that.
+            continue;
+        }
+        failed_layer_syncs += 1;
+        assert!(io.flush().is_err(), "fault at op {k}: a flush after the failed layer sync was acknowledged");
+    }
+    assert!(failed_layer_syncs > 0, "some fault met the checkpoint's layer sync");
+}
