@@ -1019,10 +1019,10 @@ impl Journal {
             let err = Self::failed_error(why);
             return g.waiters.drain(..).map(|w| (w, Err(err.clone()))).collect();
         }
-        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
-            std::mem::take(&mut g.waiters).into_iter().partition(|w| g.covers(w.target, w.large));
-        g.waiters = waiting;
-        ready.into_iter().map(|w| (w, Ok(()))).collect()
+        let mut waiters = std::mem::take(&mut g.waiters);
+        let ready = waiters.extract_if(.., |w| g.covers(w.target, w.large)).map(|w| (w, Ok(()))).collect();
+        g.waiters = waiters;
+        ready
     }
 
     /// Calls back answered async flushes, outside the journal's lock (a callback may log or flush again).

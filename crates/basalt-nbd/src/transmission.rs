@@ -241,8 +241,8 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
 /// Writes that need no waiting are done on the reader's own thread ([`ImageIo::try_write_now`]), and their replies
 /// handed to the writer task: a short overwrite takes microseconds, and waking a blocking thread for it cost more
 /// than the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes, and FUA writes
-/// done here, go to the backend's group commit without a thread ([`flush_later`]). Gives the job back when it was not answered or handed
-/// over.
+/// done here, go to the backend's group commit without a thread ([`flush_later`]). Gives the job back when it was
+/// not answered or handed over.
 fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
     let request = &job.request;
     if request.command == Command::Flush {
