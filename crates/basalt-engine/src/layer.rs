@@ -621,7 +621,7 @@ impl Layer {
                 // The journal holds an entry's bytes until a checkpoint applied it, so they are damaged: that
                 // version is lost. The block keeps the file's bytes under a checksum they cannot match, so it reads
                 // as damaged (EIO, counted) until it is written again, never as the older version.
-                let _ = self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, None);
+                let _ = self.count_bad_block(None);
                 self.file.read_at(block, file_block << BLOCK_SHIFT)?;
                 crcs.push(!checksum::crc32c(block));
             }
@@ -843,9 +843,15 @@ impl Layer {
         let Some(bad) = self.read_checked(out, file_off)? else { return Ok(()) };
         let start = file_off & !(BLOCK_SIZE - 1);
         let block_image_off = image_off.map(|i| i - (file_off - start) + bad * BLOCK_SIZE);
-        let err = self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, block_image_off);
+        Err(self.count_bad_block(block_image_off))
+    }
+
+    /// Counts and logs a damaged block of this layer (at `image_off`, when known), and has the count saved by the
+    /// next checkpoint; returns the error its reader gets.
+    fn count_bad_block(&self, image_off: Option<u64>) -> Error {
+        let err = self.owner.integrity.bad_block(&self.owner.image_id, &self.owner.label, self.id, image_off);
         self.journal.want_save();
-        Err(err)
+        err
     }
 
     /// [`Layer::read_verified`] without counting: returns the index (from the block holding `file_off`) of the
