@@ -21,6 +21,12 @@ fn open(vfs: &SimVfs) -> Engine {
     Engine::open_with_vfs(vfs, Path::new(ROOT), clock).expect("open")
 }
 
+/// [`open`] with `options`.
+fn open_with(vfs: &SimVfs, options: EngineOptions) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, options).expect("open")
+}
+
 fn spec() -> ImageSpec {
     ImageSpec::parse("rbd/vm").expect("spec")
 }
@@ -32,12 +38,17 @@ fn store_with_image() -> (SimVfs, Engine) {
 /// A store on a fresh simulated disk with one image `rbd/vm` of `size` bytes.
 fn store_with_image_of(size: u64) -> (SimVfs, Engine) {
     let vfs = SimVfs::new();
-    let engine = open(&vfs);
+    let engine = with_image(open(&vfs), size);
+    (vfs, engine)
+}
+
+/// `engine` with pool `rbd` and image `rbd/vm` of `size` bytes created.
+fn with_image(engine: Engine, size: u64) -> Engine {
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("tag");
     engine.image_create(&spec(), &CreateOptions::with_size(size)).expect("create");
-    (vfs, engine)
+    engine
 }
 
 fn fill(seed: u8, len: usize) -> Vec<u8> {
@@ -131,9 +142,8 @@ fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut(
     const LIMIT: usize = 6;
     const IMAGES: u8 = 12;
     let vfs = SimVfs::new();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let options = EngineOptions { open_files: LIMIT, ..EngineOptions::deterministic() };
-    let engine = Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, options).expect("open");
+    let engine = open_with(&vfs, options);
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("tag");
@@ -158,9 +168,7 @@ fn images_past_the_open_file_limit_keep_every_flushed_write_through_a_power_cut(
     // A snapshot checkpoints: the small writes' journal records are applied and may be overwritten from now on.
     engine.snap_create(&SnapSpec::parse("rbd/vm0@s").expect("snap")).expect("snapshot");
     let cut = vfs.after_crash(CrashSurvivors::None);
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    let options = EngineOptions { open_files: LIMIT, ..EngineOptions::deterministic() };
-    let after = Engine::open_with_options(Arc::new(cut), Path::new(ROOT), clock, options).expect("reopen");
+    let after = open_with(&cut, options);
     for i in 0..IMAGES {
         let io = after.open(&spec(i), &OpenTarget::Head, "check").expect("open");
         let (mut large, mut small) = (vec![0u8; 256 << 10], vec![0u8; 4096]);
@@ -512,14 +520,7 @@ fn after_a_checkpoint_failed_to_sync_a_layer_file_no_flush_is_acknowledged() {
     let mut failed_layer_syncs = 0;
     for k in 0..40 {
         let vfs = SimVfs::new();
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-        let engine =
-            Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, EngineOptions::deterministic())
-                .expect("open");
-        let pool = PoolName::new("rbd").expect("pool");
-        engine.pool_create(&pool).expect("pool");
-        engine.pool_application_enable(&pool, "rbd").expect("tag");
-        engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+        let engine = with_image(open_with(&vfs, EngineOptions::deterministic()), 8 * MIB);
         let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
         io.write(4 * MIB, &fill(3, MIB as usize), Durability::Buffered).expect("large write");
         vfs.inject(vfs.op_count() + k, basalt_engine::sim::Fault::Eio);
