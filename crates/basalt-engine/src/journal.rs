@@ -3,6 +3,7 @@
 //! background. `docs/FORMAT.md` ("The journal") describes the format and the crash analysis this code implements.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -1025,10 +1026,16 @@ impl Journal {
         ready
     }
 
-    /// Calls back answered async flushes, outside the journal's lock (a callback may log or flush again).
+    /// Calls back answered async flushes, outside the journal's lock (a callback may log or flush again). A callback
+    /// that panics ends neither the others nor the thread that calls them (which may be the sync thread, without
+    /// which no later async flush would be answered).
     fn call_back(ready: Vec<(Waiter, Result<()>)>) {
         for (waiter, outcome) in ready {
-            (waiter.done)(outcome);
+            let done = waiter.done;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(outcome))).is_err() {
+                // Not `eprintln!`, which panics when stderr cannot be written.
+                let _ = writeln!(std::io::stderr(), "basalt: a flush's callback panicked; the flushes after it go on");
+            }
         }
     }
 

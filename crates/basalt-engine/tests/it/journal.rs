@@ -539,3 +539,45 @@ fn after_a_checkpoint_failed_to_sync_a_layer_file_no_flush_is_acknowledged() {
     }
     assert!(failed_layer_syncs > 0, "some fault met the checkpoint's layer sync");
 }
+
+/// A flush's callback that panics (a bug in the caller) ends neither the callbacks answered with it nor the sync
+/// thread: the flush queued beside it is answered, and so are async flushes after it, which only the sync thread
+/// leads.
+#[test]
+fn a_panicking_flush_callback_leaves_the_other_flushes_answered() {
+    let disk = HeldSync::default();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let engine = Engine::open_with_vfs(Arc::new(disk.clone()), Path::new(ROOT), clock).expect("open");
+    let engine = with_image(engine, 8 * MIB);
+    let io: Arc<dyn ImageIo> = Arc::from(engine.open(&spec(), &OpenTarget::Head, "t").expect("open"));
+    let answered = |io: &dyn ImageIo| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(io.flush_async(Box::new(move |result| drop(tx.send(result)))).is_ok(), "taken");
+        rx
+    };
+    let wait = |rx: std::sync::mpsc::Receiver<basalt_core::Result<()>>, what: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what} is answered"))
+    };
+
+    // Two flushes wait for the same held sync, which a blocking flush leads: the first one's callback panics.
+    io.write(0, &fill(1, 4096), Durability::Buffered).expect("write");
+    disk.arm();
+    let leader = {
+        let io = io.clone();
+        std::thread::spawn(move || io.flush())
+    };
+    disk.wait_until_held();
+    assert!(io.flush_async(Box::new(|_| panic!("a callback's bug"))).is_ok(), "taken");
+    let beside = answered(&*io);
+    disk.release();
+    leader.join().expect("the leader survives the callback's panic").expect("the leader's flush");
+    wait(beside, "the flush queued beside it").expect("flushed");
+
+    // Then the sync thread itself leads for a panicking callback, and must go on serving flushes.
+    io.write(8192, &fill(2, 4096), Durability::Buffered).expect("write");
+    assert!(io.flush_async(Box::new(|_| panic!("a callback's bug"))).is_ok(), "taken");
+    for round in 0..3u8 {
+        io.write(16384, &fill(3 + round, 4096), Durability::Buffered).expect("write");
+        wait(answered(&*io), "a later flush").expect("flushed");
+    }
+}
