@@ -274,9 +274,12 @@ fn flush_later(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Jo
     let slot = Arc::new(std::sync::Mutex::new(Some(job)));
     let take =
         |slot: &std::sync::Mutex<Option<Job>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    let (taken, tx, structured) = (slot.clone(), tx.clone(), export.negotiated.structured);
+    let (taken, tx, structured, buffers) =
+        (slot.clone(), tx.clone(), export.negotiated.structured, export.buffers.clone());
     let done: FlushDone = Box::new(move |result| {
         let Some(job) = take(&taken) else { return };
+        // A FUA write's payload, kept until now for a worker to write again had the flush been refused.
+        buffers.give(job.payload);
         let bytes = finish(&job.request, structured, Vec::new(), result.map(|()| Vec::new()));
         // As in `answer_now`: the reply's slot is held by the job, and an error means the connection is going
         // away. Sent from whatever thread ended the sync, which must not block.
