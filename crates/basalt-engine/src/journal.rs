@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -462,6 +462,26 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+/// Adds `layer` to a set of layers (`changed`, `large`) unless its flag for that set says it is there already: the
+/// flag spares the set's lock on every write.
+fn note(set: &Mutex<HashMap<u64, Arc<Layer>>>, flag: &AtomicBool, layer: &Arc<Layer>) {
+    if !flag.swap(true, Ordering::SeqCst) {
+        mutex_lock(set).insert(layer.id, layer.clone());
+    }
+}
+
+/// Takes every layer out of a set whose lock the caller holds, clearing their flags for it first, while they are
+/// still in the set: a [`note`] that came before a flag was cleared is covered by whoever took the set (the change
+/// it registers was made before), and one that comes after sets the flag again and inserts the layer once the lock
+/// is free. Cleared after the drain instead, a note between the two would find the flag set and be lost: a layer
+/// file's change not synced by any checkpoint, or kind-2 bytes not synced before a mark that claims them.
+fn drain_noted(set: &mut HashMap<u64, Arc<Layer>>, flag: impl Fn(&Layer) -> &AtomicBool) -> Vec<Arc<Layer>> {
+    for layer in set.values() {
+        flag(layer).store(false, Ordering::SeqCst);
+    }
+    set.drain().map(|(_, l)| l).collect()
+}
+
 fn lock_inner(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -876,16 +896,12 @@ impl Journal {
 
     /// Registers a layer as changed since the last checkpoint.
     pub fn note_changed(&self, layer: &Arc<Layer>) {
-        if !layer.in_changed.swap(true, Ordering::SeqCst) {
-            mutex_lock(&self.changed).insert(layer.id, layer.clone());
-        }
+        note(&self.changed, &layer.in_changed, layer);
     }
 
     /// Registers a layer as holding kind-2 bytes not yet synced.
     pub fn note_large(&self, layer: &Arc<Layer>) {
-        if !layer.in_large.swap(true, Ordering::SeqCst) {
-            mutex_lock(&self.large).insert(layer.id, layer.clone());
-        }
+        note(&self.large, &layer.in_large, layer);
     }
 
     /// A changed layer not yet checkpointed (or that the running checkpoint has not finished with), if any: it must
@@ -931,9 +947,8 @@ impl Journal {
     pub fn take_changed(&self) -> Vec<Arc<Layer>> {
         let mut changed = mutex_lock(&self.changed);
         let mut checkpointing = mutex_lock(&self.checkpointing);
-        let layers: Vec<Arc<Layer>> = changed.drain().map(|(_, l)| l).collect();
+        let layers = drain_noted(&mut changed, |l| &l.in_changed);
         for l in &layers {
-            l.in_changed.store(false, Ordering::SeqCst);
             checkpointing.insert(l.id, l.clone());
         }
         layers
@@ -1109,14 +1124,7 @@ impl Journal {
         if need_mark {
             // Every kind-2 record up to `covers` was appended after its bytes returned from the layer file.
             let covers = self.last_seq();
-            let layers: Vec<Arc<Layer>> = {
-                let mut large = mutex_lock(&self.large);
-                let layers: Vec<Arc<Layer>> = large.drain().map(|(_, l)| l).collect();
-                for l in &layers {
-                    l.in_large.store(false, Ordering::SeqCst);
-                }
-                layers
-            };
+            let layers = drain_noted(&mut mutex_lock(&self.large), |l| &l.in_large);
             for layer in &layers {
                 if let Err(e) = layer.sync_if_needed() {
                     for l in &layers {
