@@ -460,8 +460,9 @@ impl Layer {
     /// way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal while the
     /// image is being flushed ([`Layer::flushing`]); others a crc32c per block, and the next flush syncs this file
     /// before it marks them durable. A short write over
-    /// blocks that all are data already is deferred: the journal is the only thing written, and the next checkpoint
-    /// writes the layer file (docs/FORMAT.md, "Deferred overwrites"). Any other write goes to the layer file and
+    /// blocks that all are data already is deferred (unless [`Journal::defers_overwrites`] says not): the journal is
+    /// the only thing written, and the next checkpoint writes the layer file (docs/FORMAT.md, "Deferred
+    /// overwrites"). Any other write goes to the layer file and
     /// its crc32c to the sidecar first; if it may change bytes the metadata store calls data, a durable
     /// dirty-object record covers it (docs/FORMAT.md, "The hard part").
     pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
@@ -472,7 +473,7 @@ impl Layer {
         let last = first_blk + blocks - 1;
         let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
         let all_data = self.all_data(object_no, first_blk, last)?;
-        if data.len() < INLINE_MAX && all_data {
+        if data.len() < INLINE_MAX && all_data && self.journal.defers_overwrites() {
             return self.defer(&place, data, &crcs);
         }
         // On a full disk (the metadata reserve is low) only blocks the layer owns can be written.
@@ -578,7 +579,7 @@ impl Layer {
         file_off: u64,
     ) -> Option<Result<()>> {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
-        if data.len() >= INLINE_MAX {
+        if data.len() >= INLINE_MAX || !self.journal.defers_overwrites() {
             return None;
         }
         let blocks = data.len() as u64 >> BLOCK_SHIFT;

@@ -25,15 +25,25 @@ pub(crate) fn segment_name(base: &str, index: u64) -> String {
 
 /// The layer id a file in the layers directory belongs to (a layer segment or a sidecar segment), if any.
 pub(crate) fn layer_id_of(name: &str) -> Option<u64> {
-    let base = match name.rsplit_once('.') {
-        Some((base, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => name,
-    };
+    let base = base_name(name);
     let hex = base.strip_suffix(".layer").or_else(|| base.strip_suffix(".crc"))?;
     if hex.len() != 16 {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+/// Whether a file in the layers directory is a segment of a layer's data file (not of its checksum sidecar).
+pub(crate) fn is_layer_data(name: &str) -> bool {
+    base_name(name).ends_with(".layer") && layer_id_of(name).is_some()
+}
+
+/// The name of a segment without its index (`<id>.layer.3` is segment 3 of `<id>.layer`).
+fn base_name(name: &str) -> &str {
+    match name.rsplit_once('.') {
+        Some((base, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    }
 }
 
 /// Splits `[offset, offset + len)` at segment boundaries: `(segment, offset in it, start in the range, length)`.

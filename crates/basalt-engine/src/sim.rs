@@ -120,6 +120,10 @@ pub struct SimVfs {
     boots: u64,
     /// Capacity and usage.
     space: Arc<Mutex<Space>>,
+    /// Stands for a disk whose layer files bypass the page cache ([`Vfs::direct_io`]): the engine then writes
+    /// small overwrites in place. The disk model is the same either way: a completed write survives a process crash
+    /// (in the page cache, or in the device) and only a sync makes it survive a power cut.
+    direct: bool,
 }
 
 #[derive(Debug, Default)]
@@ -283,7 +287,7 @@ impl SimVfs {
             // plus whatever the surviving bytes need.
             files.insert(path.clone(), (data, file.alloc.clone()));
         }
-        Self::restarted(files, state.dirs.clone(), self.boots + 1, lock(&self.space).capacity)
+        Self::restarted(files, state.dirs.clone(), self.boots + 1, lock(&self.space).capacity).direct_io(self.direct)
     }
 
     /// Returns the disk as a process that died (`kill -9`) leaves it: the kernel outlives the process, so every
@@ -295,7 +299,7 @@ impl SimVfs {
             let file = lock(file);
             files.insert(path.clone(), (file.live.clone(), file.alloc.clone()));
         }
-        Self::restarted(files, state.dirs.clone(), self.boots, lock(&self.space).capacity)
+        Self::restarted(files, state.dirs.clone(), self.boots, lock(&self.space).capacity).direct_io(self.direct)
     }
 
     /// A disk holding `contents` (each file's bytes and the blocks it held), all durable, as a restarted system
@@ -328,7 +332,15 @@ impl SimVfs {
             hold: Arc::new(Mutex::new(None)),
             boots,
             space: Arc::new(Mutex::new(Space { capacity, used })),
+            direct: false,
         }
+    }
+
+    /// This disk, standing for one whose layer files bypass the page cache when `direct` ([`Vfs::direct_io`]);
+    /// the disks it leaves after a crash keep the setting.
+    pub fn direct_io(mut self, direct: bool) -> SimVfs {
+        self.direct = direct;
+        self
     }
 
     /// Counts one mutating operation and applies an armed fault.
@@ -500,6 +512,10 @@ impl VfsFile for SimFile {
 struct NoLock;
 
 impl Vfs for SimVfs {
+    fn direct_io(&self) -> bool {
+        self.direct
+    }
+
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
         let existing = lock(&self.state).live_files.get(path).cloned();
         let data = match existing {

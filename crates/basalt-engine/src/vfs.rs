@@ -72,6 +72,12 @@ pub trait Vfs: Send + Sync + fmt::Debug {
         let _ = (dir, len);
         Ok(true)
     }
+    /// Whether layer files bypass the page cache (`serve --direct-io`): the engine then writes small overwrites in
+    /// place rather than deferring them through the journal, whose checkpoints would write them one by one to the
+    /// device, and the page cache holds no image data of its own.
+    fn direct_io(&self) -> bool {
+        false
+    }
 }
 
 /// The real file system.
@@ -82,24 +88,112 @@ pub struct OsVfs;
 struct OsFile {
     file: File,
     path: PathBuf,
+    /// The same file opened with `O_DIRECT` ([`DirectVfs`]): reads and writes of whole aligned blocks go through
+    /// it, the rest (none in a layer file) through `file`. The kernel keeps the two coherent: a direct read first
+    /// writes back the page cache's dirty pages of its range, and a direct write drops the range from it.
+    direct: Option<File>,
+}
+
+/// The alignment of offsets, lengths and memory for `O_DIRECT`: a page, which covers every logical block size.
+const DIRECT_ALIGN: usize = 4096;
+
+fn direct_aligned(offset: u64, len: usize) -> bool {
+    offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN) && len > 0
+}
+
+/// A heap buffer aligned for `O_DIRECT`, for callers' buffers that are not.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize) -> io::Result<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `layout` has a non-zero size (callers pass aligned, non-empty lengths).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation holds `layout.size()` initialised (zeroed) bytes, owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset` through a descriptor; past the end of the file reads zeros.
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+impl OsFile {
+    /// A read through the direct descriptor of an aligned range, into an aligned buffer (the caller's if it is).
+    /// A short read (the end of the file inside the range) leaves zeros after it.
+    fn read_direct(&self, direct: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let read_into = |target: &mut [u8]| -> io::Result<()> {
+            let mut done = 0;
+            while done < target.len() {
+                let n = direct.read_at(&mut target[done..], offset + done as u64)?;
+                if n == 0 || !n.is_multiple_of(DIRECT_ALIGN) {
+                    // The end of the file: whatever follows it reads as zeros.
+                    target[done + n..].fill(0);
+                    break;
+                }
+                done += n;
+            }
+            Ok(())
+        };
+        if (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+            return read_into(buf);
+        }
+        let mut bounce = AlignedBuf::zeroed(buf.len())?;
+        read_into(bounce.as_mut_slice())?;
+        buf.copy_from_slice(bounce.as_mut_slice());
+        Ok(())
+    }
+
+    /// A write through the direct descriptor of an aligned range, from an aligned buffer (the caller's if it is).
+    fn write_direct(&self, direct: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        if (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+            return direct.write_all_at(data, offset);
+        }
+        let mut bounce = AlignedBuf::zeroed(data.len())?;
+        bounce.as_mut_slice().copy_from_slice(data);
+        direct.write_all_at(bounce.as_mut_slice(), offset)
+    }
 }
 
 impl VfsFile for OsFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                buf[done..].fill(0);
-                break;
-            }
-            done += n;
+        match &self.direct {
+            Some(direct) if direct_aligned(offset, buf.len()) => self.read_direct(direct, buf, offset),
+            _ => read_full(&self.file, buf, offset),
         }
-        Ok(())
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
+        match &self.direct {
+            Some(direct) if direct_aligned(offset, data.len()) => self.write_direct(direct, data, offset),
+            _ => self.file.write_all_at(data, offset),
+        }
     }
 
     fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
@@ -204,7 +298,7 @@ impl Vfs for OsVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
         // Image data and the metadata store are the owner's alone, whatever the umask.
         let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;
-        Ok(Arc::new(OsFile { file, path: path.to_owned() }))
+        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct: None }))
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -242,6 +336,75 @@ impl Vfs for OsVfs {
             return Err(err);
         }
         Ok(Box::new(OsLock { _file: file }))
+    }
+}
+
+/// The real file system, with image data bypassing the page cache (`serve --direct-io`): layer files (not their
+/// checksum sidecars, the journal or the metadata store, whose writes are small or unaligned) are also opened with
+/// `O_DIRECT`, through which every whole-block read and write of them goes. For hosts whose guests cache: the data
+/// is not kept twice, and a read always comes from the device.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DirectVfs;
+
+impl DirectVfs {
+    /// Checks that the file system of `dir` takes `O_DIRECT` (some do not: tmpfs before Linux 6.6, many FUSE file
+    /// systems), with a probe file that goes at once.
+    pub fn probe(dir: &Path) -> io::Result<()> {
+        let path = dir.join(".direct-io-probe");
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        let _ = std::fs::remove_file(&path);
+        match opened {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the file system of {} does not support O_DIRECT (direct I/O)", dir.display()),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Vfs for DirectVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let direct = if crate::segments::is_layer_data(&name) {
+            Some(OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        OsVfs.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        OsVfs.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        OsVfs.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        OsVfs.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
+        OsVfs.lock(path)
+    }
+    fn boot_id(&self) -> String {
+        OsVfs.boot_id()
+    }
+    fn holds_file_of(&self, dir: &Path, len: u64) -> io::Result<bool> {
+        OsVfs.holds_file_of(dir, len)
+    }
+    fn direct_io(&self) -> bool {
+        true
     }
 }
 

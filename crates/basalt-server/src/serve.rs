@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use basalt_core::{Backend, PoolName, SystemClock};
-use basalt_engine::vfs::OsVfs;
+use basalt_engine::vfs::{DirectVfs, OsVfs, Vfs};
 use basalt_engine::{Engine, EngineOptions};
 
 use crate::auth::Auth;
@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub ceph: Option<CephConfig>,
     /// The embedded engine's metadata memory (`--cache-size`): block bitmaps and the metadata store's pages.
     pub cache_bytes: usize,
+    /// The embedded engine's image data bypasses the page cache (`--direct-io`).
+    pub direct_io: bool,
     /// The REST API's listener options and password policy.
     pub api: crate::listen::ApiOptions,
 }
@@ -109,6 +111,13 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Checks, before the store opens, that the data directory's file system takes direct I/O (`--direct-io`).
+fn probe_direct_io(dir: &Path) -> Result<(), ServeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| ServeError::Io { what: format!("creating {}", dir.display()), source })?;
+    DirectVfs::probe(dir).map_err(|err| ServeError::Config(format!("--direct-io: {err}; serve without it")))
+}
+
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
@@ -133,7 +142,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         None => {
             let engine_dir = dir.clone();
             let options = EngineOptions { metadata_cache_bytes: config.cache_bytes, ..EngineOptions::default() };
-            let open = move || Engine::open_with_options(Arc::new(OsVfs), &engine_dir, Arc::new(SystemClock), options);
+            let vfs: Arc<dyn Vfs> = if config.direct_io {
+                probe_direct_io(&dir)?;
+                Arc::new(DirectVfs)
+            } else {
+                Arc::new(OsVfs)
+            };
+            let open = move || Engine::open_with_options(vfs, &engine_dir, Arc::new(SystemClock), options);
             let engine = tokio::task::spawn_blocking(open)
                 .await
                 .map_err(|e| ServeError::Io { what: "opening the store".into(), source: std::io::Error::other(e) })?

@@ -125,7 +125,13 @@ enum Base {
 }
 
 fn build_base(base: Base) -> (SimVfs, Engine) {
-    let vfs = SimVfs::new();
+    build_base_on(base, false)
+}
+
+/// [`build_base`] on a disk that stands for one with `direct` I/O to layer files ([`SimVfs::direct_io`]), where
+/// short overwrites are written in place rather than deferred.
+fn build_base_on(base: Base, direct: bool) -> (SimVfs, Engine) {
+    let vfs = SimVfs::new().direct_io(direct);
     let engine = open_engine(&vfs).expect("a fresh store opens");
     engine.pool_create(&pool()).expect("create pool");
     engine.pool_application_enable(&pool(), "rbd").expect("tag pool");
@@ -789,14 +795,14 @@ struct Reference {
 
 /// Runs `op` once without faults. A state that does not survive a power cut right after the operation returned
 /// is recorded as a failure rather than panicking, so the sweep still runs and reports every other crash point.
-fn reference(op: &Op, failures: &mut Failures) -> Reference {
-    let (vfs, engine) = build_base(op.base);
+fn reference(op: &Op, direct: bool, failures: &mut Failures) -> Reference {
+    let (vfs, engine) = build_base_on(op.base, direct);
     let base_ops = vfs.op_count();
     drop(engine);
     // What the base acknowledged must survive losing every unsynced write.
     let old = reopen_and_observe(&vfs.after_crash(CrashSurvivors::None));
 
-    let (vfs, engine) = build_base(op.base);
+    let (vfs, engine) = build_base_on(op.base, direct);
     assert_eq!(vfs.op_count(), base_ops, "{op:?}: building the base state twice must do the same I/O");
     (op.run)(&engine).unwrap_or_else(|e| panic!("{op:?} fails without any fault: {} ({e})", e.kind()));
     let returned_ops = vfs.op_count();
@@ -846,11 +852,16 @@ fn seed_for(op: &Op, k: u64) -> u64 {
 /// checks the disk as it is after the cut with no, some and all unsynced writes surviving. Returns the number of
 /// crash points.
 fn sweep_power_cuts(op: &Op) -> u64 {
+    sweep_power_cuts_on(op, false)
+}
+
+/// [`sweep_power_cuts`] on disks that stand for ones with `direct` I/O to layer files (no deferred overwrites).
+fn sweep_power_cuts_on(op: &Op, direct: bool) -> u64 {
     let mut failures = Failures::default();
-    let reference = reference(op, &mut failures);
+    let reference = reference(op, direct, &mut failures);
     let points = reference.end_ops - reference.base_ops;
     for k in 0..points {
-        let (vfs, engine) = build_base(op.base);
+        let (vfs, engine) = build_base_on(op.base, direct);
         if vfs.op_count() != reference.base_ops {
             failures.add(format!("k={k}: the base state did different I/O ({} ops)", vfs.op_count()));
             continue;
@@ -923,6 +934,13 @@ fn power_cut_during_overwrite_and_flush() {
 #[test]
 fn power_cut_during_overwrites_and_flush() {
     sweep_power_cuts(&OVERWRITES_FLUSH);
+}
+
+/// With direct I/O to layer files, short overwrites go in place under dirty marks instead of through the journal.
+#[test]
+fn power_cut_during_overwrites_and_flush_written_in_place() {
+    sweep_power_cuts_on(&OVERWRITE_FLUSH, true);
+    sweep_power_cuts_on(&OVERWRITES_FLUSH, true);
 }
 
 #[test]
@@ -1137,7 +1155,7 @@ fn power_cut_during_store_creation_and_pool_setup() {
 /// keep acknowledged data and pass fsck. Returns the number of fault points.
 fn sweep_single_faults(op: &Op, fault: Fault) -> u64 {
     let mut failures = Failures::default();
-    let reference = reference(op, &mut failures);
+    let reference = reference(op, false, &mut failures);
     let points = reference.returned_ops - reference.base_ops;
     for k in 0..points {
         let at = reference.base_ops + k;

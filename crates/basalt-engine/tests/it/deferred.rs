@@ -53,7 +53,11 @@ fn version_of(block: u64, bytes: &[u8]) -> Result<u64, String> {
 /// A store with image `rbd/vm` written in full with version 1 of every block (whole objects, so in place), flushed
 /// and checkpointed: every later 4 KiB write overwrites data and is deferred.
 fn written_store(options: EngineOptions) -> (SimVfs, Engine) {
-    let vfs = SimVfs::new();
+    written_store_on(SimVfs::new(), options)
+}
+
+/// [`written_store`] on `vfs`.
+fn written_store_on(vfs: SimVfs, options: EngineOptions) -> (SimVfs, Engine) {
     let engine = open_with(&vfs, options);
     let pool = PoolName::new("rbd").expect("pool");
     engine.pool_create(&pool).expect("pool");
@@ -130,6 +134,30 @@ fn a_small_overwrite_is_written_once_to_the_journal_and_reaches_the_layer_file_a
     assert!(layer_file_bytes(&vfs, nine, BLOCK).iter().all(|&b| b == 0), "the discarded block came back to the file");
     drop(io);
     drop(engine);
+    fsck_clean(&vfs);
+}
+
+/// On a disk whose layer files bypass the page cache, a small overwrite is not deferred: the layer file has it at
+/// once (under a dirty mark), and `try_write_now` leaves it to the blocking path.
+#[test]
+fn with_direct_io_a_small_overwrite_goes_to_the_layer_file_at_once() {
+    let (vfs, engine) = written_store_on(SimVfs::new().direct_io(true), EngineOptions::deterministic());
+    let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
+    let at = 5 * BLOCK as u64;
+    assert!(io.try_write_now(at, &version_block(5, 2)).is_none(), "nothing is taken on an event loop's thread");
+    io.write(at, &version_block(5, 2), Durability::Buffered).expect("overwrite");
+    assert!(layer_file_bytes(&vfs, at, BLOCK) == version_block(5, 2), "the layer file has the overwrite at once");
+    assert_eq!(engine.journal_stats().dirty_records, 1, "its object was marked dirty first");
+    io.flush().expect("flush");
+    drop(io);
+    drop(engine);
+    let after = open_with(&vfs.after_crash(CrashSurvivors::None), EngineOptions::deterministic());
+    let io = after.open(&spec(), &OpenTarget::Head, "check").expect("open");
+    let mut back = vec![0u8; BLOCK];
+    io.read(at, &mut back).expect("read");
+    assert!(back == version_block(5, 2), "the flushed overwrite survives a power cut");
+    drop(io);
+    drop(after);
     fsck_clean(&vfs);
 }
 

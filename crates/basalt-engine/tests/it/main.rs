@@ -2,6 +2,7 @@
 
 mod crash;
 mod deferred;
+mod direct_io;
 mod full_disk;
 mod integrity;
 mod journal;

@@ -230,6 +230,10 @@ struct ServeArgs {
     /// more is read from disk when needed (not used with --ceph-conf)
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = cache_size)]
     cache_size: usize,
+    /// Image data bypasses the page cache (O_DIRECT): for hosts whose guests cache, so data is not cached twice;
+    /// the data directory's file system must support it (not used with --ceph-conf)
+    #[arg(long, conflicts_with = "ceph_conf")]
+    direct_io: bool,
     #[command(flatten)]
     api: serve::ApiArgs,
     #[command(flatten)]
@@ -873,7 +877,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 client_id: args.ceph_id,
                 meta_pool: args.ceph_meta_pool,
             });
-            let backing = serve::Backing { ceph, cache_bytes: args.cache_size };
+            let backing = serve::Backing { ceph, cache_bytes: args.cache_size, direct_io: args.direct_io };
             serve::run(&global.data_dir, &args.listen, &args.nbd_listen, nbd_tls, backing, args.api, args.nbd)
         }
         Command::Fsck => fsck::run(&global.data_dir),

@@ -105,10 +105,13 @@ impl NbdArgs {
     }
 }
 
-/// What serves the images: a Ceph cluster, or the embedded store with this much metadata memory.
+/// What serves the images: a Ceph cluster, or the embedded store with this much metadata memory (and its data in
+/// the page cache or not).
 pub struct Backing {
     pub ceph: Option<basalt_server::CephConfig>,
     pub cache_bytes: usize,
+    /// Image data bypasses the page cache (`--direct-io`).
+    pub direct_io: bool,
 }
 
 /// Runs the server with logs filtered by `BASALT_LOG` (default `info`).
@@ -158,6 +161,7 @@ pub fn run(
         nbd: nbd.options(),
         ceph: backing.ceph,
         cache_bytes: backing.cache_bytes,
+        direct_io: backing.direct_io,
         api: api.options(),
     };
     runtime.block_on(basalt_server::serve(config)).map_err(|e| Failure::new(1, e.to_string()))?;
