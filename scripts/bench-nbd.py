@@ -4,6 +4,7 @@
 Targets (each gets the same fio jobs through fio's nbd engine):
   basalt       basalt serve, a fresh thin image (feature layering only: exclusive-lock would let one connection write)
   basalt-snap  the same image right after a snapshot (copy-on-write cost; write jobs only)
+  basalt-direct  basalt serve --direct-io (image data bypasses the page cache), a fresh image of its own
   raw-none     qemu-nbd serving a raw file with --cache=none (O_DIRECT) and --aio=io_uring (native where
                io_uring is missing)
   raw-wb       qemu-nbd serving the same raw file with --cache=writeback (the page cache; a flush is an fdatasync)
@@ -23,7 +24,8 @@ random write + flush at "QD1" and "QD16":
   only the writes already replied to). That is why the QD16 job uses sixteen connections at depth 1.
 
 The last table compares, per job, basalt with the better of qemu-nbd raw's two cache modes in this run (the target
-is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16). With --rounds N everything runs N
+is >= 1.0x), and the flush jobs with raw-wb (targets 1.0x at QD1, 1.5x at QD16). A third table compares
+basalt --direct-io with its like, qemu-nbd --cache=none (neither keeps image data in the page cache). With --rounds N everything runs N
 times on fresh images and every figure is the median of its N values; the last table then also shows each round's
 ratio, so the spread of a shared machine is in view.
 
@@ -243,6 +245,11 @@ def one_round(opts, results):
             b.cli("snap", "create", "rbd/bench@fresh")
             run_jobs(results, "basalt-snap", ["--ioengine=nbd", f"--uri={b.uri('rbd/bench')}"], opts.runtime,
                      opts.size, WRITE_JOBS)
+        if selected("basalt-direct"):
+            with Basalt(os.path.abspath(opts.basalt), os.path.join(scratch, "direct"), ["--direct-io"]) as b:
+                b.cli("create", "--size", opts.size, "--image-feature", "layering", "rbd/bench")
+                run_jobs(results, "basalt-direct", ["--ioengine=nbd", f"--uri={b.uri('rbd/bench')}"], opts.runtime,
+                         opts.size)
         raw = os.path.join(scratch, "raw.img")
         subprocess.run(["truncate", "-s", opts.size, raw], check=True)
         aio = io_uring_or_native(raw)
@@ -310,7 +317,7 @@ def main():
     # Each figure is the median of its rounds: a run on a shared machine has outliers either way.
     results = {key: tuple(statistics.median(r[key][i] for r in rounds) for i in (0, 1)) for key in rounds[0]}
 
-    targets = ["basalt", "basalt-snap", "raw-none", "raw-wb", "qcow2", "qcow2-snap", "file"]
+    targets = ["basalt", "basalt-snap", "basalt-direct", "raw-none", "raw-wb", "qcow2", "qcow2-snap", "file"]
     value = lambda t, name, idx: results.get((t, name), (None, None))[idx]
     ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
     print(f"{'job':24}" + "".join(f"{t:>12}" for t in targets) + f"{'b/qcow2':>9}{'bs/qcow2s':>10}{'bs/b':>7}")
@@ -337,6 +344,22 @@ def main():
             each = "  " + " ".join(f"{r:.2f}" if r else "-" for r in (best_ratio(rr, name, idx)[0] for rr in rounds))
         print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{num(b)}{num(best)}{mode:>6}{ratio(b, best):>8}"
               f"{1.0:6.1f}{wb_cells}{each}")
+
+    # Without the page cache on both sides: basalt --direct-io against qemu-nbd --cache=none.
+    if any(t == "basalt-direct" for t, _ in results):
+        print()
+        per_round = " direct/none per round" if len(rounds) > 1 else ""
+        print(f"{'job':24}{'direct':>10}{'raw-none':>10}{'d/none':>8}{per_round}")
+        for name, _, unit in JOBS:
+            idx = 0 if unit == "iops" else 1
+            d, n = value("basalt-direct", name, idx), value("raw-none", name, idx)
+            num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
+            each = ""
+            if len(rounds) > 1:
+                pair = lambda rr: (rr.get(("basalt-direct", name), (None, None))[idx],
+                                   rr.get(("raw-none", name), (None, None))[idx])
+                each = "  " + " ".join(ratio(*pair(rr)) for rr in rounds)
+            print(f"{name + (' MiB/s' if unit == 'mibs' else ''):24}{num(d)}{num(n)}{ratio(d, n):>8}{each}")
 
 
 def io_uring_or_native(image):

@@ -197,7 +197,7 @@ impl Engine {
             replayed.applied,
         ));
         journal.set_space(reserve.clone());
-        journal.set_defers_overwrites(!vfs.direct_io());
+        journal.set_direct_io(vfs.direct_io());
         let db = Arc::new(db);
         let integrity = Arc::new(crate::integrity::Integrity::load(&db)?);
         let bitmaps = Arc::new(crate::bitcache::BitmapCache::new(db.clone(), options.metadata_cache_bytes * 3 / 4));

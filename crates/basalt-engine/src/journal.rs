@@ -393,8 +393,8 @@ pub(crate) struct Journal {
     /// Layer file changes in flight, by overwrite epoch (docs/FORMAT.md, "The hard part").
     overwrites: Mutex<Overwrites>,
     overwrites_done: Condvar,
-    /// Short overwrites are written in place, not deferred ([`Journal::set_defers_overwrites`]).
-    no_defer: AtomicBool,
+    /// Layer files bypass the page cache ([`Journal::set_direct_io`]).
+    direct_io: AtomicBool,
     /// The counters of [`JournalStats`].
     syncs: AtomicU64,
     dirty_records: AtomicU64,
@@ -531,7 +531,7 @@ impl Journal {
             space: std::sync::OnceLock::new(),
             overwrites: Mutex::new(Overwrites::default()),
             overwrites_done: Condvar::new(),
-            no_defer: AtomicBool::new(false),
+            direct_io: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             dirty_records: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
@@ -539,16 +539,15 @@ impl Journal {
         }
     }
 
-    /// Whether short overwrites of data blocks are deferred (docs/FORMAT.md, "Deferred overwrites"): not with
-    /// layer files that bypass the page cache ([`crate::vfs::Vfs::direct_io`]), where a checkpoint would write each
-    /// deferred block to the device in turn; they are written in place then.
-    pub fn set_defers_overwrites(&self, defers: bool) {
-        self.no_defer.store(!defers, Ordering::Relaxed);
+    /// Says that layer files bypass the page cache ([`crate::vfs::Vfs::direct_io`]): each write of a deferred
+    /// block then waits for the device, so the layers issue a batch of them from several threads at once.
+    pub fn set_direct_io(&self, direct: bool) {
+        self.direct_io.store(direct, Ordering::Relaxed);
     }
 
-    /// See [`Journal::set_defers_overwrites`].
-    pub fn defers_overwrites(&self) -> bool {
-        !self.no_defer.load(Ordering::Relaxed)
+    /// See [`Journal::set_direct_io`].
+    pub fn direct_io(&self) -> bool {
+        self.direct_io.load(Ordering::Relaxed)
     }
 
     /// Sets the metadata reserve that data writes needing new blocks must pass.

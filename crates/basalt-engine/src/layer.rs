@@ -330,6 +330,9 @@ pub(crate) struct Owner {
     pub integrity: Arc<Integrity>,
 }
 
+/// With direct I/O, the writes of deferred blocks in flight at once ([`Layer::write_entries`]).
+const DIRECT_WRITERS: usize = 8;
+
 /// What [`Layer::overlay_deferred`] found.
 enum Overlay {
     /// Every deferred block is in the buffer.
@@ -460,9 +463,8 @@ impl Layer {
     /// way block data enters a layer. Writes shorter than [`INLINE_MAX`] carry their bytes in the journal while the
     /// image is being flushed ([`Layer::flushing`]); others a crc32c per block, and the next flush syncs this file
     /// before it marks them durable. A short write over
-    /// blocks that all are data already is deferred (unless [`Journal::defers_overwrites`] says not): the journal is
-    /// the only thing written, and the next checkpoint writes the layer file (docs/FORMAT.md, "Deferred
-    /// overwrites"). Any other write goes to the layer file and
+    /// blocks that all are data already is deferred: the journal is the only thing written, and the next checkpoint
+    /// writes the layer file (docs/FORMAT.md, "Deferred overwrites"). Any other write goes to the layer file and
     /// its crc32c to the sidecar first; if it may change bytes the metadata store calls data, a durable
     /// dirty-object record covers it (docs/FORMAT.md, "The hard part").
     pub fn write_blocks(self: &Arc<Self>, object_no: u64, first_blk: u64, data: &[u8], file_off: u64) -> Result<()> {
@@ -473,7 +475,7 @@ impl Layer {
         let last = first_blk + blocks - 1;
         let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
         let all_data = self.all_data(object_no, first_blk, last)?;
-        if data.len() < INLINE_MAX && all_data && self.journal.defers_overwrites() {
+        if data.len() < INLINE_MAX && all_data {
             return self.defer(&place, data, &crcs);
         }
         // On a full disk (the metadata reserve is low) only blocks the layer owns can be written.
@@ -579,7 +581,7 @@ impl Layer {
         file_off: u64,
     ) -> Option<Result<()>> {
         debug_assert!(!data.is_empty() && data.len().is_multiple_of(BLOCK_SIZE as usize));
-        if data.len() >= INLINE_MAX || !self.journal.defers_overwrites() {
+        if data.len() >= INLINE_MAX {
             return None;
         }
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
@@ -599,10 +601,10 @@ impl Layer {
     /// Writes deferred versions (sorted by block) into the layer file with their crcs, under the map's lock held
     /// by the caller, who removes the entries it applied: runs of neighbouring blocks with one write each. The
     /// journal still holds their records (nothing reuses its space before a checkpoint that applied them), and each
-    /// block read back is checked against its crc.
+    /// block read back is checked against its crc. With direct I/O ([`Journal::direct_io`]) each write waits for the
+    /// device, so the runs are written from several threads at once.
     fn write_entries(&self, writes: &[(u64, Deferred)]) -> Result<()> {
-        let mut buf = Vec::new();
-        let mut crcs = Vec::new();
+        let mut runs: Vec<(u64, Vec<u8>, Vec<u32>)> = Vec::new();
         let mut i = 0;
         while i < writes.len() {
             let first = writes[i].0;
@@ -610,8 +612,8 @@ impl Layer {
             while i + n < writes.len() && writes[i + n].0 == first + n as u64 && n < 256 {
                 n += 1;
             }
-            buf.resize(n << BLOCK_SHIFT, 0);
-            crcs.clear();
+            let mut buf = vec![0u8; n << BLOCK_SHIFT];
+            let mut crcs = Vec::with_capacity(n);
             for (j, (file_block, entry)) in writes[i..i + n].iter().enumerate() {
                 let block = &mut buf[j << BLOCK_SHIFT..(j + 1) << BLOCK_SHIFT];
                 self.journal.read_body(entry.file, block, entry.at)?;
@@ -626,10 +628,31 @@ impl Layer {
                 self.file.read_at(block, file_block << BLOCK_SHIFT)?;
                 crcs.push(!checksum::crc32c(block));
             }
-            self.write_data(&buf, &crcs, first << BLOCK_SHIFT)?;
+            runs.push((first << BLOCK_SHIFT, buf, crcs));
             i += n;
         }
-        Ok(())
+        let write = |(at, buf, crcs): &(u64, Vec<u8>, Vec<u32>)| self.write_data(buf, crcs, *at);
+        if !self.journal.direct_io() || runs.len() < 2 {
+            return runs.iter().try_for_each(write);
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = runs.len().min(DIRECT_WRITERS);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        // Each takes the next run until none is left; the first error stops this worker only, and
+                        // is returned once every worker is done (the caller fails the checkpoint with it).
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(run) = runs.get(k) else { return Ok(()) };
+                            write(run)?;
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
     }
 
     /// Writes the deferred blocks among `blocks` blocks at `file_off` into the layer file and forgets them: before

@@ -121,8 +121,8 @@ pub struct SimVfs {
     /// Capacity and usage.
     space: Arc<Mutex<Space>>,
     /// Stands for a disk whose layer files bypass the page cache ([`Vfs::direct_io`]): the engine then writes
-    /// small overwrites in place. The disk model is the same either way: a completed write survives a process crash
-    /// (in the page cache, or in the device) and only a sync makes it survive a power cut.
+    /// deferred blocks from several threads. The disk model is the same either way: a completed write survives a
+    /// process crash (in the page cache, or in the device) and only a sync makes it survive a power cut.
     direct: bool,
 }
 

@@ -72,9 +72,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
         let _ = (dir, len);
         Ok(true)
     }
-    /// Whether layer files bypass the page cache (`serve --direct-io`): the engine then writes small overwrites in
-    /// place rather than deferring them through the journal, whose checkpoints would write them one by one to the
-    /// device, and the page cache holds no image data of its own.
+    /// Whether layer files bypass the page cache (`serve --direct-io`): every write to them then waits for the
+    /// device, so the engine issues a checkpoint's writes of deferred blocks from several threads at once.
     fn direct_io(&self) -> bool {
         false
     }

@@ -128,8 +128,7 @@ fn build_base(base: Base) -> (SimVfs, Engine) {
     build_base_on(base, false)
 }
 
-/// [`build_base`] on a disk that stands for one with `direct` I/O to layer files ([`SimVfs::direct_io`]), where
-/// short overwrites are written in place rather than deferred.
+/// [`build_base`] on a disk that stands for one with `direct` I/O to layer files ([`SimVfs::direct_io`]).
 fn build_base_on(base: Base, direct: bool) -> (SimVfs, Engine) {
     let vfs = SimVfs::new().direct_io(direct);
     let engine = open_engine(&vfs).expect("a fresh store opens");
@@ -855,7 +854,7 @@ fn sweep_power_cuts(op: &Op) -> u64 {
     sweep_power_cuts_on(op, false)
 }
 
-/// [`sweep_power_cuts`] on disks that stand for ones with `direct` I/O to layer files (no deferred overwrites).
+/// [`sweep_power_cuts`] on disks that stand for ones with `direct` I/O to layer files.
 fn sweep_power_cuts_on(op: &Op, direct: bool) -> u64 {
     let mut failures = Failures::default();
     let reference = reference(op, direct, &mut failures);
@@ -936,9 +935,9 @@ fn power_cut_during_overwrites_and_flush() {
     sweep_power_cuts(&OVERWRITES_FLUSH);
 }
 
-/// With direct I/O to layer files, short overwrites go in place under dirty marks instead of through the journal.
+/// With direct I/O to layer files, checkpoints (the closing one here) write deferred blocks from several threads.
 #[test]
-fn power_cut_during_overwrites_and_flush_written_in_place() {
+fn power_cut_during_overwrites_and_flush_with_direct_io() {
     sweep_power_cuts_on(&OVERWRITE_FLUSH, true);
     sweep_power_cuts_on(&OVERWRITES_FLUSH, true);
 }

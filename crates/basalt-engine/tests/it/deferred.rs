@@ -137,28 +137,37 @@ fn a_small_overwrite_is_written_once_to_the_journal_and_reaches_the_layer_file_a
     fsck_clean(&vfs);
 }
 
-/// On a disk whose layer files bypass the page cache, a small overwrite is not deferred: the layer file has it at
-/// once (under a dirty mark), and `try_write_now` leaves it to the blocking path.
+/// On a disk whose layer files bypass the page cache, a checkpoint writes deferred blocks from several threads at
+/// once: every one reaches the layer file, and survives a power cut after the checkpoint.
 #[test]
-fn with_direct_io_a_small_overwrite_goes_to_the_layer_file_at_once() {
+fn with_direct_io_a_checkpoint_writes_every_deferred_block_from_several_threads() {
     let (vfs, engine) = written_store_on(SimVfs::new().direct_io(true), EngineOptions::deterministic());
     let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
-    let at = 5 * BLOCK as u64;
-    assert!(io.try_write_now(at, &version_block(5, 2)).is_none(), "nothing is taken on an event loop's thread");
-    io.write(at, &version_block(5, 2), Durability::Buffered).expect("overwrite");
-    assert!(layer_file_bytes(&vfs, at, BLOCK) == version_block(5, 2), "the layer file has the overwrite at once");
-    assert_eq!(engine.journal_stats().dirty_records, 1, "its object was marked dirty first");
-    io.flush().expect("flush");
+    // Every other block of the first two objects: each is a run of its own, so the checkpoint has sixteen writes
+    // to spread.
+    let blocks: Vec<u64> = (0..32).step_by(2).collect();
+    for &b in &blocks {
+        io.write(b * BLOCK as u64, &version_block(b, 2), Durability::Buffered).expect("overwrite");
+    }
+    assert!(layer_file_bytes(&vfs, 0, BLOCK) == version_block(0, 1), "deferred until the checkpoint");
+    checkpoint(&engine).expect("checkpoint");
+    for &b in &blocks {
+        assert!(layer_file_bytes(&vfs, b * BLOCK as u64, BLOCK) == version_block(b, 2), "block {b} was not written");
+    }
     drop(io);
+    let cut = vfs.after_crash(CrashSurvivors::None);
     drop(engine);
-    let after = open_with(&vfs.after_crash(CrashSurvivors::None), EngineOptions::deterministic());
+    let after = open_with(&cut, EngineOptions::deterministic());
     let io = after.open(&spec(), &OpenTarget::Head, "check").expect("open");
     let mut back = vec![0u8; BLOCK];
-    io.read(at, &mut back).expect("read");
-    assert!(back == version_block(5, 2), "the flushed overwrite survives a power cut");
+    for b in 0..IMAGE / BLOCK as u64 {
+        io.read(b * BLOCK as u64, &mut back).expect("read");
+        let version = if b < 32 && b % 2 == 0 { 2 } else { 1 };
+        assert!(back == version_block(b, version), "block {b} after a power cut");
+    }
     drop(io);
     drop(after);
-    fsck_clean(&vfs);
+    fsck_clean(&cut);
 }
 
 /// One run of deferred overwrites for the power-cut sweep below: flushed versions, an unflushed one over a flushed
