@@ -593,11 +593,16 @@ impl Journal {
     pub fn set_marks(&self, layer: u64, objects: &[u64], label: u64) {
         let mut g = mutex_lock(&self.overwrites);
         if g.marks.len() + objects.len() > MARKS_MAX {
-            // Marks that do not count now only save a record later; their rows go with the next checkpoint.
+            // Marks that do not count now only save a record later; their rows go with the next checkpoint. A mark
+            // labelled with the epoch before the current one stays too: the checkpoint that froze in that epoch may
+            // not have visited the marks yet, and it keeps (and carries over) such a mark because an overwrite made
+            // under it may log its record after that freeze, so that checkpoint does not sync its layer. Forgotten,
+            // its row would be deleted by that very checkpoint, and nothing would make the next open recompute the
+            // object's crcs.
             let epoch = g.epoch;
             let Overwrites { marks, orphan_rows, .. } = &mut *g;
             marks.retain(|&key, m| {
-                let keep = m.counts_in(epoch);
+                let keep = m.counts_in(epoch) || m.label + 1 >= epoch;
                 if !keep && m.stored {
                     orphan_rows.push(key);
                 }
@@ -1292,6 +1297,36 @@ mod tests {
         );
         assert!(set.lock().expect("set").contains_key(&7), "the notes after the drain register the layer again");
         assert!(layer.flag.load(Ordering::SeqCst), "and its flag says so");
+    }
+
+    /// A checkpoint that froze in epoch `p` keeps (and carries over) every mark labelled `p`: an overwrite made under
+    /// it in `p` may log its record after that freeze, so that checkpoint does not sync its layer, and only the mark's
+    /// row makes the next open recompute the object's crcs. The marks table overflowing while the checkpoint waits
+    /// for the in-flight overwrites must not forget such a mark (its row would be deleted by that very checkpoint).
+    #[test]
+    fn a_mark_in_use_in_a_frozen_epoch_survives_an_overflow_of_the_marks() {
+        let vfs = SimVfs::new();
+        let files = create_files(&vfs, Path::new("/store"), 1 << 20).expect("files");
+        let journal = Journal::new(files, 1 << 20, None, 0, 0);
+        // A checkpoint frozen in epoch 0 keeps the mark of object 3 of layer 7 and stores its row.
+        journal.set_marks(7, &[3], 0);
+        let epoch = journal.bump_overwrite_epoch();
+        assert_eq!(journal.visit_marks(epoch - 1, false).insert, vec![(7, 3)], "the row is stored");
+        // An overwrite of that object enters in epoch 1 through the row.
+        let entered = journal.enter_overwrite(7, 3..=3).expect("the row's mark counts in epoch 1");
+        // The next checkpoint freezes in epoch 1 and waits for it; meanwhile other objects get marks past the bound.
+        let frozen = journal.bump_overwrite_epoch() - 1;
+        assert_eq!(frozen, entered);
+        let others: Vec<u64> = (0..super::MARKS_MAX as u64).collect();
+        journal.set_marks(8, &others, frozen + 1);
+        journal.leave_overwrite(entered);
+        let rows = journal.visit_marks(frozen, false);
+        assert!(
+            !rows.delete.contains(&(7, 3)),
+            "the checkpoint frozen in the overwrite's epoch deletes the row that covers it"
+        );
+        let again = journal.enter_overwrite(7, 3..=3).expect("the mark counts in the next epoch");
+        journal.leave_overwrite(again);
     }
 
     #[test]
