@@ -464,11 +464,19 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// Adds `layer` to a set of layers (`changed`, `large`) unless its flag for that set says it is there already: the
-/// flag spares the set's lock on every write.
-fn note(set: &Mutex<HashMap<u64, Arc<Layer>>>, flag: &AtomicBool, layer: &Arc<Layer>) {
+/// Adds `layer` (whose id is `id`) to a set of layers (`changed`, `large`) unless its flag for that set says it is
+/// there already: the flag spares the set's lock on every write. The flag is set under the set's lock, in the same
+/// section as the insert, so a note that finds it set returns with the layer in the set, or in it as soon as that
+/// lock is free, before any drain can take the set. (Set before the lock was taken, a note that found it set while
+/// the first note still waited for the lock returned with the layer in neither: a drain in between left out a
+/// change made before the note, for kind-2 bytes a mark that claimed them without a sync.)
+fn note<L>(set: &Mutex<HashMap<u64, Arc<L>>>, flag: &AtomicBool, id: u64, layer: &Arc<L>) {
+    if flag.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut set = mutex_lock(set);
     if !flag.swap(true, Ordering::SeqCst) {
-        mutex_lock(set).insert(layer.id, layer.clone());
+        set.insert(id, layer.clone());
     }
 }
 
@@ -477,7 +485,7 @@ fn note(set: &Mutex<HashMap<u64, Arc<Layer>>>, flag: &AtomicBool, layer: &Arc<La
 /// it registers was made before), and one that comes after sets the flag again and inserts the layer once the lock
 /// is free. Cleared after the drain instead, a note between the two would find the flag set and be lost: a layer
 /// file's change not synced by any checkpoint, or kind-2 bytes not synced before a mark that claims them.
-fn drain_noted(set: &mut HashMap<u64, Arc<Layer>>, flag: impl Fn(&Layer) -> &AtomicBool) -> Vec<Arc<Layer>> {
+fn drain_noted<L>(set: &mut HashMap<u64, Arc<L>>, flag: impl Fn(&L) -> &AtomicBool) -> Vec<Arc<L>> {
     for layer in set.values() {
         flag(layer).store(false, Ordering::SeqCst);
     }
@@ -599,11 +607,16 @@ impl Journal {
     pub fn set_marks(&self, layer: u64, objects: &[u64], label: u64) {
         let mut g = mutex_lock(&self.overwrites);
         if g.marks.len() + objects.len() > MARKS_MAX {
-            // Marks that do not count now only save a record later; their rows go with the next checkpoint.
+            // Marks that do not count now only save a record later; their rows go with the next checkpoint. A mark
+            // labelled with the epoch before the current one stays too: the checkpoint that froze in that epoch may
+            // not have visited the marks yet, and it keeps (and carries over) such a mark because an overwrite made
+            // under it may log its record after that freeze, so that checkpoint does not sync its layer. Forgotten,
+            // its row would be deleted by that very checkpoint, and nothing would make the next open recompute the
+            // object's crcs.
             let epoch = g.epoch;
             let Overwrites { marks, orphan_rows, .. } = &mut *g;
             marks.retain(|&key, m| {
-                let keep = m.counts_in(epoch);
+                let keep = m.counts_in(epoch) || m.label + 1 >= epoch;
                 if !keep && m.stored {
                     orphan_rows.push(key);
                 }
@@ -910,12 +923,12 @@ impl Journal {
 
     /// Registers a layer as changed since the last checkpoint.
     pub fn note_changed(&self, layer: &Arc<Layer>) {
-        note(&self.changed, &layer.in_changed, layer);
+        note(&self.changed, &layer.in_changed, layer.id, layer);
     }
 
     /// Registers a layer as holding kind-2 bytes not yet synced.
     pub fn note_large(&self, layer: &Arc<Layer>) {
-        note(&self.large, &layer.in_large, layer);
+        note(&self.large, &layer.in_large, layer.id, layer);
     }
 
     /// A changed layer not yet checkpointed (or that the running checkpoint has not finished with), if any: it must
@@ -1246,6 +1259,88 @@ mod tests {
         let mut body = vec![0u8; 4096];
         file.read_at(&mut body, records[0].body_off).expect("body");
         assert!(body == data, "the body is where the record says");
+    }
+
+    /// A note that returned before a drain took the set has its layer in what the drain took: the change it
+    /// registers is then covered by the drainer's sync (a mark's layer syncs, a checkpoint's). The drain holds the
+    /// set's lock while a first note of the layer is on its way to the set, and a second note of the same layer
+    /// comes meanwhile: the second must not return as if the layer were in the set already.
+    #[test]
+    fn a_note_that_returned_before_a_drain_is_in_what_the_drain_takes() {
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        struct Noted {
+            flag: AtomicBool,
+        }
+        let set: Arc<Mutex<HashMap<u64, Arc<Noted>>>> = Arc::default();
+        let layer = Arc::new(Noted { flag: AtomicBool::new(false) });
+        let note = |done: Option<Arc<AtomicBool>>| {
+            let (set, layer) = (set.clone(), layer.clone());
+            std::thread::spawn(move || {
+                super::note(&set, &layer.flag, 7, &layer);
+                if let Some(done) = done {
+                    done.store(true, Ordering::SeqCst);
+                }
+            })
+        };
+        let wait_for = |what: &dyn Fn() -> bool| {
+            let since = Instant::now();
+            while !what() && since.elapsed() < Duration::from_millis(300) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+
+        // The drainer holds the set (a flush's leader taking the large set, a checkpoint taking the changed one).
+        let mut held = set.lock().expect("set");
+        let first = note(None);
+        // The first note goes as far as it can without the set's lock.
+        wait_for(&|| layer.flag.load(Ordering::SeqCst));
+        let returned = Arc::new(AtomicBool::new(false));
+        let second = note(Some(returned.clone()));
+        wait_for(&|| returned.load(Ordering::SeqCst));
+        let returned_before = returned.load(Ordering::SeqCst);
+        let taken = super::drain_noted(&mut held, |l: &Noted| &l.flag);
+        drop(held);
+        first.join().expect("first note");
+        second.join().expect("second note");
+        assert!(
+            !returned_before || taken.iter().any(|l| Arc::ptr_eq(l, &layer)),
+            "a note returned before the drain, and the drain did not take its layer: its change is covered by no sync"
+        );
+        assert!(set.lock().expect("set").contains_key(&7), "the notes after the drain register the layer again");
+        assert!(layer.flag.load(Ordering::SeqCst), "and its flag says so");
+    }
+
+    /// A checkpoint that froze in epoch `p` keeps (and carries over) every mark labelled `p`: an overwrite made under
+    /// it in `p` may log its record after that freeze, so that checkpoint does not sync its layer, and only the mark's
+    /// row makes the next open recompute the object's crcs. The marks table overflowing while the checkpoint waits
+    /// for the in-flight overwrites must not forget such a mark (its row would be deleted by that very checkpoint).
+    #[test]
+    fn a_mark_in_use_in_a_frozen_epoch_survives_an_overflow_of_the_marks() {
+        let vfs = SimVfs::new();
+        let files = create_files(&vfs, Path::new("/store"), 1 << 20).expect("files");
+        let journal = Journal::new(files, 1 << 20, None, 0, 0);
+        // A checkpoint frozen in epoch 0 keeps the mark of object 3 of layer 7 and stores its row.
+        journal.set_marks(7, &[3], 0);
+        let epoch = journal.bump_overwrite_epoch();
+        assert_eq!(journal.visit_marks(epoch - 1, false).insert, vec![(7, 3)], "the row is stored");
+        // An overwrite of that object enters in epoch 1 through the row.
+        let entered = journal.enter_overwrite(7, 3..=3).expect("the row's mark counts in epoch 1");
+        // The next checkpoint freezes in epoch 1 and waits for it; meanwhile other objects get marks past the bound.
+        let frozen = journal.bump_overwrite_epoch() - 1;
+        assert_eq!(frozen, entered);
+        let others: Vec<u64> = (0..super::MARKS_MAX as u64).collect();
+        journal.set_marks(8, &others, frozen + 1);
+        journal.leave_overwrite(entered);
+        let rows = journal.visit_marks(frozen, false);
+        assert!(
+            !rows.delete.contains(&(7, 3)),
+            "the checkpoint frozen in the overwrite's epoch deletes the row that covers it"
+        );
+        let again = journal.enter_overwrite(7, 3..=3).expect("the mark counts in the next epoch");
+        journal.leave_overwrite(again);
     }
 
     #[test]

@@ -719,14 +719,19 @@ impl Layer {
         }
     }
 
-    /// Writes the crc32c of what the file holds for `blocks` blocks at `file_off` into the sidecar.
+    /// Writes the crc32c of what the file holds for `blocks` blocks at `file_off` into the sidecar. Counted in
+    /// `writing` and `written` like [`Layer::write_data`]: a sync that ran since the write it repairs was counted
+    /// (a flush's, for kind-2 bytes) did not cover it, and the next checkpoint must not skip its own sync.
     fn recompute_crcs(&self, file_off: u64, blocks: u64) -> Result<()> {
         let mut buf = vec![0u8; (blocks << BLOCK_SHIFT) as usize];
         self.file.read_at(&mut buf, file_off)?;
         let sums: Vec<u8> =
             buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| checksum::crc32c(b).to_le_bytes()).collect();
-        self.crc.write_at(&sums, sidecar_offset(file_off))?;
-        Ok(())
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        let result = self.crc.write_at(&sums, sidecar_offset(file_off));
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+        Ok(result?)
     }
 
     /// True when some block `first..=last` of the object is data in this layer.

@@ -1523,6 +1523,50 @@ fn an_overwrite_in_flight_during_a_checkpoint_stays_covered() {
     }
 }
 
+/// An overwrite in place whose crc write fails leaves new bytes in the layer file under old crcs, and rewrites the
+/// crcs from what the file holds. That rewrite is a change of the layer's files like any write: a flush that synced
+/// the layer between the failed write and the rewrite (here a mark, for an earlier large write) must not let the
+/// next checkpoint skip its sync, for the checkpoint after it drops the object's dirty mark. A power cut that keeps
+/// only synced bytes would then find the new data under the old crcs, with nothing left to say they must be
+/// recomputed: the block would read as EIO.
+#[test]
+fn the_crcs_rewritten_after_a_failed_overwrite_are_synced_before_the_mark_goes() {
+    let (vfs, engine) = build_base(Base::Image);
+    let io = engine.open(&spec("img"), &OpenTarget::Head, "crash-test").expect("open the head");
+    // The first overwrite marks object 0 dirty and logs a large (kind-2) record that no flush has covered yet.
+    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
+    let data = pattern(41, OBJECT);
+    let data_write = vfs.hold_next_write();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
+        data_write.wait_until_held();
+        let crc_write = vfs.hold_next_write();
+        // The data write is the next operation, its crc write the one after: that one fails.
+        vfs.inject(vfs.op_count() + 1, Fault::Eio);
+        data_write.release();
+        crc_write.wait_until_held();
+        let rewrite = vfs.hold_next_write();
+        crc_write.release();
+        // The failed write is counted; its crcs are about to be rewritten from the file. A flush syncs the layer
+        // file and its sidecar now, for the first overwrite's large record.
+        rewrite.wait_until_held();
+        io.flush().expect("flush the first overwrite");
+        rewrite.release();
+        assert!(writer.join().expect("the writing thread").is_err(), "the overwrite whose crc write failed fails");
+    });
+    vfs.disarm();
+    // The first checkpoint keeps the mark (the failed write was in flight in its epoch); the second drops it.
+    checkpoint(&engine);
+    checkpoint(&engine);
+    let disk = vfs.after_crash(CrashSurvivors::None);
+    drop(io);
+    drop(engine);
+    let engine = open_engine(&disk).expect("reopen after the power cut");
+    every_block_verifies(&engine).unwrap_or_else(|e| panic!("{e}"));
+    drop(engine);
+    fsck_clean(&disk).expect("fsck after the power cut");
+}
+
 /// Random power cuts, and the one that keeps an overwrite's new bytes in the layer file but neither their crcs nor
 /// the journal's records (what an overwrite not covered by a dirty mark would turn into a checksum error).
 fn overwrite_cuts(random: u64) -> impl Iterator<Item = CrashSurvivors> {
