@@ -152,11 +152,23 @@ struct Acked {
 
 #[test]
 fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() {
-    const ROUNDS: u64 = 20;
+    kill_9_rounds(20, &[]);
+}
+
+/// The same with image data bypassing the page cache: an acknowledged write is in the device, not the page cache.
+#[test]
+fn kill_9_during_writes_with_direct_io_loses_no_acknowledged_write() {
+    kill_9_rounds(6, &["--direct-io"]);
+}
+
+/// `rounds` times: a writer in the background (each write with FUA, or followed by a flush), `kill -9` of the
+/// server (started with `serve_args`) at a random moment, fsck, a restart, and every acknowledged write read back.
+fn kill_9_rounds(rounds: u64, serve_args: &[&str]) {
     const SLOT_BYTES: u64 = 16 << 10;
     const WRITES_PER_ROUND: u64 = 200;
     let qemu_io = tool("qemu-io", "qemu-utils");
-    let mut server = start(Some(ADMIN_PASSWORD));
+    let mut server =
+        start_with(std::sync::Arc::new(tempfile::tempdir().expect("temp dir")), Some(ADMIN_PASSWORD), serve_args);
     let token = login(&server, "admin", ADMIN_PASSWORD);
     create(&server, &token, "victim", &["layering", "exclusive-lock", "object-map", "fast-diff"]);
     // Every write that a client saw acknowledged (write with FUA, or write then flush) must read back after any crash.
@@ -168,7 +180,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() 
         state ^= state << 17;
         state
     };
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let uri = nbd_uri(&server, "rbd/victim");
         // A writer in the background; the server is killed at a random moment while it writes.
         let (tx, rx) = std::sync::mpsc::channel::<Acked>();
@@ -220,7 +232,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() 
             .output()
             .expect("fsck");
         assert!(fsck.status.success(), "round {round}: fsck after kill -9: {}", String::from_utf8_lossy(&fsck.stdout));
-        server = crate::api::start_at(dir, Some(ADMIN_PASSWORD));
+        server = start_with(dir, Some(ADMIN_PASSWORD), serve_args);
         let uri = nbd_uri(&server, "rbd/victim");
         let mut cmd = Command::new(&qemu_io);
         cmd.args(["-f", "raw", "-r"]);
@@ -235,7 +247,11 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() 
             acked.len()
         );
     }
-    assert!(acked.len() > 20, "the rounds acknowledged too few writes to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 2 * rounds as usize,
+        "the rounds acknowledged too few writes to mean anything: {}",
+        acked.len()
+    );
 }
 
 #[test]
