@@ -475,27 +475,36 @@ impl Vfs for HeldSync {
     }
 }
 
-/// An async flush that another thread's sync answers while the engine is closing: the sync thread, which saw the
-/// shutdown while that sync ran and the flush still waited, is woken when the sync ends, so closing the engine does
-/// not wait for it forever.
-#[test]
-fn closing_the_engine_ends_when_another_threads_sync_answers_the_last_async_flush() {
+/// A store on a [`HeldSync`] disk with image `rbd/vm` of 8 MiB, and the image open.
+fn held_store() -> (HeldSync, Engine, Arc<dyn ImageIo>) {
     let disk = HeldSync::default();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let engine = Engine::open_with_vfs(Arc::new(disk.clone()), Path::new(ROOT), clock).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
-    engine.image_create(&spec(), &CreateOptions::with_size(8 * MIB)).expect("create");
+    let engine = with_image(engine, 8 * MIB);
     let io: Arc<dyn ImageIo> = Arc::from(engine.open(&spec(), &OpenTarget::Head, "t").expect("open"));
+    (disk, engine, io)
+}
+
+/// Writes a block, then has a blocking flush on another thread lead a sync that stays in its `fdatasync` until
+/// `disk` releases it; returns once it is held there.
+fn lead_held_flush(disk: &HeldSync, io: &Arc<dyn ImageIo>) -> std::thread::JoinHandle<basalt_core::Result<()>> {
     io.write(0, &fill(1, 4096), Durability::Buffered).expect("write");
-    // A blocking flush leads a sync that stays in its `fdatasync`.
     disk.arm();
     let leader = {
         let io = io.clone();
         std::thread::spawn(move || io.flush())
     };
     disk.wait_until_held();
+    leader
+}
+
+/// An async flush that another thread's sync answers while the engine is closing: the sync thread, which saw the
+/// shutdown while that sync ran and the flush still waited, is woken when the sync ends, so closing the engine does
+/// not wait for it forever.
+#[test]
+fn closing_the_engine_ends_when_another_threads_sync_answers_the_last_async_flush() {
+    let (disk, engine, io) = held_store();
+    let leader = lead_held_flush(&disk, &io);
     let (answered_tx, answered) = std::sync::mpsc::channel();
     let handed = io.flush_async(Box::new(move |result| drop(answered_tx.send(result))));
     assert!(handed.is_ok(), "an open engine takes async flushes");
@@ -545,11 +554,7 @@ fn after_a_checkpoint_failed_to_sync_a_layer_file_no_flush_is_acknowledged() {
 /// leads.
 #[test]
 fn a_panicking_flush_callback_leaves_the_other_flushes_answered() {
-    let disk = HeldSync::default();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    let engine = Engine::open_with_vfs(Arc::new(disk.clone()), Path::new(ROOT), clock).expect("open");
-    let engine = with_image(engine, 8 * MIB);
-    let io: Arc<dyn ImageIo> = Arc::from(engine.open(&spec(), &OpenTarget::Head, "t").expect("open"));
+    let (disk, _engine, io) = held_store();
     let answered = |io: &dyn ImageIo| {
         let (tx, rx) = std::sync::mpsc::channel();
         assert!(io.flush_async(Box::new(move |result| drop(tx.send(result)))).is_ok(), "taken");
@@ -560,13 +565,7 @@ fn a_panicking_flush_callback_leaves_the_other_flushes_answered() {
     };
 
     // Two flushes wait for the same held sync, which a blocking flush leads: the first one's callback panics.
-    io.write(0, &fill(1, 4096), Durability::Buffered).expect("write");
-    disk.arm();
-    let leader = {
-        let io = io.clone();
-        std::thread::spawn(move || io.flush())
-    };
-    disk.wait_until_held();
+    let leader = lead_held_flush(&disk, &io);
     assert!(io.flush_async(Box::new(|_| panic!("a callback's bug"))).is_ok(), "taken");
     let beside = answered(&*io);
     disk.release();
