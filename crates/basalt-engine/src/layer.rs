@@ -482,6 +482,15 @@ impl Layer {
         if self.journal.space_low() && !all_data {
             self.journal.admit_data()?;
         }
+        if !all_data && self.journal.direct_io() && self.with_bits(object_no, |o| o.is_none())? {
+            // An object's first write reserves the whole object in the file: with direct I/O, writes that allocate
+            // wait for the device one at a time per file on ext4 (15k against 58k 4 KiB writes/s from 8 threads
+            // on the development disk), writes into reserved space side by side. The file then takes its space per
+            // object; the bitmaps still say which blocks hold data. Only a hint: where the space is short, the
+            // write allocates what it needs itself.
+            let object_start = file_off - (first_blk << BLOCK_SHIFT);
+            let _ = self.file.preallocate(object_start, self.blocks_per_object << BLOCK_SHIFT);
+        }
         let deferred_here = self.deferred.any_in(file_off >> BLOCK_SHIFT, blocks);
         let durable_data =
             self.any_data(object_no, first_blk, last)? || self.removal_pending(object_no) || deferred_here;

@@ -437,6 +437,13 @@ impl VfsFile for SegmentedFile {
         }
         Ok(())
     }
+
+    fn preallocate(&self, offset: u64, length: u64) -> io::Result<()> {
+        for (index, at, _, n) in pieces(self.shift, offset, length) {
+            self.segment_created(index)?.change(|f| f.preallocate(at, n))?;
+        }
+        Ok(())
+    }
 }
 
 /// Moves the bytes a file of an earlier format holds past the first segment into the segments that hold them now

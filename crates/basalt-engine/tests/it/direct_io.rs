@@ -50,7 +50,20 @@ fn direct_io_layer_files_keep_every_write_read_at_any_address() {
     engine.image_create(&spec(), &CreateOptions::with_size(SIZE)).expect("create");
     let io = engine.open(&spec(), &OpenTarget::Head, "t").expect("open");
 
+    // An object's first write reserves the whole object (4 MiB) in the layer file, so direct writes into it do not
+    // allocate.
+    io.write(0, &[7u8; 4096], Durability::Buffered).expect("a first write");
+    let layers = dir.path().join(basalt_engine::LAYERS_DIR);
+    let allocated: u64 = std::fs::read_dir(&layers)
+        .expect("layers")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".layer"))
+        .map(|e| std::os::unix::fs::MetadataExt::blocks(&e.metadata().expect("metadata")) * 512)
+        .sum();
+    assert!(allocated >= 4 * MIB, "the first write reserved its object: {allocated} bytes allocated");
+
     let mut model = vec![0u8; SIZE as usize];
+    model[..4096].fill(7);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         seed ^= seed << 13;
