@@ -111,9 +111,11 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Checks, before the store opens, that the data directory's file system takes direct I/O (`--direct-io`).
+/// Checks, before the store opens, that the data directory's file system takes direct I/O (`--direct-io`). A
+/// directory it creates is the owner's only, as the store would have created it.
 fn probe_direct_io(dir: &Path) -> Result<(), ServeError> {
-    std::fs::create_dir_all(dir)
+    OsVfs
+        .create_dir_all(dir)
         .map_err(|source| ServeError::Io { what: format!("creating {}", dir.display()), source })?;
     DirectVfs::probe(dir).map_err(|err| ServeError::Config(format!("--direct-io: {err}; serve without it")))
 }

@@ -32,6 +32,18 @@ fn modes_under(dir: &Path, out: &mut Vec<(PathBuf, u32, bool)>) {
 
 #[test]
 fn a_fresh_data_dir_and_its_files_are_private() {
+    fresh_data_dir_is_private(&[]);
+}
+
+/// With `--direct-io`, `serve` probes the data directory before the store opens: creating it then too.
+#[test]
+fn a_fresh_data_dir_is_private_with_direct_io_too() {
+    fresh_data_dir_is_private(&["--direct-io"]);
+}
+
+/// Starts `serve` (with `serve_args`) on a data directory that does not exist yet, makes images and a snapshot,
+/// and checks the mode of everything under it.
+fn fresh_data_dir_is_private(serve_args: &[&str]) {
     let parent = tempfile::tempdir().expect("temp dir");
     let data = parent.path().join("fresh").join("data");
     let cli = |args: &[&str]| {
@@ -55,6 +67,7 @@ fn a_fresh_data_dir_and_its_files_are_private() {
             "--nbd-listen",
             &format!("127.0.0.1:{}", free_port()),
         ])
+        .args(serve_args)
         .env_remove("BASALT_ADMIN_PASSWORD")
         .env_remove("BASALT_CEPH_CONF")
         .env("BASALT_LOG", "warn")
