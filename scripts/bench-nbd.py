@@ -320,6 +320,7 @@ def main():
     targets = ["basalt", "basalt-snap", "basalt-direct", "raw-none", "raw-wb", "qcow2", "qcow2-snap", "file"]
     value = lambda t, name, idx: results.get((t, name), (None, None))[idx]
     ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
     print(f"{'job':24}" + "".join(f"{t:>12}" for t in targets) + f"{'b/qcow2':>9}{'bs/qcow2s':>10}{'bs/b':>7}")
     for name, _, unit in JOBS:
         idx = 0 if unit == "iops" else 1
@@ -338,7 +339,6 @@ def main():
         _, b, best, mode = best_ratio(results, name, idx)
         wb = value("raw-wb", name, idx)
         wb_cells = f"{ratio(b, wb):>10}{FLUSH_JOBS[name]:6.1f}" if name in FLUSH_JOBS else f"{'':16}"
-        num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
         each = ""
         if len(rounds) > 1:
             each = "  " + " ".join(f"{r:.2f}" if r else "-" for r in (best_ratio(rr, name, idx)[0] for rr in rounds))
@@ -353,7 +353,6 @@ def main():
         for name, _, unit in JOBS:
             idx = 0 if unit == "iops" else 1
             d, n = value("basalt-direct", name, idx), value("raw-none", name, idx)
-            num = lambda x: f"{x:10.0f}" if x is not None else f"{'-':>10}"
             each = ""
             if len(rounds) > 1:
                 pair = lambda rr: (rr.get(("basalt-direct", name), (None, None))[idx],

@@ -287,6 +287,12 @@ impl VfsFile for OsFile {
     }
 }
 
+/// Opens a file for reading and writing (creating it, the owner's only, if asked): what both real file systems open.
+fn open_private(path: &Path, create: bool) -> io::Result<File> {
+    // Image data and the metadata store are the owner's alone, whatever the umask.
+    OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)
+}
+
 /// The mode of the files the engine creates: readable and writable by the owner only.
 pub const FILE_MODE: u32 = 0o600;
 /// The mode of the directories the engine creates: the owner's only.
@@ -318,8 +324,7 @@ impl Vfs for OsVfs {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
-        // Image data and the metadata store are the owner's alone, whatever the umask.
-        let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;
+        let file = open_private(path, create)?;
         Ok(Arc::new(OsFile { file, path: path.to_owned(), direct: None }))
     }
 
@@ -395,7 +400,7 @@ impl DirectVfs {
 
 impl Vfs for DirectVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).mode(FILE_MODE).open(path)?;
+        let file = open_private(path, create)?;
         let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
         let direct = if crate::segments::is_layer_data(&name) {
             Some(OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path)?)
