@@ -394,11 +394,13 @@ impl Engine {
         self.store.checkpoint(|txn| Self::delete_layer_bits(txn, &orphans))
     }
 
-    /// Cleans up the files of a copy that failed. After an i/o error the publishing commit may still have reached
-    /// the disk, so the files stay (the next open removes them if nothing refers to them); after any other failure
-    /// (cancellation, a name taken meanwhile) nothing was published and they go now.
-    fn discard_copy_files(&self, err: &Error, ids: &[u64]) {
-        if !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
+    /// Cleans up the files of a copy that failed. When the publishing commit itself failed with an i/o error, it
+    /// may still have reached the disk, so the files stay (the next open removes them if nothing refers to them).
+    /// After any other failure of that commit (a name taken meanwhile), and after any failure before it (of the
+    /// copying: cancellation, a read error, a full disk), nothing was published and they go now: no image holds
+    /// them, so no removal could give their space back before a restart.
+    fn discard_copy_files(&self, err: &Error, publishing: bool, ids: &[u64]) {
+        if !publishing || !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
             // Checkpoints may have stored bitmaps of these layers already: they go with the files.
             self.store.journal.forget_layers(ids);
             let _ = self.store.checkpoint(|txn| Self::delete_layer_bits(txn, ids));
@@ -1690,9 +1692,11 @@ impl Backend for Engine {
             txn.commit().map_err(db_err)?;
             dest_rec
         };
-        let result = self.fill_and_publish(&src_view, dest_rec.clone(), progress);
+        let dest_layer = dest_rec.head_layer;
+        let mut publishing = false;
+        let result = self.fill_and_publish(&src_view, dest_rec, progress, &mut publishing);
         if let Err(err) = &result {
-            self.discard_copy_files(err, &[dest_rec.head_layer]);
+            self.discard_copy_files(err, publishing, &[dest_layer]);
         }
         result
     }
@@ -1717,6 +1721,7 @@ impl Backend for Engine {
         dest_rec.config = rec.config.clone();
         dest_rec.snap_limit = rec.snap_limit;
         let created_layers = std::cell::RefCell::new(vec![dest_rec.head_layer]);
+        let publishing = std::cell::Cell::new(false);
         let result = (|| -> Result<()> {
             let dest_state = ImageState::detached(&self.store, &dest_rec.id);
             let mut previous: Option<View> = None;
@@ -1779,10 +1784,11 @@ impl Backend for Engine {
                 previous = Some(view);
                 progress.set(idx as u64 + 1, total);
             }
+            publishing.set(true);
             dest_state.persist(|txn| Self::insert_new_image(txn, &dest_rec))
         })();
         if let Err(err) = &result {
-            self.discard_copy_files(err, &created_layers.borrow());
+            self.discard_copy_files(err, publishing.get(), &created_layers.borrow());
         }
         result
     }
@@ -2711,11 +2717,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes the data of `src` into the single layer of a new image record, then publishes the record.
-    fn fill_and_publish(&self, src: &View, dest_rec: ImageRec, progress: &Progress) -> Result<()> {
+    /// Writes the data of `src` into the single layer of a new image record, then publishes the record;
+    /// `publishing` is set once the copying is done and the publishing commit begins.
+    fn fill_and_publish(
+        &self,
+        src: &View,
+        dest_rec: ImageRec,
+        progress: &Progress,
+        publishing: &mut bool,
+    ) -> Result<()> {
         let dest_state = ImageState::detached(&self.store, &dest_rec.id);
         let dest_view = dest_state.build_view(&dest_rec, dest_rec.head_layer, dest_rec.size)?;
         self.copy_data(src, &dest_view, &dest_state, progress)?;
+        *publishing = true;
         dest_state.persist(|txn| {
             let dest = Self::spec_of(&dest_rec)?;
             if Self::name_taken(txn, &dest)? {

@@ -307,3 +307,42 @@ fn a_full_tmpfs_fails_new_data_per_request_and_everything_else_keeps_working() {
     assert!(report.is_clean(), "fsck: {:?}", report.errors);
     check_reopened(&Engine::open_with_options(os, &root, clock, options).expect("reopen"), &model);
 }
+
+/// A copy (or deep copy) that runs out of space gives back what it had written: nothing was published, so no
+/// image holds that space and no removal could free it.
+#[test]
+fn a_copy_that_runs_out_of_space_gives_its_space_back() {
+    let vfs = SimVfs::new();
+    let engine = open(&vfs);
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("src"), &CreateOptions::with_size(4 * MIB)).expect("create src");
+    {
+        let io = engine.open(&spec("src"), &OpenTarget::Head, "t").expect("open src");
+        io.write(0, &fill(1, 2 * MIB as usize), Durability::Buffered).expect("write src");
+        io.flush().expect("flush");
+    }
+    let s1 = SnapSpec { image: spec("src"), snap: SnapName::new("s1").expect("name") };
+    engine.snap_create(&s1).expect("snapshot");
+    // Room for the first of the copy's 1 MiB chunks, not for the second.
+    vfs.set_capacity(Some(vfs.used_bytes() + 3 * MIB / 2));
+    let before = vfs.used_bytes();
+    // The metadata store may grow by a few pages; what the copy wrote is a whole MiB.
+    let kept = || vfs.used_bytes().saturating_sub(before);
+    let slack = 64 * KIB as u64;
+    let request =
+        basalt_core::CopyRequest { dest: spec("dst"), snap: None, order: None, striping: None, features: None };
+    let copied = engine.image_copy(&spec("src"), &request, &Progress::new());
+    assert_eq!(copied.map_err(|e| e.kind()), Err(ErrorKind::NoSpace), "the copy does not fit");
+    assert!(engine.image_info(&spec("dst")).is_err(), "a failed copy publishes nothing");
+    assert!(kept() <= slack, "the failed copy kept {} bytes", kept());
+    let deep = engine.image_deep_copy(&spec("src"), &spec("deep"), &Progress::new());
+    assert_eq!(deep.map_err(|e| e.kind()), Err(ErrorKind::NoSpace), "the deep copy does not fit");
+    assert!(engine.image_info(&spec("deep")).is_err(), "a failed deep copy publishes nothing");
+    assert!(kept() <= slack, "the failed deep copy kept {} bytes", kept());
+    drop(engine);
+    let report = fsck_vfs(Arc::new(vfs.clone()), Path::new(ROOT)).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert!(report.notes.is_empty(), "nothing was left behind: {:?}", report.notes);
+}
