@@ -1210,6 +1210,46 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> R
     Ok(extents)
 }
 
+/// Makes `dest`, a deep copy's view being filled over the same parent snapshot as `src`, show the parent's data
+/// exactly where `src` does, once its own blocks match those of `src` (the diff of the views without the parent).
+/// A block `src` reads as zeros, from a zero marker or behind a size floor, gets a zero marker where `dest` would
+/// show the parent; a block `src` reads from the parent that `dest` hides (a zero marker an earlier view of another
+/// branch left, say) gets the parent's bytes. Only the blocks where the parent has data can differ.
+fn match_parent(src: &View, dest: &View, locks: &crate::layer::StripeLocks) -> Result<()> {
+    use crate::layer::Source;
+    let (Some(base), Some(dest_base)) = (&src.base, &dest.base) else { return Ok(()) };
+    let limit = base.overlap.max(dest_base.overlap).min(src.size).min(dest.size);
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    for (start, len) in base.view.allocated_in(0, limit)? {
+        for piece in src.layout.pieces(start, len.min(limit - start)) {
+            let parent_data = |base: &crate::layer::Base| -> Result<bool> {
+                Ok(base.state_at(piece.image_offset)? == BlockState::Data)
+            };
+            let shows_parent = match src.resolve(0, &piece)? {
+                // Its own block: the diff copied it.
+                Source::Layer(_) => continue,
+                Source::Zero => false,
+                Source::Base if parent_data(base)? => true,
+                Source::Base => continue,
+            };
+            let out = &mut buf[..piece.length as usize];
+            match (shows_parent, dest.resolve(0, &piece)?) {
+                (false, Source::Layer(_)) => dest.zero(locks, piece.image_offset, piece.length)?,
+                (false, Source::Base) if parent_data(dest_base)? => {
+                    dest.zero(locks, piece.image_offset, piece.length)?
+                }
+                (true, Source::Zero) => {
+                    src.read(piece.image_offset, out)?;
+                    dest.write(locks, piece.image_offset, out)?;
+                }
+                // The same bytes either way: zeros, the parent's, or the parent's copied by an earlier view.
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A fold of snapshot removal: a hidden layer and the one layer that reads through it.
 struct Fold<'a> {
     state: &'a ImageState,
@@ -1707,13 +1747,27 @@ impl Backend for Engine {
         let rec = self.store.read_image(&state.id)?;
         let layout = layout_of(&rec)?;
         let features = Features::from_bits(rec.features)?;
-        let parent = rec.parent.clone().map(|p| ParentRec {
-            overlap: Self::effective_overlap(&rec, rec.head_layer).ok().flatten().unwrap_or(p.overlap),
-            ..p
-        });
+        // The copy's views, oldest first, each to be filled with what changed since the one before.
+        let mut tops: Vec<(Option<&SnapRec>, View)> = Vec::new();
+        for snap in &rec.snaps {
+            tops.push((Some(snap), self.snap_view(&state, &rec, snap)?));
+        }
+        tops.push((None, state.head_read().view.clone()));
+        // The parent as far as any view may show it: where a view shows less of it (a shrink since, a zero marker),
+        // `match_parent` hides it in the copy's view too. The root starts at the first view's size, so its size
+        // floor hides nothing of the parent that view shows.
+        let first_size = tops[0].1.size;
         let mut dest_rec = {
             let txn = self.write_txn()?;
-            let r = self.new_image_rec(&txn, dest, rec.size, layout, features, rec.data_pool.clone(), parent)?;
+            let r = self.new_image_rec(
+                &txn,
+                dest,
+                first_size,
+                layout,
+                features,
+                rec.data_pool.clone(),
+                rec.parent.clone(),
+            )?;
             txn.commit().map_err(db_err)?;
             r
         };
@@ -1726,11 +1780,6 @@ impl Backend for Engine {
             let dest_state = ImageState::detached(&self.store, &dest_rec.id);
             let mut previous: Option<View> = None;
             let total = rec.snaps.len() as u64 + 1;
-            let mut tops: Vec<(Option<&SnapRec>, View)> = Vec::new();
-            for snap in &rec.snaps {
-                tops.push((Some(snap), self.snap_view(&state, &rec, snap)?));
-            }
-            tops.push((None, state.head_read().view.clone()));
             for (idx, (snap, view)) in tops.into_iter().enumerate() {
                 if progress.is_cancelled() {
                     bail!(Cancelled, "the operation was cancelled");
@@ -1764,6 +1813,8 @@ impl Backend for Engine {
                         dest_view.zero(&dest_state.locks, extent.offset, extent.length)?;
                     }
                 }
+                // The diff above compares the views without the parent: where it is seen is matched here.
+                match_parent(&view, &dest_view, &dest_state.locks)?;
                 if let Some(snap) = snap {
                     let txn = self.write_txn()?;
                     let layer = self.new_layer(&txn, Some(dest_rec.head_layer), view.size)?;

@@ -320,3 +320,54 @@ fn errors_name_images_by_spec_not_by_internal_ids() {
         assert!(!err.message().contains(layer.as_str()), "layer id {layer} leaks: {err}");
     }
 }
+
+/// Reads all of a view of an image: the head, or a snapshot.
+fn read_view(f: &Fixture, s: &str, snap_name: Option<&str>) -> Vec<u8> {
+    let target = match snap_name {
+        Some(name) => OpenTarget::Snapshot(SnapName::new(name).expect("snap name")),
+        None => OpenTarget::HeadReadOnly,
+    };
+    let io = f.engine.open(&spec(s), &target, "test").expect("open");
+    let mut buf = vec![0u8; io.size_bytes() as usize];
+    io.read(0, &mut buf).expect("read");
+    buf
+}
+
+/// A deep copy of a clone compares its views without the parent, yet each view of the copy must show the parent
+/// where the source's view does, and only there: past a shrink of the head (a snapshot from before it still shows
+/// the parent there), behind a zero marker (a discard), and again after a rollback to before that discard.
+#[test]
+fn a_deep_copy_of_a_clone_shows_the_parent_where_each_source_view_does() {
+    let f = fixture();
+    let e = &f.engine;
+    create(&f, "rbd/parent", 4 * MIB);
+    let pattern: Vec<u8> = (0..4 * MIB as usize).map(|i| (i % 251) as u8 + 1).collect();
+    write(&f, "rbd/parent", 0, &pattern);
+    e.snap_create(&snap("rbd/parent@base")).expect("snap");
+    e.snap_protect(&snap("rbd/parent@base")).expect("protect");
+    e.clone_image(&snap("rbd/parent@base"), &spec("rbd/child"), &CloneRequest::inherit()).expect("clone");
+    write(&f, "rbd/child", 8192, &[7u8; 4096]);
+    e.snap_create(&snap("rbd/child@s0")).expect("snap of the clone");
+    {
+        let io = e.open(&spec("rbd/child"), &OpenTarget::Head, "test").expect("open");
+        io.discard(64 << 10, 64 << 10, Durability::Buffered).expect("discard");
+        io.flush().expect("flush");
+    }
+    e.snap_create(&snap("rbd/child@s1")).expect("snap after the discard");
+    e.snap_rollback(&snap("rbd/child@s0"), &Progress::default()).expect("rollback to before the discard");
+    e.snap_create(&snap("rbd/child@s2")).expect("snap after the rollback");
+    e.image_resize(&spec("rbd/child"), MIB, ResizePolicy::AllowShrink).expect("shrink");
+    e.image_resize(&spec("rbd/child"), 2 * MIB, ResizePolicy::GrowOnly).expect("grow");
+
+    e.image_deep_copy(&spec("rbd/child"), &spec("rbd/copy"), &Progress::default()).expect("deep copy");
+    for name in ["s0", "s1", "s2"] {
+        let source = read_view(&f, "rbd/child", Some(name));
+        assert_eq!(source.len(), 4 * MIB as usize);
+        let zeros = source[64 << 10..128 << 10].iter().all(|&b| b == 0);
+        assert_eq!(zeros, name == "s1", "@{name} shows the parent unless behind the discard");
+        assert!(read_view(&f, "rbd/copy", Some(name)) == source, "the copy's @{name} differs from the source's");
+    }
+    let source_head = read_view(&f, "rbd/child", None);
+    assert!(source_head[MIB as usize..].iter().all(|&b| b == 0), "the grown head shows nothing past the shrink");
+    assert!(read_view(&f, "rbd/copy", None) == source_head, "the copy's head differs from the source's");
+}
