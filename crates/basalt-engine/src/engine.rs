@@ -2613,15 +2613,24 @@ impl Engine {
         self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
         // Data blocks decide (zero markers cost no copy of bytes), counted without reading any bitmap.
         let fold = Fold { state, layout, low, up, lower, upper };
+        // The layer the fold deletes keeps its bitmaps in memory from here on (`Layer::stay_resident`); if the
+        // fold fails, it stays and may evict them again.
         let dead = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
-            self.merge_up(&fold)?
+            let merged = fold.low.stay_resident(true).and_then(|()| self.merge_up(&fold));
+            if merged.is_err() {
+                let _ = fold.low.stay_resident(false);
+            }
+            merged?
         } else {
             let head_is_upper = rec.head_layer == fold.upper.id;
             if head_is_upper {
                 fold.up.watch(true);
             }
-            let merged = self.merge_down(&fold, head_is_upper);
+            let merged = fold.up.stay_resident(true).and_then(|()| self.merge_down(&fold, head_is_upper));
             fold.up.watch(false);
+            if merged.is_err() {
+                let _ = fold.up.stay_resident(false);
+            }
             merged?
         };
         self.store.remove_layer_files(&dead);

@@ -278,3 +278,50 @@ fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
         check_kept(&dir, engine, io, &image, DEFAULT_METADATA_CACHE, &model, &format!("seed {seed}"));
     }
 }
+
+/// An open snapshot (or a clone's view of its parent snapshot) keeps reading after a removal below it folded the
+/// layer its view starts with away, when that layer's bitmaps left memory since: the store has none for it any more.
+#[test]
+fn an_open_snapshot_reads_through_a_folded_layer_whose_bitmaps_were_evicted() {
+    use basalt_engine::sim::SimVfs;
+    const IMAGE: u64 = 4 * MIB;
+    let sim = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { metadata_cache_bytes: 8 << 10, ..EngineOptions::deterministic() };
+    let engine =
+        Engine::open_with_options(Arc::new(sim), std::path::Path::new("/store"), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    let mut create = CreateOptions::with_size(IMAGE);
+    create.order = Some(basalt_core::ObjectOrder::new(16).expect("order"));
+    engine.image_create(&image, &create).expect("create");
+    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    // s1's layer holds the whole image; s2's one block per object (so removing s1 folds s2's layer down into
+    // s1's, and s2's layer is the one deleted).
+    let mut model = vec![0x11u8; IMAGE as usize];
+    head.write(0, &model, Durability::Buffered).expect("write");
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
+    for at in (0..IMAGE).step_by(64 << 10) {
+        head.write(at, &[0x22; 4096], Durability::Buffered).expect("write");
+        model[at as usize..at as usize + 4096].fill(0x22);
+    }
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s2").expect("snap")).expect("s2");
+    let s2 = engine.open(&image, &OpenTarget::Snapshot(SnapName::new("s2").expect("name")), "reader").expect("open s2");
+    let mut buf = vec![0u8; IMAGE as usize];
+    s2.read(0, &mut buf).expect("read s2");
+    assert!(buf == model, "s2 before the removal");
+    engine.snap_remove(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("remove s1");
+    // The head's writes and a checkpoint fill the bitmap memory many times over: clean bitmaps leave it.
+    head.write(0, &vec![0x44; IMAGE as usize], Durability::Buffered).expect("write");
+    engine.image_metadata_set(&image, "k", "v").expect("a checkpoint");
+    let mut other = vec![0u8; IMAGE as usize];
+    head.read(0, &mut other).expect("read the head");
+    let (used, peak, budget) = engine.bitmap_memory();
+    assert!(peak > budget, "the bitmaps never exceeded their budget ({used} now, {peak} at most, {budget} budget)");
+    s2.read(0, &mut buf).expect("read s2 after the fold");
+    if let Some(i) = first_difference(&buf, &model) {
+        panic!("s2 after the fold: byte {i} is {:#x}, expected {:#x}", buf[i], model[i]);
+    }
+}
