@@ -2263,7 +2263,8 @@ impl Backend for Engine {
             }
             rec.modified = now;
             Ok(((), Vec::new()))
-        })
+        })?;
+        self.rebuild_views_after_flatten(&state)
     }
 
     // --- trash ---------------------------------------------------------------------------------------------------
@@ -2466,6 +2467,8 @@ impl Backend for Engine {
             OpenTarget::HeadReadOnly => Ok(Box::new(Handle::open_head(state, client, now, false)?)),
             OpenTarget::Snapshot(name) => {
                 let _op = mutex_lock(&state.op);
+                // Read before the records: a flatten after it raises it, and the view is built again.
+                let generation = state.generation.load(std::sync::atomic::Ordering::SeqCst);
                 let rec = self.store.read_image(&id)?;
                 let snap = rec
                     .snap_by_name(name.as_str())
@@ -2473,7 +2476,7 @@ impl Backend for Engine {
                 let view = self.snap_view(&state, &rec, snap)?;
                 let snap_id = snap.id;
                 drop(_op);
-                Ok(Box::new(Handle::open_snapshot(state, view, snap_id, client, now)))
+                Ok(Box::new(Handle::open_snapshot(state, (view, generation), snap_id, client, now)))
             }
         }
     }
@@ -2561,6 +2564,46 @@ impl Engine {
             rec.features = next.bits();
             Ok(())
         })
+    }
+
+    /// After a flatten of `flattened`'s image, rebuilds the views built before it that still read through its
+    /// former parent: those of its open snapshots, and the heads (and open snapshots) of every image in use that
+    /// reads through one of its snapshots, clones of clones included. Nothing holds the parent's snapshot any more,
+    /// so it may be removed, and the fold that follows changes the layers those views would go on reading (the
+    /// snapshot's own layer takes its neighbour's blocks). Heads are rebuilt here, open snapshots at their next
+    /// use.
+    fn rebuild_views_after_flatten(&self, flattened: &ImageState) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        flattened.generation.fetch_add(1, Ordering::SeqCst);
+        for other in self.store.loaded_states() {
+            if other.id == flattened.id {
+                continue;
+            }
+            // Walk up its parents: a chain of clones is short, and a cycle cannot be (a bound all the same).
+            let Ok(rec) = self.store.read_image(&other.id) else { continue };
+            let mut parent = rec.parent.as_ref().map(|p| p.image_id.clone());
+            let mut depth = 0;
+            let mut descends = false;
+            while let Some(id) = parent {
+                if id == flattened.id {
+                    descends = true;
+                    break;
+                }
+                depth += 1;
+                if depth > 64 {
+                    break;
+                }
+                parent = self.store.read_image(&id).ok().and_then(|r| r.parent.map(|p| p.image_id));
+            }
+            if descends {
+                other.generation.fetch_add(1, Ordering::SeqCst);
+                // The record read under the head lock: a control operation commits and rebuilds under it too.
+                let mut head = other.head_write();
+                let Ok(rec) = self.store.read_image(&other.id) else { continue };
+                other.refresh(&mut head, &rec)?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_snapshot_locked(&self, state: &ImageState, spec: &SnapSpec) -> Result<()> {

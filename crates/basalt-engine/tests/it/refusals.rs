@@ -371,3 +371,49 @@ fn a_deep_copy_of_a_clone_shows_the_parent_where_each_source_view_does() {
     assert!(source_head[MIB as usize..].iter().all(|&b| b == 0), "the grown head shows nothing past the shrink");
     assert!(read_view(&f, "rbd/copy", None) == source_head, "the copy's head differs from the source's");
 }
+
+/// A clone of a clone keeps reading what it read while the clone in the middle is flattened and the snapshot the
+/// middle one was cloned from is then removed (its layer folded with the parent's head): the grandchild, in use all
+/// along, must not read through to the parent's layers as they are now.
+#[test]
+fn a_grandchild_in_use_reads_the_same_after_its_parent_is_flattened_and_the_grandparent_snapshot_removed() {
+    let f = fixture();
+    let e = &f.engine;
+    create(&f, "rbd/top", 4 * MIB);
+    // The snapshot holds most of the image but not its second MiB; the head then writes only there.
+    write(&f, "rbd/top", 0, &vec![0x11; MIB as usize]);
+    write(&f, "rbd/top", 2 * MIB, &vec![0x11; 2 * MIB as usize]);
+    e.snap_create(&snap("rbd/top@ps")).expect("snap");
+    e.snap_protect(&snap("rbd/top@ps")).expect("protect");
+    e.clone_image(&snap("rbd/top@ps"), &spec("rbd/mid"), &CloneRequest::inherit()).expect("clone");
+    e.snap_create(&snap("rbd/mid@cs")).expect("snap of the clone");
+    e.snap_protect(&snap("rbd/mid@cs")).expect("protect");
+    e.clone_image(&snap("rbd/mid@cs"), &spec("rbd/leaf"), &CloneRequest::inherit()).expect("clone of the clone");
+    let leaf = e.open(&spec("rbd/leaf"), &OpenTarget::Head, "vm").expect("open the leaf");
+    let mut before = vec![0u8; 4 * MIB as usize];
+    leaf.read(0, &mut before).expect("read");
+    assert!(before[MIB as usize..2 * MIB as usize].iter().all(|&b| b == 0));
+    let mid_snap = e
+        .open(&spec("rbd/mid"), &OpenTarget::Snapshot(SnapName::new("cs").expect("name")), "backup")
+        .expect("open the middle's snapshot");
+
+    write(&f, "rbd/top", MIB, &vec![0x22; MIB as usize]);
+    e.flatten(&spec("rbd/mid"), &Progress::default()).expect("flatten the middle");
+    e.snap_unprotect(&snap("rbd/top@ps")).expect("unprotect: no clone left");
+    e.snap_remove(&snap("rbd/top@ps")).expect("remove the grandparent's snapshot");
+
+    let mut after = vec![0u8; 4 * MIB as usize];
+    leaf.read(0, &mut after).expect("read");
+    let changed = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(changed, None, "the leaf's data changed under it");
+    mid_snap.read(0, &mut after).expect("read");
+    let changed = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(changed, None, "the middle's open snapshot changed under it");
+    // A partial write copies up the block it lands in: from what the leaf shows, not from the parent's head.
+    leaf.write(MIB + 100, &[0x33; 10], Durability::Buffered).expect("write");
+    before[MIB as usize + 100..MIB as usize + 110].fill(0x33);
+    drop(leaf);
+    let mut fresh = vec![0u8; 4 * MIB as usize];
+    e.open(&spec("rbd/leaf"), &OpenTarget::HeadReadOnly, "t").expect("open").read(0, &mut fresh).expect("read");
+    assert!(fresh == before, "the leaf reopened reads differently");
+}
