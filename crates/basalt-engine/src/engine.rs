@@ -2264,7 +2264,8 @@ impl Backend for Engine {
             rec.modified = now;
             Ok(((), Vec::new()))
         })?;
-        self.rebuild_views_after_flatten(&state)
+        self.rebuild_views_of(&state);
+        Ok(())
     }
 
     // --- trash ---------------------------------------------------------------------------------------------------
@@ -2566,17 +2567,22 @@ impl Engine {
         })
     }
 
-    /// After a flatten of `flattened`'s image, rebuilds the views built before it that still read through its
-    /// former parent: those of its open snapshots, and the heads (and open snapshots) of every image in use that
-    /// reads through one of its snapshots, clones of clones included. Nothing holds the parent's snapshot any more,
-    /// so it may be removed, and the fold that follows changes the layers those views would go on reading (the
-    /// snapshot's own layer takes its neighbour's blocks). Heads are rebuilt here, open snapshots at their next
-    /// use.
-    fn rebuild_views_after_flatten(&self, flattened: &ImageState) -> Result<()> {
+    /// After a flatten or a fold of `changed`'s image, rebuilds the views of it built before: those of its open
+    /// snapshots, and the heads (and open snapshots) of every image in use that reads through one of its
+    /// snapshots, clones of clones included. Heads are rebuilt here, open snapshots at their next use.
+    /// - After a flatten, those views still read through its former parent. Nothing holds the parent's snapshot
+    ///   any more, so it may be removed, and the fold that follows changes the layers they would go on reading (the
+    ///   snapshot's own layer takes its neighbour's blocks).
+    /// - After a fold, they read through the layer it deleted, whose files and bitmaps they keep (they read alike,
+    ///   see `Layer::stay_resident`): built again, they let them go, and its space goes back to the file system.
+    ///
+    /// Best effort: the change it follows is committed, so a view that cannot be built again (a record gone
+    /// meanwhile) is left as it is.
+    fn rebuild_views_of(&self, changed: &ImageState) {
         use std::sync::atomic::Ordering;
-        flattened.generation.fetch_add(1, Ordering::SeqCst);
+        changed.generation.fetch_add(1, Ordering::SeqCst);
         for other in self.store.loaded_states() {
-            if other.id == flattened.id {
+            if other.id == changed.id {
                 continue;
             }
             // Walk up its parents: a chain of clones is short, and a cycle cannot be (a bound all the same).
@@ -2585,7 +2591,7 @@ impl Engine {
             let mut depth = 0;
             let mut descends = false;
             while let Some(id) = parent {
-                if id == flattened.id {
+                if id == changed.id {
                     descends = true;
                     break;
                 }
@@ -2599,11 +2605,11 @@ impl Engine {
                 other.generation.fetch_add(1, Ordering::SeqCst);
                 // The record read under the head lock: a control operation commits and rebuilds under it too.
                 let mut head = other.head_write();
-                let Ok(rec) = self.store.read_image(&other.id) else { continue };
-                other.refresh(&mut head, &rec)?;
+                if let Ok(rec) = self.store.read_image(&other.id) {
+                    let _ = other.refresh(&mut head, &rec);
+                }
             }
         }
-        Ok(())
     }
 
     fn remove_snapshot_locked(&self, state: &ImageState, spec: &SnapSpec) -> Result<()> {
@@ -2676,6 +2682,8 @@ impl Engine {
             }
             merged?
         };
+        // Before the files go: views still holding the deleted layer let it go, so its space goes back now.
+        self.rebuild_views_of(state);
         self.store.remove_layer_files(&dead);
         Ok(())
     }

@@ -387,8 +387,9 @@ pub(crate) struct ImageState {
     watchers: Mutex<Vec<WatcherEntry>>,
     /// The pool's full flag: writes through handles answer EDQUOT while it is set.
     pub pool_full: Arc<AtomicBool>,
-    /// Raised when views of this image built before may read what they must not any more: a flatten of the image
-    /// or of an image it is cloned from (its parent's snapshot may then go). Open snapshots rebuild their view.
+    /// Raised when views of this image built before should not be read any more: after a flatten of the image or
+    /// of an image it is cloned from (its parent's snapshot may then go), or a fold there (they hold the layer it
+    /// deleted). Open snapshots rebuild their view at their next use.
     pub generation: AtomicU64,
 }
 
