@@ -2664,12 +2664,12 @@ impl Engine {
         let fold = Fold { state, layout, low, up, lower, upper };
         // The layer the fold deletes keeps its bitmaps in memory from here on (`Layer::stay_resident`); if the
         // fold fails, it stays and may evict them again.
-        let dead = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
+        let merged = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
             let merged = fold.low.stay_resident(true).and_then(|()| self.merge_up(&fold));
             if merged.is_err() {
                 let _ = fold.low.stay_resident(false);
             }
-            merged?
+            merged
         } else {
             let head_is_upper = rec.head_layer == fold.upper.id;
             if head_is_upper {
@@ -2680,7 +2680,17 @@ impl Engine {
             if merged.is_err() {
                 let _ = fold.up.stay_resident(false);
             }
-            merged?
+            merged
+        };
+        let dead = match merged {
+            Err(err) if err.kind() == ErrorKind::NoSpace => {
+                // The copy stopped on a full disk. What it copied is in both layers now: the upper one's (moved
+                // up, or the original of what moved down) covers the lower one's, which nothing reads, so those
+                // go back as the removal's own blocks did. Otherwise a removal meant to free space kept taking it.
+                let _ = self.give_back_hidden_blocks(&fold.layout, &fold.low, &fold.up, fold.upper.min_size);
+                return Err(err);
+            }
+            other => other?,
         };
         // Before the files go: views still holding the deleted layer let it go, so its space goes back now.
         self.rebuild_views_of(state);
