@@ -394,11 +394,13 @@ impl Engine {
         self.store.checkpoint(|txn| Self::delete_layer_bits(txn, &orphans))
     }
 
-    /// Cleans up the files of a copy that failed. After an i/o error the publishing commit may still have reached
-    /// the disk, so the files stay (the next open removes them if nothing refers to them); after any other failure
-    /// (cancellation, a name taken meanwhile) nothing was published and they go now.
-    fn discard_copy_files(&self, err: &Error, ids: &[u64]) {
-        if !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
+    /// Cleans up the files of a copy that failed. When the publishing commit itself failed with an i/o error, it
+    /// may still have reached the disk, so the files stay (the next open removes them if nothing refers to them).
+    /// After any other failure of that commit (a name taken meanwhile), and after any failure before it (of the
+    /// copying: cancellation, a read error, a full disk), nothing was published and they go now: no image holds
+    /// them, so no removal could give their space back before a restart.
+    fn discard_copy_files(&self, err: &Error, publishing: bool, ids: &[u64]) {
+        if !publishing || !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
             // Checkpoints may have stored bitmaps of these layers already: they go with the files.
             self.store.journal.forget_layers(ids);
             let _ = self.store.checkpoint(|txn| Self::delete_layer_bits(txn, ids));
@@ -1208,6 +1210,46 @@ fn diff_views(from: Option<&View>, to: &View, granularity: DiffGranularity) -> R
     Ok(extents)
 }
 
+/// Makes `dest`, a deep copy's view being filled over the same parent snapshot as `src`, show the parent's data
+/// exactly where `src` does, once its own blocks match those of `src` (the diff of the views without the parent).
+/// A block `src` reads as zeros, from a zero marker or behind a size floor, gets a zero marker where `dest` would
+/// show the parent; a block `src` reads from the parent that `dest` hides (a zero marker an earlier view of another
+/// branch left, say) gets the parent's bytes. Only the blocks where the parent has data can differ.
+fn match_parent(src: &View, dest: &View, locks: &crate::layer::StripeLocks) -> Result<()> {
+    use crate::layer::Source;
+    let (Some(base), Some(dest_base)) = (&src.base, &dest.base) else { return Ok(()) };
+    let limit = base.overlap.max(dest_base.overlap).min(src.size).min(dest.size);
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    for (start, len) in base.view.allocated_in(0, limit)? {
+        for piece in src.layout.pieces(start, len.min(limit - start)) {
+            let parent_data = |base: &crate::layer::Base| -> Result<bool> {
+                Ok(base.state_at(piece.image_offset)? == BlockState::Data)
+            };
+            let shows_parent = match src.resolve(0, &piece)? {
+                // Its own block: the diff copied it.
+                Source::Layer(_) => continue,
+                Source::Zero => false,
+                Source::Base if parent_data(base)? => true,
+                Source::Base => continue,
+            };
+            let out = &mut buf[..piece.length as usize];
+            match (shows_parent, dest.resolve(0, &piece)?) {
+                (false, Source::Layer(_)) => dest.zero(locks, piece.image_offset, piece.length)?,
+                (false, Source::Base) if parent_data(dest_base)? => {
+                    dest.zero(locks, piece.image_offset, piece.length)?
+                }
+                (true, Source::Zero) => {
+                    src.read(piece.image_offset, out)?;
+                    dest.write(locks, piece.image_offset, out)?;
+                }
+                // The same bytes either way: zeros, the parent's, or the parent's copied by an earlier view.
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A fold of snapshot removal: a hidden layer and the one layer that reads through it.
 struct Fold<'a> {
     state: &'a ImageState,
@@ -1690,9 +1732,11 @@ impl Backend for Engine {
             txn.commit().map_err(db_err)?;
             dest_rec
         };
-        let result = self.fill_and_publish(&src_view, dest_rec.clone(), progress);
+        let dest_layer = dest_rec.head_layer;
+        let mut publishing = false;
+        let result = self.fill_and_publish(&src_view, dest_rec, progress, &mut publishing);
         if let Err(err) = &result {
-            self.discard_copy_files(err, &[dest_rec.head_layer]);
+            self.discard_copy_files(err, publishing, &[dest_layer]);
         }
         result
     }
@@ -1703,13 +1747,27 @@ impl Backend for Engine {
         let rec = self.store.read_image(&state.id)?;
         let layout = layout_of(&rec)?;
         let features = Features::from_bits(rec.features)?;
-        let parent = rec.parent.clone().map(|p| ParentRec {
-            overlap: Self::effective_overlap(&rec, rec.head_layer).ok().flatten().unwrap_or(p.overlap),
-            ..p
-        });
+        // The copy's views, oldest first, each to be filled with what changed since the one before.
+        let mut tops: Vec<(Option<&SnapRec>, View)> = Vec::new();
+        for snap in &rec.snaps {
+            tops.push((Some(snap), self.snap_view(&state, &rec, snap)?));
+        }
+        tops.push((None, state.head_read().view.clone()));
+        // The parent as far as any view may show it: where a view shows less of it (a shrink since, a zero marker),
+        // `match_parent` hides it in the copy's view too. The root starts at the first view's size, so its size
+        // floor hides nothing of the parent that view shows.
+        let first_size = tops[0].1.size;
         let mut dest_rec = {
             let txn = self.write_txn()?;
-            let r = self.new_image_rec(&txn, dest, rec.size, layout, features, rec.data_pool.clone(), parent)?;
+            let r = self.new_image_rec(
+                &txn,
+                dest,
+                first_size,
+                layout,
+                features,
+                rec.data_pool.clone(),
+                rec.parent.clone(),
+            )?;
             txn.commit().map_err(db_err)?;
             r
         };
@@ -1717,15 +1775,11 @@ impl Backend for Engine {
         dest_rec.config = rec.config.clone();
         dest_rec.snap_limit = rec.snap_limit;
         let created_layers = std::cell::RefCell::new(vec![dest_rec.head_layer]);
+        let publishing = std::cell::Cell::new(false);
         let result = (|| -> Result<()> {
             let dest_state = ImageState::detached(&self.store, &dest_rec.id);
             let mut previous: Option<View> = None;
             let total = rec.snaps.len() as u64 + 1;
-            let mut tops: Vec<(Option<&SnapRec>, View)> = Vec::new();
-            for snap in &rec.snaps {
-                tops.push((Some(snap), self.snap_view(&state, &rec, snap)?));
-            }
-            tops.push((None, state.head_read().view.clone()));
             for (idx, (snap, view)) in tops.into_iter().enumerate() {
                 if progress.is_cancelled() {
                     bail!(Cancelled, "the operation was cancelled");
@@ -1759,6 +1813,8 @@ impl Backend for Engine {
                         dest_view.zero(&dest_state.locks, extent.offset, extent.length)?;
                     }
                 }
+                // The diff above compares the views without the parent: where it is seen is matched here.
+                match_parent(&view, &dest_view, &dest_state.locks)?;
                 if let Some(snap) = snap {
                     let txn = self.write_txn()?;
                     let layer = self.new_layer(&txn, Some(dest_rec.head_layer), view.size)?;
@@ -1779,10 +1835,11 @@ impl Backend for Engine {
                 previous = Some(view);
                 progress.set(idx as u64 + 1, total);
             }
+            publishing.set(true);
             dest_state.persist(|txn| Self::insert_new_image(txn, &dest_rec))
         })();
         if let Err(err) = &result {
-            self.discard_copy_files(err, &created_layers.borrow());
+            self.discard_copy_files(err, publishing.get(), &created_layers.borrow());
         }
         result
     }
@@ -2206,7 +2263,9 @@ impl Backend for Engine {
             }
             rec.modified = now;
             Ok(((), Vec::new()))
-        })
+        })?;
+        self.rebuild_views_of(&state);
+        Ok(())
     }
 
     // --- trash ---------------------------------------------------------------------------------------------------
@@ -2409,6 +2468,8 @@ impl Backend for Engine {
             OpenTarget::HeadReadOnly => Ok(Box::new(Handle::open_head(state, client, now, false)?)),
             OpenTarget::Snapshot(name) => {
                 let _op = mutex_lock(&state.op);
+                // Read before the records: a flatten after it raises it, and the view is built again.
+                let generation = state.generation.load(std::sync::atomic::Ordering::SeqCst);
                 let rec = self.store.read_image(&id)?;
                 let snap = rec
                     .snap_by_name(name.as_str())
@@ -2416,7 +2477,7 @@ impl Backend for Engine {
                 let view = self.snap_view(&state, &rec, snap)?;
                 let snap_id = snap.id;
                 drop(_op);
-                Ok(Box::new(Handle::open_snapshot(state, view, snap_id, client, now)))
+                Ok(Box::new(Handle::open_snapshot(state, (view, generation), snap_id, client, now)))
             }
         }
     }
@@ -2506,6 +2567,51 @@ impl Engine {
         })
     }
 
+    /// After a flatten or a fold of `changed`'s image, rebuilds the views of it built before: those of its open
+    /// snapshots, and the heads (and open snapshots) of every image in use that reads through one of its
+    /// snapshots, clones of clones included. Heads are rebuilt here, open snapshots at their next use.
+    /// - After a flatten, those views still read through its former parent. Nothing holds the parent's snapshot
+    ///   any more, so it may be removed, and the fold that follows changes the layers they would go on reading (the
+    ///   snapshot's own layer takes its neighbour's blocks).
+    /// - After a fold, they read through the layer it deleted, whose files and bitmaps they keep (they read alike,
+    ///   see `Layer::stay_resident`): built again, they let them go, and its space goes back to the file system.
+    ///
+    /// Best effort: the change it follows is committed, so a view that cannot be built again (a record gone
+    /// meanwhile) is left as it is.
+    fn rebuild_views_of(&self, changed: &ImageState) {
+        use std::sync::atomic::Ordering;
+        changed.generation.fetch_add(1, Ordering::SeqCst);
+        for other in self.store.loaded_states() {
+            if other.id == changed.id {
+                continue;
+            }
+            // Walk up its parents: a chain of clones is short, and a cycle cannot be (a bound all the same).
+            let Ok(rec) = self.store.read_image(&other.id) else { continue };
+            let mut parent = rec.parent.as_ref().map(|p| p.image_id.clone());
+            let mut depth = 0;
+            let mut descends = false;
+            while let Some(id) = parent {
+                if id == changed.id {
+                    descends = true;
+                    break;
+                }
+                depth += 1;
+                if depth > 64 {
+                    break;
+                }
+                parent = self.store.read_image(&id).ok().and_then(|r| r.parent.map(|p| p.image_id));
+            }
+            if descends {
+                other.generation.fetch_add(1, Ordering::SeqCst);
+                // The record read under the head lock: a control operation commits and rebuilds under it too.
+                let mut head = other.head_write();
+                if let Ok(rec) = self.store.read_image(&other.id) {
+                    let _ = other.refresh(&mut head, &rec);
+                }
+            }
+        }
+    }
+
     fn remove_snapshot_locked(&self, state: &ImageState, spec: &SnapSpec) -> Result<()> {
         let rec = self.store.read_image(&state.id)?;
         let snap = rec
@@ -2556,17 +2662,38 @@ impl Engine {
         self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
         // Data blocks decide (zero markers cost no copy of bytes), counted without reading any bitmap.
         let fold = Fold { state, layout, low, up, lower, upper };
-        let dead = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
-            self.merge_up(&fold)?
+        // The layer the fold deletes keeps its bitmaps in memory from here on (`Layer::stay_resident`); if the
+        // fold fails, it stays and may evict them again.
+        let merged = if fold.low.data_usage().0 <= fold.up.data_usage().0 {
+            let merged = fold.low.stay_resident(true).and_then(|()| self.merge_up(&fold));
+            if merged.is_err() {
+                let _ = fold.low.stay_resident(false);
+            }
+            merged
         } else {
             let head_is_upper = rec.head_layer == fold.upper.id;
             if head_is_upper {
                 fold.up.watch(true);
             }
-            let merged = self.merge_down(&fold, head_is_upper);
+            let merged = fold.up.stay_resident(true).and_then(|()| self.merge_down(&fold, head_is_upper));
             fold.up.watch(false);
-            merged?
+            if merged.is_err() {
+                let _ = fold.up.stay_resident(false);
+            }
+            merged
         };
+        let dead = match merged {
+            Err(err) if err.kind() == ErrorKind::NoSpace => {
+                // The copy stopped on a full disk. What it copied is in both layers now: the upper one's (moved
+                // up, or the original of what moved down) covers the lower one's, which nothing reads, so those
+                // go back as the removal's own blocks did. Otherwise a removal meant to free space kept taking it.
+                let _ = self.give_back_hidden_blocks(&fold.layout, &fold.low, &fold.up, fold.upper.min_size);
+                return Err(err);
+            }
+            other => other?,
+        };
+        // Before the files go: views still holding the deleted layer let it go, so its space goes back now.
+        self.rebuild_views_of(state);
         self.store.remove_layer_files(&dead);
         Ok(())
     }
@@ -2711,11 +2838,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes the data of `src` into the single layer of a new image record, then publishes the record.
-    fn fill_and_publish(&self, src: &View, dest_rec: ImageRec, progress: &Progress) -> Result<()> {
+    /// Writes the data of `src` into the single layer of a new image record, then publishes the record;
+    /// `publishing` is set once the copying is done and the publishing commit begins.
+    fn fill_and_publish(
+        &self,
+        src: &View,
+        dest_rec: ImageRec,
+        progress: &Progress,
+        publishing: &mut bool,
+    ) -> Result<()> {
         let dest_state = ImageState::detached(&self.store, &dest_rec.id);
         let dest_view = dest_state.build_view(&dest_rec, dest_rec.head_layer, dest_rec.size)?;
         self.copy_data(src, &dest_view, &dest_state, progress)?;
+        *publishing = true;
         dest_state.persist(|txn| {
             let dest = Self::spec_of(&dest_rec)?;
             if Self::name_taken(txn, &dest)? {

@@ -389,6 +389,8 @@ pub struct Layer {
     /// One more than the journal's checkpoint count at the last flush of this layer's image (0: none yet): while at
     /// most one checkpoint has passed since, short writes of new blocks carry their bytes in the journal.
     flushed_at: AtomicU64,
+    /// Set while a fold may delete this layer: its bitmaps are never evicted ([`Layer::stay_resident`]).
+    resident: AtomicBool,
 }
 
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -456,6 +458,7 @@ impl Layer {
             last_large_seq: AtomicU64::new(0),
             deferred: DeferredMap::default(),
             flushed_at: AtomicU64::new(0),
+            resident: AtomicBool::new(false),
         })
     }
 
@@ -1117,6 +1120,9 @@ impl Layer {
     /// Drops clean, unreferenced bitmaps (clearing the referenced flag of the others) until about `want` bytes
     /// are freed, and gives the bytes back to the cache.
     pub(crate) fn evict_unreferenced(&self, want: usize) {
+        if self.resident.load(Ordering::SeqCst) {
+            return;
+        }
         let cost = LayerMap::bitmap_bytes(self.blocks_per_object);
         let mut map = write_lock(&self.map);
         let LayerMap { objects, dirty, committing, pinned, .. } = &mut *map;
@@ -1140,6 +1146,20 @@ impl Layer {
             map.shrink();
             map.recount(self.blocks_per_object, &self.cache);
         }
+    }
+
+    /// Keeps every bitmap of this layer in memory from now on (`on`), reading back those evicted before, or lets
+    /// them be evicted again. A fold sets it on the layer it may delete: views built before the fold (an open
+    /// snapshot's, a clone's view of its parent) may read through that layer after the fold's commit deleted its
+    /// bitmaps from the store, so they could not be read back any more.
+    pub fn stay_resident(&self, on: bool) -> Result<()> {
+        self.resident.store(on, Ordering::SeqCst);
+        if on {
+            for object_no in self.objects() {
+                self.with_bits(object_no, |_| ())?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts (or stops) recording which objects are written: a merge that copies this layer while it takes

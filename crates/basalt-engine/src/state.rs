@@ -307,6 +307,7 @@ impl Store {
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             pool_full: self.pool_full_flag(rec.data_pool.as_deref().unwrap_or(&rec.pool)),
+            generation: AtomicU64::new(0),
         });
         let head = state.build_head(&rec)?;
         *state.head_write() = head;
@@ -322,6 +323,11 @@ impl Store {
     /// Forgets an image that was removed.
     pub fn forget(&self, id: &str) {
         mutex_lock(&self.images).remove(id);
+    }
+
+    /// The states of every image something uses now.
+    pub fn loaded_states(&self) -> Vec<Arc<ImageState>> {
+        mutex_lock(&self.images).values().filter_map(std::sync::Weak::upgrade).collect()
     }
 
     /// Returns the state of an image only if something uses it now.
@@ -381,6 +387,10 @@ pub(crate) struct ImageState {
     watchers: Mutex<Vec<WatcherEntry>>,
     /// The pool's full flag: writes through handles answer EDQUOT while it is set.
     pub pool_full: Arc<AtomicBool>,
+    /// Raised when views of this image built before should not be read any more: after a flatten of the image or
+    /// of an image it is cloned from (its parent's snapshot may then go), or a fold there (they hold the layer it
+    /// deleted). Open snapshots rebuild their view at their next use.
+    pub generation: AtomicU64,
 }
 
 impl ImageState {
@@ -406,6 +416,7 @@ impl ImageState {
             layers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             pool_full: Arc::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -554,8 +565,11 @@ pub(crate) fn describe_watchers(watchers: &[Watcher]) -> String {
 /// What a handle reads and writes.
 #[derive(Debug)]
 enum Target {
-    Head { writable: bool },
-    Snapshot(Arc<View>),
+    Head {
+        writable: bool,
+    },
+    /// A snapshot's view, with the image's [`ImageState::generation`] it was built in, and the snapshot's id.
+    Snapshot(Mutex<(u64, Arc<View>)>, u64),
 }
 
 /// An open image or snapshot.
@@ -585,11 +599,32 @@ impl Handle {
         Ok(Handle { state, handle, target: Target::Head { writable } })
     }
 
-    /// Opens a snapshot, read-only.
-    pub fn open_snapshot(state: Arc<ImageState>, view: View, snap_id: u64, client: &str, now: Timestamp) -> Handle {
+    /// Opens a snapshot, read-only; `view` was built in the image's `generation`.
+    pub fn open_snapshot(
+        state: Arc<ImageState>,
+        (view, generation): (View, u64),
+        snap_id: u64,
+        client: &str,
+        now: Timestamp,
+    ) -> Handle {
         let handle =
             state.add_watcher(Watcher { client: client.to_owned(), since: now, writable: false }, Some(snap_id));
-        Handle { state, handle, target: Target::Snapshot(Arc::new(view)) }
+        Handle { state, handle, target: Target::Snapshot(Mutex::new((generation, Arc::new(view))), snap_id) }
+    }
+
+    /// The view of an open snapshot, built again first if a flatten since may have left it reading through to a
+    /// parent whose layers can now change ([`ImageState::generation`]).
+    fn snapshot_view(&self, built: &Mutex<(u64, Arc<View>)>, snap_id: u64) -> Result<Arc<View>> {
+        let mut built = mutex_lock(built);
+        let generation = self.state.generation.load(Ordering::SeqCst);
+        if built.0 != generation {
+            let rec = self.state.store.read_image(&self.state.id)?;
+            let snap = rec
+                .snap_by_id(snap_id)
+                .ok_or_else(|| Error::not_found("the snapshot no longer exists: it was removed while open"))?;
+            *built = (generation, Arc::new(self.state.build_view(&rec, snap.layer, snap.size)?));
+        }
+        Ok(built.1.clone())
     }
 
     /// Runs `f` on the view this handle reads (the head under its read lock, or the snapshot), once the range
@@ -601,9 +636,10 @@ impl Handle {
                 check_range(offset, len, head.view.size)?;
                 f(&head.view)
             }
-            Target::Snapshot(view) => {
+            Target::Snapshot(built, snap_id) => {
+                let view = self.snapshot_view(built, *snap_id)?;
                 check_range(offset, len, view.size)?;
-                f(view)
+                f(&view)
             }
         }
     }
@@ -612,7 +648,7 @@ impl Handle {
         match self.target {
             Target::Head { writable: true } => Ok(self.state.head_read()),
             Target::Head { writable: false } => Err(Error::new(ErrorKind::ReadOnly, "image is open read-only")),
-            Target::Snapshot(_) => Err(Error::new(ErrorKind::ReadOnly, "snapshots are read-only")),
+            Target::Snapshot(..) => Err(Error::new(ErrorKind::ReadOnly, "snapshots are read-only")),
         }
     }
 
@@ -635,7 +671,7 @@ impl ImageIo for Handle {
     fn size_bytes(&self) -> u64 {
         match &self.target {
             Target::Head { .. } => self.state.head_read().view.size,
-            Target::Snapshot(view) => view.size,
+            Target::Snapshot(built, _) => mutex_lock(built).1.size,
         }
     }
 
@@ -725,7 +761,8 @@ impl ImageIo for Handle {
                 check_range(offset, length, head.view.size)?;
                 head.view.block_status(offset, length)
             }
-            Target::Snapshot(view) => {
+            Target::Snapshot(built, snap_id) => {
+                let view = self.snapshot_view(built, *snap_id)?;
                 check_range(offset, length, view.size)?;
                 view.block_status(offset, length)
             }

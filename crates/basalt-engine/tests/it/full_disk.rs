@@ -307,3 +307,84 @@ fn a_full_tmpfs_fails_new_data_per_request_and_everything_else_keeps_working() {
     assert!(report.is_clean(), "fsck: {:?}", report.errors);
     check_reopened(&Engine::open_with_options(os, &root, clock, options).expect("reopen"), &model);
 }
+
+/// A copy (or deep copy) that runs out of space gives back what it had written: nothing was published, so no
+/// image holds that space and no removal could free it.
+#[test]
+fn a_copy_that_runs_out_of_space_gives_its_space_back() {
+    let vfs = SimVfs::new();
+    let engine = open(&vfs);
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("src"), &CreateOptions::with_size(4 * MIB)).expect("create src");
+    {
+        let io = engine.open(&spec("src"), &OpenTarget::Head, "t").expect("open src");
+        io.write(0, &fill(1, 2 * MIB as usize), Durability::Buffered).expect("write src");
+        io.flush().expect("flush");
+    }
+    let s1 = SnapSpec { image: spec("src"), snap: SnapName::new("s1").expect("name") };
+    engine.snap_create(&s1).expect("snapshot");
+    // Room for the first of the copy's 1 MiB chunks, not for the second.
+    vfs.set_capacity(Some(vfs.used_bytes() + 3 * MIB / 2));
+    let before = vfs.used_bytes();
+    // The metadata store may grow by a few pages; what the copy wrote is a whole MiB.
+    let kept = || vfs.used_bytes().saturating_sub(before);
+    let slack = 64 * KIB as u64;
+    let request =
+        basalt_core::CopyRequest { dest: spec("dst"), snap: None, order: None, striping: None, features: None };
+    let copied = engine.image_copy(&spec("src"), &request, &Progress::new());
+    assert_eq!(copied.map_err(|e| e.kind()), Err(ErrorKind::NoSpace), "the copy does not fit");
+    assert!(engine.image_info(&spec("dst")).is_err(), "a failed copy publishes nothing");
+    assert!(kept() <= slack, "the failed copy kept {} bytes", kept());
+    let deep = engine.image_deep_copy(&spec("src"), &spec("deep"), &Progress::new());
+    assert_eq!(deep.map_err(|e| e.kind()), Err(ErrorKind::NoSpace), "the deep copy does not fit");
+    assert!(engine.image_info(&spec("deep")).is_err(), "a failed deep copy publishes nothing");
+    assert!(kept() <= slack, "the failed deep copy kept {} bytes", kept());
+    drop(engine);
+    let report = fsck_vfs(Arc::new(vfs.clone()), Path::new(ROOT)).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert!(report.notes.is_empty(), "nothing was left behind: {:?}", report.notes);
+}
+
+/// A snapshot removal whose fold runs out of space (it copies blocks into the other layer first) still succeeds,
+/// and takes no space: what the fold had copied before it stopped is covered by the layer it came from, so it is
+/// given back, as what the removal frees is.
+#[test]
+fn a_fold_that_runs_out_of_space_gives_back_what_it_copied() {
+    let vfs = SimVfs::new();
+    let engine = open(&vfs);
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    engine.image_create(&spec("vm"), &CreateOptions::with_size(8 * MIB)).expect("create");
+    let io = engine.open(&spec("vm"), &OpenTarget::Head, "t").expect("open");
+    let mut model = fill(1, 4 * MIB as usize);
+    model.resize(8 * MIB as usize, 0);
+    io.write(0, &model[..4 * MIB as usize], Durability::Buffered).expect("write");
+    let s1 = SnapSpec { image: spec("vm"), snap: SnapName::new("s1").expect("name") };
+    engine.snap_create(&s1).expect("snapshot");
+    // The head's own data lies beside the snapshot's, so the fold must copy it (the smaller layer) down: a block
+    // in every other one, a copy each.
+    for i in 0..256u64 {
+        let at = 4 * MIB + i * 8192;
+        let block = fill((i as u8).wrapping_add(2), 4096);
+        io.write(at, &block, Durability::Buffered).expect("write the head");
+        model[at as usize..at as usize + 4096].copy_from_slice(&block);
+    }
+    io.flush().expect("flush");
+    // Room for about half of what the fold copies.
+    vfs.set_capacity(Some(vfs.used_bytes() + MIB / 2));
+    let before = vfs.used_bytes();
+    engine.snap_remove(&s1).expect("the removal succeeds when its fold finds no space");
+    let grown = vfs.used_bytes().saturating_sub(before);
+    assert!(grown <= 64 * KIB as u64, "the removal took {grown} bytes of the full disk");
+    assert!(read_all(io.as_ref()) == model, "the head reads what was written");
+    drop(io);
+    drop(engine);
+    let report = fsck_vfs(Arc::new(vfs.clone()), Path::new(ROOT)).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+    let engine = open(&vfs);
+    let io = engine.open(&spec("vm"), &OpenTarget::Head, "t").expect("open");
+    assert!(read_all(io.as_ref()) == model, "the head after reopening");
+}

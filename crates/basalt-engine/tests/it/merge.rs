@@ -278,3 +278,124 @@ fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
         check_kept(&dir, engine, io, &image, DEFAULT_METADATA_CACHE, &model, &format!("seed {seed}"));
     }
 }
+
+/// A copy of a clone keeps reading the view of the parent it started with while a removal in the parent folds the
+/// layer that view starts with away, even when that layer's bitmaps leave memory meanwhile: the store has none for
+/// it any more. (The copy holds the clone, not the parent; its first write is held on the disk while the parent's
+/// snapshot is removed and the bitmaps are evicted.)
+#[test]
+fn a_copy_reads_through_a_layer_folded_away_whose_bitmaps_were_evicted() {
+    use basalt_engine::sim::SimVfs;
+    const IMAGE: u64 = 4 * MIB;
+    let sim = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { metadata_cache_bytes: 8 << 10, ..EngineOptions::deterministic() };
+    let engine =
+        Engine::open_with_options(Arc::new(sim.clone()), std::path::Path::new("/store"), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    let mut create = CreateOptions::with_size(IMAGE);
+    create.order = Some(basalt_core::ObjectOrder::new(16).expect("order"));
+    engine.image_create(&image, &create).expect("create");
+    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    // s1's layer holds the whole image; s2's one block per object (so removing s1 folds s2's layer down into
+    // s1's, and s2's layer is the one deleted).
+    let mut model = vec![0x11u8; IMAGE as usize];
+    head.write(0, &model, Durability::Buffered).expect("write");
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
+    for at in (0..IMAGE).step_by(64 << 10) {
+        head.write(at, &[0x22; 4096], Durability::Buffered).expect("write");
+        model[at as usize..at as usize + 4096].fill(0x22);
+    }
+    let s2 = SnapSpec::parse("rbd/vm@s2").expect("snap");
+    engine.snap_create(&s2).expect("s2");
+    engine.snap_protect(&s2).expect("protect");
+    let child = ImageSpec::parse("rbd/child").expect("spec");
+    engine.clone_image(&s2, &child, &basalt_core::CloneRequest::inherit()).expect("clone");
+    let copy = ImageSpec::parse("rbd/copy").expect("spec");
+
+    let progress = basalt_core::Progress::new();
+    let mut gate = sim.hold_next_write();
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(|| engine.image_copy(&child, &basalt_core::CopyRequest::to(copy.clone()), &progress));
+        // Every write of the copy is held in turn until one comes after it started copying data (it created the
+        // destination's record before, in a metadata commit the removal below would wait for).
+        loop {
+            gate.wait_until_held();
+            if progress.get().1 > 0 {
+                break;
+            }
+            let next = sim.hold_next_write();
+            gate.release();
+            gate = next;
+        }
+        engine.snap_remove(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("remove s1");
+        // The head's writes and a checkpoint fill the bitmap memory many times over: clean bitmaps leave it.
+        head.write(0, &vec![0x44; IMAGE as usize], Durability::Buffered).expect("write");
+        engine.image_metadata_set(&image, "k", "v").expect("a checkpoint");
+        let mut other = vec![0u8; IMAGE as usize];
+        head.read(0, &mut other).expect("read the head");
+        let (used, peak, budget) = engine.bitmap_memory();
+        assert!(peak > budget, "the bitmaps never exceeded their budget ({used} now, {peak} at most, {budget})");
+        gate.release();
+        copier.join().expect("the copying thread").expect("the copy");
+    });
+    let io = engine.open(&copy, &OpenTarget::HeadReadOnly, "check").expect("open the copy");
+    let mut buf = vec![0u8; IMAGE as usize];
+    io.read(0, &mut buf).expect("read the copy");
+    if let Some(i) = first_difference(&buf, &model) {
+        panic!("the copy: byte {i} is {:#x}, expected {:#x}", buf[i], model[i]);
+    }
+}
+
+/// The layer a fold deletes gives its space back at once, even while a clone of a later snapshot is in use (its
+/// view of the parent was built on that layer) and a snapshot is open: their views are built again.
+#[test]
+fn a_fold_gives_space_back_while_a_clone_and_an_open_snapshot_read_through_it() {
+    use basalt_engine::sim::SimVfs;
+    const IMAGE: u64 = 4 * MIB;
+    let sim = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let engine = Engine::open_with_options(
+        Arc::new(sim.clone()),
+        std::path::Path::new("/store"),
+        clock,
+        EngineOptions::deterministic(),
+    )
+    .expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    engine.image_create(&image, &CreateOptions::with_size(IMAGE)).expect("create");
+    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    // s1's layer holds the whole image, s2's a quarter of it: removing s1 folds s2's layer down and deletes it.
+    let mut model = vec![0x11u8; IMAGE as usize];
+    head.write(0, &model, Durability::Buffered).expect("write");
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
+    head.write(0, &[0x22; MIB as usize], Durability::Buffered).expect("write");
+    model[..MIB as usize].fill(0x22);
+    let s2 = SnapSpec::parse("rbd/vm@s2").expect("snap");
+    engine.snap_create(&s2).expect("s2");
+    engine.snap_protect(&s2).expect("protect");
+    let child = ImageSpec::parse("rbd/child").expect("spec");
+    engine.clone_image(&s2, &child, &basalt_core::CloneRequest::inherit()).expect("clone");
+    let clone = engine.open(&child, &OpenTarget::Head, "vm").expect("open the clone");
+    let open_s2 = engine.open(&image, &OpenTarget::Snapshot(s2.snap.clone()), "backup").expect("open s2");
+    let mut buf = vec![0u8; IMAGE as usize];
+    clone.read(0, &mut buf).expect("read the clone");
+    assert!(buf == model);
+    open_s2.read(0, &mut buf).expect("read s2");
+    assert!(buf == model);
+
+    let before = sim.used_bytes();
+    engine.snap_remove(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("remove s1");
+    clone.read(0, &mut buf).expect("read the clone");
+    assert!(buf == model, "the clone after the fold");
+    open_s2.read(0, &mut buf).expect("read s2");
+    assert!(buf == model, "the open snapshot after the fold");
+    let freed = before.saturating_sub(sim.used_bytes());
+    assert!(freed >= MIB * 7 / 8, "the fold freed {freed} bytes of s2's MiB while the clone and s2 are open");
+}

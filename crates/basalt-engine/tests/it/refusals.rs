@@ -320,3 +320,100 @@ fn errors_name_images_by_spec_not_by_internal_ids() {
         assert!(!err.message().contains(layer.as_str()), "layer id {layer} leaks: {err}");
     }
 }
+
+/// Reads all of a view of an image: the head, or a snapshot.
+fn read_view(f: &Fixture, s: &str, snap_name: Option<&str>) -> Vec<u8> {
+    let target = match snap_name {
+        Some(name) => OpenTarget::Snapshot(SnapName::new(name).expect("snap name")),
+        None => OpenTarget::HeadReadOnly,
+    };
+    let io = f.engine.open(&spec(s), &target, "test").expect("open");
+    let mut buf = vec![0u8; io.size_bytes() as usize];
+    io.read(0, &mut buf).expect("read");
+    buf
+}
+
+/// A deep copy of a clone compares its views without the parent, yet each view of the copy must show the parent
+/// where the source's view does, and only there: past a shrink of the head (a snapshot from before it still shows
+/// the parent there), behind a zero marker (a discard), and again after a rollback to before that discard.
+#[test]
+fn a_deep_copy_of_a_clone_shows_the_parent_where_each_source_view_does() {
+    let f = fixture();
+    let e = &f.engine;
+    create(&f, "rbd/parent", 4 * MIB);
+    let pattern: Vec<u8> = (0..4 * MIB as usize).map(|i| (i % 251) as u8 + 1).collect();
+    write(&f, "rbd/parent", 0, &pattern);
+    e.snap_create(&snap("rbd/parent@base")).expect("snap");
+    e.snap_protect(&snap("rbd/parent@base")).expect("protect");
+    e.clone_image(&snap("rbd/parent@base"), &spec("rbd/child"), &CloneRequest::inherit()).expect("clone");
+    write(&f, "rbd/child", 8192, &[7u8; 4096]);
+    e.snap_create(&snap("rbd/child@s0")).expect("snap of the clone");
+    {
+        let io = e.open(&spec("rbd/child"), &OpenTarget::Head, "test").expect("open");
+        io.discard(64 << 10, 64 << 10, Durability::Buffered).expect("discard");
+        io.flush().expect("flush");
+    }
+    e.snap_create(&snap("rbd/child@s1")).expect("snap after the discard");
+    e.snap_rollback(&snap("rbd/child@s0"), &Progress::default()).expect("rollback to before the discard");
+    e.snap_create(&snap("rbd/child@s2")).expect("snap after the rollback");
+    e.image_resize(&spec("rbd/child"), MIB, ResizePolicy::AllowShrink).expect("shrink");
+    e.image_resize(&spec("rbd/child"), 2 * MIB, ResizePolicy::GrowOnly).expect("grow");
+
+    e.image_deep_copy(&spec("rbd/child"), &spec("rbd/copy"), &Progress::default()).expect("deep copy");
+    for name in ["s0", "s1", "s2"] {
+        let source = read_view(&f, "rbd/child", Some(name));
+        assert_eq!(source.len(), 4 * MIB as usize);
+        let zeros = source[64 << 10..128 << 10].iter().all(|&b| b == 0);
+        assert_eq!(zeros, name == "s1", "@{name} shows the parent unless behind the discard");
+        assert!(read_view(&f, "rbd/copy", Some(name)) == source, "the copy's @{name} differs from the source's");
+    }
+    let source_head = read_view(&f, "rbd/child", None);
+    assert!(source_head[MIB as usize..].iter().all(|&b| b == 0), "the grown head shows nothing past the shrink");
+    assert!(read_view(&f, "rbd/copy", None) == source_head, "the copy's head differs from the source's");
+}
+
+/// A clone of a clone keeps reading what it read while the clone in the middle is flattened and the snapshot the
+/// middle one was cloned from is then removed (its layer folded with the parent's head): the grandchild, in use all
+/// along, must not read through to the parent's layers as they are now.
+#[test]
+fn a_grandchild_in_use_reads_the_same_after_its_parent_is_flattened_and_the_grandparent_snapshot_removed() {
+    let f = fixture();
+    let e = &f.engine;
+    create(&f, "rbd/top", 4 * MIB);
+    // The snapshot holds most of the image but not its second MiB; the head then writes only there.
+    write(&f, "rbd/top", 0, &vec![0x11; MIB as usize]);
+    write(&f, "rbd/top", 2 * MIB, &vec![0x11; 2 * MIB as usize]);
+    e.snap_create(&snap("rbd/top@ps")).expect("snap");
+    e.snap_protect(&snap("rbd/top@ps")).expect("protect");
+    e.clone_image(&snap("rbd/top@ps"), &spec("rbd/mid"), &CloneRequest::inherit()).expect("clone");
+    e.snap_create(&snap("rbd/mid@cs")).expect("snap of the clone");
+    e.snap_protect(&snap("rbd/mid@cs")).expect("protect");
+    e.clone_image(&snap("rbd/mid@cs"), &spec("rbd/leaf"), &CloneRequest::inherit()).expect("clone of the clone");
+    let leaf = e.open(&spec("rbd/leaf"), &OpenTarget::Head, "vm").expect("open the leaf");
+    let mut before = vec![0u8; 4 * MIB as usize];
+    leaf.read(0, &mut before).expect("read");
+    assert!(before[MIB as usize..2 * MIB as usize].iter().all(|&b| b == 0));
+    let mid_snap = e
+        .open(&spec("rbd/mid"), &OpenTarget::Snapshot(SnapName::new("cs").expect("name")), "backup")
+        .expect("open the middle's snapshot");
+
+    write(&f, "rbd/top", MIB, &vec![0x22; MIB as usize]);
+    e.flatten(&spec("rbd/mid"), &Progress::default()).expect("flatten the middle");
+    e.snap_unprotect(&snap("rbd/top@ps")).expect("unprotect: no clone left");
+    e.snap_remove(&snap("rbd/top@ps")).expect("remove the grandparent's snapshot");
+
+    let mut after = vec![0u8; 4 * MIB as usize];
+    leaf.read(0, &mut after).expect("read");
+    let changed = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(changed, None, "the leaf's data changed under it");
+    mid_snap.read(0, &mut after).expect("read");
+    let changed = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(changed, None, "the middle's open snapshot changed under it");
+    // A partial write copies up the block it lands in: from what the leaf shows, not from the parent's head.
+    leaf.write(MIB + 100, &[0x33; 10], Durability::Buffered).expect("write");
+    before[MIB as usize + 100..MIB as usize + 110].fill(0x33);
+    drop(leaf);
+    let mut fresh = vec![0u8; 4 * MIB as usize];
+    e.open(&spec("rbd/leaf"), &OpenTarget::HeadReadOnly, "t").expect("open").read(0, &mut fresh).expect("read");
+    assert!(fresh == before, "the leaf reopened reads differently");
+}
