@@ -2476,8 +2476,11 @@ impl Backend for Engine {
                     .ok_or_else(|| Error::not_found(format!("snapshot '{spec}@{name}' does not exist")))?;
                 let view = self.snap_view(&state, &rec, snap)?;
                 let snap_id = snap.id;
+                // Registered as a watcher before the op lock goes: a snapshot removal, which takes that lock and
+                // refuses while the snapshot has watchers, cannot come between the lookup and the registration.
+                let handle = Handle::open_snapshot(state.clone(), (view, generation), snap_id, client, now);
                 drop(_op);
-                Ok(Box::new(Handle::open_snapshot(state, (view, generation), snap_id, client, now)))
+                Ok(Box::new(handle))
             }
         }
     }
