@@ -736,13 +736,29 @@ impl Layer {
     /// Writes the crc32c of what the file holds for `blocks` blocks at `file_off` into the sidecar. Counted in
     /// `writing` and `written` like [`Layer::write_data`]: a sync that ran since the write it repairs was counted
     /// (a flush's, for kind-2 bytes) did not cover it, and the next checkpoint must not skip its own sync.
+    ///
+    /// One write per 4 KiB page of the sidecar, each tried even after one failed: a page the file system cannot
+    /// allocate (ENOSPC) holds only crcs of blocks the layer does not own yet (an owned block's crc was written, and
+    /// its page allocated, when the block was), and the pages after it may hold crcs of owned blocks whose bytes
+    /// changed. As one write, it stopped at that page and left those blocks under their old crcs: damaged on read.
     fn recompute_crcs(&self, file_off: u64, blocks: u64) -> Result<()> {
         let mut buf = vec![0u8; (blocks << BLOCK_SHIFT) as usize];
         self.file.read_at(&mut buf, file_off)?;
         let sums: Vec<u8> =
             buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| checksum::crc32c(b).to_le_bytes()).collect();
         self.writing.fetch_add(1, Ordering::SeqCst);
-        let result = self.crc.write_at(&sums, sidecar_offset(file_off));
+        let mut result = Ok(());
+        let mut at = sidecar_offset(file_off);
+        let mut rest = sums.as_slice();
+        while !rest.is_empty() {
+            let n = ((BLOCK_SIZE - at % BLOCK_SIZE) as usize).min(rest.len());
+            let written = self.crc.write_at(&rest[..n], at);
+            if result.is_ok() {
+                result = written;
+            }
+            at += n as u64;
+            rest = &rest[n..];
+        }
         self.written.fetch_add(1, Ordering::SeqCst);
         self.writing.fetch_sub(1, Ordering::SeqCst);
         Ok(result?)
