@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use basalt_core::{BlockExtent, BlockState, Error, ErrorKind, Result};
 
@@ -329,6 +330,10 @@ pub(crate) struct Owner {
     /// The store's error counts.
     pub integrity: Arc<Integrity>,
 }
+
+/// How long a read that meets a checksum mismatch waits for writes of the layer still in progress before it takes
+/// the mismatch for damage ([`Layer::read_checked`]).
+const WRITE_STALL_MAX: Duration = Duration::from_secs(30);
 
 /// With direct I/O, the writes of deferred blocks in flight at once ([`Layer::write_entries`]).
 const DIRECT_WRITERS: usize = 8;
@@ -734,13 +739,29 @@ impl Layer {
     /// Writes the crc32c of what the file holds for `blocks` blocks at `file_off` into the sidecar. Counted in
     /// `writing` and `written` like [`Layer::write_data`]: a sync that ran since the write it repairs was counted
     /// (a flush's, for kind-2 bytes) did not cover it, and the next checkpoint must not skip its own sync.
+    ///
+    /// One write per 4 KiB page of the sidecar, each tried even after one failed: a page the file system cannot
+    /// allocate (ENOSPC) holds only crcs of blocks the layer does not own yet (an owned block's crc was written, and
+    /// its page allocated, when the block was), and the pages after it may hold crcs of owned blocks whose bytes
+    /// changed. As one write, it stopped at that page and left those blocks under their old crcs: damaged on read.
     fn recompute_crcs(&self, file_off: u64, blocks: u64) -> Result<()> {
         let mut buf = vec![0u8; (blocks << BLOCK_SHIFT) as usize];
         self.file.read_at(&mut buf, file_off)?;
         let sums: Vec<u8> =
             buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| checksum::crc32c(b).to_le_bytes()).collect();
         self.writing.fetch_add(1, Ordering::SeqCst);
-        let result = self.crc.write_at(&sums, sidecar_offset(file_off));
+        let mut result = Ok(());
+        let mut at = sidecar_offset(file_off);
+        let mut rest = sums.as_slice();
+        while !rest.is_empty() {
+            let n = ((BLOCK_SIZE - at % BLOCK_SIZE) as usize).min(rest.len());
+            let written = self.crc.write_at(&rest[..n], at);
+            if result.is_ok() {
+                result = written;
+            }
+            at += n as u64;
+            rest = &rest[n..];
+        }
         self.written.fetch_add(1, Ordering::SeqCst);
         self.writing.fetch_sub(1, Ordering::SeqCst);
         Ok(result?)
@@ -914,6 +935,9 @@ impl Layer {
             Some(&mut large)
         };
         let mut attempt = 0u32;
+        // When a mismatch first met a write in progress, and how often the read waited for one since.
+        let mut stalled: Option<Instant> = None;
+        let mut waits = 0u32;
         loop {
             let buf: &mut [u8] = match widened.as_deref_mut() {
                 Some(w) => w,
@@ -956,7 +980,21 @@ impl Layer {
                 break;
             };
             // A write of the same block running during the read (data and crc are two writes) is not damage.
-            let raced = self.writing.load(Ordering::SeqCst) > 0 || self.written.load(Ordering::SeqCst) != before;
+            let in_progress = self.writing.load(Ordering::SeqCst) > 0;
+            let raced = in_progress || self.written.load(Ordering::SeqCst) != before;
+            // A write still in progress is waited for, not counted against the attempts: it may stall between its
+            // data and its crc (a crc write held by writeback throttling, or by the sync of another segment closed
+            // to stay under the open-file limit) for far longer than any number of retries takes, and its block
+            // is whole once it returns. Only a write stalled past `WRITE_STALL_MAX` lets the mismatch through.
+            if in_progress && stalled.get_or_insert_with(Instant::now).elapsed() < WRITE_STALL_MAX {
+                waits += 1;
+                if waits < 1000 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                continue;
+            }
             attempt += 1;
             if raced && attempt < 100_000 {
                 std::thread::yield_now();

@@ -213,6 +213,8 @@ pub(crate) struct SegmentedFile {
     failed_sync: Mutex<Option<(io::ErrorKind, String)>>,
     /// Set once the file is about to be deleted: its segments stay open until it is dropped.
     held_open: AtomicBool,
+    /// A segment was created and the directory sync after it failed: `sync_data` syncs the directory first.
+    dir_unsynced: AtomicBool,
 }
 
 impl Drop for SegmentedFile {
@@ -242,6 +244,7 @@ impl SegmentedFile {
             open: RwLock::new(BTreeMap::new()),
             failed_sync: Mutex::new(None),
             held_open: AtomicBool::new(false),
+            dir_unsynced: AtomicBool::new(false),
         });
         files.register(&file);
         file.insert(0, first);
@@ -329,15 +332,47 @@ impl SegmentedFile {
         let path = self.dir.join(segment_name(&self.base, index));
         let file = match self.vfs.open(&path, false) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                let f = self.vfs.open(&path, true)?;
-                self.vfs.sync_dir(&self.dir)?;
-                f
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => return self.create(index, &path).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        // A segment another thread is creating may be found here before its directory entry is durable: `insert`
+        // waits for that creation, which holds the lock, and then uses its slot.
         Ok(Some(self.insert(index, file)))
+    }
+
+    /// Creates segment `index` and makes its directory entry durable, holding this file's lock throughout: a thread
+    /// that finds the new file meanwhile (its name exists as soon as it is created) waits in [`Self::insert`] and
+    /// takes this slot, so nothing is written into the segment, and no sync of it returns, before its entry is
+    /// durable (a sync of the file would make its bytes durable in a file a power cut could still take away).
+    fn create(&self, index: u64, path: &Path) -> io::Result<Arc<Slot>> {
+        let slot = {
+            let mut open = self.write_open();
+            if let Some(slot) = open.get(&index) {
+                return Ok(slot.clone());
+            }
+            let file = self.vfs.open(path, true)?;
+            if let Err(err) = self.vfs.sync_dir(&self.dir) {
+                // The file exists, and the next use finds it, but its directory entry may not be durable: the next
+                // sync of this file syncs the directory first, so no flush or checkpoint vouches for bytes written
+                // into a file a power cut may still take away.
+                self.dir_unsynced.store(true, Ordering::SeqCst);
+                return Err(err);
+            }
+            let slot = Arc::new(Slot {
+                file,
+                used: AtomicBool::new(true),
+                dirty: AtomicBool::new(false),
+                files: self.files.clone(),
+            });
+            open.insert(index, slot.clone());
+            slot
+        };
+        // Outside this file's lock: closing others takes theirs.
+        if let Some(me) = self.me.upgrade() {
+            self.files.opened(&me, index);
+        }
+        Ok(slot)
     }
 
     /// Segment `index`, created if it does not exist.
@@ -417,6 +452,12 @@ impl VfsFile for SegmentedFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        if self.dir_unsynced.swap(false, Ordering::SeqCst)
+            && let Err(err) = self.vfs.sync_dir(&self.dir)
+        {
+            self.dir_unsynced.store(true, Ordering::SeqCst);
+            return Err(err);
+        }
         let open: Vec<Arc<Slot>> = self.read_open().values().cloned().collect();
         for slot in open {
             slot.dirty.store(false, Ordering::Release);
@@ -540,6 +581,137 @@ mod tests {
         let mut far = [0u8; 3];
         g.read_at(&mut far, 4096 * 40 + 5).expect("read far");
         assert_eq!(&far, b"far");
+    }
+
+    /// A disk whose directory syncs can be held: [`HeldDirSync::arm`] makes the next one wait for
+    /// [`HeldDirSync::release`].
+    #[derive(Debug, Clone, Default)]
+    struct HeldDirSync {
+        disk: SimVfs,
+        gate: Arc<(Mutex<Gate>, std::sync::Condvar)>,
+    }
+
+    /// Whether the next directory sync is to be held, whether one is held, and whether it was released.
+    type Gate = (bool, bool, bool);
+
+    impl HeldDirSync {
+        fn arm(&self) {
+            *self.gate.0.lock().expect("gate") = (true, false, false);
+        }
+        fn wait_until_held(&self) {
+            let mut g = self.gate.0.lock().expect("gate");
+            while !g.1 {
+                g = self.gate.1.wait(g).expect("gate");
+            }
+        }
+        fn release(&self) {
+            self.gate.0.lock().expect("gate").2 = true;
+            self.gate.1.notify_all();
+        }
+    }
+
+    impl Vfs for HeldDirSync {
+        fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
+            self.disk.open(path, create)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.disk.remove(path)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.disk.list(dir)
+        }
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.disk.create_dir_all(dir)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            let mut g = self.gate.0.lock().expect("gate");
+            if g.0 {
+                g.0 = false;
+                g.1 = true;
+                self.gate.1.notify_all();
+                while !g.2 {
+                    g = self.gate.1.wait(g).expect("gate");
+                }
+            }
+            drop(g);
+            self.disk.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
+            self.disk.lock(path)
+        }
+        fn boot_id(&self) -> String {
+            self.disk.boot_id()
+        }
+    }
+
+    /// A write into a segment that another write is creating waits until the creation made the segment's directory
+    /// entry durable: written and synced before that, it went into a file a power cut could take away, and a
+    /// flush that synced it (the layer file's sync covers its open segments) claimed bytes that were then gone.
+    #[test]
+    fn a_write_into_a_segment_being_created_waits_for_its_directory_entry_to_be_durable() {
+        let disk = HeldDirSync::default();
+        let vfs: Arc<dyn Vfs> = Arc::new(disk.clone());
+        let dir = Path::new("/l");
+        vfs.create_dir_all(dir).expect("dir");
+        disk.disk.sync_dir(Path::new("/")).expect("sync root");
+        let f = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000004.layer", 12, true)
+            .expect("open");
+        vfs.sync_dir(dir).expect("sync dir");
+        let kept = |crash: &SimVfs, at: u64, what: &[u8]| {
+            let after: Arc<dyn Vfs> = Arc::new(crash.clone());
+            let g = SegmentedFile::open(&after, &OpenFiles::new(usize::MAX), dir, "0000000000000004.layer", 12, false)
+                .expect("reopen");
+            let mut back = vec![0u8; what.len()];
+            g.read_at(&mut back, at).expect("read");
+            back == what
+        };
+        disk.arm();
+        std::thread::scope(|scope| {
+            // The first write into segment 5 creates it and is held in the directory sync.
+            let creating = scope.spawn(|| f.write_at(b"first", 4096 * 5));
+            disk.wait_until_held();
+            let second = scope.spawn(|| f.write_at(b"second", 4096 * 5 + 100).and_then(|()| f.sync_data()));
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+            while !second.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if second.is_finished() {
+                // Written and synced while the segment's directory entry is not durable yet.
+                let crash = disk.disk.after_crash(CrashSurvivors::None);
+                assert!(kept(&crash, 4096 * 5 + 100, b"second"), "a synced write into a new segment was lost");
+            }
+            disk.release();
+            creating.join().expect("creating thread").expect("first write");
+            second.join().expect("second thread").expect("second write and sync");
+        });
+        let crash = disk.disk.after_crash(CrashSurvivors::None);
+        assert!(kept(&crash, 4096 * 5 + 100, b"second"), "the synced write survives");
+    }
+
+    /// A segment whose directory sync failed after its creation may vanish in a power cut however often its file
+    /// is synced: the next sync of the file syncs the directory first (the next write found the file and used it,
+    /// and a sync of the file claimed bytes a power cut then took away with the file).
+    #[test]
+    fn a_sync_after_a_failed_directory_sync_of_a_new_segment_makes_the_segment_durable() {
+        let sim = SimVfs::new();
+        let vfs: Arc<dyn Vfs> = Arc::new(sim.clone());
+        let dir = Path::new("/l");
+        vfs.create_dir_all(dir).expect("dir");
+        vfs.sync_dir(Path::new("/")).expect("sync root");
+        let f = SegmentedFile::open(&vfs, &OpenFiles::new(usize::MAX), dir, "0000000000000005.layer", 12, true)
+            .expect("open");
+        vfs.sync_dir(dir).expect("sync dir");
+        // Creating segment 5 is the next operation, its directory sync the one after.
+        sim.inject(sim.op_count() + 1, Fault::Eio);
+        assert!(f.write_at(b"first", 4096 * 5).is_err(), "the write whose segment's directory sync failed");
+        f.write_at(b"again", 4096 * 5).expect("a later write finds the segment");
+        f.sync_data().expect("a later sync");
+        let after: Arc<dyn Vfs> = Arc::new(sim.after_crash(CrashSurvivors::None));
+        let g =
+            SegmentedFile::open(&after, &OpenFiles::new(8), dir, "0000000000000005.layer", 12, false).expect("reopen");
+        let mut back = [0u8; 5];
+        g.read_at(&mut back, 4096 * 5).expect("read");
+        assert_eq!(&back, b"again", "a write the file's sync returned for was lost with its segment");
     }
 
     #[test]

@@ -1567,6 +1567,48 @@ fn the_crcs_rewritten_after_a_failed_overwrite_are_synced_before_the_mark_goes()
     fsck_clean(&disk).expect("fsck after the power cut");
 }
 
+/// A read that meets an overwrite in place halfway (its new bytes in the layer file, its crcs not yet in the
+/// sidecar) waits for the write however long it stalls there (a crc write can wait on writeback throttling, or on
+/// the sync of another segment closed to stay under the open-file limit): the bytes and their crc are correct once
+/// it returns. Reads retried a bounded number of times meanwhile, then answered EIO and counted the block as damaged,
+/// so the image showed as degraded though nothing was.
+#[test]
+fn a_read_that_meets_a_stalled_overwrite_waits_for_it_and_reports_no_damage() {
+    let (vfs, engine) = build_base(Base::Image);
+    let io = engine.open(&spec("img"), &OpenTarget::Head, "writer").expect("open the head");
+    // The first overwrite marks object 0 dirty, so the next one writes its data first.
+    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
+    let data = pattern(41, OBJECT);
+    let reader = engine.open(&spec("img"), &OpenTarget::HeadReadOnly, "reader").expect("open read-only");
+    let data_write = vfs.hold_next_write();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
+        data_write.wait_until_held();
+        let crc_write = vfs.hold_next_write();
+        data_write.release();
+        // The new bytes are in the layer file; their crcs wait.
+        crc_write.wait_until_held();
+        let reading = scope.spawn(|| {
+            let mut back = vec![0u8; BLOCK];
+            reader.read(0, &mut back).map(|()| back)
+        });
+        // Far longer than the retries of a read take (a fraction of a second): the old reads had failed by then.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !reading.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        crc_write.release();
+        writer.join().expect("the writing thread").expect("the overwrite");
+        let back = reading.join().expect("the reading thread").expect("the read during the overwrite");
+        assert!(back == pattern(41, OBJECT)[..BLOCK], "the read waited for the overwrite and shows it");
+    });
+    assert!(engine.checksum_errors().is_empty(), "no damage counted: {:?}", engine.checksum_errors());
+    drop(reader);
+    drop(io);
+    drop(engine);
+    fsck_clean(&vfs).expect("fsck");
+}
+
 /// Random power cuts, and the one that keeps an overwrite's new bytes in the layer file but neither their crcs nor
 /// the journal's records (what an overwrite not covered by a dirty mark would turn into a checksum error).
 fn overwrite_cuts(random: u64) -> impl Iterator<Item = CrashSurvivors> {

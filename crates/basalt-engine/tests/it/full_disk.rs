@@ -388,3 +388,43 @@ fn a_fold_that_runs_out_of_space_gives_back_what_it_copied() {
     let io = engine.open(&spec("vm"), &OpenTarget::Head, "t").expect("open");
     assert!(read_all(io.as_ref()) == model, "the head after reopening");
 }
+
+/// An overwrite in place that fails for lack of space rewrites the crcs of the blocks it owns from what the file
+/// holds, whichever sidecar pages the rest of its range would have needed. Here one write covers a new block, whose
+/// crc needs a sidecar page the file does not have yet, and an owned block whose crc is in the next page (objects
+/// of 8 MiB span two pages of crcs): the data fits, the crcs do not. The rewrite of the crcs went out as one write
+/// over both pages, which failed at the first just as the write had, so the owned block kept its new bytes under its
+/// old crc and read as damaged (EIO, the image degraded) though nothing was.
+#[test]
+fn a_failed_overwrite_rewrites_the_crcs_of_its_owned_blocks_past_a_sidecar_page_it_could_not_allocate() {
+    let vfs = SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let options = EngineOptions { segment_shift: 43, ..EngineOptions::deterministic() };
+    let engine = Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    let mut create = CreateOptions::with_size(16 * MIB);
+    create.order = Some(basalt_core::ObjectOrder::new(23).expect("order"));
+    engine.image_create(&spec("vm"), &create).expect("create");
+    let io = engine.open(&spec("vm"), &OpenTarget::Head, "t").expect("open");
+    // Block 1024, the first of the object's second half, is the layer's own; its crc is in the sidecar's second
+    // page. Block 1023 (crc in the first page, which nothing has written) is new.
+    let owned = 4 * MIB;
+    let old = fill(1, 4 * KIB);
+    io.write(owned, &old, Durability::Buffered).expect("write the owned block");
+    io.flush().expect("flush");
+    // Room for one block of data, not for a page of crcs as well.
+    vfs.leave_free(4 * KIB as u64);
+    let new = fill(2, 8 * KIB);
+    assert_no_space(io.write(owned - 4 * KIB as u64, &new, Durability::Buffered), "the write across both pages");
+    vfs.set_capacity(None);
+    let mut back = vec![0u8; 4 * KIB];
+    io.read(owned, &mut back).expect("the owned block reads (old, new or mixed bytes), never as damaged");
+    assert!(back == old || back == new[4 * KIB..], "the owned block holds its old or its new bytes");
+    assert!(engine.checksum_errors().is_empty(), "no damage counted: {:?}", engine.checksum_errors());
+    drop(io);
+    drop(engine);
+    let report = fsck_vfs(Arc::new(vfs.clone()), Path::new(ROOT)).expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.errors);
+}
