@@ -273,20 +273,27 @@ impl SegmentedFile {
     /// Adds a segment just opened (if no other thread added it first) and counts it against the limit, which may
     /// close another segment. Returns the segment's slot.
     fn insert(&self, index: u64, file: Arc<dyn VfsFile>) -> Arc<Slot> {
-        let slot = {
-            let mut open = self.write_open();
-            if let Some(slot) = open.get(&index) {
-                return slot.clone();
-            }
-            let slot = Arc::new(Slot {
-                file,
-                used: AtomicBool::new(true),
-                dirty: AtomicBool::new(false),
-                files: self.files.clone(),
-            });
-            open.insert(index, slot.clone());
-            slot
-        };
+        self.add_slot(self.write_open(), index, file)
+    }
+
+    /// [`Self::insert`] under `open`, this file's lock, which it releases before counting the segment.
+    fn add_slot(
+        &self,
+        mut open: std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Slot>>>,
+        index: u64,
+        file: Arc<dyn VfsFile>,
+    ) -> Arc<Slot> {
+        if let Some(slot) = open.get(&index) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            file,
+            used: AtomicBool::new(true),
+            dirty: AtomicBool::new(false),
+            files: self.files.clone(),
+        });
+        open.insert(index, slot.clone());
+        drop(open);
         // Outside this file's lock: closing others takes theirs.
         if let Some(me) = self.me.upgrade() {
             self.files.opened(&me, index);
@@ -346,33 +353,19 @@ impl SegmentedFile {
     /// takes this slot, so nothing is written into the segment, and no sync of it returns, before its entry is
     /// durable (a sync of the file would make its bytes durable in a file a power cut could still take away).
     fn create(&self, index: u64, path: &Path) -> io::Result<Arc<Slot>> {
-        let slot = {
-            let mut open = self.write_open();
-            if let Some(slot) = open.get(&index) {
-                return Ok(slot.clone());
-            }
-            let file = self.vfs.open(path, true)?;
-            if let Err(err) = self.vfs.sync_dir(&self.dir) {
-                // The file exists, and the next use finds it, but its directory entry may not be durable: the next
-                // sync of this file syncs the directory first, so no flush or checkpoint vouches for bytes written
-                // into a file a power cut may still take away.
-                self.dir_unsynced.store(true, Ordering::SeqCst);
-                return Err(err);
-            }
-            let slot = Arc::new(Slot {
-                file,
-                used: AtomicBool::new(true),
-                dirty: AtomicBool::new(false),
-                files: self.files.clone(),
-            });
-            open.insert(index, slot.clone());
-            slot
-        };
-        // Outside this file's lock: closing others takes theirs.
-        if let Some(me) = self.me.upgrade() {
-            self.files.opened(&me, index);
+        let open = self.write_open();
+        if let Some(slot) = open.get(&index) {
+            return Ok(slot.clone());
         }
-        Ok(slot)
+        let file = self.vfs.open(path, true)?;
+        if let Err(err) = self.vfs.sync_dir(&self.dir) {
+            // The file exists, and the next use finds it, but its directory entry may not be durable: the next
+            // sync of this file syncs the directory first, so no flush or checkpoint vouches for bytes written
+            // into a file a power cut may still take away.
+            self.dir_unsynced.store(true, Ordering::SeqCst);
+            return Err(err);
+        }
+        Ok(self.add_slot(open, index, file))
     }
 
     /// Segment `index`, created if it does not exist.

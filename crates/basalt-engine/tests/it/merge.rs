@@ -196,29 +196,38 @@ fn removing_snapshots_under_load_with_a_tiny_bitmap_cache_keeps_every_byte() {
     }
 }
 
+/// A store on a simulated disk with image `rbd/vm` of `size` bytes written in full with 0x11 and snapshot `s1`
+/// taken: the disk, the engine, the image, its head open for writing, and what the head holds.
+fn written_with_s1(
+    size: u64,
+    options: EngineOptions,
+) -> (basalt_engine::sim::SimVfs, Engine, ImageSpec, Box<dyn ImageIo>, Vec<u8>) {
+    let sim = basalt_engine::sim::SimVfs::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
+    let engine =
+        Engine::open_with_options(Arc::new(sim.clone()), std::path::Path::new("/store"), clock, options).expect("open");
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("application");
+    let image = ImageSpec::parse("rbd/vm").expect("spec");
+    engine.image_create(&image, &CreateOptions::with_size(size)).expect("create");
+    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    let model = vec![0x11u8; size as usize];
+    head.write(0, &model, Durability::Buffered).expect("write");
+    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
+    (sim, engine, image, head, model)
+}
+
 /// An open snapshot keeps reading the layers its view was built on after a removal below it folds one of them away
 /// and deletes its files, even when that layer's files were closed (to stay under the limit of open files) before
 /// the deletion: they must not need reopening by name.
 #[test]
 fn an_open_snapshot_reads_through_a_layer_folded_away_while_few_files_may_stay_open() {
-    use basalt_engine::sim::SimVfs;
     const IMAGE: u64 = MIB;
-    let sim = SimVfs::new();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let options = EngineOptions { open_files: 4, ..EngineOptions::deterministic() };
-    let engine =
-        Engine::open_with_options(Arc::new(sim), std::path::Path::new("/store"), clock, options).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("application");
-    let image = ImageSpec::parse("rbd/vm").expect("spec");
-    engine.image_create(&image, &CreateOptions::with_size(IMAGE)).expect("create");
-    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    let (_sim, engine, image, head, mut model) = written_with_s1(IMAGE, options);
     // s1's layer holds the whole image; s2's a few blocks (so removing s1 folds s2's layer down into s1's, and
     // s2's layer is the one deleted).
-    let mut model = vec![0x11u8; IMAGE as usize];
-    head.write(0, &model, Durability::Buffered).expect("write");
-    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
     for i in 0..8u64 {
         let at = i * IMAGE / 8 + 4096;
         head.write(at, &[0x22; 4096], Durability::Buffered).expect("write");
@@ -354,27 +363,9 @@ fn a_copy_reads_through_a_layer_folded_away_whose_bitmaps_were_evicted() {
 /// view of the parent was built on that layer) and a snapshot is open: their views are built again.
 #[test]
 fn a_fold_gives_space_back_while_a_clone_and_an_open_snapshot_read_through_it() {
-    use basalt_engine::sim::SimVfs;
     const IMAGE: u64 = 4 * MIB;
-    let sim = SimVfs::new();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
-    let engine = Engine::open_with_options(
-        Arc::new(sim.clone()),
-        std::path::Path::new("/store"),
-        clock,
-        EngineOptions::deterministic(),
-    )
-    .expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("application");
-    let image = ImageSpec::parse("rbd/vm").expect("spec");
-    engine.image_create(&image, &CreateOptions::with_size(IMAGE)).expect("create");
-    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    let (sim, engine, image, head, mut model) = written_with_s1(IMAGE, EngineOptions::deterministic());
     // s1's layer holds the whole image, s2's a quarter of it: removing s1 folds s2's layer down and deletes it.
-    let mut model = vec![0x11u8; IMAGE as usize];
-    head.write(0, &model, Durability::Buffered).expect("write");
-    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
     head.write(0, &[0x22; MIB as usize], Durability::Buffered).expect("write");
     model[..MIB as usize].fill(0x22);
     let s2 = SnapSpec::parse("rbd/vm@s2").expect("snap");
