@@ -196,10 +196,10 @@ fn removing_snapshots_under_load_with_a_tiny_bitmap_cache_keeps_every_byte() {
     }
 }
 
-/// A store on a simulated disk with image `rbd/vm` of `size` bytes written in full with 0x11 and snapshot `s1`
-/// taken: the disk, the engine, the image, its head open for writing, and what the head holds.
+/// A store on a simulated disk with image `rbd/vm` created with `create`, written in full with 0x11, and snapshot
+/// `s1` taken: the disk, the engine, the image, its head open for writing, and what the head holds.
 fn written_with_s1(
-    size: u64,
+    create: CreateOptions,
     options: EngineOptions,
 ) -> (basalt_engine::sim::SimVfs, Engine, ImageSpec, Box<dyn ImageIo>, Vec<u8>) {
     let sim = basalt_engine::sim::SimVfs::new();
@@ -210,9 +210,9 @@ fn written_with_s1(
     engine.pool_create(&pool).expect("pool");
     engine.pool_application_enable(&pool, "rbd").expect("application");
     let image = ImageSpec::parse("rbd/vm").expect("spec");
-    engine.image_create(&image, &CreateOptions::with_size(size)).expect("create");
+    engine.image_create(&image, &create).expect("create");
     let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
-    let model = vec![0x11u8; size as usize];
+    let model = vec![0x11u8; create.size_bytes as usize];
     head.write(0, &model, Durability::Buffered).expect("write");
     engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
     (sim, engine, image, head, model)
@@ -225,7 +225,7 @@ fn written_with_s1(
 fn an_open_snapshot_reads_through_a_layer_folded_away_while_few_files_may_stay_open() {
     const IMAGE: u64 = MIB;
     let options = EngineOptions { open_files: 4, ..EngineOptions::deterministic() };
-    let (_sim, engine, image, head, mut model) = written_with_s1(IMAGE, options);
+    let (_sim, engine, image, head, mut model) = written_with_s1(CreateOptions::with_size(IMAGE), options);
     // s1's layer holds the whole image; s2's a few blocks (so removing s1 folds s2's layer down into s1's, and
     // s2's layer is the one deleted).
     for i in 0..8u64 {
@@ -294,26 +294,13 @@ fn deferred_overwrites_during_a_fold_into_the_snapshot_below_are_kept() {
 /// snapshot is removed and the bitmaps are evicted.)
 #[test]
 fn a_copy_reads_through_a_layer_folded_away_whose_bitmaps_were_evicted() {
-    use basalt_engine::sim::SimVfs;
     const IMAGE: u64 = 4 * MIB;
-    let sim = SimVfs::new();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let options = EngineOptions { metadata_cache_bytes: 8 << 10, ..EngineOptions::deterministic() };
-    let engine =
-        Engine::open_with_options(Arc::new(sim.clone()), std::path::Path::new("/store"), clock, options).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("application");
-    let image = ImageSpec::parse("rbd/vm").expect("spec");
     let mut create = CreateOptions::with_size(IMAGE);
     create.order = Some(basalt_core::ObjectOrder::new(16).expect("order"));
-    engine.image_create(&image, &create).expect("create");
-    let head = engine.open(&image, &OpenTarget::Head, "test").expect("open");
+    let (sim, engine, image, head, mut model) = written_with_s1(create, options);
     // s1's layer holds the whole image; s2's one block per object (so removing s1 folds s2's layer down into
     // s1's, and s2's layer is the one deleted).
-    let mut model = vec![0x11u8; IMAGE as usize];
-    head.write(0, &model, Durability::Buffered).expect("write");
-    engine.snap_create(&SnapSpec::parse("rbd/vm@s1").expect("snap")).expect("s1");
     for at in (0..IMAGE).step_by(64 << 10) {
         head.write(at, &[0x22; 4096], Durability::Buffered).expect("write");
         model[at as usize..at as usize + 4096].fill(0x22);
@@ -364,7 +351,8 @@ fn a_copy_reads_through_a_layer_folded_away_whose_bitmaps_were_evicted() {
 #[test]
 fn a_fold_gives_space_back_while_a_clone_and_an_open_snapshot_read_through_it() {
     const IMAGE: u64 = 4 * MIB;
-    let (sim, engine, image, head, mut model) = written_with_s1(IMAGE, EngineOptions::deterministic());
+    let (sim, engine, image, head, mut model) =
+        written_with_s1(CreateOptions::with_size(IMAGE), EngineOptions::deterministic());
     // s1's layer holds the whole image, s2's a quarter of it: removing s1 folds s2's layer down and deletes it.
     head.write(0, &[0x22; MIB as usize], Durability::Buffered).expect("write");
     model[..MIB as usize].fill(0x22);
