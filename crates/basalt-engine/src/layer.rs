@@ -335,6 +335,60 @@ pub(crate) struct Owner {
 /// the mismatch for damage ([`Layer::read_checked`]).
 const WRITE_STALL_MAX: Duration = Duration::from_secs(30);
 
+/// The counters [`InFlight`] folds a layer's 64 KiB granules onto.
+const IN_FLIGHT_STRIPES: usize = 64;
+
+/// The writes of a layer's file and sidecar in progress: in all, and by 64 KiB granule of the file, folded onto
+/// [`IN_FLIGHT_STRIPES`] counters (a write counts in every counter its range folds onto, so a counter at zero means
+/// that no write in progress covers any granule folded onto it).
+#[derive(Debug)]
+struct InFlight {
+    all: AtomicU64,
+    stripes: [std::sync::atomic::AtomicU32; IN_FLIGHT_STRIPES],
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight { all: AtomicU64::new(0), stripes: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)) }
+    }
+}
+
+impl InFlight {
+    /// The counters the file range `[offset, offset + len)` folds onto (all of them for a range of as many
+    /// granules or more).
+    fn stripes(offset: u64, len: u64) -> std::ops::Range<u64> {
+        let first = offset >> 16;
+        let last = (offset + len.max(1) - 1) >> 16;
+        if last - first + 1 >= IN_FLIGHT_STRIPES as u64 { 0..IN_FLIGHT_STRIPES as u64 } else { first..last + 1 }
+    }
+
+    /// A write of `[offset, offset + len)` starts.
+    fn begin(&self, offset: u64, len: u64) {
+        self.all.fetch_add(1, Ordering::SeqCst);
+        for g in Self::stripes(offset, len) {
+            self.stripes[g as usize % IN_FLIGHT_STRIPES].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The write [`InFlight::begin`] counted returned.
+    fn end(&self, offset: u64, len: u64) {
+        for g in Self::stripes(offset, len) {
+            self.stripes[g as usize % IN_FLIGHT_STRIPES].fetch_sub(1, Ordering::SeqCst);
+        }
+        self.all.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether any write is in progress.
+    fn any(&self) -> bool {
+        self.all.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether a write in progress may cover the byte at `offset` of the file.
+    fn over(&self, offset: u64) -> bool {
+        self.stripes[(offset >> 16) as usize % IN_FLIGHT_STRIPES].load(Ordering::SeqCst) > 0
+    }
+}
+
 /// With direct I/O, the writes of deferred blocks in flight at once ([`Layer::write_entries`]).
 const DIRECT_WRITERS: usize = 8;
 
@@ -364,7 +418,7 @@ pub struct Layer {
     removed: Mutex<HashMap<u64, u64>>,
     /// Writes of the file and sidecar in progress: a read that meets a mismatch while one runs (or after one ran
     /// during it) saw a write half done, not damage, and reads again.
-    writing: AtomicU64,
+    writing: InFlight,
     blocks_per_object: u64,
     map: RwLock<LayerMap>,
     /// Changes to the file (writes and punches) that have returned, counted after each one returns: an overwrite
@@ -449,7 +503,7 @@ impl Layer {
             crc,
             owner,
             removed: Mutex::new(HashMap::new()),
-            writing: AtomicU64::new(0),
+            writing: InFlight::default(),
             blocks_per_object,
             map: RwLock::new(map),
             written: AtomicU64::new(0),
@@ -749,7 +803,7 @@ impl Layer {
         self.file.read_at(&mut buf, file_off)?;
         let sums: Vec<u8> =
             buf.chunks_exact(BLOCK_SIZE as usize).flat_map(|b| checksum::crc32c(b).to_le_bytes()).collect();
-        self.writing.fetch_add(1, Ordering::SeqCst);
+        self.writing.begin(file_off, blocks << BLOCK_SHIFT);
         let mut result = Ok(());
         let mut at = sidecar_offset(file_off);
         let mut rest = sums.as_slice();
@@ -763,7 +817,7 @@ impl Layer {
             rest = &rest[n..];
         }
         self.written.fetch_add(1, Ordering::SeqCst);
-        self.writing.fetch_sub(1, Ordering::SeqCst);
+        self.writing.end(file_off, blocks << BLOCK_SHIFT);
         Ok(result?)
     }
 
@@ -862,14 +916,14 @@ impl Layer {
     /// writes returned, never before: a sync that runs while it is still in progress must not be taken as covering
     /// it.
     fn write_data(&self, data: &[u8], crcs: &[u32], offset: u64) -> Result<()> {
-        self.writing.fetch_add(1, Ordering::SeqCst);
+        self.writing.begin(offset, data.len() as u64);
         let result = self.file.write_at(data, offset).and_then(|()| {
             let bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
             self.crc.write_at(&bytes, sidecar_offset(offset))
         });
         // Counted even when it failed: part of it may have reached the file.
         self.written.fetch_add(1, Ordering::SeqCst);
-        self.writing.fetch_sub(1, Ordering::SeqCst);
+        self.writing.end(offset, data.len() as u64);
         Ok(result?)
     }
 
@@ -980,13 +1034,16 @@ impl Layer {
                 break;
             };
             // A write of the same block running during the read (data and crc are two writes) is not damage.
-            let in_progress = self.writing.load(Ordering::SeqCst) > 0;
-            let raced = in_progress || self.written.load(Ordering::SeqCst) != before;
-            // A write still in progress is waited for, not counted against the attempts: it may stall between its
-            // data and its crc (a crc write held by writeback throttling, or by the sync of another segment closed
-            // to stay under the open-file limit) for far longer than any number of retries takes, and its block
-            // is whole once it returns. Only a write stalled past `WRITE_STALL_MAX` lets the mismatch through.
-            if in_progress && stalled.get_or_insert_with(Instant::now).elapsed() < WRITE_STALL_MAX {
+            let raced = self.writing.any() || self.written.load(Ordering::SeqCst) != before;
+            // A write still in progress that may cover the block is waited for, not counted against the attempts:
+            // it may stall between its data and its crc (a crc write held by writeback throttling, or by the sync
+            // of another segment closed to stay under the open-file limit) for far longer than any number of
+            // retries takes, and its block is whole once it returns. Only a write stalled past `WRITE_STALL_MAX`
+            // lets the mismatch through. Writes elsewhere in the layer are not waited for: a block damaged on disk
+            // is reported after the retries, not held for as long as the image keeps being written.
+            if self.writing.over(start + (bad << BLOCK_SHIFT))
+                && stalled.get_or_insert_with(Instant::now).elapsed() < WRITE_STALL_MAX
+            {
                 waits += 1;
                 if waits < 1000 {
                     std::thread::yield_now();

@@ -1609,6 +1609,55 @@ fn a_read_that_meets_a_stalled_overwrite_waits_for_it_and_reports_no_damage() {
     fsck_clean(&vfs).expect("fsck");
 }
 
+/// A block damaged on disk is reported while an overwrite elsewhere in its layer is stalled halfway: the read
+/// waits only for writes that may cover its block, so a damaged block is not held for as long as other parts of
+/// the image keep being written (a busy image always has some write in progress).
+#[test]
+fn a_damaged_block_is_reported_while_an_overwrite_elsewhere_in_the_layer_stalls() {
+    let (vfs, engine) = build_base(Base::Image);
+    // Damage the block data A put at 200 KiB (object 3), under the engine: in the layer's second segment file
+    // (128 KiB segments here).
+    let layers = Path::new(ROOT).join("layers");
+    let name = vfs.list(&layers).expect("list").into_iter().find(|n| n.ends_with(".layer.1")).expect("segment 1");
+    let file = vfs.open(&layers.join(name), false).expect("open the segment");
+    let damaged = 200u64 << 10;
+    let at = damaged - (128 << 10) + 10;
+    let mut byte = [0u8; 1];
+    file.read_at(&mut byte, at).expect("read a byte");
+    assert_ne!(byte[0], 0, "data A is there");
+    file.write_at(&[byte[0] ^ 0x40], at).expect("flip it");
+    let io = engine.open(&spec("img"), &OpenTarget::Head, "writer").expect("open the head");
+    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
+    let reader = engine.open(&spec("img"), &OpenTarget::HeadReadOnly, "reader").expect("open read-only");
+    let data = pattern(41, OBJECT);
+    let data_write = vfs.hold_next_write();
+    std::thread::scope(|scope| {
+        // An overwrite of object 0 stalls between its data and its crcs.
+        let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
+        data_write.wait_until_held();
+        let crc_write = vfs.hold_next_write();
+        data_write.release();
+        crc_write.wait_until_held();
+        let reading = scope.spawn(|| {
+            let mut back = vec![0u8; BLOCK];
+            reader.read(damaged, &mut back)
+        });
+        // Retrying takes a fraction of a second; waiting for the stalled write took the whole stall.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !reading.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let answered_during_the_stall = reading.is_finished();
+        crc_write.release();
+        writer.join().expect("the writing thread").expect("the overwrite");
+        let read = reading.join().expect("the reading thread");
+        assert!(answered_during_the_stall, "the read of the damaged block waited for a write of another object");
+        let err = read.expect_err("a damaged block never reads");
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    });
+    assert_eq!(engine.checksum_errors().len(), 1, "the damage is counted: {:?}", engine.checksum_errors());
+}
+
 /// Random power cuts, and the one that keeps an overwrite's new bytes in the layer file but neither their crcs nor
 /// the journal's records (what an overwrite not covered by a dirty mark would turn into a checksum error).
 fn overwrite_cuts(random: u64) -> impl Iterator<Item = CrashSurvivors> {
