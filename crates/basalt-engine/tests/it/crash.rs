@@ -1576,32 +1576,13 @@ fn the_crcs_rewritten_after_a_failed_overwrite_are_synced_before_the_mark_goes()
 fn a_read_that_meets_a_stalled_overwrite_waits_for_it_and_reports_no_damage() {
     let (vfs, engine) = build_base(Base::Image);
     let io = engine.open(&spec("img"), &OpenTarget::Head, "writer").expect("open the head");
-    // The first overwrite marks object 0 dirty, so the next one writes its data first.
-    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
-    let data = pattern(41, OBJECT);
     let reader = engine.open(&spec("img"), &OpenTarget::HeadReadOnly, "reader").expect("open read-only");
-    let data_write = vfs.hold_next_write();
-    std::thread::scope(|scope| {
-        let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
-        data_write.wait_until_held();
-        let crc_write = vfs.hold_next_write();
-        data_write.release();
-        // The new bytes are in the layer file; their crcs wait.
-        crc_write.wait_until_held();
-        let reading = scope.spawn(|| {
-            let mut back = vec![0u8; BLOCK];
-            reader.read(0, &mut back).map(|()| back)
-        });
-        // Far longer than the retries of a read take (a fraction of a second): the old reads had failed by then.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !reading.is_finished() && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        crc_write.release();
-        writer.join().expect("the writing thread").expect("the overwrite");
-        let back = reading.join().expect("the reading thread").expect("the read during the overwrite");
-        assert!(back == pattern(41, OBJECT)[..BLOCK], "the read waited for the overwrite and shows it");
-    });
+    // Far longer than the retries of a read take (a fraction of a second): the old reads had failed by then.
+    let (_, read, written) =
+        read_during_a_stalled_overwrite(&vfs, io.as_ref(), reader.as_ref(), 0, std::time::Duration::from_secs(2));
+    written.expect("the overwrite");
+    let back = read.expect("the read during the overwrite");
+    assert!(back == pattern(41, OBJECT)[..BLOCK], "the read waited for the overwrite and shows it");
     assert!(engine.checksum_errors().is_empty(), "no damage counted: {:?}", engine.checksum_errors());
     drop(reader);
     drop(io);
@@ -1627,35 +1608,56 @@ fn a_damaged_block_is_reported_while_an_overwrite_elsewhere_in_the_layer_stalls(
     assert_ne!(byte[0], 0, "data A is there");
     file.write_at(&[byte[0] ^ 0x40], at).expect("flip it");
     let io = engine.open(&spec("img"), &OpenTarget::Head, "writer").expect("open the head");
-    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
     let reader = engine.open(&spec("img"), &OpenTarget::HeadReadOnly, "reader").expect("open read-only");
+    // Retrying takes a fraction of a second; waiting for the stalled write took the whole stall.
+    let (answered, read, written) = read_during_a_stalled_overwrite(
+        &vfs,
+        io.as_ref(),
+        reader.as_ref(),
+        damaged,
+        std::time::Duration::from_secs(20),
+    );
+    written.expect("the overwrite");
+    assert!(answered, "the read of the damaged block waited for a write of another object");
+    let err = read.expect_err("a damaged block never reads");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(engine.checksum_errors().len(), 1, "the damage is counted: {:?}", engine.checksum_errors());
+}
+
+/// Overwrites object 0 of `img` twice through `io`, the second time held on the disk between its data and its crcs
+/// (the first overwrite marks the object dirty, so the second writes its data first), and meanwhile reads the block
+/// at `at` through `reader`, giving the read up to `patience` before the held write goes on. Returns whether the
+/// read answered while the write was held, what it read, and how the held write ended.
+fn read_during_a_stalled_overwrite(
+    vfs: &SimVfs,
+    io: &dyn ImageIo,
+    reader: &dyn ImageIo,
+    at: u64,
+    patience: std::time::Duration,
+) -> (bool, basalt_core::Result<Vec<u8>>, basalt_core::Result<()>) {
+    io.write(0, &pattern(40, OBJECT), Durability::Buffered).expect("first overwrite");
     let data = pattern(41, OBJECT);
     let data_write = vfs.hold_next_write();
     std::thread::scope(|scope| {
-        // An overwrite of object 0 stalls between its data and its crcs.
         let writer = scope.spawn(|| io.write(0, &data, Durability::Buffered));
         data_write.wait_until_held();
         let crc_write = vfs.hold_next_write();
         data_write.release();
+        // The new bytes are in the layer file; their crcs wait.
         crc_write.wait_until_held();
         let reading = scope.spawn(|| {
             let mut back = vec![0u8; BLOCK];
-            reader.read(damaged, &mut back)
+            reader.read(at, &mut back).map(|()| back)
         });
-        // Retrying takes a fraction of a second; waiting for the stalled write took the whole stall.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let until = std::time::Instant::now() + patience;
         while !reading.is_finished() && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let answered_during_the_stall = reading.is_finished();
+        let answered = reading.is_finished();
         crc_write.release();
-        writer.join().expect("the writing thread").expect("the overwrite");
-        let read = reading.join().expect("the reading thread");
-        assert!(answered_during_the_stall, "the read of the damaged block waited for a write of another object");
-        let err = read.expect_err("a damaged block never reads");
-        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
-    });
-    assert_eq!(engine.checksum_errors().len(), 1, "the damage is counted: {:?}", engine.checksum_errors());
+        let written = writer.join().expect("the writing thread");
+        (answered, reading.join().expect("the reading thread"), written)
+    })
 }
 
 /// Random power cuts, and the one that keeps an overwrite's new bytes in the layer file but neither their crcs nor
