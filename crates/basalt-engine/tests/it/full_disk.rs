@@ -25,6 +25,13 @@ fn open(vfs: &SimVfs) -> Engine {
     Engine::open_with_vfs(vfs, Path::new(ROOT), clock).expect("open")
 }
 
+/// Creates pool `rbd`, tagged for rbd.
+fn add_rbd_pool(engine: &Engine) {
+    let pool = PoolName::new("rbd").expect("pool");
+    engine.pool_create(&pool).expect("pool");
+    engine.pool_application_enable(&pool, "rbd").expect("tag");
+}
+
 fn spec(name: &str) -> ImageSpec {
     ImageSpec::parse(&format!("rbd/{name}")).expect("spec")
 }
@@ -87,9 +94,7 @@ impl Disk for SimVfs {
 
 /// Runs the scenario on an empty store; returns what the image `vm` must read.
 fn scenario(engine: &Engine, disk: &dyn Disk, scale: &Scale) -> Vec<u8> {
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    add_rbd_pool(engine);
     engine.image_create(&spec("vm"), &CreateOptions::with_size(scale.image)).expect("create vm");
     engine.image_create(&spec("other"), &CreateOptions::with_size(scale.other as u64)).expect("create other");
     let mut model = vec![0u8; scale.image as usize];
@@ -314,9 +319,7 @@ fn a_full_tmpfs_fails_new_data_per_request_and_everything_else_keeps_working() {
 fn a_copy_that_runs_out_of_space_gives_its_space_back() {
     let vfs = SimVfs::new();
     let engine = open(&vfs);
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    add_rbd_pool(&engine);
     engine.image_create(&spec("src"), &CreateOptions::with_size(4 * MIB)).expect("create src");
     {
         let io = engine.open(&spec("src"), &OpenTarget::Head, "t").expect("open src");
@@ -354,9 +357,7 @@ fn a_copy_that_runs_out_of_space_gives_its_space_back() {
 fn a_fold_that_runs_out_of_space_gives_back_what_it_copied() {
     let vfs = SimVfs::new();
     let engine = open(&vfs);
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    add_rbd_pool(&engine);
     engine.image_create(&spec("vm"), &CreateOptions::with_size(8 * MIB)).expect("create");
     let io = engine.open(&spec("vm"), &OpenTarget::Head, "t").expect("open");
     let mut model = fill(1, 4 * MIB as usize);
@@ -401,9 +402,7 @@ fn a_failed_overwrite_rewrites_the_crcs_of_its_owned_blocks_past_a_sidecar_page_
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp(1_700_000_000)));
     let options = EngineOptions { segment_shift: 43, ..EngineOptions::deterministic() };
     let engine = Engine::open_with_options(Arc::new(vfs.clone()), Path::new(ROOT), clock, options).expect("open");
-    let pool = PoolName::new("rbd").expect("pool");
-    engine.pool_create(&pool).expect("pool");
-    engine.pool_application_enable(&pool, "rbd").expect("tag");
+    add_rbd_pool(&engine);
     let mut create = CreateOptions::with_size(16 * MIB);
     create.order = Some(basalt_core::ObjectOrder::new(23).expect("order"));
     engine.image_create(&spec("vm"), &create).expect("create");
