@@ -147,6 +147,15 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
     fn flush_async(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
         Err(done)
     }
+    /// Flushes on the caller's thread, like [`ImageIo::flush`], only if that takes at most one sync of a log that
+    /// no other flush is running or waiting for: nothing else to write first (no layer file, no second sync). An
+    /// event loop whose client flushes one request at a time answers the flush itself this way, without the two
+    /// thread hand-offs of [`ImageIo::flush_async`] (about a third of the time of a 4 KiB write and its flush on a
+    /// fast disk). `None` means nothing was done: the caller uses [`ImageIo::flush_async`]. The default does
+    /// nothing.
+    fn try_flush_now(&self) -> Option<Result<()>> {
+        None
+    }
     /// Reports which parts of a range hold data and which are holes, without reading data.
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<BlockExtent>>;
     /// Reads like [`ImageIo::read`] and also reports which parts are holes (they read as zeros): one read operation

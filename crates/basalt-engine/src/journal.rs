@@ -1016,6 +1016,24 @@ impl Journal {
         self.lead(g)
     }
 
+    /// [`Journal::sync_through`] for a caller that would rather hand the flush to the sync thread than wait long
+    /// (an event loop): syncs here only when the journal's lock is free, no sync runs, no async flush waits (the
+    /// sync thread serves those) and no mark is wanted (which syncs layer files first), so it costs one
+    /// `fdatasync` of the active file. `None` means nothing was done.
+    pub fn try_sync_now(&self, target: u64, large_target: u64) -> Option<Result<()>> {
+        let g = self.inner.try_lock().ok()?;
+        if let Some(why) = &g.failed {
+            return Some(Err(Self::failed_error(why)));
+        }
+        if g.covers(target, large_target) {
+            return Some(Ok(()));
+        }
+        if g.syncing || !g.waiters.is_empty() || g.shutdown || g.marked < g.mark_wanted.max(large_target) {
+            return None;
+        }
+        Some(self.lead(g))
+    }
+
     /// Leads one sync (the caller found none running, and holds the lock): syncs outside the lock, then wakes the
     /// callers that waited for it and calls back the async flushes it made durable.
     fn lead(&self, mut g: MutexGuard<'_, Inner>) -> Result<()> {

@@ -594,17 +594,23 @@ impl Layer {
             seq
         };
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
-        if !self.deferred.is_empty() {
-            // An entry older than this record that appeared since the applies above (block locks keep writers of
-            // one block apart, so only a caller without them) is older than the bytes the file holds now.
-            let mut map = self.deferred.lock();
-            for (block, entry) in map.range(file_off >> BLOCK_SHIFT, blocks) {
-                if entry.seq < seq {
-                    map.remove(block);
-                }
+        self.forget_older_entries(file_off, blocks, seq);
+        Ok(())
+    }
+
+    /// After a direct write of `blocks` blocks at `file_off` logged at `seq`: an entry older than its record that
+    /// appeared since the write began (block locks keep writers of one block apart, so only a caller without them)
+    /// is older than the bytes the file holds now.
+    fn forget_older_entries(&self, file_off: u64, blocks: u64, seq: u64) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut map = self.deferred.lock();
+        for (block, entry) in map.range(file_off >> BLOCK_SHIFT, blocks) {
+            if entry.seq < seq {
+                map.remove(block);
             }
         }
-        Ok(())
     }
 
     /// Notes that the image asked for its writes to be durable (a flush or a FUA write).
@@ -640,11 +646,14 @@ impl Layer {
         self.note_watched(place.object);
     }
 
-    /// [`Layer::write_blocks`] for a caller that must not wait (an event loop): only the deferred path, for blocks
-    /// that are all data with their object's bitmap in memory, and only if the journal takes the record at once
-    /// ([`Journal::try_log_with`]). The caller holds the blocks' locks. The deferred map's lock may still be waited
-    /// for: a checkpoint holds it for one batch of its writes. `None` means nothing was written.
-    pub fn try_defer(
+    /// [`Layer::write_blocks`] for a caller that must not wait (an event loop), for writes shorter than
+    /// [`INLINE_MAX`] whose object's bitmap is in memory, and only if the journal takes the record at once
+    /// ([`Journal::try_log_with`]). Two kinds of write need nothing but the page cache: an overwrite of blocks that
+    /// all are data (deferred: the journal alone), and a write of blocks none of which is ([`Layer::try_write_new`]).
+    /// The caller holds the blocks' locks. The bitmaps' and the deferred map's locks may still be waited for: they
+    /// are held for memory work only (a checkpoint holds the map's for one batch of its writes). `None` means
+    /// nothing was logged: the caller writes the same bytes with [`Layer::write_blocks`].
+    pub fn try_write(
         self: &Arc<Self>,
         object_no: u64,
         first_blk: u64,
@@ -656,16 +665,67 @@ impl Layer {
             return None;
         }
         let blocks = data.len() as u64 >> BLOCK_SHIFT;
-        if !self.resident_all_data(object_no, first_blk, first_blk + blocks - 1)? {
-            return None;
-        }
+        let last = first_blk + blocks - 1;
+        let all_data = self.resident_all_or_none(object_no, first_blk, last)?;
         let place = self.place(object_no, first_blk, blocks, file_off).ok()?;
         let crcs: Vec<u32> = data.chunks_exact(BLOCK_SIZE as usize).map(checksum::crc32c).collect();
+        if !all_data {
+            return self.try_write_new(&place, data, &crcs);
+        }
         let logged = self.journal.try_log_with(Kind::Data, &place, &Body::Bytes(data), |logged| {
             self.note_deferred(&place, &crcs, logged);
         })?;
         Some(logged.map(|seq| {
             self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        }))
+    }
+
+    /// The path of [`Layer::try_write`] for blocks none of which is data in the layer: the bytes into the layer
+    /// file and the crcs into the sidecar, then the record, as [`Layer::write_blocks`] writes new blocks. Nothing
+    /// the metadata store holds calls them data, so no dirty-object record has to be synced first. Declined
+    /// (`None`) when anything would wait: a file to create or open, a full disk (the metadata reserve is low),
+    /// direct I/O, a pending removal or deferred entries in the range, the bitmap's lock, or the journal. Bytes
+    /// written before the journal declined stay in blocks the layer does not own, which nothing reads; the
+    /// caller's [`Layer::write_blocks`] writes them again.
+    fn try_write_new(self: &Arc<Self>, place: &Place, data: &[u8], crcs: &[u32]) -> Option<Result<()>> {
+        let (object_no, first_blk, file_off) = (place.object, u64::from(place.first_blk), place.file_off);
+        let (blocks, last) = (u64::from(place.blocks), u64::from(place.first_blk + place.blocks - 1));
+        if self.journal.space_low()
+            || self.journal.direct_io()
+            || self.removal_pending(object_no)
+            || self.deferred.any_in(file_off >> BLOCK_SHIFT, blocks)
+            || !self.file.writes_at_once(file_off, data.len() as u64)
+            || !self.crc.writes_at_once(sidecar_offset(file_off), blocks * 4)
+        {
+            return None;
+        }
+        let _pinned = self.try_pin(object_no)?;
+        if let Err(err) = self.write_data(data, crcs, file_off) {
+            self.journal.note_changed(self);
+            if err.kind() == ErrorKind::NoSpace {
+                self.give_back_unowned(object_no, first_blk, last, file_off);
+            }
+            return Some(Err(err));
+        }
+        let apply = |_| {
+            self.journal.note_changed(self);
+            self.set_range(object_no, first_blk, last, BlockSt::Data);
+        };
+        let logged = if self.flushing() {
+            self.journal.try_log_with(Kind::Data, place, &Body::Bytes(data), apply)?
+        } else {
+            // As in `write_blocks`: registered before the record is appended (if the journal declines, the next
+            // flush syncs this file for nothing).
+            self.journal.note_large(self);
+            let logged = self.journal.try_log_with(Kind::DataCrc, place, &Body::Crcs(crcs), apply)?;
+            if let Ok(seq) = logged {
+                self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
+            }
+            logged
+        };
+        Some(logged.map(|seq| {
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
+            self.forget_older_entries(file_off, blocks, seq);
         }))
     }
 
@@ -1278,11 +1338,32 @@ impl Layer {
         write_lock(&self.map).watched.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// [`Layer::all_data`] from memory alone: `None` when the object's bitmap is not resident or the map is locked.
-    fn resident_all_data(&self, object_no: u64, first: u64, last: u64) -> Option<bool> {
+    /// From memory alone, whether blocks `first..=last` of the object all are data in this layer (`true`) or none
+    /// is (`false`): `None` when some are, or the object's bitmap is not resident, or the map is locked.
+    fn resident_all_or_none(&self, object_no: u64, first: u64, last: u64) -> Option<bool> {
         let map = self.map.try_read().ok()?;
-        let bits = map.objects.get(&object_no)?.used();
-        Some((first..=last).all(|b| bits.get(b) == BlockSt::Data))
+        let Some(resident) = map.objects.get(&object_no) else {
+            // No state at all for the object: none of its blocks is data.
+            return (!map.known.contains(object_no)).then_some(false);
+        };
+        let bits = resident.used();
+        let data = (first..=last).filter(|&b| bits.get(b) == BlockSt::Data).count() as u64;
+        match data {
+            0 => Some(false),
+            n if n == last - first + 1 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// [`Layer::pin`] for a caller that must not wait: `None` when the bitmaps' lock is taken or the object's
+    /// bitmap would have to be read from the store.
+    fn try_pin(&self, object_no: u64) -> Option<Pinned<'_>> {
+        let mut map = self.map.try_write().ok()?;
+        if !map.objects.contains_key(&object_no) && map.known.contains(object_no) {
+            return None;
+        }
+        *map.pinned.entry(object_no).or_default() += 1;
+        Some(Pinned { layer: self, object_no })
     }
 
     /// True when every block `first..=last` of the object holds data in this layer.
@@ -1967,10 +2048,9 @@ impl View {
         Ok(())
     }
 
-    /// [`View::write`] for a caller that must not wait (an event loop): only an overwrite of whole blocks of one
-    /// object that the top layer holds already, through [`Layer::try_defer`], with the blocks' locks free. `None`
-    /// means nothing was written.
-    pub fn try_overwrite(&self, locks: &StripeLocks, offset: u64, data: &[u8]) -> Option<Result<()>> {
+    /// [`View::write`] for a caller that must not wait (an event loop): only whole blocks of one object, through
+    /// [`Layer::try_write`], with the blocks' locks free. `None` means nothing was logged.
+    pub fn try_write(&self, locks: &StripeLocks, offset: u64, data: &[u8]) -> Option<Result<()>> {
         let mut runs = object_runs(self.layout.pieces(offset, data.len() as u64));
         let run = match runs.as_mut_slice() {
             [run] if run.iter().all(|p| p.length == BLOCK_SIZE) => std::mem::take(run),
@@ -1981,7 +2061,7 @@ impl View {
         let object_no = first.object_no;
         let (first_blk, last_blk) = (first.block_in_object(), last.block_in_object());
         let _guards = locks.try_lock_blocks(top.blocks_per_object(), object_no, first_blk, last_blk)?;
-        top.try_defer(object_no, first_blk, data, self.layout.file_offset(object_no, first.object_offset))
+        top.try_write(object_no, first_blk, data, self.layout.file_offset(object_no, first.object_offset))
     }
 
     fn write_run(&self, locks: &StripeLocks, run: &[Piece], data: &[u8]) -> Result<()> {

@@ -408,6 +408,13 @@ impl VfsFile for SegmentedFile {
         Ok(())
     }
 
+    fn writes_at_once(&self, offset: u64, length: u64) -> bool {
+        // An open segment exists; any other may need creating, or opening, which may close (and sync) another to
+        // stay under the limit. The lock is held for writing across a creation's directory sync.
+        let Ok(open) = self.open.try_read() else { return false };
+        pieces(self.shift, offset, length).all(|(index, ..)| open.contains_key(&index))
+    }
+
     fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
         for (index, at, _, n) in pieces(self.shift, offset, length) {
             if let Some(slot) = self.segment(index, false)? {

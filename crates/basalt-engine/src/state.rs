@@ -523,6 +523,13 @@ impl ImageState {
         self.store.journal.sync_later(target, large, done)
     }
 
+    /// [`ImageState::flush`] on the caller's thread only when it takes at most one sync of the journal and no
+    /// other flush runs or waits ([`Journal::try_sync_now`]).
+    pub fn try_flush_now(&self) -> Option<Result<()>> {
+        let (target, large) = self.flush_targets();
+        self.store.journal.try_sync_now(target, large)
+    }
+
     /// What a flush must make durable: the journal through the last record of any of the image's layers, and the
     /// kind-2 bytes through their last such record.
     fn flush_targets(&self) -> (u64, u64) {
@@ -710,7 +717,7 @@ impl ImageIo for Handle {
         }
         let head = self.state.head.try_read().ok()?;
         check_range(offset, data.len() as u64, head.view.size).ok()?;
-        head.view.try_overwrite(&self.state.locks, offset, data)
+        head.view.try_write(&self.state.locks, offset, data)
     }
 
     fn discard(&self, offset: u64, length: u64, durability: Durability) -> Result<()> {
@@ -751,6 +758,13 @@ impl ImageIo for Handle {
                 done(Ok(()));
                 Ok(())
             }
+        }
+    }
+
+    fn try_flush_now(&self) -> Option<Result<()>> {
+        match self.target {
+            Target::Head { writable: true } => self.state.try_flush_now(),
+            _ => Some(Ok(())),
         }
     }
 

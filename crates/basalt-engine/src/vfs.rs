@@ -40,6 +40,11 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
         Ok((offset < self.len()?).then_some(offset))
     }
+    /// Whether a write of `length` bytes at `offset` is the write alone: no file has to be created, opened or
+    /// closed for it first (each of which may wait for the disk). A caller that must not wait writes only then.
+    fn writes_at_once(&self, _offset: u64, _length: u64) -> bool {
+        true
+    }
 }
 
 /// Writes zeros over `from..to` of a file, a MiB at a time.

@@ -205,7 +205,10 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
     if batch.is_empty() {
         return;
     }
-    let jobs: Vec<Job> = std::mem::take(batch).into_iter().filter_map(|job| answer_now(export, tx, job)).collect();
+    // A request alone in its batch had nothing behind it in the socket buffer: a flush may then be answered here.
+    let alone = batch.len() == 1;
+    let jobs: Vec<Job> =
+        std::mem::take(batch).into_iter().filter_map(|job| answer_now(export, tx, job, alone)).collect();
     if jobs.is_empty() {
         return;
     }
@@ -239,14 +242,15 @@ fn dispatch(batch: &mut Vec<Job>, export: &Arc<Export>, tx: &mpsc::Sender<Reply>
 }
 
 /// Writes that need no waiting are done on the reader's own thread ([`ImageIo::try_write_now`]), and their replies
-/// handed to the writer task: a short overwrite takes microseconds, and waking a blocking thread for it cost more
-/// than the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes, and FUA writes
-/// done here, go to the backend's group commit without a thread ([`flush_later`]). Gives the job back when it was
-/// not answered or handed over.
-fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job> {
+/// handed to the writer task: a short write takes microseconds, and waking a blocking thread for it cost more than
+/// the write (a third of the server's CPU with sixteen clients writing and flushing). Flushes, and FUA writes done
+/// here, go to the backend's group commit without a thread ([`flush_later`]), or, for a request `alone` in its
+/// batch, are done here when that is one sync no other flush waits for ([`flush_here`]). Gives the job back when it
+/// was not answered or handed over.
+fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, alone: bool) -> Option<Job> {
     let request = &job.request;
     if request.command == Command::Flush {
-        return flush_later(export, tx, job);
+        return flush_here(export, tx, job, alone);
     }
     if request.command != Command::Write || job.payload.is_empty() || job.payload.len() > INLINE_WRITE_MAX {
         return Some(job);
@@ -255,12 +259,30 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job) -> Option<Job
     if request.has(proto::CMD_FLAG_FUA) && result.is_ok() {
         // Durable once answered: the reply waits for a flush that covers the write. Were the flush refused, the
         // worker writes the same bytes again and flushes, which changes nothing a client may rely on.
-        return flush_later(export, tx, job);
+        return flush_here(export, tx, job, alone);
     }
     let bytes = finish(request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
     export.buffers.give(job.payload);
     // The channel has room for every request in flight, and this one holds its slot until the reply is sent; an
     // error means the connection is going away.
+    let _ = tx.try_send(Reply { bytes, _permits: job.permits });
+    None
+}
+
+/// Answers a flush (or a FUA write done already) on this thread when it is `alone` and the backend can make it
+/// durable with one sync that nobody else waits for ([`ImageIo::try_flush_now`]): a client that writes and flushes
+/// one request at a time then waits for the disk alone, not also for a sync thread to wake and for this runtime to
+/// be woken with the reply. The thread is held for that one sync; the runtime's other workers go on meanwhile (with
+/// a single worker, everything would wait, so the flush goes to [`flush_later`] there, as it does otherwise).
+fn flush_here(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, alone: bool) -> Option<Job> {
+    let several_workers =
+        tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.metrics().num_workers() > 1);
+    let Some(result) = (alone && several_workers).then(|| export.io.try_flush_now()).flatten() else {
+        return flush_later(export, tx, job);
+    };
+    let bytes = finish(&job.request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
+    export.buffers.give(job.payload);
+    // As in `answer_now`: the channel has room for the reply, and an error means the connection is going away.
     let _ = tx.try_send(Reply { bytes, _permits: job.permits });
     None
 }

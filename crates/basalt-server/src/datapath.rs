@@ -479,6 +479,12 @@ impl ImageIo for MeteredIo {
         result
     }
 
+    fn try_flush_now(&self) -> Option<Result<()>> {
+        let result = self.inner.try_flush_now()?;
+        observe_flush(&self.stats, &self.registry, &self.backend, &result);
+        Some(result)
+    }
+
     fn flush_async(&self, done: FlushDone) -> std::result::Result<(), FlushDone> {
         // Kept where both this wrapper's callback and the refusal can take it: a backend that cannot flush this way
         // gives the callback back uncalled, and the caller's own `done` goes back with the refusal.
