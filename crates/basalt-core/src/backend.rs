@@ -150,9 +150,8 @@ pub trait ImageIo: Send + Sync + std::fmt::Debug {
     /// Flushes on the caller's thread, like [`ImageIo::flush`], only if that takes at most one sync of a log that
     /// no other flush is running or waiting for: nothing else to write first (no layer file, no second sync). An
     /// event loop whose client flushes one request at a time answers the flush itself this way, without the two
-    /// thread hand-offs of [`ImageIo::flush_async`] (about a third of the time of a 4 KiB write and its flush on a
-    /// fast disk). `None` means nothing was done: the caller uses [`ImageIo::flush_async`]. The default does
-    /// nothing.
+    /// thread hand-offs of [`ImageIo::flush_async`]. `None` means nothing was done: the caller uses
+    /// [`ImageIo::flush_async`]. The default does nothing.
     fn try_flush_now(&self) -> Option<Result<()>> {
         None
     }

@@ -452,6 +452,11 @@ pub struct Layer {
     resident: AtomicBool,
 }
 
+/// The body of a direct write's record of `kind` ([`Layer::direct_kind`]).
+fn direct_body<'a>(kind: Kind, data: &'a [u8], crcs: &'a [u32]) -> Body<'a> {
+    if kind == Kind::Data { Body::Bytes(data) } else { Body::Crcs(crcs) }
+}
+
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -580,22 +585,41 @@ impl Layer {
             }
             return Err(err);
         }
-        let apply = || {
-            self.journal.note_changed(self);
-            self.set_range(object_no, first_blk, last, BlockSt::Data);
-        };
-        let seq = if data.len() < INLINE_MAX && self.flushing() {
-            self.journal.log(Kind::Data, &place, &Body::Bytes(data), apply)?
-        } else {
-            // Registered before the record is appended, so a flush that covers the record syncs these bytes.
-            self.journal.note_large(self);
-            let seq = self.journal.log(Kind::DataCrc, &place, &Body::Crcs(&crcs), apply)?;
-            self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
-            seq
-        };
-        self.last_seq.fetch_max(seq, Ordering::SeqCst);
-        self.forget_older_entries(file_off, blocks, seq);
+        let kind = self.direct_kind(data.len());
+        let seq = self.journal.log(kind, &place, &direct_body(kind, data, &crcs), || self.mark_written(&place))?;
+        self.logged_direct(kind, seq, &place);
         Ok(())
+    }
+
+    /// The kind of record for a direct write of `len` bytes, whose bytes are in the layer file already: kind 1 (the
+    /// bytes) for a short write while the image is being flushed ([`Layer::flushing`]), so a flush needs the journal
+    /// alone; otherwise kind 2 (crcs), and the layer is registered for the next mark's sync before the record is
+    /// appended, so a flush that covers the record syncs these bytes (if the record is then not appended, that
+    /// sync is for nothing).
+    fn direct_kind(self: &Arc<Self>, len: usize) -> Kind {
+        if len < INLINE_MAX && self.flushing() {
+            Kind::Data
+        } else {
+            self.journal.note_large(self);
+            Kind::DataCrc
+        }
+    }
+
+    /// Inside a direct write's log section: the layer changed, and its blocks are data.
+    fn mark_written(self: &Arc<Self>, place: &Place) {
+        self.journal.note_changed(self);
+        let first = u64::from(place.first_blk);
+        self.set_range(place.object, first, first + u64::from(place.blocks) - 1, BlockSt::Data);
+    }
+
+    /// After a direct write's record was appended at `seq`: the seqs a flush waits for, and deferred entries the
+    /// write made stale.
+    fn logged_direct(&self, kind: Kind, seq: u64, place: &Place) {
+        if kind == Kind::DataCrc {
+            self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
+        }
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        self.forget_older_entries(place.file_off, u64::from(place.blocks), seq);
     }
 
     /// After a direct write of `blocks` blocks at `file_off` logged at `seq`: an entry older than its record that
@@ -707,26 +731,10 @@ impl Layer {
             }
             return Some(Err(err));
         }
-        let apply = |_| {
-            self.journal.note_changed(self);
-            self.set_range(object_no, first_blk, last, BlockSt::Data);
-        };
-        let logged = if self.flushing() {
-            self.journal.try_log_with(Kind::Data, place, &Body::Bytes(data), apply)?
-        } else {
-            // As in `write_blocks`: registered before the record is appended (if the journal declines, the next
-            // flush syncs this file for nothing).
-            self.journal.note_large(self);
-            let logged = self.journal.try_log_with(Kind::DataCrc, place, &Body::Crcs(crcs), apply)?;
-            if let Ok(seq) = logged {
-                self.last_large_seq.fetch_max(seq, Ordering::SeqCst);
-            }
-            logged
-        };
-        Some(logged.map(|seq| {
-            self.last_seq.fetch_max(seq, Ordering::SeqCst);
-            self.forget_older_entries(file_off, blocks, seq);
-        }))
+        let kind = self.direct_kind(data.len());
+        let logged =
+            self.journal.try_log_with(kind, place, &direct_body(kind, data, crcs), |_| self.mark_written(place))?;
+        Some(logged.map(|seq| self.logged_direct(kind, seq, place)))
     }
 
     /// Writes deferred versions (sorted by block) into the layer file with their crcs, under the map's lock held

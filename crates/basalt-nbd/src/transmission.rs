@@ -261,12 +261,17 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, alone: bool) 
         // worker writes the same bytes again and flushes, which changes nothing a client may rely on.
         return flush_here(export, tx, job, alone);
     }
-    let bytes = finish(request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
+    reply_now(export, tx, job, result);
+    None
+}
+
+/// Hands the reply of a request answered on the reader's thread to the writer task, and its payload buffer back.
+fn reply_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, result: Result<()>) {
+    let bytes = finish(&job.request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
     export.buffers.give(job.payload);
     // The channel has room for every request in flight, and this one holds its slot until the reply is sent; an
     // error means the connection is going away.
     let _ = tx.try_send(Reply { bytes, _permits: job.permits });
-    None
 }
 
 /// Answers a flush (or a FUA write done already) on this thread when it is `alone` and the backend can make it
@@ -276,14 +281,11 @@ fn answer_now(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, alone: bool) 
 /// a single worker, everything would wait, so the flush goes to [`flush_later`] there, as it does otherwise).
 fn flush_here(export: &Export, tx: &mpsc::Sender<Reply>, job: Job, alone: bool) -> Option<Job> {
     let several_workers =
-        tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.metrics().num_workers() > 1);
-    let Some(result) = (alone && several_workers).then(|| export.io.try_flush_now()).flatten() else {
+        || tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.metrics().num_workers() > 1);
+    let Some(result) = (alone && several_workers()).then(|| export.io.try_flush_now()).flatten() else {
         return flush_later(export, tx, job);
     };
-    let bytes = finish(&job.request, export.negotiated.structured, Vec::new(), result.map(|()| Vec::new()));
-    export.buffers.give(job.payload);
-    // As in `answer_now`: the channel has room for the reply, and an error means the connection is going away.
-    let _ = tx.try_send(Reply { bytes, _permits: job.permits });
+    reply_now(export, tx, job, result);
     None
 }
 
