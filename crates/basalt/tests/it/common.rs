@@ -37,7 +37,7 @@ impl Server {
         let port = free_port();
         let child = spawn_serve(data.path(), scratch.path(), port, env);
         let mut server = Server { child, data, scratch, port };
-        server.wait_ready();
+        server.wait_ready_on_free_ports(env, true);
         server
     }
 
@@ -50,18 +50,37 @@ impl Server {
     /// Starts the server again on the same data directory after [`Server::stop`].
     pub(crate) fn start_again(&mut self, env: &[(&str, &str)]) {
         self.child = spawn_serve(self.data.path(), self.scratch.path(), self.port, env);
-        self.wait_ready();
+        self.wait_ready_on_free_ports(env, false);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for the server; if it could not listen because another test's process took a port between
+    /// [`free_port`] releasing it and the server binding it, starts it again on fresh ports (the NBD port always,
+    /// the API port only when `new_api_port`).
+    fn wait_ready_on_free_ports(&mut self, env: &[(&str, &str)], new_api_port: bool) {
+        for _ in 0..4 {
+            let logged = self.log().len();
+            if self.wait_ready() {
+                return;
+            }
+            assert!(self.log()[logged..].contains("Address already in use"), "basalt serve exited: {}", self.log());
+            if new_api_port {
+                self.port = free_port();
+            }
+            self.child = spawn_serve(self.data.path(), self.scratch.path(), self.port, env);
+        }
+        assert!(self.wait_ready(), "basalt serve found its ports taken five times: {}", self.log());
+    }
+
+    /// Waits until the server answers; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let socket = self.data.path().join("api.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if socket.exists() && self.try_run(&["pool", "ls"]).status.success() {
-                return;
+                return true;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("basalt serve exited with {status}: {}", self.log());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             assert!(Instant::now() < deadline, "api.sock did not appear within 20 s: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
