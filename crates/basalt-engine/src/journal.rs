@@ -306,6 +306,9 @@ pub(crate) fn create_files(vfs: &dyn Vfs, root: &Path, file_size: u64) -> Result
             crate::vfs::write_zeros(f.as_ref(), len, file_size)?;
         }
         f.sync_data()?;
+        // Every byte is written, so short appends can be copies into the page cache ([`Journal::append`]). Only a
+        // hint: a file that could not be mapped (no address space left, say) takes them through `pwrite`.
+        let _ = f.map_writes(file_size);
     }
     vfs.sync_dir(&dir)?;
     vfs.sync_dir(root)?;
@@ -400,7 +403,18 @@ pub(crate) struct Journal {
     dirty_records: AtomicU64,
     checkpoints: AtomicU64,
     byte_records: AtomicU64,
+    /// When the journal was made, and the millisecond after it in which a flush last synced it (0: none yet): see
+    /// [`Journal::append`].
+    born: Instant,
+    flushed_ms: AtomicU64,
 }
+
+/// Records up to this size may be appended as copies into the journal file's map ([`Journal::append`]); larger ones
+/// (a block's bytes) start a page of their own each time, and a store into each would fault.
+const MAPPED_RECORD_MAX: usize = 1024;
+
+/// Appends go through `pwrite` for this long after a flush synced the journal ([`Journal::append`]).
+const FLUSHING_WINDOW: Duration = Duration::from_secs(1);
 
 /// The overwrite epoch (raised by every checkpoint's freeze), how many layer file changes are in flight in each, and
 /// the dirty marks that let them change bytes the metadata store calls data (docs/FORMAT.md, "The hard part").
@@ -544,7 +558,21 @@ impl Journal {
             dirty_records: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             byte_records: AtomicU64::new(0),
+            born: Instant::now(),
+            flushed_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that a flush synced the journal now.
+    fn note_flush_sync(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.flushed_ms.store(ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a flush synced the journal within [`FLUSHING_WINDOW`].
+    fn flushing(&self) -> bool {
+        let last = self.flushed_ms.load(Ordering::Relaxed);
+        last != 0 && self.born.elapsed().saturating_sub(Duration::from_millis(last - 1)) < FLUSHING_WINDOW
     }
 
     /// Says that layer files bypass the page cache ([`crate::vfs::Vfs::direct_io`]): each write of a deferred
@@ -858,10 +886,21 @@ impl Journal {
     }
 
     /// Seals and writes a record at the end of the active file, which has room for it.
+    ///
+    /// A short record is copied into the file's map ([`VfsFile::write_mapped`]) unless a flush synced the journal
+    /// lately: a `pwrite` of 128 bytes cost more CPU than anything else in a write to a new block, but after a store
+    /// into the map the next `fdatasync` costs milliseconds on ext4. So a client that flushes gets `pwrite`s, and
+    /// one that does not (or has not for a second) gets copies; the first flush after copies pays once.
     fn append(&self, g: &mut Inner, kind: Kind, bytes: &mut [u8]) -> Result<Logged> {
         let seq = g.last_seq + 1;
         seal(bytes, seq);
-        if let Err(e) = self.files[g.active].write_at(bytes, g.offset) {
+        let file = &self.files[g.active];
+        let written = if bytes.len() <= MAPPED_RECORD_MAX && !self.flushing() {
+            file.write_mapped(bytes, g.offset)
+        } else {
+            file.write_at(bytes, g.offset)
+        };
+        if let Err(e) = written {
             self.fail(g, &e);
             return Err(Self::failed_error(&e.to_string()));
         }
@@ -1182,6 +1221,7 @@ impl Journal {
             self.log(Kind::Mark, &place, &Body::Covers(covers), || {})?;
             marked = Some(covers);
         }
+        self.note_flush_sync();
         Ok((self.sync_active()?, marked))
     }
 

@@ -45,6 +45,22 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn writes_at_once(&self, _offset: u64, _length: u64) -> bool {
         true
     }
+    /// Maps the first `length` bytes for [`VfsFile::write_mapped`]. Only for a file whose first `length` bytes are
+    /// allocated and written (a store into a hole could find the disk full, and a store has no error to return) and
+    /// that is never shortened while open: the journal's files. A hint: where no map is made, `write_mapped` is
+    /// `write_at`.
+    fn map_writes(&self, _length: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// [`VfsFile::write_at`] as a copy into the map of [`VfsFile::map_writes`] where it covers the range: no system
+    /// call, which costs more than a short write itself. What it leaves behind is the same: the bytes in the page
+    /// cache, kept through a crash of the process, made durable by [`VfsFile::sync_data`]. But on ext4 the first
+    /// store into a page after the page was written back faults, and the next `fdatasync` then commits the file
+    /// system's journal: 2.6-3.5 ms against 0.12-0.17 ms after a `pwrite` (measured on the development disk). The
+    /// caller picks.
+    fn write_mapped(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(data, offset)
+    }
 }
 
 /// Writes zeros over `from..to` of a file, a MiB at a time.
@@ -102,6 +118,63 @@ struct OsFile {
     /// it, the rest (none in a layer file) through `file`. The kernel keeps the two coherent: a direct read first
     /// writes back the page cache's dirty pages of its range, and a direct write drops the range from it.
     direct: Option<File>,
+    /// A shared map of the file's first bytes, once [`VfsFile::map_writes`] made one: [`VfsFile::write_mapped`]s
+    /// inside it are copies.
+    map: OnceLock<WriteMap>,
+}
+
+/// A shared, writable memory map of the start of a file, unmapped when dropped.
+#[derive(Debug)]
+struct WriteMap {
+    at: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the map is plain memory shared with the page cache; writers copy into ranges they own (the journal
+// appends under its lock), and the pointer stays valid until `drop`.
+unsafe impl Send for WriteMap {}
+// SAFETY: as above; `&WriteMap` only allows copies into the map.
+unsafe impl Sync for WriteMap {}
+
+impl WriteMap {
+    fn new(file: &File, len: usize) -> io::Result<WriteMap> {
+        // SAFETY: a new shared mapping of `len` bytes of an open descriptor; the kernel picks the address, and the
+        // result is checked before use.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let at = std::ptr::NonNull::new(at.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(WriteMap { at, len })
+    }
+
+    /// Copies `data` to `offset` if the map covers the range; false if it does not (nothing is written).
+    fn write(&self, data: &[u8], offset: u64) -> bool {
+        let Ok(start) = usize::try_from(offset) else { return false };
+        if start.checked_add(data.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: `start..start + data.len()` lies inside the mapping (checked above), which lives as long as
+        // `self`, and `data` cannot overlap it (it is the caller's memory, not the map's).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.as_ptr().add(start), data.len()) };
+        true
+    }
+}
+
+impl Drop for WriteMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; nothing refers to it once its owner is dropped.
+        unsafe { libc::munmap(self.at.as_ptr().cast(), self.len) };
+    }
 }
 
 /// The alignment of offsets, lengths and memory for `O_DIRECT`: a page, which covers every logical block size.
@@ -276,6 +349,25 @@ impl VfsFile for OsFile {
         Err(io::Error::new(err.kind(), format!("reserve space in {}: {err}", self.path.display())))
     }
 
+    fn map_writes(&self, length: u64) -> io::Result<()> {
+        let len = usize::try_from(length).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if self.direct.is_some() || len == 0 || self.map.get().is_some() {
+            return Ok(());
+        }
+        if self.len()? < length {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a map past the end of the file"));
+        }
+        let _ = self.map.set(WriteMap::new(&self.file, len)?);
+        Ok(())
+    }
+
+    fn write_mapped(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if self.map.get().is_some_and(|map| map.write(data, offset)) {
+            return Ok(());
+        }
+        self.write_at(data, offset)
+    }
+
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
         let Ok(off) = i64::try_from(offset) else { return Ok(None) };
         // SAFETY: lseek on a valid open descriptor with plain integer arguments; no memory is shared.
@@ -330,7 +422,7 @@ impl Vfs for OsVfs {
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VfsFile>> {
         let file = open_private(path, create)?;
-        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct: None }))
+        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct: None, map: OnceLock::new() }))
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -412,7 +504,7 @@ impl Vfs for DirectVfs {
         } else {
             None
         };
-        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct }))
+        Ok(Arc::new(OsFile { file, path: path.to_owned(), direct, map: OnceLock::new() }))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         OsVfs.remove(path)
@@ -539,5 +631,35 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&lock), 0o600);
+    }
+
+    #[test]
+    fn mapped_writes_inside_the_map_land_in_the_file_and_the_rest_go_through_pwrite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let file = OsVfs.open(&path, true).expect("create");
+        // A map needs written bytes under it: asking past the end is refused, and changes nothing.
+        assert!(file.map_writes(16 << 10).is_err());
+        write_zeros(file.as_ref(), 0, 16 << 10).expect("zeros");
+        file.map_writes(8 << 10).expect("map");
+        file.map_writes(8 << 10).expect("a second call keeps the map");
+        // Inside the map, across a page boundary, and straddling its end (which goes through pwrite).
+        file.write_mapped(b"inside", 100).expect("write");
+        file.write_mapped(&[7u8; 200], 4000).expect("write");
+        file.write_mapped(&[9u8; 64], (8 << 10) - 32).expect("write");
+        file.write_mapped(b"past", 12 << 10).expect("write");
+        file.write_at(b"plain", 200).expect("write");
+        file.sync_data().expect("sync");
+        // Another descriptor (what recovery after a crash opens) reads every write.
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len(), 16 << 10, "no write moved the end of the file");
+        assert_eq!(&bytes[100..106], b"inside");
+        assert_eq!(&bytes[200..205], b"plain");
+        assert!(bytes[4000..4200].iter().all(|&b| b == 7));
+        assert!(bytes[(8 << 10) - 32..(8 << 10) + 32].iter().all(|&b| b == 9));
+        assert_eq!(&bytes[12 << 10..(12 << 10) + 4], b"past");
+        let mut back = [0u8; 6];
+        file.read_at(&mut back, 100).expect("read_at");
+        assert_eq!(&back, b"inside");
     }
 }

@@ -152,18 +152,27 @@ struct Acked {
 
 #[test]
 fn kill_9_during_writes_loses_no_acknowledged_write_and_the_store_stays_clean() {
-    kill_9_rounds(20, &[]);
+    kill_9_rounds(20, &[], true);
 }
 
 /// The same with image data bypassing the page cache: an acknowledged write is in the device, not the page cache.
 #[test]
 fn kill_9_during_writes_with_direct_io_loses_no_acknowledged_write() {
-    kill_9_rounds(6, &["--direct-io"]);
+    kill_9_rounds(6, &["--direct-io"], true);
 }
 
-/// `rounds` times: a writer in the background (each write with FUA, or followed by a flush), `kill -9` of the
-/// server (started with `serve_args`) at a random moment, fsck, a restart, and every acknowledged write read back.
-fn kill_9_rounds(rounds: u64, serve_args: &[&str]) {
+/// The same for a client that never flushes, on one connection: its writes' records take the journal's other path
+/// (copies into the journal file's map, while no flush synced the journal lately). A process crash keeps them too.
+#[test]
+fn kill_9_during_unflushed_writes_loses_no_acknowledged_write() {
+    kill_9_rounds(6, &[], false);
+}
+
+/// `rounds` times: a writer in the background, `kill -9` of the server (started with `serve_args`) at a random
+/// moment, fsck, a restart, and every acknowledged write read back. With `flushes`, each write is its own client
+/// process and is made durable (FUA, or a flush after it); without, one client writes them all on one connection and
+/// never flushes (closing the connection would flush the image).
+fn kill_9_rounds(rounds: u64, serve_args: &[&str], flushes: bool) {
     const SLOT_BYTES: u64 = 16 << 10;
     const WRITES_PER_ROUND: u64 = 200;
     let qemu_io = tool("qemu-io", "qemu-utils");
@@ -189,6 +198,33 @@ fn kill_9_rounds(rounds: u64, serve_args: &[&str]) {
         let seed = next();
         let writer = std::thread::spawn(move || {
             let mut s = seed | 1;
+            if !flushes {
+                // One client, every write in turn, 2 ms apart, so the kill (after 100-500 ms) comes while it
+                // writes; qemu-io prints each write once it was answered.
+                let mut patterns = std::collections::HashMap::new();
+                let mut cmd = Command::new(&writer_qemu);
+                cmd.args(["-f", "raw"]);
+                for i in 0..WRITES_PER_ROUND {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    let (offset, pattern) = ((round * WRITES_PER_ROUND + i) * SLOT_BYTES, (s >> 16) as u8 | 1);
+                    patterns.insert(offset, pattern);
+                    cmd.args(["-c", &format!("write -P {pattern} {offset} {SLOT_BYTES}"), "-c", "sleep 2"]);
+                }
+                let Ok(out) = cmd.arg(&writer_uri).output() else { return };
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    // "wrote 16384/16384 bytes at offset 1234"
+                    let Some(offset) = line.strip_prefix("wrote ").and_then(|l| l.split("at offset ").nth(1)) else {
+                        continue;
+                    };
+                    let offset: u64 = offset.trim().parse().expect("qemu-io offset");
+                    if tx.send(Acked { offset, pattern: patterns[&offset] }).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
             for i in 0..WRITES_PER_ROUND {
                 s ^= s << 13;
                 s ^= s >> 7;
