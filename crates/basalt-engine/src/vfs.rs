@@ -61,6 +61,10 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn write_mapped(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.write_at(data, offset)
     }
+    /// Lets the pages of a range of the map go from this process (they stay in the page cache, dirty ones dirty):
+    /// a range the caller will not copy into again soon, so the map does not grow the process's resident memory by
+    /// the size of everything it ever wrote.
+    fn release_mapped(&self, _offset: u64, _length: u64) {}
 }
 
 /// Writes zeros over `from..to` of a file, a MiB at a time.
@@ -167,6 +171,24 @@ impl WriteMap {
         // `self`, and `data` cannot overlap it (it is the caller's memory, not the map's).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.as_ptr().add(start), data.len()) };
         true
+    }
+
+    /// Drops the process's mappings of the whole pages inside `offset..offset + length` that the map covers. A
+    /// shared file map loses nothing by it: the kernel moves each page's dirty bit to the page cache, and a later
+    /// store maps the page again.
+    fn release(&self, offset: u64, length: u64) {
+        let page = 4096u64;
+        let start = offset.next_multiple_of(page);
+        let end = offset.saturating_add(length).min(self.len as u64) / page * page;
+        if start >= end {
+            return;
+        }
+        // SAFETY: `start..end` is a page-aligned range inside the mapping made in `new`; MADV_DONTNEED on a shared
+        // file mapping only drops page table entries (the pages stay in the page cache), so no memory that Rust
+        // code refers to changes.
+        unsafe {
+            libc::madvise(self.at.as_ptr().add(start as usize).cast(), (end - start) as usize, libc::MADV_DONTNEED)
+        };
     }
 }
 
@@ -366,6 +388,12 @@ impl VfsFile for OsFile {
             return Ok(());
         }
         self.write_at(data, offset)
+    }
+
+    fn release_mapped(&self, offset: u64, length: u64) {
+        if let Some(map) = self.map.get() {
+            map.release(offset, length);
+        }
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
@@ -649,12 +677,16 @@ mod tests {
         file.write_mapped(&[9u8; 64], (8 << 10) - 32).expect("write");
         file.write_mapped(b"past", 12 << 10).expect("write");
         file.write_at(b"plain", 200).expect("write");
+        // Pages let go from the map keep what was copied into them (dirty, not yet synced), and take copies again.
+        file.release_mapped(0, 8 << 10);
+        file.write_mapped(b"again", 300).expect("write");
         file.sync_data().expect("sync");
         // Another descriptor (what recovery after a crash opens) reads every write.
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(bytes.len(), 16 << 10, "no write moved the end of the file");
         assert_eq!(&bytes[100..106], b"inside");
         assert_eq!(&bytes[200..205], b"plain");
+        assert_eq!(&bytes[300..305], b"again");
         assert!(bytes[4000..4200].iter().all(|&b| b == 7));
         assert!(bytes[(8 << 10) - 32..(8 << 10) + 32].iter().all(|&b| b == 9));
         assert_eq!(&bytes[12 << 10..(12 << 10) + 4], b"past");
