@@ -915,9 +915,10 @@ impl Journal {
         g.last_seq = seq;
         let passed = g.offset / RELEASE_CHUNK;
         g.offset += bytes.len() as u64;
-        if g.offset / RELEASE_CHUNK > passed {
-            // Appends only go forward: nothing copies into the MiB just passed until the file's next turn.
-            file.release_mapped(g.offset / RELEASE_CHUNK * RELEASE_CHUNK - RELEASE_CHUNK, RELEASE_CHUNK);
+        let reached = g.offset / RELEASE_CHUNK;
+        if reached > passed {
+            // Appends only go forward: nothing copies into the MiBs just passed until the file's next turn.
+            file.release_mapped(passed * RELEASE_CHUNK, (reached - passed) * RELEASE_CHUNK);
         }
         let active = g.active;
         g.file_last[active] = seq;

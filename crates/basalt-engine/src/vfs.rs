@@ -46,9 +46,9 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
         true
     }
     /// Maps the first `length` bytes for [`VfsFile::write_mapped`]. Only for a file whose first `length` bytes are
-    /// allocated and written (a store into a hole could find the disk full, and a store has no error to return) and
-    /// that is never shortened while open: the journal's files. A hint: where no map is made, `write_mapped` is
-    /// `write_at`.
+    /// allocated (a store into a hole could find the disk full, and a store has no error to return) and that is
+    /// never shortened while open: the journal's files. A hint: where no map is made (the real file system makes one
+    /// on ext4 only, see `WriteMap`), `write_mapped` is `write_at`.
     fn map_writes(&self, _length: u64) -> io::Result<()> {
         Ok(())
     }
@@ -128,20 +128,45 @@ struct OsFile {
 }
 
 /// A shared, writable memory map of the start of a file, unmapped when dropped.
+///
+/// A store into a map has no error to return: where the kernel cannot make the page writable it sends SIGBUS, which
+/// ends the process. So the map is made only on ext4 (no copy-on-write and no shared extents: a block allocated once
+/// takes stores without new space) over bytes that are allocated, and every range is faulted in writable with
+/// `MADV_POPULATE_WRITE` before the first copy into it, which returns an error instead (an unreadable page, say);
+/// the copy then goes through `pwrite`, whose error the caller sees. What is left is a page that was written back
+/// and then dropped from memory between that and a store, and cannot be read again: the process ends there, and
+/// everything it acknowledged is in the page cache or on the disk.
 #[derive(Debug)]
 struct WriteMap {
     at: std::ptr::NonNull<u8>,
     len: usize,
+    /// The range faulted in writable last (`MAP_CHUNK`s), held while copying: copies into the map are one at a time,
+    /// so two writers of overlapping ranges cannot race.
+    ready: std::sync::Mutex<(u64, u64)>,
 }
 
-// SAFETY: the map is plain memory shared with the page cache; writers copy into ranges they own (the journal
-// appends under its lock), and the pointer stays valid until `drop`.
+/// `madvise` advice (Linux 5.14; not in the libc crate): fault a range in writable now, or fail with an error. An
+/// older kernel refuses it (EINVAL), and every copy then goes through `pwrite`.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+/// `statfs.f_type` of ext4 (and of ext2 and ext3 through its driver).
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+/// A map is faulted in this much at a time.
+const MAP_CHUNK: u64 = 1 << 20;
+/// The page size the map's ranges are rounded to; larger pages are multiples of it, and the kernel rounds again.
+const PAGE: u64 = 4096;
+
+// SAFETY: the map is plain memory shared with the page cache, written only by copies made under `ready`'s lock, and
+// the pointer stays valid until `drop`.
 unsafe impl Send for WriteMap {}
-// SAFETY: as above; `&WriteMap` only allows copies into the map.
+// SAFETY: as above; `&WriteMap` only allows copies into the map, one at a time.
 unsafe impl Sync for WriteMap {}
 
 impl WriteMap {
-    fn new(file: &File, len: usize) -> io::Result<WriteMap> {
+    /// Maps the first `len` bytes of `file`, if it is on ext4 (`Ok(None)` elsewhere).
+    fn new(file: &File, len: usize) -> io::Result<Option<WriteMap>> {
+        if fs_type(file)? != EXT4_SUPER_MAGIC {
+            return Ok(None);
+        }
         // SAFETY: a new shared mapping of `len` bytes of an open descriptor; the kernel picks the address, and the
         // result is checked before use.
         let at = unsafe {
@@ -158,30 +183,47 @@ impl WriteMap {
             return Err(io::Error::last_os_error());
         }
         let at = std::ptr::NonNull::new(at.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        Ok(WriteMap { at, len })
+        Ok(Some(WriteMap { at, len, ready: std::sync::Mutex::new((0, 0)) }))
     }
 
-    /// Copies `data` to `offset` if the map covers the range; false if it does not (nothing is written).
+    /// Copies `data` to `offset` if the map covers the range and the range could be faulted in writable; false if
+    /// not (nothing is written).
     fn write(&self, data: &[u8], offset: u64) -> bool {
-        let Ok(start) = usize::try_from(offset) else { return false };
-        if start.checked_add(data.len()).is_none_or(|end| end > self.len) {
+        let Some(end) = offset.checked_add(data.len() as u64).filter(|&end| end <= self.len as u64) else {
             return false;
+        };
+        let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !(ready.0 <= offset && end <= ready.1) {
+            let lo = offset / MAP_CHUNK * MAP_CHUNK;
+            let hi = end.next_multiple_of(MAP_CHUNK).min(self.len as u64);
+            // SAFETY: `lo..hi` lies inside the mapping; populating only faults its pages in, changing no byte.
+            let rc = unsafe {
+                libc::madvise(self.at.as_ptr().add(lo as usize).cast(), (hi - lo) as usize, MADV_POPULATE_WRITE)
+            };
+            if rc != 0 {
+                *ready = (0, 0);
+                return false;
+            }
+            *ready = (lo, hi);
         }
-        // SAFETY: `start..start + data.len()` lies inside the mapping (checked above), which lives as long as
-        // `self`, and `data` cannot overlap it (it is the caller's memory, not the map's).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.as_ptr().add(start), data.len()) };
+        // SAFETY: `offset..end` lies inside the mapping (checked above), which lives as long as `self`; `data` is the
+        // caller's memory, not the map's, so they cannot overlap; and no other copy runs while `ready` is held.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.as_ptr().add(offset as usize), data.len()) };
         true
     }
 
     /// Drops the process's mappings of the whole pages inside `offset..offset + length` that the map covers. A
     /// shared file map loses nothing by it: the kernel moves each page's dirty bit to the page cache, and a later
-    /// store maps the page again.
+    /// copy faults the page in again.
     fn release(&self, offset: u64, length: u64) {
-        let page = 4096u64;
-        let start = offset.next_multiple_of(page);
-        let end = offset.saturating_add(length).min(self.len as u64) / page * page;
+        let start = offset.next_multiple_of(PAGE);
+        let end = offset.saturating_add(length).min(self.len as u64) / PAGE * PAGE;
         if start >= end {
             return;
+        }
+        let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if start < ready.1 && ready.0 < end {
+            *ready = (0, 0);
         }
         // SAFETY: `start..end` is a page-aligned range inside the mapping made in `new`; MADV_DONTNEED on a shared
         // file mapping only drops page table entries (the pages stay in the page cache), so no memory that Rust
@@ -190,6 +232,17 @@ impl WriteMap {
             libc::madvise(self.at.as_ptr().add(start as usize).cast(), (end - start) as usize, libc::MADV_DONTNEED)
         };
     }
+}
+
+/// The `statfs.f_type` of the file system a file is on.
+fn fs_type(file: &File) -> io::Result<u64> {
+    // SAFETY: `statfs` is a plain C struct, for which all zeros is a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs fills the struct, which lives on this stack frame, from an open descriptor.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fs.f_type as u64)
 }
 
 impl Drop for WriteMap {
@@ -379,7 +432,9 @@ impl VfsFile for OsFile {
         if self.len()? < length {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a map past the end of the file"));
         }
-        let _ = self.map.set(WriteMap::new(&self.file, len)?);
+        if let Some(map) = WriteMap::new(&self.file, len)? {
+            let _ = self.map.set(map);
+        }
         Ok(())
     }
 
@@ -671,6 +726,10 @@ mod tests {
         write_zeros(file.as_ref(), 0, 16 << 10).expect("zeros");
         file.map_writes(8 << 10).expect("map");
         file.map_writes(8 << 10).expect("a second call keeps the map");
+        // On ext4 the copies below go through the map (elsewhere through pwrite, which this test checks as well).
+        let ext4 = fs_type(&File::open(&path).expect("open")).expect("statfs") == EXT4_SUPER_MAGIC;
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        assert_eq!(maps.contains(path.to_str().expect("path")), ext4, "{maps}");
         // Inside the map, across a page boundary, and straddling its end (which goes through pwrite).
         file.write_mapped(b"inside", 100).expect("write");
         file.write_mapped(&[7u8; 200], 4000).expect("write");
