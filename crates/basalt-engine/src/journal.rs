@@ -306,8 +306,8 @@ pub(crate) fn create_files(vfs: &dyn Vfs, root: &Path, file_size: u64) -> Result
             crate::vfs::write_zeros(f.as_ref(), len, file_size)?;
         }
         f.sync_data()?;
-        // Every byte is written, so short appends can be copies into the page cache ([`Journal::append`]). Only a
-        // hint: a file that could not be mapped (no address space left, say) takes them through `pwrite`.
+        // Every byte is allocated, so short appends can be copies into the page cache ([`Journal::append`]). Only a
+        // hint: a file not mapped (not on ext4, or no address space left) takes them through `pwrite`.
         let _ = f.map_writes(file_size);
     }
     vfs.sync_dir(&dir)?;
@@ -403,8 +403,8 @@ pub(crate) struct Journal {
     dirty_records: AtomicU64,
     checkpoints: AtomicU64,
     byte_records: AtomicU64,
-    /// When the journal was made, and the millisecond after it in which a flush last synced it (0: none yet): see
-    /// [`Journal::append`].
+    /// When the journal was made, and the millisecond after it in which a sync someone waited for (a flush, or an
+    /// overwrite's dirty record) last ran (0: none yet): see [`Journal::append`].
     born: Instant,
     flushed_ms: AtomicU64,
 }
@@ -413,7 +413,7 @@ pub(crate) struct Journal {
 /// (a block's bytes) start a page of their own each time, and a store into each would fault.
 const MAPPED_RECORD_MAX: usize = 1024;
 
-/// Appends go through `pwrite` for this long after a flush synced the journal ([`Journal::append`]).
+/// Appends go through `pwrite` for this long after a sync someone waited for ([`Journal::append`]).
 const FLUSHING_WINDOW: Duration = Duration::from_secs(1);
 
 /// Each whole MiB of a journal file that appends have passed leaves the process's map ([`VfsFile::release_mapped`]):
@@ -567,13 +567,13 @@ impl Journal {
         }
     }
 
-    /// Notes that a flush synced the journal now.
+    /// Notes that a sync someone waits for (a flush, or an overwrite's dirty record) is running now.
     fn note_flush_sync(&self) {
         let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.flushed_ms.store(ms.saturating_add(1), Ordering::Relaxed);
     }
 
-    /// Whether a flush synced the journal within [`FLUSHING_WINDOW`].
+    /// Whether a sync someone waited for ran within [`FLUSHING_WINDOW`].
     fn flushing(&self) -> bool {
         let last = self.flushed_ms.load(Ordering::Relaxed);
         last != 0 && self.born.elapsed().saturating_sub(Duration::from_millis(last - 1)) < FLUSHING_WINDOW
@@ -891,10 +891,11 @@ impl Journal {
 
     /// Seals and writes a record at the end of the active file, which has room for it.
     ///
-    /// A short record is copied into the file's map ([`VfsFile::write_mapped`]) unless a flush synced the journal
-    /// lately: a `pwrite` of 128 bytes cost more CPU than anything else in a write to a new block, but after a store
-    /// into the map the next `fdatasync` costs milliseconds on ext4. So a client that flushes gets `pwrite`s, and
-    /// one that does not (or has not for a second) gets copies; the first flush after copies pays once.
+    /// A short record is copied into the file's map ([`VfsFile::write_mapped`]) unless a sync someone waited for (a
+    /// flush, or an overwrite's dirty record) ran lately: a `pwrite` of 128 bytes cost more CPU than anything else
+    /// in a write to a new block, but after a store into the map the next `fdatasync` costs milliseconds on ext4.
+    /// So a client that flushes gets `pwrite`s, and one that does not (or has not for a second) gets copies; the
+    /// first flush after copies pays once.
     fn append(&self, g: &mut Inner, kind: Kind, bytes: &mut [u8]) -> Result<Logged> {
         let seq = g.last_seq + 1;
         seal(bytes, seq);
