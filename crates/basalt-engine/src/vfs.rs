@@ -133,16 +133,25 @@ struct OsFile {
 /// ends the process. So the map is made only on ext4 (no copy-on-write and no shared extents: a block allocated once
 /// takes stores without new space) over bytes that are allocated, and every range is faulted in writable with
 /// `MADV_POPULATE_WRITE` before the first copy into it, which returns an error instead (an unreadable page, say);
-/// the copy then goes through `pwrite`, whose error the caller sees. What is left is a page that was written back
+/// that copy and every later one then go through `pwrite`, whose error the caller sees. What is left is a page that was written back
 /// and then dropped from memory between that and a store, and cannot be read again: the process ends there, and
 /// everything it acknowledged is in the page cache or on the disk.
 #[derive(Debug)]
 struct WriteMap {
     at: std::ptr::NonNull<u8>,
     len: usize,
-    /// The range faulted in writable last (`MAP_CHUNK`s), held while copying: copies into the map are one at a time,
-    /// so two writers of overlapping ranges cannot race.
-    ready: std::sync::Mutex<(u64, u64)>,
+    /// Held while copying: copies into the map are one at a time, so two writers of overlapping ranges cannot race.
+    ready: std::sync::Mutex<Ready>,
+}
+
+/// The range of a [`WriteMap`] faulted in writable last, and whether faulting in ever failed.
+#[derive(Debug, Default)]
+struct Ready {
+    lo: u64,
+    hi: u64,
+    /// A range could not be faulted in (an unreadable page, or a kernel without `MADV_POPULATE_WRITE`): every later
+    /// write goes through `pwrite`, without asking again each time.
+    failed: bool,
 }
 
 /// `madvise` advice (Linux 5.14; not in the libc crate): fault a range in writable now, or fail with an error. An
@@ -183,7 +192,7 @@ impl WriteMap {
             return Err(io::Error::last_os_error());
         }
         let at = std::ptr::NonNull::new(at.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        Ok(Some(WriteMap { at, len, ready: std::sync::Mutex::new((0, 0)) }))
+        Ok(Some(WriteMap { at, len, ready: std::sync::Mutex::new(Ready::default()) }))
     }
 
     /// Copies `data` to `offset` if the map covers the range and the range could be faulted in writable; false if
@@ -193,7 +202,10 @@ impl WriteMap {
             return false;
         };
         let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !(ready.0 <= offset && end <= ready.1) {
+        if ready.failed {
+            return false;
+        }
+        if !(ready.lo <= offset && end <= ready.hi) {
             let lo = offset / MAP_CHUNK * MAP_CHUNK;
             let hi = end.next_multiple_of(MAP_CHUNK).min(self.len as u64);
             // SAFETY: `lo..hi` lies inside the mapping; populating only faults its pages in, changing no byte.
@@ -201,10 +213,10 @@ impl WriteMap {
                 libc::madvise(self.at.as_ptr().add(lo as usize).cast(), (hi - lo) as usize, MADV_POPULATE_WRITE)
             };
             if rc != 0 {
-                *ready = (0, 0);
+                *ready = Ready { lo: 0, hi: 0, failed: true };
                 return false;
             }
-            *ready = (lo, hi);
+            (ready.lo, ready.hi) = (lo, hi);
         }
         // SAFETY: `offset..end` lies inside the mapping (checked above), which lives as long as `self`; `data` is the
         // caller's memory, not the map's, so they cannot overlap; and no other copy runs while `ready` is held.
@@ -222,8 +234,8 @@ impl WriteMap {
             return;
         }
         let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if start < ready.1 && ready.0 < end {
-            *ready = (0, 0);
+        if start < ready.hi && ready.lo < end {
+            (ready.lo, ready.hi) = (0, 0);
         }
         // SAFETY: `start..end` is a page-aligned range inside the mapping made in `new`; MADV_DONTNEED on a shared
         // file mapping only drops page table entries (the pages stay in the page cache), so no memory that Rust
