@@ -416,10 +416,6 @@ const MAPPED_RECORD_MAX: usize = 1024;
 /// Appends go through `pwrite` for this long after a sync someone waited for ([`Journal::append`]).
 const FLUSHING_WINDOW: Duration = Duration::from_secs(1);
 
-/// Each whole MiB of a journal file that appends have passed leaves the process's map ([`VfsFile::release_mapped`]):
-/// mapped pages count in the resident memory, and two 64 MiB files would add 128 MiB to it.
-const RELEASE_CHUNK: u64 = 1 << 20;
-
 /// The overwrite epoch (raised by every checkpoint's freeze), how many layer file changes are in flight in each, and
 /// the dirty marks that let them change bytes the metadata store calls data (docs/FORMAT.md, "The hard part").
 #[derive(Debug, Default)]
@@ -914,13 +910,7 @@ impl Journal {
             self.byte_records.fetch_add(1, Ordering::Relaxed);
         }
         g.last_seq = seq;
-        let passed = g.offset / RELEASE_CHUNK;
         g.offset += bytes.len() as u64;
-        let reached = g.offset / RELEASE_CHUNK;
-        if reached > passed {
-            // Appends only go forward: nothing copies into the MiBs just passed until the file's next turn.
-            file.release_mapped(passed * RELEASE_CHUNK, (reached - passed) * RELEASE_CHUNK);
-        }
         let active = g.active;
         g.file_last[active] = seq;
         // Past the middle of the active file, the other file must be free (checkpointed) before this one

@@ -61,10 +61,6 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn write_mapped(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.write_at(data, offset)
     }
-    /// Lets the pages of a range of the map go from this process (they stay in the page cache, dirty ones dirty):
-    /// a range the caller will not copy into again soon, so the map does not grow the process's resident memory by
-    /// the size of everything it ever wrote.
-    fn release_mapped(&self, _offset: u64, _length: u64) {}
 }
 
 /// Writes zeros over `from..to` of a file, a MiB at a time.
@@ -216,6 +212,11 @@ impl WriteMap {
                 *ready = Ready { lo: 0, hi: 0, failed: true };
                 return false;
             }
+            // The range copied into before goes from the process (mapped pages count in its resident memory): a
+            // journal's appends only go forward, so the map holds a MiB or two, not everything it ever wrote.
+            if hi <= ready.lo || ready.hi <= lo {
+                self.release(ready.lo, ready.hi - ready.lo);
+            }
             (ready.lo, ready.hi) = (lo, hi);
         }
         // SAFETY: `offset..end` lies inside the mapping (checked above), which lives as long as `self`; `data` is the
@@ -232,10 +233,6 @@ impl WriteMap {
         let end = offset.saturating_add(length).min(self.len as u64) / PAGE * PAGE;
         if start >= end {
             return;
-        }
-        let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if start < ready.hi && ready.lo < end {
-            (ready.lo, ready.hi) = (0, 0);
         }
         // SAFETY: `start..end` is a page-aligned range inside the mapping made in `new`; MADV_DONTNEED on a shared
         // file mapping only drops page table entries (the pages stay in the page cache), so no memory that Rust
@@ -455,12 +452,6 @@ impl VfsFile for OsFile {
             return Ok(());
         }
         self.write_at(data, offset)
-    }
-
-    fn release_mapped(&self, offset: u64, length: u64) {
-        if let Some(map) = self.map.get() {
-            map.release(offset, length);
-        }
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
@@ -734,10 +725,10 @@ mod tests {
         let path = dir.path().join("j");
         let file = OsVfs.open(&path, true).expect("create");
         // A map needs written bytes under it: asking past the end is refused, and changes nothing.
-        assert!(file.map_writes(16 << 10).is_err());
-        write_zeros(file.as_ref(), 0, 16 << 10).expect("zeros");
-        file.map_writes(8 << 10).expect("map");
-        file.map_writes(8 << 10).expect("a second call keeps the map");
+        assert!(file.map_writes(3 << 20).is_err());
+        write_zeros(file.as_ref(), 0, 3 << 20).expect("zeros");
+        file.map_writes(2 << 20).expect("map");
+        file.map_writes(2 << 20).expect("a second call keeps the map");
         // On ext4 the copies below go through the map (elsewhere through pwrite, which this test checks as well).
         let ext4 = fs_type(&File::open(&path).expect("open")).expect("statfs") == EXT4_SUPER_MAGIC;
         let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
@@ -745,22 +736,24 @@ mod tests {
         // Inside the map, across a page boundary, and straddling its end (which goes through pwrite).
         file.write_mapped(b"inside", 100).expect("write");
         file.write_mapped(&[7u8; 200], 4000).expect("write");
-        file.write_mapped(&[9u8; 64], (8 << 10) - 32).expect("write");
-        file.write_mapped(b"past", 12 << 10).expect("write");
+        file.write_mapped(&[9u8; 64], (2 << 20) - 32).expect("write");
+        file.write_mapped(b"past", (2 << 20) + 100).expect("write");
         file.write_at(b"plain", 200).expect("write");
-        // Pages let go from the map keep what was copied into them (dirty, not yet synced), and take copies again.
-        file.release_mapped(0, 8 << 10);
+        // A copy into the next MiB lets the first go from the map; its pages keep what was copied into them (dirty,
+        // not yet synced), and take copies again (which lets the second MiB go).
+        file.write_mapped(b"next", (1 << 20) + 100).expect("write");
         file.write_mapped(b"again", 300).expect("write");
         file.sync_data().expect("sync");
         // Another descriptor (what recovery after a crash opens) reads every write.
         let bytes = std::fs::read(&path).expect("read");
-        assert_eq!(bytes.len(), 16 << 10, "no write moved the end of the file");
+        assert_eq!(bytes.len(), 3 << 20, "no write moved the end of the file");
         assert_eq!(&bytes[100..106], b"inside");
         assert_eq!(&bytes[200..205], b"plain");
         assert_eq!(&bytes[300..305], b"again");
         assert!(bytes[4000..4200].iter().all(|&b| b == 7));
-        assert!(bytes[(8 << 10) - 32..(8 << 10) + 32].iter().all(|&b| b == 9));
-        assert_eq!(&bytes[12 << 10..(12 << 10) + 4], b"past");
+        assert!(bytes[(2 << 20) - 32..(2 << 20) + 32].iter().all(|&b| b == 9));
+        assert_eq!(&bytes[(2 << 20) + 100..(2 << 20) + 104], b"past");
+        assert_eq!(&bytes[(1 << 20) + 100..(1 << 20) + 104], b"next");
         let mut back = [0u8; 6];
         file.read_at(&mut back, 100).expect("read_at");
         assert_eq!(&back, b"inside");
