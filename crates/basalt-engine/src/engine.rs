@@ -214,6 +214,7 @@ impl Engine {
             failed: std::sync::Mutex::new(None),
             pool_full: std::sync::Mutex::new(Default::default()),
             file_len_ok: std::sync::atomic::AtomicU64::new(0),
+            folds: std::sync::atomic::AtomicU64::new(0),
             journal: journal.clone(),
             checkpoint_lock: std::sync::Mutex::new(()),
             db_failure,
@@ -900,9 +901,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Copies every data extent of `src` into the top layer of `dest`, reporting progress.
-    fn copy_data(&self, src: &View, dest: &View, dest_state: &ImageState, progress: &Progress) -> Result<()> {
-        let ranges = allocated_ranges(src)?;
+    /// Copies every data extent of the source into the top layer of `dest`, reporting progress. The source is
+    /// read through `view_of` (of `src_state`), built again whenever views built before may read differently: a
+    /// flatten of an image the source is cloned from, after which the snapshot it read through may be removed and
+    /// folded, or any fold ([`ImageState::generation`], `Store::folds`). Each chunk is read in full, then checked
+    /// against both counters, and read again through a new view if either moved: a fold that changed what the
+    /// chunk read raised them before it changed anything.
+    fn copy_data(
+        &self,
+        src_state: &ImageState,
+        view_of: &dyn Fn() -> Result<View>,
+        dest: &View,
+        dest_state: &ImageState,
+        progress: &Progress,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let built_in = || (src_state.generation.load(Ordering::SeqCst), self.store.folds.load(Ordering::SeqCst));
+        let mut built = built_in();
+        let mut src = view_of()?;
+        let ranges = allocated_ranges(&src)?;
         let total: u64 = ranges.iter().map(|(_, len)| len).sum();
         let mut done = 0u64;
         progress.set(0, total);
@@ -915,12 +932,23 @@ impl Engine {
                     bail!(Cancelled, "the operation was cancelled");
                 }
                 let n = (end - at).min(COPY_CHUNK_BYTES);
-                for extent in src.block_status(at, n)? {
-                    if extent.state == BlockState::Data {
-                        let chunk = &mut buf[..extent.length as usize];
-                        src.read(extent.offset, chunk)?;
-                        dest.write(&dest_state.locks, extent.offset, chunk)?;
+                let extents = loop {
+                    if built_in() != built {
+                        built = built_in();
+                        src = view_of()?;
                     }
+                    let extents = src.block_status(at, n)?;
+                    for extent in extents.iter().filter(|e| e.state == BlockState::Data) {
+                        let from = (extent.offset - at) as usize;
+                        src.read(extent.offset, &mut buf[from..from + extent.length as usize])?;
+                    }
+                    if built_in() == built {
+                        break extents;
+                    }
+                };
+                for extent in extents.iter().filter(|e| e.state == BlockState::Data) {
+                    let from = (extent.offset - at) as usize;
+                    dest.write(&dest_state.locks, extent.offset, &buf[from..from + extent.length as usize])?;
                 }
                 at += n;
                 done += n;
@@ -1701,15 +1729,20 @@ impl Backend for Engine {
         let (state, _) = self.image_state(src)?;
         let _op = mutex_lock(&state.op);
         let rec = self.store.read_image(&state.id)?;
-        let src_view = match &request.snap {
-            Some(name) => {
-                let snap = rec
-                    .snap_by_name(name.as_str())
-                    .ok_or_else(|| Error::not_found(format!("snapshot '{src}@{name}' does not exist")))?;
-                self.snap_view(&state, &rec, snap)?
-            }
-            None => state.head_read().view.clone(),
+        // Built again during the copy when a flatten or fold elsewhere may change what it reads (`copy_data`). The
+        // source's record cannot change meanwhile: the copy holds its operation lock.
+        let snap = match &request.snap {
+            Some(name) => Some(
+                rec.snap_by_name(name.as_str())
+                    .ok_or_else(|| Error::not_found(format!("snapshot '{src}@{name}' does not exist")))?,
+            ),
+            None => None,
         };
+        let view_of = || match snap {
+            Some(snap) => self.snap_view(&state, &self.store.read_image(&state.id)?, snap),
+            None => Ok(state.head_read().view.clone()),
+        };
+        let src_view = view_of()?;
         let src_layout = layout_of(&rec)?;
         let order = request.order.unwrap_or(src_layout.order);
         let striping = request.striping.or_else(|| {
@@ -1734,7 +1767,7 @@ impl Backend for Engine {
         };
         let dest_layer = dest_rec.head_layer;
         let mut publishing = false;
-        let result = self.fill_and_publish(&src_view, dest_rec, progress, &mut publishing);
+        let result = self.fill_and_publish(&state, &view_of, dest_rec, progress, &mut publishing);
         if let Err(err) = &result {
             self.discard_copy_files(err, publishing, &[dest_layer]);
         }
@@ -2662,6 +2695,7 @@ impl Engine {
         let bpo = layout.blocks_per_object();
         let low = state.layer(rec, lower.id, bpo)?;
         let up = state.layer(rec, upper.id, bpo)?;
+        self.store.folds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.give_back_hidden_blocks(&layout, &low, &up, upper.min_size)?;
         // Data blocks decide (zero markers cost no copy of bytes), counted without reading any bitmap.
         let fold = Fold { state, layout, low, up, lower, upper };
@@ -2841,18 +2875,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes the data of `src` into the single layer of a new image record, then publishes the record;
+    /// Writes the data of the source (read through `view_of`, see `copy_data`) into the single layer of a new image
+    /// record, then publishes the record;
     /// `publishing` is set once the copying is done and the publishing commit begins.
     fn fill_and_publish(
         &self,
-        src: &View,
+        src_state: &ImageState,
+        view_of: &dyn Fn() -> Result<View>,
         dest_rec: ImageRec,
         progress: &Progress,
         publishing: &mut bool,
     ) -> Result<()> {
         let dest_state = ImageState::detached(&self.store, &dest_rec.id);
         let dest_view = dest_state.build_view(&dest_rec, dest_rec.head_layer, dest_rec.size)?;
-        self.copy_data(src, &dest_view, &dest_state, progress)?;
+        self.copy_data(src_state, view_of, &dest_view, &dest_state, progress)?;
         *publishing = true;
         dest_state.persist(|txn| {
             let dest = Self::spec_of(&dest_rec)?;

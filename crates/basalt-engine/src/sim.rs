@@ -114,8 +114,9 @@ pub struct SimVfs {
     state: Arc<Mutex<SimState>>,
     ops: Arc<AtomicU64>,
     fault_at: Arc<Mutex<Option<(u64, Fault)>>>,
-    /// A gate the next `write_at` stops at, before it changes anything.
-    hold: Arc<Mutex<Option<WriteGate>>>,
+    /// A gate the next `write_at` stops at, before it changes anything: of any file, or of a file in the
+    /// directory given.
+    hold: Arc<Mutex<Option<(WriteGate, Option<PathBuf>)>>>,
     /// Power cuts this disk went through: the simulated kernel's boot id.
     boots: u64,
     /// Capacity and usage.
@@ -201,7 +202,14 @@ impl SimVfs {
     /// gate is released.
     pub fn hold_next_write(&self) -> WriteGate {
         let gate = WriteGate::default();
-        *lock(&self.hold) = Some(gate.clone());
+        *lock(&self.hold) = Some((gate.clone(), None));
+        gate
+    }
+
+    /// [`SimVfs::hold_next_write`] for the next `write_at` on a file in directory `dir` only.
+    pub fn hold_next_write_in(&self, dir: &Path) -> WriteGate {
+        let gate = WriteGate::default();
+        *lock(&self.hold) = Some((gate.clone(), Some(dir.to_path_buf())));
         gate
     }
 
@@ -427,8 +435,12 @@ impl VfsFile for SimFile {
     }
 
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let gate = lock(&self.vfs.hold).take();
-        if let Some(gate) = gate {
+        let gate = {
+            let mut hold = lock(&self.vfs.hold);
+            let here = hold.as_ref().is_some_and(|(_, dir)| dir.as_ref().is_none_or(|d| self.path.parent() == Some(d)));
+            if here { hold.take() } else { None }
+        };
+        if let Some((gate, _)) = gate {
             gate.pass();
         }
         self.vfs.tick("write")?;

@@ -56,6 +56,11 @@ pub(crate) struct Store {
     pub pool_full: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// The largest layer file length the file system was seen to hold (probed once per larger size).
     pub file_len_ok: std::sync::atomic::AtomicU64,
+    /// Raised when a fold of hidden layers starts (`merge_pair`), before it changes any layer: a view built
+    /// before may read through a layer the fold fills with blocks it must not show. Views of images in use
+    /// follow their image's [`ImageState::generation`]; a copy's own view of its source, whose chain may have left
+    /// the folded image since it was built (a flatten of the source's parent), checks this too.
+    pub folds: std::sync::atomic::AtomicU64,
     /// The write-ahead journal of every layer change.
     pub journal: Arc<Journal>,
     /// Serialises checkpoints.

@@ -1747,3 +1747,56 @@ fn a_rewrite_after_a_discard_stays_covered() {
         every_block_verifies_after_the_cut(&disk, seed);
     }
 }
+
+/// A copy reads its source through a view built when it starts. Here the source is a clone of a clone, and while
+/// the copy runs its parent is flattened and the grandparent's snapshot it was cloned from is removed. The fold of
+/// that snapshot's layer then moves the grandparent head's newer blocks into it, and a view built before the
+/// flatten still reads through it where the flattened parent has nothing (a range the snapshot had zeroed): the
+/// copy must read what its source shows, not those blocks. (It fails, with 0x22 in the second MiB of the copy,
+/// when `copy_data` keeps the view it started with.)
+#[test]
+fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
+    let (vfs, engine) = build_base(Base::Image);
+    let mib = 1usize << 20;
+    let mut options = CreateOptions::with_size(4 * mib as u64);
+    options.order = Some(ObjectOrder::new(ORDER).expect("valid order"));
+    engine.image_create(&spec("top"), &options).expect("create the grandparent");
+    let top = engine.open(&spec("top"), &OpenTarget::Head, "setup").expect("open it");
+    top.write(0, &vec![0x11; 4 * mib], Durability::Buffered).expect("write it whole");
+    engine.snap_create(&snap("top", "s0")).expect("snapshot s0");
+    // The layer `ps` will own: more data than the head will hold (so removing `ps` folds the head's blocks down
+    // into it), and zero markers over the second MiB.
+    top.write(2 * mib as u64, &pattern(12, 2 * mib), Durability::Buffered).expect("write the second half");
+    top.write_zeroes(mib as u64, mib as u64, basalt_core::ZeroMode::MayUnmap, Durability::Buffered).expect("zero");
+    engine.snap_create(&snap("top", "ps")).expect("snapshot ps");
+    engine.snap_protect(&snap("top", "ps")).expect("protect ps");
+    top.write(mib as u64, &vec![0x22; mib], Durability::Buffered).expect("the head's newer second MiB");
+    drop(top);
+    engine.clone_image(&snap("top", "ps"), &spec("mid"), &CloneRequest::inherit()).expect("clone the middle");
+    engine.snap_create(&snap("mid", "cs")).expect("snapshot the middle");
+    engine.snap_protect(&snap("mid", "cs")).expect("protect it");
+    engine.clone_image(&snap("mid", "cs"), &spec("leaf"), &CloneRequest::inherit()).expect("clone the leaf");
+    let mut expected = vec![0u8; 4 * mib];
+    let leaf = engine.open(&spec("leaf"), &OpenTarget::HeadReadOnly, "check").expect("open the leaf");
+    leaf.read(0, &mut expected).expect("read the leaf");
+    drop(leaf);
+    assert!(expected[mib..2 * mib].iter().all(|&b| b == 0), "the leaf shows the zeroed second MiB");
+
+    // The copy's first write into its own layer file (the first MiB) waits while the others run.
+    let gate = vfs.hold_next_write_in(Path::new("/store/layers"));
+    std::thread::scope(|scope| {
+        let copier =
+            scope.spawn(|| engine.image_copy(&spec("leaf"), &CopyRequest::to(spec("copy")), &Progress::new()));
+        gate.wait_until_held();
+        engine.flatten(&spec("mid"), &Progress::new()).expect("flatten the middle");
+        engine.snap_unprotect(&snap("top", "ps")).expect("unprotect ps: no clone left");
+        engine.snap_remove(&snap("top", "ps")).expect("remove ps, which folds its layer");
+        gate.release();
+        copier.join().expect("the copying thread").expect("the copy");
+    });
+    let mut copied = vec![0u8; 4 * mib];
+    let copy = engine.open(&spec("copy"), &OpenTarget::HeadReadOnly, "check").expect("open the copy");
+    copy.read(0, &mut copied).expect("read the copy");
+    let differs = expected.iter().zip(&copied).position(|(a, b)| a != b);
+    assert_eq!(differs, None, "the copy differs from its source (0x{:02x} there)", differs.map_or(0, |i| copied[i]));
+}
