@@ -240,8 +240,15 @@ fn bitmaps_changed_past_the_budget_are_checkpointed_without_waiting_for_the_inte
     // 2000 changed bitmaps are several times the 192 KiB budget, in 8 MiB of records (a quarter of one journal file).
     let (_, _, budget) = engine.bitmap_memory();
     assert!(checkpoint_comes(&engine, checkpoints), "no checkpoint while the bitmaps were over the budget");
-    let (used, _, _) = engine.bitmap_memory();
-    assert!(used <= budget, "{used} bytes of bitmaps after the checkpoint, budget {budget}");
+    // The first checkpoint may have frozen while the writes still ran (on a loaded machine it does): the bitmaps
+    // they changed after it stay in memory until the next one, which the same trigger starts within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut used = engine.bitmap_memory().0;
+    while used > budget && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        used = engine.bitmap_memory().0;
+    }
+    assert!(used <= budget, "{used} bytes of bitmaps 20 s after the writes, budget {budget}");
 }
 
 /// Well inside the budget, once an eighth of it is in changed bitmaps the background thread checkpoints too: waiting
