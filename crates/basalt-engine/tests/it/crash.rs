@@ -1785,8 +1785,7 @@ fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
     // The copy's first write into its own layer file (the first MiB) waits while the others run.
     let gate = vfs.hold_next_write_in(Path::new("/store/layers"));
     std::thread::scope(|scope| {
-        let copier =
-            scope.spawn(|| engine.image_copy(&spec("leaf"), &CopyRequest::to(spec("copy")), &Progress::new()));
+        let copier = scope.spawn(|| engine.image_copy(&spec("leaf"), &CopyRequest::to(spec("copy")), &Progress::new()));
         gate.wait_until_held();
         engine.flatten(&spec("mid"), &Progress::new()).expect("flatten the middle");
         engine.snap_unprotect(&snap("top", "ps")).expect("unprotect ps: no clone left");
