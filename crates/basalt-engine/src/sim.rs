@@ -114,9 +114,8 @@ pub struct SimVfs {
     state: Arc<Mutex<SimState>>,
     ops: Arc<AtomicU64>,
     fault_at: Arc<Mutex<Option<(u64, Fault)>>>,
-    /// A gate the next `write_at` stops at, before it changes anything: of any file, or of a file in the
-    /// directory given.
-    hold: Arc<Mutex<Option<(WriteGate, Option<PathBuf>)>>>,
+    /// A gate the next `write_at` stops at, before it changes anything.
+    hold: Arc<Mutex<Option<HeldWrite>>>,
     /// Power cuts this disk went through: the simulated kernel's boot id.
     boots: u64,
     /// Capacity and usage.
@@ -126,6 +125,9 @@ pub struct SimVfs {
     /// process crash (in the page cache, or in the device) and only a sync makes it survive a power cut.
     direct: bool,
 }
+
+/// The gate a write stops at: of any file, or of a file in the directory given.
+type HeldWrite = (WriteGate, Option<PathBuf>);
 
 #[derive(Debug, Default)]
 struct GateState {
