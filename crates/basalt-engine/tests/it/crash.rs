@@ -1748,15 +1748,12 @@ fn a_rewrite_after_a_discard_stays_covered() {
     }
 }
 
-/// A copy reads its source through a view built when it starts. Here the source is a clone of a clone, and while
-/// the copy runs its parent is flattened and the grandparent's snapshot it was cloned from is removed. The fold of
-/// that snapshot's layer then moves the grandparent head's newer blocks into it, and a view built before the
-/// flatten still reads through it where the flattened parent has nothing (a range the snapshot had zeroed): the
-/// copy must read what its source shows, not those blocks. (It fails, with 0x22 in the second MiB of the copy,
-/// when `copy_data` keeps the view it started with.)
-#[test]
-fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
-    let (vfs, engine) = build_base(Base::Image);
+/// A grandparent `top`, a middle clone `mid` of its protected snapshot `ps`, and a leaf clone `leaf` of the middle's
+/// protected snapshot `cs`, each 4 MiB. `ps` owns more data than the grandparent's head will hold (so removing `ps`
+/// folds the head's blocks down into its layer) and zero markers over the second MiB, where the head then writes
+/// 0x22: a view of the leaf built before `mid` is flattened and `ps` removed reads through `ps`'s layer there, and
+/// after the fold finds the head's 0x22 in it where the leaf shows zeros.
+fn a_leaf_under_a_clone_of_a_snapshot_that_can_fold(engine: &Engine) {
     let mib = 1usize << 20;
     let mut options = CreateOptions::with_size(4 * mib as u64);
     options.order = Some(ObjectOrder::new(ORDER).expect("valid order"));
@@ -1764,8 +1761,6 @@ fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
     let top = engine.open(&spec("top"), &OpenTarget::Head, "setup").expect("open it");
     top.write(0, &vec![0x11; 4 * mib], Durability::Buffered).expect("write it whole");
     engine.snap_create(&snap("top", "s0")).expect("snapshot s0");
-    // The layer `ps` will own: more data than the head will hold (so removing `ps` folds the head's blocks down
-    // into it), and zero markers over the second MiB.
     top.write(2 * mib as u64, &pattern(12, 2 * mib), Durability::Buffered).expect("write the second half");
     top.write_zeroes(mib as u64, mib as u64, basalt_core::ZeroMode::MayUnmap, Durability::Buffered).expect("zero");
     engine.snap_create(&snap("top", "ps")).expect("snapshot ps");
@@ -1776,16 +1771,26 @@ fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
     engine.snap_create(&snap("mid", "cs")).expect("snapshot the middle");
     engine.snap_protect(&snap("mid", "cs")).expect("protect it");
     engine.clone_image(&snap("mid", "cs"), &spec("leaf"), &CloneRequest::inherit()).expect("clone the leaf");
-    let mut expected = vec![0u8; 4 * mib];
-    let leaf = engine.open(&spec("leaf"), &OpenTarget::HeadReadOnly, "check").expect("open the leaf");
-    leaf.read(0, &mut expected).expect("read the leaf");
-    drop(leaf);
-    assert!(expected[mib..2 * mib].iter().all(|&b| b == 0), "the leaf shows the zeroed second MiB");
+}
 
-    // The copy's first write into its own layer file (the first MiB) waits while the others run.
+/// What `target` of `image` reads, all 4 MiB of it.
+fn read_whole(engine: &Engine, image: &str, target: &OpenTarget) -> Vec<u8> {
+    let mut out = vec![0u8; 4 << 20];
+    let io = engine.open(&spec(image), target, "check").expect("open to check");
+    io.read(0, &mut out).expect("read to check");
+    out
+}
+
+/// Runs `copy` on another thread, holding its first write into a layer file while the leaf's parent `mid` is
+/// flattened and the grandparent's snapshot `ps` is removed (which folds its layer).
+fn copy_while_a_flatten_and_a_fold_run(
+    vfs: &SimVfs,
+    engine: &Engine,
+    copy: impl FnOnce() -> basalt_core::Result<()> + Send,
+) {
     let gate = vfs.hold_next_write_in(Path::new("/store/layers"));
     std::thread::scope(|scope| {
-        let copier = scope.spawn(|| engine.image_copy(&spec("leaf"), &CopyRequest::to(spec("copy")), &Progress::new()));
+        let copier = scope.spawn(copy);
         gate.wait_until_held();
         engine.flatten(&spec("mid"), &Progress::new()).expect("flatten the middle");
         engine.snap_unprotect(&snap("top", "ps")).expect("unprotect ps: no clone left");
@@ -1793,9 +1798,54 @@ fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
         gate.release();
         copier.join().expect("the copying thread").expect("the copy");
     });
-    let mut copied = vec![0u8; 4 * mib];
-    let copy = engine.open(&spec("copy"), &OpenTarget::HeadReadOnly, "check").expect("open the copy");
-    copy.read(0, &mut copied).expect("read the copy");
-    let differs = expected.iter().zip(&copied).position(|(a, b)| a != b);
-    assert_eq!(differs, None, "the copy differs from its source (0x{:02x} there)", differs.map_or(0, |i| copied[i]));
+}
+
+fn assert_same(what: &str, expected: &[u8], copied: &[u8]) {
+    let differs = expected.iter().zip(copied).position(|(a, b)| a != b);
+    assert_eq!(differs, None, "{what} differs from its source (0x{:02x} there)", differs.map_or(0, |i| copied[i]));
+}
+
+/// A copy reads its source through a view built when it starts. Here the source is the leaf of
+/// [`a_leaf_under_a_clone_of_a_snapshot_that_can_fold`], and while the copy runs its parent is flattened and the
+/// grandparent's snapshot it was cloned from is removed: the copy must read what its source shows, not the blocks
+/// the fold moved. (It fails, with 0x22 in the second MiB of the copy, when `copy_data` keeps the view it started
+/// with.)
+#[test]
+fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
+    let (vfs, engine) = build_base(Base::Image);
+    a_leaf_under_a_clone_of_a_snapshot_that_can_fold(&engine);
+    let expected = read_whole(&engine, "leaf", &OpenTarget::HeadReadOnly);
+    assert!(expected[1 << 20..2 << 20].iter().all(|&b| b == 0), "the leaf shows the zeroed second MiB");
+    copy_while_a_flatten_and_a_fold_run(&vfs, &engine, || {
+        engine.image_copy(&spec("leaf"), &CopyRequest::to(spec("copy")), &Progress::new())
+    });
+    assert_same("the copy", &expected, &read_whole(&engine, "copy", &OpenTarget::HeadReadOnly));
+}
+
+/// The same for a deep copy, which keeps the parent and copies only what the leaf itself holds, snapshot by
+/// snapshot: its views of the leaf are built once too, and their parent goes stale the same way. It compares the
+/// parent under them only to decide where the copy needs zero markers of its own (`match_parent`), so the leaf
+/// here has data, zeros over data of the parent, and a snapshot, and every view of the copy must read as the
+/// leaf's.
+#[test]
+fn a_deep_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
+    let (vfs, engine) = build_base(Base::Image);
+    a_leaf_under_a_clone_of_a_snapshot_that_can_fold(&engine);
+    let mib = 1u64 << 20;
+    let leaf = engine.open(&spec("leaf"), &OpenTarget::Head, "setup").expect("open the leaf");
+    leaf.write(0, &vec![0x33; 64 << 10], Durability::Buffered).expect("the leaf's own data");
+    leaf.write_zeroes(mib + mib / 2, mib, basalt_core::ZeroMode::MayUnmap, Durability::Buffered).expect("zeros");
+    engine.snap_create(&snap("leaf", "ls")).expect("snapshot the leaf");
+    leaf.write(3 * mib, &vec![0x44; 64 << 10], Durability::Buffered).expect("the leaf's newer data");
+    leaf.write_zeroes(2 * mib + 4096, 8192, basalt_core::ZeroMode::MayUnmap, Durability::Buffered).expect("zeros");
+    drop(leaf);
+    let ls = OpenTarget::Snapshot(SnapName::new("ls").expect("name"));
+    let (expected_head, expected_ls) =
+        (read_whole(&engine, "leaf", &OpenTarget::HeadReadOnly), read_whole(&engine, "leaf", &ls));
+    copy_while_a_flatten_and_a_fold_run(&vfs, &engine, || {
+        engine.image_deep_copy(&spec("leaf"), &spec("copy"), &Progress::new())
+    });
+    assert_same("the deep copy's snapshot", &expected_ls, &read_whole(&engine, "copy", &ls));
+    assert_same("the deep copy", &expected_head, &read_whole(&engine, "copy", &OpenTarget::HeadReadOnly));
+    assert_same("the leaf", &expected_head, &read_whole(&engine, "leaf", &OpenTarget::HeadReadOnly));
 }
