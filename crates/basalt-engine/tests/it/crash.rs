@@ -1802,7 +1802,8 @@ fn copy_while_a_flatten_and_a_fold_run(
 
 fn assert_same(what: &str, expected: &[u8], copied: &[u8]) {
     let differs = expected.iter().zip(copied).position(|(a, b)| a != b);
-    assert_eq!(differs, None, "{what} differs from its source (0x{:02x} there)", differs.map_or(0, |i| copied[i]));
+    let found = differs.map_or(0, |i| copied[i]);
+    assert_eq!(differs, None, "{what} differs from the bytes expected at that offset (0x{found:02x} there)");
 }
 
 /// A copy reads its source through a view built when it starts. Here the source is the leaf of
@@ -1823,10 +1824,10 @@ fn a_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
 }
 
 /// The same for a deep copy, which keeps the parent and copies only what the leaf itself holds, snapshot by
-/// snapshot: its views of the leaf are built once too, and their parent goes stale the same way. It compares the
-/// parent under them only to decide where the copy needs zero markers of its own (`match_parent`), so the leaf
-/// here has data, zeros over data of the parent, and a snapshot, and every view of the copy must read as the
-/// leaf's.
+/// snapshot: its views of the leaf are built once too, and their parent goes stale the same way. It reads that
+/// parent only to decide where the copy's own layer must hide or show it (`match_parent`), so the leaf here has
+/// data, zeros over data of the parent, and a snapshot, and every view of the copy must read as the leaf's. (It
+/// fails when `match_parent` does nothing.)
 #[test]
 fn a_deep_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_it() {
     let (vfs, engine) = build_base(Base::Image);
@@ -1847,5 +1848,5 @@ fn a_deep_copy_reads_its_source_as_it_was_when_a_flatten_and_a_fold_run_during_i
     });
     assert_same("the deep copy's snapshot", &expected_ls, &read_whole(&engine, "copy", &ls));
     assert_same("the deep copy", &expected_head, &read_whole(&engine, "copy", &OpenTarget::HeadReadOnly));
-    assert_same("the leaf", &expected_head, &read_whole(&engine, "leaf", &OpenTarget::HeadReadOnly));
+    assert_same("the leaf read again", &expected_head, &read_whole(&engine, "leaf", &OpenTarget::HeadReadOnly));
 }
