@@ -1773,12 +1773,10 @@ fn a_leaf_under_a_clone_of_a_snapshot_that_can_fold(engine: &Engine) {
     engine.clone_image(&snap("mid", "cs"), &spec("leaf"), &CloneRequest::inherit()).expect("clone the leaf");
 }
 
-/// What `target` of `image` reads, all 4 MiB of it.
+/// What `target` of `image` reads, all of it ([`read_all`]).
 fn read_whole(engine: &Engine, image: &str, target: &OpenTarget) -> Vec<u8> {
-    let mut out = vec![0u8; 4 << 20];
     let io = engine.open(&spec(image), target, "check").expect("open to check");
-    io.read(0, &mut out).expect("read to check");
-    out
+    read_all(io.as_ref()).expect("read to check")
 }
 
 /// Runs `copy` on another thread, holding its first write into a layer file while the leaf's parent `mid` is
